@@ -1,0 +1,1 @@
+//! The AEAD seam for transport packets. Work in progress.

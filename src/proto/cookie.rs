@@ -1,0 +1,1 @@
+//! mac1, mac2 and stateless cookies. Work in progress.

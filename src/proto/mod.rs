@@ -1,0 +1,16 @@
+//! The sans-IO protocol core.
+//!
+//! Everything here takes `now`, a source address and a byte buffer, and returns
+//! events and packets to transmit. Nothing here reads a clock, touches a socket
+//! or draws randomness of its own: drivers pass all three in.
+
+pub mod aead;
+pub mod cookie;
+pub mod keys;
+pub mod ratelimit;
+pub mod reliable;
+pub mod replay;
+pub mod stats;
+pub mod strikes;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! The per-peer token bucket. Work in progress.

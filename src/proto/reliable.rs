@@ -1,0 +1,1 @@
+//! Reliable, ordered, exactly-once delivery. Work in progress.

@@ -1,0 +1,1 @@
+//! Decaying strikes against a session. Work in progress.

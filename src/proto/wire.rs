@@ -1,0 +1,507 @@
+//! The wire format: packet types, field offsets, sizes, and a parser that never panics.
+//!
+//! Owns every byte offset named in PROTOCOL.md and nothing else: it reads and
+//! writes fields of buffers it is handed and never allocates, never does
+//! cryptography and never keeps state. Every rejection is a typed `Malformed`.
+
+use core::fmt;
+
+/// The only protocol version this implementation speaks.
+pub const VERSION: u8 = 1;
+
+/// Largest datagram we send or accept: fits a 1500-byte MTU over IPv6 (1500 - 40 - 8).
+pub const MAX_DATAGRAM_LEN: usize = 1452;
+
+pub const MAC_LEN: usize = 16;
+pub const TAG_LEN: usize = 16;
+pub const COOKIE_LEN: usize = 16;
+pub const KEY_LEN: usize = 32;
+
+/// version, type, reserved u16, receiver index u32, counter u64.
+pub const TRANSPORT_HEADER_LEN: usize = 16;
+/// Header plus tag: what a transport packet adds to its plaintext.
+pub const TRANSPORT_OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
+/// Sequence number that prefixes a Reliable plaintext.
+pub const RELIABLE_SEQ_LEN: usize = 8;
+/// cumulative u64 + selective bitmap u64.
+pub const ACK_LEN: usize = 16;
+
+pub const MAX_REALTIME_PAYLOAD: usize = MAX_DATAGRAM_LEN - TRANSPORT_OVERHEAD;
+pub const MAX_RELIABLE_PAYLOAD: usize = MAX_REALTIME_PAYLOAD - RELIABLE_SEQ_LEN;
+
+/// Noise XX message sizes with empty payloads (25519, AES-GCM).
+pub const NOISE_MSG1_LEN: usize = 32;
+pub const NOISE_MSG2_LEN: usize = 32 + 48 + 16;
+pub const NOISE_MSG3_LEN: usize = 48 + 16;
+
+pub mod init {
+    //! HandshakeInit: 120 bytes, padded so that no reply is ever larger.
+    use super::*;
+    pub const SENDER: usize = 4;
+    pub const NOISE: usize = 8;
+    pub const PADDING: usize = NOISE + NOISE_MSG1_LEN;
+    pub const PADDING_LEN: usize = 48;
+    pub const MAC1: usize = PADDING + PADDING_LEN;
+    pub const MAC2: usize = MAC1 + MAC_LEN;
+    pub const LEN: usize = MAC2 + MAC_LEN;
+}
+
+pub mod response {
+    //! HandshakeResponse: 108 bytes.
+    use super::*;
+    pub const SENDER: usize = 4;
+    pub const RECEIVER: usize = 8;
+    pub const NOISE: usize = 12;
+    pub const LEN: usize = NOISE + NOISE_MSG2_LEN;
+}
+
+pub mod finish {
+    //! HandshakeFinish: 72 bytes.
+    use super::*;
+    pub const RECEIVER: usize = 4;
+    pub const NOISE: usize = 8;
+    pub const LEN: usize = NOISE + NOISE_MSG3_LEN;
+}
+
+pub mod cookie_reply {
+    //! CookieReply: 52 bytes, smaller than the HandshakeInit that caused it.
+    use super::*;
+    pub const RECEIVER: usize = 4;
+    pub const NONCE: usize = 8;
+    pub const NONCE_LEN: usize = 12;
+    pub const SEALED: usize = NONCE + NONCE_LEN;
+    pub const LEN: usize = SEALED + COOKIE_LEN + TAG_LEN;
+}
+
+/// The type byte (offset 1) of every packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PacketType {
+    HandshakeInit = 1,
+    HandshakeResponse = 2,
+    HandshakeFinish = 3,
+    CookieReply = 4,
+    Realtime = 5,
+    Reliable = 6,
+    Ack = 7,
+    Keepalive = 8,
+    Close = 9,
+}
+
+impl PacketType {
+    pub fn from_byte(byte: u8) -> Option<PacketType> {
+        Some(match byte {
+            1 => PacketType::HandshakeInit,
+            2 => PacketType::HandshakeResponse,
+            3 => PacketType::HandshakeFinish,
+            4 => PacketType::CookieReply,
+            5 => PacketType::Realtime,
+            6 => PacketType::Reliable,
+            7 => PacketType::Ack,
+            8 => PacketType::Keepalive,
+            9 => PacketType::Close,
+            _ => return None,
+        })
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            PacketType::HandshakeInit => "handshake_init",
+            PacketType::HandshakeResponse => "handshake_response",
+            PacketType::HandshakeFinish => "handshake_finish",
+            PacketType::CookieReply => "cookie_reply",
+            PacketType::Realtime => "realtime",
+            PacketType::Reliable => "reliable",
+            PacketType::Ack => "ack",
+            PacketType::Keepalive => "keepalive",
+            PacketType::Close => "close",
+        }
+    }
+}
+
+/// The kinds of sealed transport packet, a subset of `PacketType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    Realtime,
+    Reliable,
+    Ack,
+    Keepalive,
+    Close,
+}
+
+impl TransportKind {
+    pub const fn packet_type(self) -> PacketType {
+        match self {
+            TransportKind::Realtime => PacketType::Realtime,
+            TransportKind::Reliable => PacketType::Reliable,
+            TransportKind::Ack => PacketType::Ack,
+            TransportKind::Keepalive => PacketType::Keepalive,
+            TransportKind::Close => PacketType::Close,
+        }
+    }
+
+    /// The plaintext length this kind allows, as an inclusive range.
+    const fn plaintext_bounds(self) -> (usize, usize) {
+        match self {
+            TransportKind::Realtime => (0, MAX_REALTIME_PAYLOAD),
+            TransportKind::Reliable => (RELIABLE_SEQ_LEN, MAX_REALTIME_PAYLOAD),
+            TransportKind::Ack => (ACK_LEN, ACK_LEN),
+            TransportKind::Keepalive => (0, 0),
+            TransportKind::Close => (1, 1),
+        }
+    }
+}
+
+/// A session index chosen by the receiver of a packet; never zero on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionIndex(u32);
+
+impl SessionIndex {
+    pub fn new(raw: u32) -> Option<SessionIndex> {
+        (raw != 0).then_some(SessionIndex(raw))
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// The 64-bit per-direction packet counter, which is also the AEAD nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Counter(pub u64);
+
+impl Counter {
+    /// The 96-bit AES-GCM nonce: four zero bytes, then the counter little-endian.
+    pub fn nonce(self) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&self.0.to_le_bytes());
+        nonce
+    }
+}
+
+/// Why a datagram could not even be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    TooShort,
+    TooLong,
+    BadVersion,
+    UnknownType,
+    ReservedNotZero,
+    /// The length does not fit the packet type.
+    BadLength,
+    /// A session index field was zero.
+    ZeroIndex,
+}
+
+impl Malformed {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Malformed::TooShort => "too_short",
+            Malformed::TooLong => "too_long",
+            Malformed::BadVersion => "bad_version",
+            Malformed::UnknownType => "unknown_type",
+            Malformed::ReservedNotZero => "reserved_not_zero",
+            Malformed::BadLength => "bad_length",
+            Malformed::ZeroIndex => "zero_index",
+        }
+    }
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What the fixed fields of a datagram say, checked against its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    HandshakeInit {
+        sender: SessionIndex,
+    },
+    HandshakeResponse {
+        sender: SessionIndex,
+        receiver: SessionIndex,
+    },
+    HandshakeFinish {
+        receiver: SessionIndex,
+    },
+    CookieReply {
+        receiver: SessionIndex,
+    },
+    Transport {
+        kind: TransportKind,
+        receiver: SessionIndex,
+        counter: Counter,
+    },
+}
+
+impl Header {
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Header::HandshakeInit { .. } => PacketType::HandshakeInit,
+            Header::HandshakeResponse { .. } => PacketType::HandshakeResponse,
+            Header::HandshakeFinish { .. } => PacketType::HandshakeFinish,
+            Header::CookieReply { .. } => PacketType::CookieReply,
+            Header::Transport { kind, .. } => kind.packet_type(),
+        }
+    }
+}
+
+/// Parses the fixed fields of `datagram`. Reads nothing past a length check.
+pub fn parse_header(datagram: &[u8]) -> Result<Header, Malformed> {
+    if datagram.len() < 4 {
+        return Err(Malformed::TooShort);
+    }
+    if datagram.len() > MAX_DATAGRAM_LEN {
+        return Err(Malformed::TooLong);
+    }
+    if datagram[0] != VERSION {
+        return Err(Malformed::BadVersion);
+    }
+    let packet_type = PacketType::from_byte(datagram[1]).ok_or(Malformed::UnknownType)?;
+    if datagram[2] != 0 || datagram[3] != 0 {
+        return Err(Malformed::ReservedNotZero);
+    }
+    let exact = |len: usize| {
+        if datagram.len() == len {
+            Ok(())
+        } else {
+            Err(Malformed::BadLength)
+        }
+    };
+    let index = |at: usize| SessionIndex::new(read_u32(datagram, at)).ok_or(Malformed::ZeroIndex);
+    match packet_type {
+        PacketType::HandshakeInit => {
+            exact(init::LEN)?;
+            Ok(Header::HandshakeInit {
+                sender: index(init::SENDER)?,
+            })
+        }
+        PacketType::HandshakeResponse => {
+            exact(response::LEN)?;
+            Ok(Header::HandshakeResponse {
+                sender: index(response::SENDER)?,
+                receiver: index(response::RECEIVER)?,
+            })
+        }
+        PacketType::HandshakeFinish => {
+            exact(finish::LEN)?;
+            Ok(Header::HandshakeFinish {
+                receiver: index(finish::RECEIVER)?,
+            })
+        }
+        PacketType::CookieReply => {
+            exact(cookie_reply::LEN)?;
+            Ok(Header::CookieReply {
+                receiver: index(cookie_reply::RECEIVER)?,
+            })
+        }
+        PacketType::Realtime
+        | PacketType::Reliable
+        | PacketType::Ack
+        | PacketType::Keepalive
+        | PacketType::Close => {
+            let kind = match packet_type {
+                PacketType::Realtime => TransportKind::Realtime,
+                PacketType::Reliable => TransportKind::Reliable,
+                PacketType::Ack => TransportKind::Ack,
+                PacketType::Keepalive => TransportKind::Keepalive,
+                _ => TransportKind::Close,
+            };
+            let plaintext_len = datagram
+                .len()
+                .checked_sub(TRANSPORT_OVERHEAD)
+                .ok_or(Malformed::TooShort)?;
+            let (min, max) = kind.plaintext_bounds();
+            if plaintext_len < min || plaintext_len > max {
+                return Err(Malformed::BadLength);
+            }
+            Ok(Header::Transport {
+                kind,
+                receiver: index(4)?,
+                counter: Counter(read_u64(datagram, 8)),
+            })
+        }
+    }
+}
+
+/// Writes the 16-byte transport header into `out[..16]`.
+pub fn write_transport_header(
+    out: &mut [u8; TRANSPORT_HEADER_LEN],
+    kind: TransportKind,
+    receiver: SessionIndex,
+    counter: Counter,
+) {
+    out[0] = VERSION;
+    out[1] = kind.packet_type() as u8;
+    out[2] = 0;
+    out[3] = 0;
+    out[4..8].copy_from_slice(&receiver.get().to_le_bytes());
+    out[8..16].copy_from_slice(&counter.0.to_le_bytes());
+}
+
+/// Writes the 4-byte common prefix (version, type, reserved) of a handshake-phase packet.
+pub fn write_prefix(out: &mut [u8], packet_type: PacketType) {
+    out[0] = VERSION;
+    out[1] = packet_type as u8;
+    out[2] = 0;
+    out[3] = 0;
+}
+
+/// The plaintext of an ACK: every sequence below `next_expected` was received, and bit
+/// `i` of `selective` says whether `next_expected + 1 + i` was received too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ack {
+    pub next_expected: u64,
+    pub selective: u64,
+}
+
+impl Ack {
+    pub fn encode(&self) -> [u8; ACK_LEN] {
+        let mut out = [0u8; ACK_LEN];
+        out[..8].copy_from_slice(&self.next_expected.to_le_bytes());
+        out[8..].copy_from_slice(&self.selective.to_le_bytes());
+        out
+    }
+
+    pub fn decode(plaintext: &[u8]) -> Option<Ack> {
+        if plaintext.len() != ACK_LEN {
+            return None;
+        }
+        Some(Ack {
+            next_expected: read_u64(plaintext, 0),
+            selective: read_u64(plaintext, 8),
+        })
+    }
+
+    /// Whether this ACK says `seq` arrived.
+    pub fn covers(&self, seq: u64) -> bool {
+        if seq < self.next_expected {
+            return true;
+        }
+        let offset = seq - self.next_expected;
+        (1..=64).contains(&offset) && self.selective & (1u64 << (offset - 1)) != 0
+    }
+}
+
+/// Reads a little-endian u32 at `at`; callers have checked the length.
+pub fn read_u32(buf: &[u8], at: usize) -> u32 {
+    let mut bytes = [0u8; 4];
+    if let Some(src) = buf.get(at..at + 4) {
+        bytes.copy_from_slice(src);
+    }
+    u32::from_le_bytes(bytes)
+}
+
+/// Reads a little-endian u64 at `at`; callers have checked the length.
+pub fn read_u64(buf: &[u8], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Some(src) = buf.get(at..at + 8) {
+        bytes.copy_from_slice(src);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn transport(kind: TransportKind, plaintext_len: usize) -> Vec<u8> {
+        let mut pkt = vec![0u8; TRANSPORT_OVERHEAD + plaintext_len];
+        let mut header = [0u8; TRANSPORT_HEADER_LEN];
+        write_transport_header(&mut header, kind, SessionIndex::new(7).unwrap(), Counter(9));
+        pkt[..TRANSPORT_HEADER_LEN].copy_from_slice(&header);
+        pkt
+    }
+
+    #[test]
+    fn sizes_match_protocol_md() {
+        assert_eq!(init::LEN, 120);
+        assert_eq!(response::LEN, 108);
+        assert_eq!(finish::LEN, 72);
+        assert_eq!(cookie_reply::LEN, 52);
+        assert!(cookie_reply::LEN < init::LEN && response::LEN <= init::LEN);
+        assert_eq!(MAX_REALTIME_PAYLOAD, 1420);
+    }
+
+    #[test]
+    fn transport_header_round_trips() {
+        let pkt = transport(TransportKind::Realtime, 100);
+        assert_eq!(
+            parse_header(&pkt),
+            Ok(Header::Transport {
+                kind: TransportKind::Realtime,
+                receiver: SessionIndex::new(7).unwrap(),
+                counter: Counter(9)
+            })
+        );
+    }
+
+    #[test]
+    fn every_fixed_field_is_checked() {
+        let good = transport(TransportKind::Keepalive, 0);
+        assert!(parse_header(&good).is_ok());
+        let mut bad = good.clone();
+        bad[0] = 2;
+        assert_eq!(parse_header(&bad), Err(Malformed::BadVersion));
+        let mut bad = good.clone();
+        bad[1] = 0;
+        assert_eq!(parse_header(&bad), Err(Malformed::UnknownType));
+        let mut bad = good.clone();
+        bad[3] = 1;
+        assert_eq!(parse_header(&bad), Err(Malformed::ReservedNotZero));
+        let mut bad = good.clone();
+        bad[4..8].copy_from_slice(&[0; 4]);
+        assert_eq!(parse_header(&bad), Err(Malformed::ZeroIndex));
+        assert_eq!(parse_header(&good[..3]), Err(Malformed::TooShort));
+        assert_eq!(parse_header(&good[..31]), Err(Malformed::TooShort));
+        let keepalive_with_body = transport(TransportKind::Keepalive, 1);
+        assert_eq!(
+            parse_header(&keepalive_with_body),
+            Err(Malformed::BadLength)
+        );
+        let short_reliable = transport(TransportKind::Reliable, 7);
+        assert_eq!(parse_header(&short_reliable), Err(Malformed::BadLength));
+        let huge = transport(TransportKind::Realtime, MAX_REALTIME_PAYLOAD + 1);
+        assert_eq!(parse_header(&huge), Err(Malformed::TooLong));
+        let mut init_pkt = vec![0u8; init::LEN + 1];
+        write_prefix(&mut init_pkt, PacketType::HandshakeInit);
+        init_pkt[init::SENDER] = 1;
+        assert_eq!(parse_header(&init_pkt), Err(Malformed::BadLength));
+        assert!(parse_header(&init_pkt[..init::LEN]).is_ok());
+    }
+
+    #[test]
+    fn ack_covers_cumulative_and_selective() {
+        let ack = Ack {
+            next_expected: 10,
+            selective: 0b101,
+        };
+        assert!(ack.covers(0) && ack.covers(9));
+        assert!(!ack.covers(10));
+        assert!(ack.covers(11) && !ack.covers(12) && ack.covers(13));
+        assert!(!ack.covers(10 + 65) && !ack.covers(u64::MAX));
+        assert_eq!(Ack::decode(&ack.encode()), Some(ack));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            let _ = parse_header(&bytes);
+        }
+
+        #[test]
+        fn parse_never_panics_on_plausible_prefixes(ty in 0u8..12, len in 0usize..1500, fill in any::<u8>()) {
+            let mut bytes = vec![fill; len];
+            if len >= 4 {
+                bytes[0] = VERSION;
+                bytes[1] = ty;
+                bytes[2] = 0;
+                bytes[3] = 0;
+            }
+            let _ = parse_header(&bytes);
+        }
+    }
+}
