@@ -94,7 +94,7 @@ fn x25519_public(secret: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
     // snow's resolver carries the same X25519 that the handshake uses, so the
     // public key we print is by construction the one peers will see.
     use snow::resolvers::{CryptoResolver, DefaultResolver};
-    use snow::types::Dh;
+
     let mut dh = DefaultResolver
         .resolve_dh(&snow::params::DHChoice::Curve25519)
         .expect("the default resolver always provides Curve25519");

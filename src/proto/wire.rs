@@ -32,7 +32,8 @@ pub const MAX_RELIABLE_PAYLOAD: usize = MAX_REALTIME_PAYLOAD - RELIABLE_SEQ_LEN;
 /// Noise XX message sizes with empty payloads (25519, AES-GCM).
 pub const NOISE_MSG1_LEN: usize = 32;
 pub const NOISE_MSG2_LEN: usize = 32 + 48 + 16;
-pub const NOISE_MSG3_LEN: usize = 48 + 16;
+/// msg3 carries one encrypted payload byte: `FinishIntent`.
+pub const NOISE_MSG3_LEN: usize = 48 + 1 + 16;
 
 pub mod init {
     //! HandshakeInit: 120 bytes, padded so that no reply is ever larger.
@@ -56,7 +57,7 @@ pub mod response {
 }
 
 pub mod finish {
-    //! HandshakeFinish: 72 bytes.
+    //! HandshakeFinish: 73 bytes.
     use super::*;
     pub const RECEIVER: usize = 4;
     pub const NOISE: usize = 8;
@@ -420,7 +421,7 @@ mod tests {
     fn sizes_match_protocol_md() {
         assert_eq!(init::LEN, 120);
         assert_eq!(response::LEN, 108);
-        assert_eq!(finish::LEN, 72);
+        assert_eq!(finish::LEN, 73);
         assert_eq!(cookie_reply::LEN, 52);
         assert!(cookie_reply::LEN < init::LEN && response::LEN <= init::LEN);
         assert_eq!(MAX_REALTIME_PAYLOAD, 1420);

@@ -1,0 +1,75 @@
+//! Endpoint configuration: every limit and timer of the protocol core, with its default.
+//!
+//! Owns plain values and their validation. It must never read files or the
+//! environment: the daemon's TOML configuration maps onto this.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::keys::{Keypair, PublicKey};
+use super::reliable::ReliableConfig;
+use super::strikes::StrikePolicy;
+
+#[derive(Clone)]
+pub struct EndpointConfig {
+    pub keypair: Keypair,
+    /// Peers whose static keys may complete a handshake; `None` admits any key.
+    pub allow_list: Option<HashSet<PublicKey>>,
+    pub max_peers: usize,
+    /// Responder handshakes in flight at once, in total.
+    pub handshakes_in_flight: usize,
+    /// Responder handshakes in flight at once from one source IP.
+    pub handshakes_per_ip: usize,
+    /// In-flight responder handshakes at which the endpoint counts as under load and demands cookies.
+    pub cookie_threshold: usize,
+    /// Demand a cookie on every first handshake message, loaded or not.
+    pub always_cookie: bool,
+    /// Per-peer token bucket, checked before any AEAD work.
+    pub rate_pps: u32,
+    pub rate_burst: u32,
+    pub strikes: StrikePolicy,
+    pub reliable: ReliableConfig,
+    /// Send a keepalive after this long without sending anything.
+    pub keepalive_interval: Duration,
+    /// Close a session after this long without receiving anything authenticated.
+    pub idle_timeout: Duration,
+    /// First handshake retransmission delay; doubles up to `handshake_retry_max`.
+    pub handshake_retry: Duration,
+    pub handshake_retry_max: Duration,
+    pub handshake_timeout: Duration,
+    /// Renegotiate keys after this age (the session's initiator does).
+    pub rekey_after: Duration,
+    /// Refuse keys older than this; the session closes if no rekey succeeded.
+    pub reject_after: Duration,
+    /// How long replaced keys still open packets in flight.
+    pub previous_keys_linger: Duration,
+    /// Control packets (handshake, ACK, keepalive, close) waiting for `poll_transmit`.
+    pub control_queue: usize,
+}
+
+impl EndpointConfig {
+    pub fn new(keypair: Keypair) -> EndpointConfig {
+        EndpointConfig {
+            keypair,
+            allow_list: None,
+            max_peers: 4096,
+            handshakes_in_flight: 100,
+            handshakes_per_ip: 5,
+            cookie_threshold: 10,
+            always_cookie: false,
+            rate_pps: 10_000,
+            rate_burst: 1_000,
+            strikes: StrikePolicy::default(),
+            reliable: ReliableConfig::default(),
+            keepalive_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            handshake_retry: Duration::from_millis(250),
+            handshake_retry_max: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(10),
+            rekey_after: Duration::from_secs(120),
+            reject_after: Duration::from_secs(180),
+            previous_keys_linger: Duration::from_secs(10),
+            control_queue: 4096,
+        }
+    }
+}

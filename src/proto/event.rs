@@ -1,0 +1,144 @@
+//! What the endpoint tells its caller: events, deliveries, transmits, and the errors of its API.
+//!
+//! Owns plain data types only. Deliveries borrow the caller's receive buffer or
+//! the peer's reorder buffer, so delivering a message never copies or allocates.
+
+use core::fmt;
+use std::net::SocketAddr;
+
+use super::keys::PublicKey;
+use super::stats::CloseReason;
+
+/// A handle to a peer of one endpoint. Stale handles (of a removed peer) are refused, never
+/// confused with a newer peer in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer#{}.{}", self.slot, self.generation)
+    }
+}
+
+/// How a message travels, chosen per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Delivered at once, never retransmitted, never waits on anything.
+    Realtime,
+    /// In order, exactly once, retransmitted until acknowledged; bounded, so it can refuse.
+    Reliable,
+}
+
+impl Mode {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Mode::Realtime => "realtime",
+            Mode::Reliable => "reliable",
+        }
+    }
+}
+
+/// A delivered message; `payload` lives in the receive buffer or the peer's reorder buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub peer: PeerId,
+    pub mode: Mode,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A session is established (or re-established after the peer restarted).
+    PeerUp {
+        peer: PeerId,
+        public_key: PublicKey,
+        addr: SocketAddr,
+    },
+    /// The peer is gone; its handle is no longer valid.
+    PeerDown {
+        peer: PeerId,
+        public_key: PublicKey,
+        reason: CloseReason,
+    },
+    /// A Reliable message released from the reorder buffer once its gap filled.
+    Message(Message<'a>),
+}
+
+/// A datagram the endpoint wrote into the caller's buffer: send `buf[..len]` to `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// No such peer (never was, or already removed).
+    UnknownPeer,
+    /// The handshake has not completed yet.
+    NotEstablished,
+    /// Larger than a datagram can carry in this mode.
+    TooLarge,
+    /// The peer's Reliable buffer is full: try again once ACKs free it. Nothing was sent.
+    WouldBlock,
+    /// The caller's buffer cannot hold the packet.
+    BufferTooSmall,
+    /// The session's keys are spent and no rekey succeeded.
+    KeysExhausted,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::UnknownPeer => "unknown peer",
+            SendError::NotEstablished => "session not established",
+            SendError::TooLarge => "message too large",
+            SendError::WouldBlock => "reliable queue full, would block",
+            SendError::BufferTooSmall => "send buffer too small",
+            SendError::KeysExhausted => "session keys exhausted",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// `max_peers` are already in use.
+    TooManyPeers,
+    /// Every session index is in use.
+    NoFreeIndex,
+    /// Connecting to our own key.
+    SelfConnect,
+    /// The key is not on our allow-list.
+    NotAllowed,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectError::TooManyPeers => "too many peers",
+            ConnectError::NoFreeIndex => "no free session index",
+            ConnectError::SelfConnect => "cannot connect to our own key",
+            ConnectError::NotAllowed => "peer key is not on the allow-list",
+        })
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A peer as the caller may inspect it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub public_key: PublicKey,
+    pub addr: SocketAddr,
+    pub established: bool,
+    pub srtt: Option<core::time::Duration>,
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub drops: u64,
+    pub reliable_queued_bytes: usize,
+}

@@ -1,0 +1,212 @@
+//! One set of transport keys: the sealing and opening of every packet after the handshake.
+//!
+//! Owns the per-direction keys from the Noise split, the send counter (which is
+//! the nonce, so it only ever increases and is never reused) and the replay
+//! window, checked before the AEAD and marked after it. It must never allocate,
+//! copy a packet, or decide what a packet means: that is the endpoint's.
+
+use super::aead::{PacketCipher, PacketKey};
+use super::handshake::SessionKeys;
+use super::replay::{ReplayError, ReplayWindow};
+use super::time::Timestamp;
+use super::wire::{
+    self, Counter, SessionIndex, TransportKind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
+};
+
+/// Start a new handshake once this many packets were sealed under one key (WireGuard's bound).
+pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+/// Refuse to seal past this counter: the nonce space must never wrap.
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealError {
+    /// The buffer cannot hold header, plaintext and tag.
+    BufferTooSmall,
+    /// The send counter reached REJECT_AFTER_MESSAGES: these keys are spent.
+    CounterExhausted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// Rejected by the replay window before any cryptography.
+    Replay(ReplayError),
+    /// AEAD authentication failed.
+    Crypto,
+}
+
+/// Keys, counters and replay state of one session (one completed handshake).
+pub struct KeySet {
+    pub local_index: SessionIndex,
+    pub remote_index: SessionIndex,
+    send: PacketKey,
+    recv: PacketKey,
+    next_counter: u64,
+    replay: ReplayWindow,
+    pub created: Timestamp,
+    /// Set once any packet opened under these keys: the peer has them too.
+    pub received_any: bool,
+}
+
+impl KeySet {
+    pub fn new(
+        keys: &SessionKeys,
+        local_index: SessionIndex,
+        remote_index: SessionIndex,
+        now: Timestamp,
+    ) -> KeySet {
+        KeySet {
+            local_index,
+            remote_index,
+            send: PacketKey::new(&keys.send),
+            recv: PacketKey::new(&keys.recv),
+            next_counter: 0,
+            replay: ReplayWindow::new(),
+            created: now,
+            received_any: false,
+        }
+    }
+
+    /// Seals `buf[16..16 + plaintext_len]`, already written by the caller, into a packet of
+    /// `kind` addressed to the peer's index, and returns the packet's length.
+    pub fn seal(
+        &mut self,
+        kind: TransportKind,
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<usize, SealError> {
+        let len = plaintext_len + TRANSPORT_OVERHEAD;
+        let packet = buf.get_mut(..len).ok_or(SealError::BufferTooSmall)?;
+        if self.next_counter >= REJECT_AFTER_MESSAGES {
+            return Err(SealError::CounterExhausted);
+        }
+        let counter = Counter(self.next_counter);
+        self.next_counter += 1;
+        let header: &mut [u8; TRANSPORT_HEADER_LEN] = (&mut packet[..TRANSPORT_HEADER_LEN])
+            .try_into()
+            .map_err(|_| SealError::BufferTooSmall)?;
+        wire::write_transport_header(header, kind, self.remote_index, counter);
+        self.send
+            .seal_in_place(counter, packet)
+            .map_err(|_| SealError::BufferTooSmall)?;
+        Ok(len)
+    }
+
+    /// Checks the replay window, opens `packet` in place, then marks the counter seen.
+    /// Returns the plaintext length; the plaintext is at `packet[16..]`.
+    pub fn open(&mut self, counter: Counter, packet: &mut [u8]) -> Result<usize, OpenError> {
+        self.replay.check(counter).map_err(OpenError::Replay)?;
+        let len = self
+            .recv
+            .open_in_place(counter, packet)
+            .map_err(|_| OpenError::Crypto)?;
+        self.replay.mark(counter).map_err(OpenError::Replay)?;
+        self.received_any = true;
+        Ok(len)
+    }
+
+    pub fn messages_sent(&self) -> u64 {
+        self.next_counter
+    }
+
+    /// Test hook: jump the send counter, to exercise exhaustion without 2^60 packets.
+    #[cfg(test)]
+    pub(crate) fn set_next_counter(&mut self, counter: u64) {
+        self.next_counter = counter;
+    }
+}
+
+/// Bytes a sealed packet of `plaintext_len` occupies.
+pub const fn sealed_len(plaintext_len: usize) -> usize {
+    plaintext_len + TRANSPORT_HEADER_LEN + TAG_LEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (KeySet, KeySet) {
+        let a = SessionKeys {
+            send: [1; 32],
+            recv: [2; 32],
+        };
+        let b = SessionKeys {
+            send: [2; 32],
+            recv: [1; 32],
+        };
+        let ia = SessionIndex::new(10).unwrap();
+        let ib = SessionIndex::new(20).unwrap();
+        (
+            KeySet::new(&a, ia, ib, Timestamp::ZERO),
+            KeySet::new(&b, ib, ia, Timestamp::ZERO),
+        )
+    }
+
+    fn seal(keys: &mut KeySet, body: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM_LEN];
+        buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + body.len()].copy_from_slice(body);
+        let len = keys.seal(TransportKind::Realtime, &mut buf, body.len()).unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    fn counter_of(packet: &[u8]) -> Counter {
+        match wire::parse_header(packet).unwrap() {
+            wire::Header::Transport { counter, .. } => counter,
+            other => panic!("not transport: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_packet_gets_a_fresh_nonce() {
+        let (mut a, _) = pair();
+        let first = seal(&mut a, b"ack");
+        let second = seal(&mut a, b"ack");
+        assert_eq!(counter_of(&first), Counter(0));
+        assert_eq!(counter_of(&second), Counter(1));
+        // Same plaintext, different nonce: different ciphertext and tag.
+        assert_ne!(first[TRANSPORT_HEADER_LEN..], second[TRANSPORT_HEADER_LEN..]);
+    }
+
+    #[test]
+    fn open_checks_replay_before_and_after() {
+        let (mut a, mut b) = pair();
+        let packet = seal(&mut a, b"hello");
+        let mut copy = packet.clone();
+        assert_eq!(b.open(counter_of(&copy), &mut copy), Ok(5));
+        assert_eq!(&copy[16..21], b"hello");
+        let mut again = packet.clone();
+        assert_eq!(
+            b.open(counter_of(&again), &mut again),
+            Err(OpenError::Replay(ReplayError::Duplicate))
+        );
+        let mut forged = seal(&mut a, b"x");
+        forged[17] ^= 1;
+        assert_eq!(b.open(counter_of(&forged), &mut forged), Err(OpenError::Crypto));
+    }
+
+    #[test]
+    fn a_forged_packet_does_not_burn_its_counter() {
+        let (mut a, mut b) = pair();
+        let good = seal(&mut a, b"x");
+        let mut forged = good.clone();
+        forged[20] ^= 1;
+        assert_eq!(b.open(Counter(0), &mut forged), Err(OpenError::Crypto));
+        let mut good = good;
+        assert_eq!(b.open(Counter(0), &mut good), Ok(1));
+    }
+
+    #[test]
+    fn counter_exhaustion_is_refused() {
+        let (mut a, _) = pair();
+        a.set_next_counter(REJECT_AFTER_MESSAGES);
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            a.seal(TransportKind::Keepalive, &mut buf, 0),
+            Err(SealError::CounterExhausted)
+        );
+        assert_eq!(
+            a.seal(TransportKind::Realtime, &mut buf[..40], 20),
+            Err(SealError::BufferTooSmall)
+        );
+    }
+}

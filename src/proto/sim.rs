@@ -1,0 +1,345 @@
+//! An in-memory network of endpoints on a virtual clock, with seeded loss, duplication,
+//! reordering and latency.
+//!
+//! Owns nothing but simulated links: it drives real `Endpoint`s through their public
+//! inputs and outputs, so every scenario test exercises the same code a driver does.
+//! It must never read a clock or touch a socket; all randomness comes from its seed.
+
+use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use super::config::EndpointConfig;
+use super::endpoint::Endpoint;
+use super::event::{Event, Mode, PeerId, SendError};
+use super::keys::{Keypair, PublicKey};
+use super::stats::CloseReason;
+use super::time::Timestamp;
+use super::wire::MAX_DATAGRAM_LEN;
+
+/// How the simulated network treats every datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkConfig {
+    /// Probability in parts per million that a datagram is lost.
+    pub loss_ppm: u32,
+    pub duplicate_ppm: u32,
+    /// Probability that a datagram gets an extra delay of up to `reorder_delay`.
+    pub reorder_ppm: u32,
+    pub reorder_delay: Duration,
+    pub latency: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            loss_ppm: 0,
+            duplicate_ppm: 0,
+            reorder_ppm: 0,
+            reorder_delay: Duration::from_millis(3),
+            latency: Duration::from_micros(500),
+        }
+    }
+}
+
+/// An event, owned, as a test records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Up(PeerId, PublicKey),
+    Down(PeerId, PublicKey, CloseReason),
+    Message(PeerId, Mode, Vec<u8>),
+}
+
+pub struct Node {
+    pub endpoint: Endpoint,
+    pub addr: SocketAddr,
+    pub records: Vec<Record>,
+}
+
+impl Node {
+    pub fn messages(&self, mode: Mode) -> impl Iterator<Item = &[u8]> + '_ {
+        self.records.iter().filter_map(move |r| match r {
+            Record::Message(_, m, bytes) if *m == mode => Some(bytes.as_slice()),
+            _ => None,
+        })
+    }
+
+    pub fn ups(&self) -> usize {
+        self.records
+            .iter()
+            .filter(|r| matches!(r, Record::Up(..)))
+            .count()
+    }
+
+    pub fn downs(&self) -> Vec<CloseReason> {
+        self.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Down(_, _, reason) => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(PartialEq, Eq)]
+struct InFlight {
+    at: Timestamp,
+    order: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // A min-heap on (time, order of sending).
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A simulated network of endpoints.
+pub struct Network {
+    pub now: Timestamp,
+    pub nodes: Vec<Node>,
+    pub link: LinkConfig,
+    in_flight: BinaryHeap<InFlight>,
+    rng: ChaCha20Rng,
+    order: u64,
+    /// Every datagram put on the wire, for tests that replay or tamper with captured traffic.
+    pub capture: Option<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
+    /// Datagrams the link dropped.
+    pub lost: u64,
+}
+
+impl Network {
+    pub fn new(seed: u64) -> Network {
+        Network {
+            now: Timestamp::from_millis(1_000),
+            nodes: Vec::new(),
+            link: LinkConfig::default(),
+            in_flight: BinaryHeap::new(),
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            order: 0,
+            capture: None,
+            lost: 0,
+        }
+    }
+
+    /// A fresh key pair drawn from the network's seed.
+    pub fn keypair(&mut self) -> Keypair {
+        Keypair::generate(&mut self.rng)
+    }
+
+    /// Adds an endpoint at 127.0.0.(n+1):7000 with its own seeded RNG; returns its node number.
+    pub fn add(&mut self, config: EndpointConfig) -> usize {
+        let n = self.nodes.len();
+        let addr = SocketAddr::from((Ipv4Addr::new(127, 0, (n / 250) as u8, (n % 250) as u8 + 1), 7000));
+        let rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
+        self.nodes.push(Node {
+            endpoint: Endpoint::new(config, self.now, rng),
+            addr,
+            records: Vec::new(),
+        });
+        n
+    }
+
+    /// A node with default configuration and a fresh key.
+    pub fn add_default(&mut self) -> usize {
+        let keys = self.keypair();
+        self.add(EndpointConfig::new(keys))
+    }
+
+    pub fn public_key(&self, node: usize) -> PublicKey {
+        self.nodes[node].endpoint.public_key()
+    }
+
+    /// `from` connects to `to`.
+    pub fn connect(&mut self, from: usize, to: usize) -> PeerId {
+        let (addr, key) = (self.nodes[to].addr, self.public_key(to));
+        let now = self.now;
+        let id = self.nodes[from]
+            .endpoint
+            .connect(now, addr, key)
+            .expect("connect");
+        self.drain(from);
+        id
+    }
+
+    /// The handle `node` uses for the peer `other`, if it has one.
+    pub fn peer_of(&self, node: usize, other: usize) -> Option<PeerId> {
+        self.nodes[node]
+            .endpoint
+            .peer_by_key(&self.public_key(other))
+    }
+
+    pub fn send(&mut self, node: usize, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let now = self.now;
+        let transmit = self.nodes[node]
+            .endpoint
+            .send(now, peer, mode, payload, &mut buf)?;
+        let src = self.nodes[node].addr;
+        self.put_on_wire(src, transmit.dst, &buf[..transmit.len]);
+        self.drain(node);
+        Ok(())
+    }
+
+    /// Hands `bytes` to `node` as if they came from `src`, right now, bypassing the link.
+    pub fn inject(&mut self, node: usize, src: SocketAddr, bytes: &[u8]) {
+        let mut copy = bytes.to_vec();
+        let now = self.now;
+        let message = self.nodes[node]
+            .endpoint
+            .handle_datagram(now, src, &mut copy)
+            .map(|m| Record::Message(m.peer, m.mode, m.payload.to_vec()));
+        self.nodes[node].records.extend(message);
+        self.drain(node);
+    }
+
+    /// Advances to the next datagram arrival or timer and processes it. False when idle.
+    pub fn step(&mut self) -> bool {
+        let next_packet = self.in_flight.peek().map(|p| p.at);
+        let next_timer = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.endpoint.poll_timeout().map(|t| (t, i)))
+            .min();
+        match (next_packet, next_timer) {
+            (Some(at), timer) if timer.is_none_or(|(t, _)| at <= t) => {
+                let Some(packet) = self.in_flight.pop() else {
+                    return false;
+                };
+                self.now = self.now.max(packet.at);
+                self.deliver(packet);
+                true
+            }
+            (_, Some((at, node))) => {
+                self.now = self.now.max(at);
+                let now = self.now;
+                self.nodes[node].endpoint.handle_timeout(now);
+                self.drain(node);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Steps until `until` (virtual time) or `max_steps`, whichever first.
+    pub fn run_for(&mut self, duration: Duration, max_steps: usize) {
+        let until = self.now + duration;
+        for _ in 0..max_steps {
+            let next_packet = self.in_flight.peek().map(|p| p.at);
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.endpoint.poll_timeout())
+                .min();
+            let next = match (next_packet, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Steps until `done` holds; panics after `max_steps` so a stuck scenario fails loudly.
+    pub fn run_until(&mut self, max_steps: usize, mut done: impl FnMut(&Network) -> bool) {
+        for _ in 0..max_steps {
+            if done(self) {
+                return;
+            }
+            if !self.step() {
+                break;
+            }
+        }
+        assert!(done(self), "scenario did not finish within {max_steps} steps");
+    }
+
+    pub fn idle(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    fn deliver(&mut self, packet: InFlight) {
+        let Some(node) = self.nodes.iter().position(|n| n.addr == packet.dst) else {
+            return;
+        };
+        let mut bytes = packet.bytes;
+        let now = self.now;
+        let message = self.nodes[node]
+            .endpoint
+            .handle_datagram(now, packet.src, &mut bytes)
+            .map(|m| Record::Message(m.peer, m.mode, m.payload.to_vec()));
+        self.nodes[node].records.extend(message);
+        self.drain(node);
+    }
+
+    /// Collects events and transmits after an input, as a driver must.
+    pub fn drain(&mut self, node: usize) {
+        loop {
+            let record = match self.nodes[node].endpoint.poll_event() {
+                Some(Event::PeerUp {
+                    peer, public_key, ..
+                }) => Record::Up(peer, public_key),
+                Some(Event::PeerDown {
+                    peer,
+                    public_key,
+                    reason,
+                }) => Record::Down(peer, public_key, reason),
+                Some(Event::Message(m)) => Record::Message(m.peer, m.mode, m.payload.to_vec()),
+                None => break,
+            };
+            self.nodes[node].records.push(record);
+        }
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let src = self.nodes[node].addr;
+        let now = self.now;
+        while let Some(transmit) = self.nodes[node].endpoint.poll_transmit(now, &mut buf) {
+            self.put_on_wire(src, transmit.dst, &buf[..transmit.len]);
+        }
+    }
+
+    fn chance(&mut self, ppm: u32) -> bool {
+        ppm > 0 && self.rng.next_u32() % 1_000_000 < ppm
+    }
+
+    fn put_on_wire(&mut self, src: SocketAddr, dst: SocketAddr, bytes: &[u8]) {
+        if let Some(capture) = self.capture.as_mut() {
+            capture.push((src, dst, bytes.to_vec()));
+        }
+        if self.chance(self.link.loss_ppm) {
+            self.lost += 1;
+            return;
+        }
+        let copies = if self.chance(self.link.duplicate_ppm) { 2 } else { 1 };
+        for _ in 0..copies {
+            let mut at = self.now + self.link.latency;
+            if self.chance(self.link.reorder_ppm) {
+                let extra = self.link.reorder_delay.as_nanos() as u64;
+                at += Duration::from_nanos(self.rng.next_u64() % extra.max(1));
+            }
+            self.order += 1;
+            self.in_flight.push(InFlight {
+                at,
+                order: self.order,
+                src,
+                dst,
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Handshake scenarios on the in-memory network: establishment, loss, cookies, budgets, identity.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use intentra::proto::config::EndpointConfig;
+use intentra::proto::event::Mode;
+use intentra::proto::sim::{Network, Record};
+use intentra::proto::stats::{CloseReason, DropReason};
+use intentra::proto::wire::{self, init, PacketType};
+
+fn up(net: &Network, a: usize, b: usize) -> bool {
+    net.nodes[a].ups() >= 1 && net.nodes[b].ups() >= 1
+}
+
+#[test]
+fn two_peers_complete_a_handshake_and_name_each_other() {
+    let mut net = Network::new(1);
+    let (a, b) = (net.add_default(), net.add_default());
+    net.connect(a, b);
+    net.run_until(1_000, |n| up(n, a, b));
+    let key_a = net.public_key(a);
+    let key_b = net.public_key(b);
+    assert!(matches!(net.nodes[a].records[0], Record::Up(_, k) if k == key_b));
+    assert!(matches!(net.nodes[b].records[0], Record::Up(_, k) if k == key_a));
+    assert_eq!(net.nodes[a].endpoint.stats().sessions_active, 1);
+    assert_eq!(net.nodes[b].endpoint.stats().sessions_active, 1);
+    assert_eq!(net.nodes[b].endpoint.stats().handshakes_in_flight, 0);
+}
+
+#[test]
+fn messages_flow_both_ways_in_both_modes() {
+    let mut net = Network::new(2);
+    let (a, b) = (net.add_default(), net.add_default());
+    let pa = net.connect(a, b);
+    net.run_until(1_000, |n| up(n, a, b));
+    let pb = net.peer_of(b, a).unwrap();
+    net.send(a, pa, Mode::Realtime, b"tick 1").unwrap();
+    net.send(a, pa, Mode::Reliable, b"order 1").unwrap();
+    net.send(b, pb, Mode::Realtime, b"tock 1").unwrap();
+    net.send(b, pb, Mode::Reliable, b"fill 1").unwrap();
+    net.run_for(Duration::from_millis(50), 10_000);
+    assert_eq!(net.nodes[b].messages(Mode::Realtime).collect::<Vec<_>>(), [b"tick 1"]);
+    assert_eq!(net.nodes[b].messages(Mode::Reliable).collect::<Vec<_>>(), [b"order 1"]);
+    assert_eq!(net.nodes[a].messages(Mode::Realtime).collect::<Vec<_>>(), [b"tock 1"]);
+    assert_eq!(net.nodes[a].messages(Mode::Reliable).collect::<Vec<_>>(), [b"fill 1"]);
+}
+
+#[test]
+fn lost_handshake_messages_are_retransmitted() {
+    for seed in 0..20 {
+        let mut net = Network::new(100 + seed);
+        net.link.loss_ppm = 250_000;
+        let (a, b) = (net.add_default(), net.add_default());
+        net.connect(a, b);
+        net.run_until(20_000, |n| up(n, a, b));
+        net.link.loss_ppm = 0;
+        // Both sides confirm: keepalives flow and nothing times out.
+        net.run_for(Duration::from_secs(15), 100_000);
+        assert!(net.nodes[a].downs().is_empty(), "seed {seed}: {:?}", net.nodes[a].downs());
+        assert!(net.nodes[b].downs().is_empty(), "seed {seed}: {:?}", net.nodes[b].downs());
+    }
+}
+
+#[test]
+fn a_handshake_to_nobody_times_out() {
+    let mut net = Network::new(3);
+    let (a, b) = (net.add_default(), net.add_default());
+    net.link.loss_ppm = 1_000_000;
+    net.connect(a, b);
+    net.run_for(Duration::from_secs(11), 100_000);
+    assert_eq!(net.nodes[a].downs(), [CloseReason::HandshakeTimeout]);
+    let stats = net.nodes[a].endpoint.stats();
+    assert!(stats.handshake_retransmits >= 4, "{stats:?}");
+    assert_eq!(stats.handshakes_in_flight, 0);
+}
+
+#[test]
+fn a_key_not_on_the_allow_list_is_refused() {
+    let mut net = Network::new(4);
+    let a = net.add_default();
+    let friend = net.keypair();
+    let keys = net.keypair();
+    let mut config = EndpointConfig::new(keys);
+    config.allow_list = Some([friend.public].into_iter().collect());
+    let b = net.add(config);
+    net.connect(a, b);
+    net.run_for(Duration::from_secs(1), 10_000);
+    assert_eq!(net.nodes[b].ups(), 0);
+    assert!(net.nodes[b].endpoint.stats().dropped(DropReason::NotAllowed) >= 1);
+    assert_eq!(net.nodes[b].endpoint.stats().sessions_active, 0);
+}
+
+#[test]
+fn an_initiator_refuses_a_responder_with_another_key() {
+    let mut net = Network::new(5);
+    let (a, b) = (net.add_default(), net.add_default());
+    let impostor_key = net.keypair().public;
+    let b_addr = net.nodes[b].addr;
+    let now = net.now;
+    // a believes b's address belongs to another key: mac1 fails at b, nothing is established.
+    net.nodes[a].endpoint.connect(now, b_addr, impostor_key).unwrap();
+    net.drain(a);
+    net.run_for(Duration::from_secs(1), 10_000);
+    assert_eq!(net.nodes[a].ups() + net.nodes[b].ups(), 0);
+    assert!(net.nodes[b].endpoint.stats().dropped(DropReason::BadMac) >= 1);
+}
+
+fn spoofed(i: u32) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::from(0x7f10_0000 + i), 40_000))
+}
+
+/// A HandshakeInit with a valid mac1 for `responder`, as an attacker who knows its public key makes.
+fn flood_packet(net: &mut Network, responder: usize, sender: u32) -> Vec<u8> {
+    let attacker = net.keypair();
+    let mut initiator = intentra::proto::handshake::Initiator::start(
+        &attacker,
+        &net.public_key(responder),
+        wire::SessionIndex::new(sender).unwrap(),
+        [sender as u8; 32],
+    )
+    .unwrap();
+    initiator.init_packet(None).to_vec()
+}
+
+#[test]
+fn a_spoofed_handshake_flood_gets_only_cookie_replies_and_a_real_peer_still_connects() {
+    let mut net = Network::new(6);
+    let keys = net.keypair();
+    let mut config = EndpointConfig::new(keys);
+    config.always_cookie = true;
+    let b = net.add(config);
+    let a = net.add_default();
+    net.capture = Some(Vec::new());
+    let packet = flood_packet(&mut net, b, 77);
+    for i in 0..5_000 {
+        net.inject(b, spoofed(i), &packet);
+    }
+    let stats = net.nodes[b].endpoint.stats();
+    assert_eq!(stats.handshakes_in_flight, 0, "no state for unproven sources");
+    assert_eq!(stats.cookie_replies_sent, 5_000);
+    assert_eq!(stats.dropped(DropReason::BadCookie), 5_000);
+    let replies = net.capture.take().unwrap();
+    assert!(replies.iter().all(|(_, _, bytes)| {
+        bytes[1] == PacketType::CookieReply as u8 && bytes.len() < init::LEN
+    }));
+    // The honest peer receives its cookie at its real address and gets in.
+    net.connect(a, b);
+    // Every cookie reply to a spoofed source is a datagram in flight: allow steps for them.
+    net.run_until(20_000, |n| up(n, a, b));
+    assert_eq!(net.nodes[b].endpoint.stats().sessions_active, 1);
+}
+
+#[test]
+fn under_load_without_always_cookie_state_is_bounded_by_the_threshold() {
+    let mut net = Network::new(7);
+    let b = net.add_default();
+    let a = net.add_default();
+    let threshold = net.nodes[b].endpoint.config().cookie_threshold as u64;
+    for i in 0..2_000 {
+        let packet = flood_packet(&mut net, b, 1_000 + i);
+        net.inject(b, spoofed(i), &packet);
+    }
+    let stats = net.nodes[b].endpoint.stats();
+    assert_eq!(stats.handshakes_in_flight, threshold);
+    assert!(stats.cookie_replies_sent >= 2_000 - threshold);
+    net.connect(a, b);
+    net.run_until(20_000, |n| up(n, a, b));
+}
+
+#[test]
+fn the_per_ip_budget_counts_handshakes_in_flight_not_handshakes_ever() {
+    // The original design counted every handshake per IP and locked out a peer for good.
+    let mut net = Network::new(8);
+    let b = net.add_default();
+    let per_ip = net.nodes[b].endpoint.config().handshakes_per_ip;
+    for round in 0..(per_ip * 3) {
+        let a = net.add_default();
+        // Same source IP for all of them: only the port differs.
+        net.nodes[a].addr = SocketAddr::from((Ipv4Addr::new(127, 9, 9, 9), 10_000 + round as u16));
+        net.connect(a, b);
+        net.run_until(2_000, |n| n.nodes[a].ups() == 1);
+    }
+    net.run_for(Duration::from_millis(100), 10_000);
+    assert_eq!(net.nodes[b].endpoint.stats().sessions_active as usize, per_ip * 3);
+    assert_eq!(net.nodes[b].endpoint.stats().dropped(DropReason::HandshakeBudget), 0);
+}
+
+#[test]
+fn in_flight_handshakes_from_one_ip_are_capped() {
+    let mut net = Network::new(9);
+    let b = net.add_default();
+    let per_ip = net.nodes[b].endpoint.config().handshakes_per_ip as u64;
+    for i in 0..(per_ip as u32 + 3) {
+        let packet = flood_packet(&mut net, b, 500 + i);
+        net.inject(b, SocketAddr::from((Ipv4Addr::new(127, 5, 5, 5), 1000 + i as u16)), &packet);
+    }
+    let stats = net.nodes[b].endpoint.stats();
+    assert_eq!(stats.handshakes_in_flight, per_ip);
+    assert_eq!(stats.dropped(DropReason::HandshakeBudget), 3);
+    // They expire, and the budget frees up.
+    net.run_for(Duration::from_secs(11), 10_000);
+    assert_eq!(net.nodes[b].endpoint.stats().handshakes_in_flight, 0);
+}
+
+#[test]
+fn responder_keys_are_never_all_zero() {
+    let mut net = Network::new(10);
+    let b = net.add_default();
+    assert_ne!(net.public_key(b).0, [0u8; 32]);
+    assert!(intentra::proto::keys::SecretKey::from_bytes([0; 32]).is_err());
+}
