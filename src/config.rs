@@ -645,15 +645,21 @@ fn one_line(message: &str) -> String {
 }
 
 fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
-    let io_err = |source| ConfigError::Io {
+    let file = fs::File::open(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let file = fs::File::open(path).map_err(io_err)?;
+    })?;
+    read_file_bounded(path, file, limit)
+}
+
+fn read_file_bounded(path: &Path, file: fs::File, limit: u64) -> Result<String, ConfigError> {
     let mut text = String::new();
     file.take(limit + 1)
         .read_to_string(&mut text)
-        .map_err(io_err)?;
+        .map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if text.len() as u64 > limit {
         return Err(ConfigError::TooLarge {
             path: path.to_path_buf(),
@@ -700,10 +706,18 @@ fn parse_allow_list(text: &str) -> Result<Vec<PublicKey>, (usize, String)> {
 /// Reads our static key: one line of hex secret key. Refuses files other
 /// users can read, and the all-zero key.
 pub fn read_key_file(path: &Path) -> Result<Keypair, ConfigError> {
-    let metadata = fs::metadata(path).map_err(|source| ConfigError::Io {
+    let io_err = |source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Open first and check the opened file, so the mode we check is the mode
+    // of the bytes we read. O_NONBLOCK keeps a FIFO from hanging the open.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err)?;
+    let metadata = file.metadata().map_err(io_err)?;
     if !metadata.is_file() {
         return Err(ConfigError::KeyFile {
             path: path.to_path_buf(),
@@ -717,7 +731,7 @@ pub fn read_key_file(path: &Path) -> Result<Keypair, ConfigError> {
             mode,
         });
     }
-    let text = read_bounded(path, MAX_KEY_FILE_BYTES)?;
+    let text = read_file_bounded(path, file, MAX_KEY_FILE_BYTES)?;
     // Only the kind of failure is reported: the content is a secret.
     let secret = SecretKey::from_hex(text.trim()).map_err(|err| ConfigError::KeyFile {
         path: path.to_path_buf(),

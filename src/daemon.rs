@@ -41,6 +41,15 @@ impl From<ConfigError> for DaemonError {
 }
 
 /// Runs the daemon with a validated configuration until SIGTERM/SIGINT.
+///
+/// Wiring notes for the real implementation: `cli` has already validated the
+/// config, checked the key file and allow-list, and initialised logging.
+/// `config.load_identity()` gives the key pair and allow-list (call it again
+/// on SIGHUP to reload the allow-list); `metrics::MetricsHub::new(workers)` is
+/// shared with the workers, which call `hub.update(worker, ..)` every
+/// `metrics.publish_interval_ms`; `metrics_http::spawn_metrics_server` serves
+/// it when `metrics.listen` is set (its error names the address: map it to
+/// `DaemonError::Runtime`).
 pub fn serve(_config: Config) -> Result<(), DaemonError> {
     Err(DaemonError::NotWired("serve"))
 }

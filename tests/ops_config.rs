@@ -245,6 +245,27 @@ fn key_file_round_trip_mode_and_refusals() {
         .to_string();
     assert!(err.contains("all-zero"), "{err}");
 
+    // A directory or a FIFO is refused (and the FIFO does not block the open).
+    let err = read_key_file(&dir)
+        .map(|p| p.public)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    let fifo = dir.join("fifo.key");
+    if std::process::Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let err = read_key_file(&fifo)
+            .map(|p| p.public)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
     let err = read_key_file(&dir.join("absent.key"))
         .map(|p| p.public)
         .unwrap_err()
