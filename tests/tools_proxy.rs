@@ -212,3 +212,64 @@ fn refuses_non_loopback_addresses() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
 }
+
+#[test]
+fn duplicates_reorders_and_delays_without_losing() {
+    const TOTAL: u32 = 600;
+    const WAVE: u32 = 50;
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(40)))
+        .unwrap();
+    let proxy = Proxy::start(
+        receiver.local_addr().unwrap(),
+        &[
+            "--seed",
+            "3",
+            "--duplicate",
+            "0.1",
+            "--reorder",
+            "0.1",
+            "--delay",
+            "2",
+            "--jitter",
+            "0:0",
+        ],
+    );
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut arrivals = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut receive_until_quiet = |arrivals: &mut Vec<u32>| {
+        while Instant::now() < deadline {
+            match receiver.recv(&mut buf) {
+                Ok(4) => arrivals.push(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
+                Ok(n) => panic!("unexpected datagram of {n} bytes"),
+                Err(_) => return,
+            }
+        }
+    };
+    for wave_start in (0..TOTAL).step_by(WAVE as usize) {
+        for seq in wave_start..wave_start + WAVE {
+            sender.send_to(&seq.to_le_bytes(), proxy.addr).unwrap();
+        }
+        receive_until_quiet(&mut arrivals);
+    }
+    receive_until_quiet(&mut arrivals);
+    let report = proxy.stop();
+
+    let distinct: BTreeSet<u32> = arrivals.iter().copied().collect();
+    assert_eq!(distinct, (0..TOTAL).collect::<BTreeSet<u32>>());
+    assert_eq!(counter(&report, "up", "lost"), 0);
+    assert_eq!(counter(&report, "up", "sent"), arrivals.len() as u64);
+    assert_eq!(
+        arrivals.len() as u64 - u64::from(TOTAL),
+        counter(&report, "up", "duplicated")
+    );
+    assert!(counter(&report, "up", "duplicated") > 0);
+    let overtaken = arrivals.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(
+        overtaken > 0 && counter(&report, "up", "reordered") > 0,
+        "nothing was reordered"
+    );
+}
