@@ -5,6 +5,10 @@
 //! Traffic is sent in small waves with the receiver drained in between, so the kernel
 //! never has a reason to drop anything; the proxy's own counters confirm it.
 
+// The decision logic is plain code: in-memory tests can drive it directly.
+#[path = "../tools/proxy/impair.rs"]
+mod impair;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
@@ -272,4 +276,26 @@ fn duplicates_reorders_and_delays_without_losing() {
         overtaken > 0 && counter(&report, "up", "reordered") > 0,
         "nothing was reordered"
     );
+}
+
+#[test]
+fn impairer_is_usable_without_sockets() {
+    use impair::{Fate, Impairer, Impairments, Probability};
+    use intentra::proto::time::Timestamp;
+
+    let config = Impairments {
+        loss: Probability::new(0.5).unwrap(),
+        ..Impairments::NONE
+    };
+    let mut impairer = Impairer::new(config, 1, 64);
+    let now = Timestamp::from_millis(1);
+    let mut forwarded = Vec::new();
+    for seq in 0..32u32 {
+        if impairer.push(now, seq) != Fate::Dropped {
+            forwarded.push(seq);
+        }
+    }
+    let emitted: Vec<u32> = std::iter::from_fn(|| impairer.pop_due(now)).collect();
+    assert_eq!(emitted, forwarded);
+    assert!(!emitted.is_empty() && emitted.len() < 32);
 }
