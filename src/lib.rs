@@ -1,6 +1,7 @@
 //! intentra: a hardened UDP transport for high-frequency state between known peers.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
