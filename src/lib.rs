@@ -8,4 +8,6 @@ pub mod daemon;
 pub mod logging;
 pub mod metrics;
 pub mod metrics_http;
+pub mod io;
 pub mod proto;
+pub mod runtime;

@@ -536,6 +536,23 @@ impl Endpoint {
         })
     }
 
+    /// The established peer after `after` in table order (`None` starts at the beginning):
+    /// lets a caller walk every peer while sending to each, without collecting them.
+    pub fn next_established(&self, after: Option<PeerId>) -> Option<PeerId> {
+        let start = after.map_or(0, |p| p.slot as usize + 1);
+        self.peers
+            .iter()
+            .enumerate()
+            .skip(start)
+            .find_map(|(slot, entry)| {
+                let peer = entry.peer.as_deref()?;
+                (peer.established && peer.closing.is_none()).then_some(PeerId {
+                    slot: slot as u32,
+                    generation: entry.generation,
+                })
+            })
+    }
+
     pub fn peer_info(&self, id: PeerId) -> Option<PeerInfo> {
         let peer = self.peer(id)?;
         Some(PeerInfo {
