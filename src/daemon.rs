@@ -217,10 +217,24 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
     let endpoint = endpoint_config(&config, keypair, None);
     let mut node = Node::bind(node_config(&config, bind, endpoint)).map_err(runtime_error)?;
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = received.clone();
-    node.on_message(move |_, _, _| {
-        counter.fetch_add(1, Ordering::Relaxed);
+    let down = Arc::new(std::sync::Mutex::new(None));
+    let (counter, down_reason) = (received.clone(), down.clone());
+    node.on_event(move |_, event| match event {
+        Event::Message(_) => {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Event::PeerDown {
+            reason, peer_reason, ..
+        } => {
+            if let Ok(mut slot) = down_reason.lock() {
+                *slot = Some(peer_reason.unwrap_or(*reason));
+            }
+        }
+        Event::PeerUp { .. } => {}
     });
+    let peer_gone = |down: &std::sync::Mutex<Option<crate::proto::stats::CloseReason>>| {
+        down.lock().ok().and_then(|d| *d)
+    };
     let peer = node
         .connect(args.peer, args.peer_key)
         .map_err(|e| DaemonError::Runtime(format!("connect {}: {e}", args.peer)))?;
@@ -260,6 +274,10 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
         let count = args.count.unwrap_or(u64::MAX);
         let start = Instant::now();
         while sent < count {
+            if let Some(reason) = peer_gone(&down) {
+                println!("peer closed: {} sent={sent}", reason.label());
+                return Ok(());
+            }
             let due = start + interval.mul_f64(sent as f64);
             let now = Instant::now();
             if now < due {

@@ -591,10 +591,12 @@ impl Node {
                     peer,
                     public_key,
                     reason,
+                    peer_reason,
                 }) => OwnedEvent::Other(Event::PeerDown {
                     peer,
                     public_key,
                     reason,
+                    peer_reason,
                 }),
             };
             let Some(handler) = self.on_event.as_mut() else {

@@ -112,6 +112,7 @@ enum QueuedEvent {
         peer: PeerId,
         public_key: PublicKey,
         reason: CloseReason,
+        peer_reason: Option<CloseReason>,
     },
 }
 
@@ -145,6 +146,8 @@ struct Peer {
     keepalive_queued: bool,
     retransmit_queued: bool,
     closing: Option<CloseReason>,
+    /// The reason given in the peer's own close packet.
+    peer_reason: Option<CloseReason>,
     packets_received: u64,
     packets_sent: u64,
     drops: u64,
@@ -471,10 +474,12 @@ impl Endpoint {
                     peer,
                     public_key,
                     reason,
+                    peer_reason,
                 } => Event::PeerDown {
                     peer,
                     public_key,
                     reason,
+                    peer_reason,
                 },
             });
         }
@@ -720,6 +725,8 @@ impl Endpoint {
             }
             TransportKind::Keepalive => {}
             TransportKind::Close => {
+                let code = datagram.get(TRANSPORT_HEADER_LEN).copied().unwrap_or(0);
+                peer.peer_reason = Some(CloseReason::from_wire_code(code));
                 if let Some(index) = retired {
                     self.free_index(index);
                 }
@@ -1439,6 +1446,7 @@ impl Endpoint {
             keepalive_queued: false,
             retransmit_queued: false,
             closing: None,
+            peer_reason: None,
             packets_received: 0,
             packets_sent: 0,
             drops: 0,
@@ -1498,6 +1506,7 @@ impl Endpoint {
             peer: id,
             public_key,
             reason: CloseReason::Remote,
+            peer_reason: None,
         });
         self.events.push_back(QueuedEvent::Up {
             peer: id,
@@ -1516,11 +1525,13 @@ impl Endpoint {
         let can_notify = notify && peer.current.is_some();
         peer.closing = Some(reason);
         let public_key = peer.public_key;
+        let peer_reason = peer.peer_reason;
         self.stats.record_close(reason);
         self.events.push_back(QueuedEvent::Down {
             peer: id,
             public_key,
             reason,
+            peer_reason,
         });
         // The close is sealed with the peer's keys, so the peer stays (inert) until it is out.
         if !(can_notify && self.queue(PendingTx::Close(id))) {

@@ -302,6 +302,7 @@ impl Network {
                     peer,
                     public_key,
                     reason,
+                    ..
                 }) => Record::Down(peer, public_key, reason),
                 Some(Event::Message(m)) => Record::Message(m.peer, m.mode, m.payload.to_vec()),
                 None => break,
