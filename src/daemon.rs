@@ -58,7 +58,11 @@ fn runtime_error(err: impl fmt::Display) -> DaemonError {
 }
 
 /// The protocol core's configuration from the daemon's.
-pub fn endpoint_config(config: &Config, keypair: Keypair, allow: Option<Vec<PublicKey>>) -> EndpointConfig {
+pub fn endpoint_config(
+    config: &Config,
+    keypair: Keypair,
+    allow: Option<Vec<PublicKey>>,
+) -> EndpointConfig {
     let limits = &config.limits;
     let timers = &config.timers;
     let mut endpoint = EndpointConfig::new(keypair);
@@ -102,10 +106,14 @@ fn node_config(config: &Config, bind: SocketAddr, endpoint: EndpointConfig) -> N
 
 /// Logs peers coming and going, at most a few lines per second per kind, so that an
 /// attack cannot flood the log.
-fn session_logger(worker: usize) -> impl FnMut(&mut crate::runtime::Context<'_>, &Event<'_>) + Send {
+fn session_logger(
+    worker: usize,
+) -> impl FnMut(&mut crate::runtime::Context<'_>, &Event<'_>) + Send {
     let mut limiter = LogLimiter::new(20, Duration::from_secs(1));
     move |ctx, event| match event {
-        Event::PeerUp { public_key, addr, .. } => {
+        Event::PeerUp {
+            public_key, addr, ..
+        } => {
             if limiter.allow(LogKind::SessionUp, ctx.now()) {
                 tracing::info!(worker, peer = %public_key.short(), %addr, "session up");
             }
@@ -129,7 +137,8 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.flag()).map_err(runtime_error)?;
     }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()).map_err(runtime_error)?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(runtime_error)?;
 
     let binds = config.node.bind.clone();
     let hub = MetricsHub::new(binds.len());
@@ -143,7 +152,11 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     let publish_every = Duration::from_millis(config.metrics.publish_interval_ms.max(10));
     let mut nodes = Vec::with_capacity(binds.len());
     for (worker, &bind) in binds.iter().enumerate() {
-        let endpoint = endpoint_config(&config, identity.keypair.clone(), identity.allow_list.clone());
+        let endpoint = endpoint_config(
+            &config,
+            identity.keypair.clone(),
+            identity.allow_list.clone(),
+        );
         let mut node = Node::bind(node_config(&config, bind, endpoint)).map_err(runtime_error)?;
         if let Some(note) = node.driver_note() {
             tracing::warn!(worker, note, "driver fallback");
@@ -171,7 +184,8 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 .name(format!("intentra-worker-{worker}"))
                 .spawn(move || -> Result<(), DaemonError> {
                     while !shutdown.is_shutdown() {
-                        node.turn(Duration::from_millis(50)).map_err(runtime_error)?;
+                        node.turn(Duration::from_millis(50))
+                            .map_err(runtime_error)?;
                         if worker == 0 && reload.swap(false, Ordering::Relaxed) {
                             reload_allow_list(&config, &mut node);
                         }
@@ -194,7 +208,8 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
 fn reload_allow_list(config: &Config, node: &mut Node) {
     match config.load_identity() {
         Ok(identity) => {
-            let allow: Option<HashSet<PublicKey>> = identity.allow_list.map(|k| k.into_iter().collect());
+            let allow: Option<HashSet<PublicKey>> =
+                identity.allow_list.map(|k| k.into_iter().collect());
             let size = allow.as_ref().map(HashSet::len);
             node.set_allow_list(allow);
             tracing::info!(keys = ?size, "allow-list reloaded");
@@ -224,7 +239,9 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         Event::PeerDown {
-            reason, peer_reason, ..
+            reason,
+            peer_reason,
+            ..
         } => {
             if let Ok(mut slot) = down_reason.lock() {
                 *slot = Some(peer_reason.unwrap_or(*reason));
@@ -239,10 +256,15 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
         .connect(args.peer, args.peer_key)
         .map_err(|e| DaemonError::Runtime(format!("connect {}: {e}", args.peer)))?;
     let up = node
-        .run_until(Duration::from_secs(10), |n| n.peer_info(peer).is_some_and(|p| p.established))
+        .run_until(Duration::from_secs(10), |n| {
+            n.peer_info(peer).is_some_and(|p| p.established)
+        })
         .map_err(runtime_error)?;
     if !up {
-        return Err(DaemonError::Runtime(format!("handshake with {} timed out", args.peer)));
+        return Err(DaemonError::Runtime(format!(
+            "handshake with {} timed out",
+            args.peer
+        )));
     }
     eprintln!("connected to {} ({})", args.peer, args.peer_key.short());
     let mode = match args.mode {
@@ -296,7 +318,8 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
     }
     // Let Reliable traffic drain before closing.
     node.run_until(Duration::from_secs(5), |n| {
-        n.peer_info(peer).is_none_or(|p| p.reliable_queued_bytes == 0)
+        n.peer_info(peer)
+            .is_none_or(|p| p.reliable_queued_bytes == 0)
     })
     .map_err(runtime_error)?;
     node.close_all(crate::proto::stats::CloseReason::Local);
@@ -320,8 +343,16 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
     let say = !args.json;
     if say {
         println!("intentra demo: two nodes on loopback");
-        println!("  server {} key {}", server.local_addr(), server.public_key());
-        println!("  client {} key {}", client.local_addr(), client.public_key());
+        println!(
+            "  server {} key {}",
+            server.local_addr(),
+            server.public_key()
+        );
+        println!(
+            "  client {} key {}",
+            client.local_addr(),
+            client.public_key()
+        );
     }
     // The server echoes every Reliable message back, in order.
     server.on_event(|ctx, event| {
@@ -345,14 +376,23 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !client.peer_info(peer).is_some_and(|p| p.established) || server.peers().is_empty() {
         if Instant::now() > deadline {
-            return Err(DaemonError::Runtime("demo: handshake did not complete in 10 s".into()));
+            return Err(DaemonError::Runtime(
+                "demo: handshake did not complete in 10 s".into(),
+            ));
         }
-        client.turn(Duration::from_millis(1)).map_err(runtime_error)?;
-        server.turn(Duration::from_millis(1)).map_err(runtime_error)?;
+        client
+            .turn(Duration::from_millis(1))
+            .map_err(runtime_error)?;
+        server
+            .turn(Duration::from_millis(1))
+            .map_err(runtime_error)?;
     }
     let handshake = started.elapsed();
     if say {
-        println!("handshake: Noise XX complete in {:.2} ms", handshake.as_secs_f64() * 1e3);
+        println!(
+            "handshake: Noise XX complete in {:.2} ms",
+            handshake.as_secs_f64() * 1e3
+        );
     }
     let messages = args.messages.max(1);
     let mut sent = [0u64; 2];
@@ -362,7 +402,10 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
     while (sent[0] < messages || sent[1] < messages) && Instant::now() < deadline {
         if sent[0] < messages {
             let payload = format!("realtime {}", sent[0]);
-            if client.send(peer, Mode::Realtime, payload.as_bytes()).is_ok() {
+            if client
+                .send(peer, Mode::Realtime, payload.as_bytes())
+                .is_ok()
+            {
                 sent[0] += 1;
             }
             realtime_to_client += server.publish(Mode::Realtime, b"server state").sent as u64;
@@ -381,16 +424,26 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
     // Let the echoes and ACKs settle.
     let settle = Instant::now() + Duration::from_secs(5);
     while Instant::now() < settle {
-        server.turn(Duration::from_millis(1)).map_err(runtime_error)?;
-        client.turn(Duration::from_millis(1)).map_err(runtime_error)?;
+        server
+            .turn(Duration::from_millis(1))
+            .map_err(runtime_error)?;
+        client
+            .turn(Duration::from_millis(1))
+            .map_err(runtime_error)?;
         let echoed = counts.lock().map(|c| c[1]).unwrap_or(0);
-        if echoed >= messages && client.peer_info(peer).is_some_and(|p| p.reliable_queued_bytes == 0) {
+        if echoed >= messages
+            && client
+                .peer_info(peer)
+                .is_some_and(|p| p.reliable_queued_bytes == 0)
+        {
             break;
         }
     }
     client.close_all(crate::proto::stats::CloseReason::Local);
     for _ in 0..10 {
-        server.turn(Duration::from_millis(1)).map_err(runtime_error)?;
+        server
+            .turn(Duration::from_millis(1))
+            .map_err(runtime_error)?;
     }
     let got = counts.lock().map(|c| *c).unwrap_or([0, 0]);
     let server_stats = server.stats();
@@ -413,12 +466,18 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
             "client -> server: {} realtime and {} reliable sent ({} times the 512-byte reliable window said would-block and the client retried)",
             sent[0], sent[1], would_block
         );
-        println!("server delivered {} messages; echoed every reliable one back", server_stats.messages_delivered);
+        println!(
+            "server delivered {} messages; echoed every reliable one back",
+            server_stats.messages_delivered
+        );
         println!(
             "server -> client: {} reliable echoes received in order, {} of {} realtime updates received",
             got[1], got[0], realtime_to_client
         );
-        println!("client closed the session; server saw {} close(s)", server_stats.closes_total());
+        println!(
+            "client closed the session; server saw {} close(s)",
+            server_stats.closes_total()
+        );
         println!();
         println!("# server metrics (Prometheus text format)");
         let mut snapshot = metrics::WorkerSnapshot::new(0);

@@ -352,7 +352,11 @@ impl Node {
     }
 
     /// Runs `handler` every `every`, inside the loop (for publishing state at a fixed rate).
-    pub fn every(&mut self, every: Duration, handler: impl FnMut(&mut Context<'_>) + Send + 'static) {
+    pub fn every(
+        &mut self,
+        every: Duration,
+        handler: impl FnMut(&mut Context<'_>) + Send + 'static,
+    ) {
         let next = self.now() + every;
         self.ticks.push(Tick {
             every,
@@ -451,7 +455,11 @@ impl Node {
     }
 
     /// Runs until `done` holds or `limit` passes; returns whether `done` held.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Node) -> bool) -> io::Result<bool> {
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Node) -> bool,
+    ) -> io::Result<bool> {
         let end = self.now() + limit;
         while !done(self) {
             let now = self.now();
@@ -562,7 +570,9 @@ impl Node {
             if publication.next <= now {
                 publication.next = now + publication.every;
                 let stats = self.endpoint.stats();
-                publication.hub.update(publication.worker, |snapshot| snapshot.stats = stats);
+                publication
+                    .hub
+                    .update(publication.worker, |snapshot| snapshot.stats = stats);
             }
         }
     }

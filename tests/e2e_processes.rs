@@ -11,11 +11,18 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_intentra");
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn keygen(dir: &Path, name: &str) -> String {
@@ -24,7 +31,11 @@ fn keygen(dir: &Path, name: &str) -> String {
         .arg(dir.join(name))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -54,7 +65,10 @@ fn start_server(dir: &Path, allow_list: Option<&str>) -> Server {
         std::fs::write(dir.join("allow.txt"), list).unwrap();
         config = config.replace(
             "[metrics]",
-            &format!("allow_list = \"{}\"\n[metrics]", dir.join("allow.txt").display()),
+            &format!(
+                "allow_list = \"{}\"\n[metrics]",
+                dir.join("allow.txt").display()
+            ),
         );
     }
     std::fs::write(dir.join("server.toml"), config).unwrap();
@@ -65,7 +79,9 @@ fn start_server(dir: &Path, allow_list: Option<&str>) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(10), || intentra::metrics_http::fetch_metrics(metrics).is_ok());
+    wait_for(Duration::from_secs(10), || {
+        intentra::metrics_http::fetch_metrics(metrics).is_ok()
+    });
     Server {
         child,
         udp,
@@ -92,7 +108,13 @@ fn metric(server: &Server, name: &str) -> f64 {
 
 fn connect(server: &Server, extra: &[&str]) -> Output {
     Command::new(BIN)
-        .args(["connect", "--peer", &server.udp.to_string(), "--peer-key", &server.key])
+        .args([
+            "connect",
+            "--peer",
+            &server.udp.to_string(),
+            "--peer-key",
+            &server.key,
+        ])
         .args(extra)
         .output()
         .unwrap()
@@ -112,9 +134,18 @@ fn two_processes_exchange_messages_in_both_modes() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), None);
     for mode in ["realtime", "reliable"] {
-        let out = connect(&server, &["--mode", mode, "--rate", "500", "--count", "200", "--size", "128"]);
+        let out = connect(
+            &server,
+            &[
+                "--mode", mode, "--rate", "500", "--count", "200", "--size", "128",
+            ],
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{mode}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{mode}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("sent=200"), "{stdout}");
     }
     wait_for(Duration::from_secs(5), || {
@@ -129,13 +160,21 @@ fn sigterm_sends_closes_that_the_peer_observes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_server(dir.path(), None);
     let mut client = Command::new(BIN)
-        .args(["connect", "--peer", &server.udp.to_string(), "--peer-key", &server.key])
+        .args([
+            "connect",
+            "--peer",
+            &server.udp.to_string(),
+            "--peer-key",
+            &server.key,
+        ])
         .args(["--rate", "100", "--count", "100000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(10), || metric(&server, "intentra_connections_active") >= 1.0);
+    wait_for(Duration::from_secs(10), || {
+        metric(&server, "intentra_connections_active") >= 1.0
+    });
     signal(&server.child, libc::SIGTERM);
     let end = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -147,7 +186,9 @@ fn sigterm_sends_closes_that_the_peer_observes_and_exits_zero() {
     };
     assert!(status.success(), "{status:?}");
     let mut line = String::new();
-    BufReader::new(client.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _ = client.kill();
     let _ = client.wait();
     assert!(line.starts_with("peer closed: shutdown"), "{line}");
@@ -160,39 +201,67 @@ fn sighup_drops_a_peer_taken_off_the_allow_list() {
     let server = start_server(dir.path(), Some(&format!("{client_key}\n")));
     std::fs::write(
         dir.path().join("client.toml"),
-        format!("[node]\nkey_file = \"{}\"\n[metrics]\nlisten = \"off\"\n", dir.path().join("client.key").display()),
+        format!(
+            "[node]\nkey_file = \"{}\"\n[metrics]\nlisten = \"off\"\n",
+            dir.path().join("client.key").display()
+        ),
     )
     .unwrap();
     let mut client = Command::new(BIN)
-        .args(["connect", "--peer", &server.udp.to_string(), "--peer-key", &server.key])
+        .args([
+            "connect",
+            "--peer",
+            &server.udp.to_string(),
+            "--peer-key",
+            &server.key,
+        ])
         .args(["--rate", "100", "--count", "100000", "--config"])
         .arg(dir.path().join("client.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(10), || metric(&server, "intentra_connections_active") >= 1.0);
+    wait_for(Duration::from_secs(10), || {
+        metric(&server, "intentra_connections_active") >= 1.0
+    });
     let mut file = std::fs::File::create(dir.path().join("allow.txt")).unwrap();
     writeln!(file, "# nobody").unwrap();
     drop(file);
     signal(&server.child, libc::SIGHUP);
     let mut line = String::new();
-    BufReader::new(client.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _ = client.kill();
     let _ = client.wait();
     assert!(line.starts_with("peer closed: not_allowed"), "{line}");
-    wait_for(Duration::from_secs(5), || metric(&server, "intentra_connections_active") == 0.0);
+    wait_for(Duration::from_secs(5), || {
+        metric(&server, "intentra_connections_active") == 0.0
+    });
 }
 
 #[test]
 fn the_demo_runs_and_prints_metrics() {
-    let out = Command::new(BIN).args(["demo", "--messages", "300"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--messages", "300"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("handshake: Noise XX complete"));
-    assert!(stdout.contains("300 reliable echoes received in order"), "{stdout}");
+    assert!(
+        stdout.contains("300 reliable echoes received in order"),
+        "{stdout}"
+    );
     assert!(stdout.contains("intentra_packets_received_total"));
-    let json = Command::new(BIN).args(["demo", "--messages", "50", "--json"]).output().unwrap();
+    let json = Command::new(BIN)
+        .args(["demo", "--messages", "50", "--json"])
+        .output()
+        .unwrap();
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(value["reliable_echoed"], 50);
     assert_eq!(value["realtime_sent"], 50);

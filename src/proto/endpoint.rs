@@ -375,7 +375,11 @@ impl Endpoint {
             return Err(SendError::NotEstablished);
         }
         let (kind, body_at, max) = match mode {
-            Mode::Realtime => (TransportKind::Realtime, TRANSPORT_HEADER_LEN, MAX_REALTIME_PAYLOAD),
+            Mode::Realtime => (
+                TransportKind::Realtime,
+                TRANSPORT_HEADER_LEN,
+                MAX_REALTIME_PAYLOAD,
+            ),
             Mode::Reliable => (
                 TransportKind::Reliable,
                 TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN,
@@ -405,12 +409,10 @@ impl Endpoint {
         }
         buf[body_at..body_at + payload.len()].copy_from_slice(payload);
         let keys = peer.current.as_mut().ok_or(SendError::NotEstablished)?;
-        let len = keys
-            .seal(kind, buf, plaintext_len)
-            .map_err(|e| match e {
-                SealError::BufferTooSmall => SendError::BufferTooSmall,
-                SealError::CounterExhausted => SendError::KeysExhausted,
-            })?;
+        let len = keys.seal(kind, buf, plaintext_len).map_err(|e| match e {
+            SealError::BufferTooSmall => SendError::BufferTooSmall,
+            SealError::CounterExhausted => SendError::KeysExhausted,
+        })?;
         if keys.messages_sent() >= REKEY_AFTER_MESSAGES {
             self.next_deadline = now;
         }
@@ -434,9 +436,7 @@ impl Endpoint {
             let fresh = self.draw_seed();
             self.cookies.rotate(fresh, now);
         }
-        self.next_deadline = self
-            .next_deadline
-            .min(now + COOKIE_SECRET_LIFETIME);
+        self.next_deadline = self.next_deadline.min(now + COOKIE_SECRET_LIFETIME);
         for position in 0..self.responders.len() {
             let Some(pending) = &self.responders[position] else {
                 continue;
@@ -450,8 +450,10 @@ impl Endpoint {
                 self.next_deadline = self.next_deadline.min(expires);
             }
         }
-        for id in self.peer_ids() {
-            self.peer_timers(now, id);
+        for slot in 0..self.peers.len() {
+            if let Some(id) = self.peer_id_at(slot) {
+                self.peer_timers(now, id);
+            }
         }
     }
 
@@ -907,7 +909,9 @@ impl Endpoint {
         // fresh ephemeral key under the same index and the retransmission timer goes on.
         let fresh = Initiator::start(&keypair, &peer.public_key, receiver, seed);
         let phase = match fresh {
-            Ok(fresh) => std::mem::replace(&mut handshake.phase, Phase::AwaitResponse(Box::new(fresh))),
+            Ok(fresh) => {
+                std::mem::replace(&mut handshake.phase, Phase::AwaitResponse(Box::new(fresh)))
+            }
             Err(_) => {
                 self.stats.record_drop(DropReason::HandshakeFailed);
                 return;
@@ -966,17 +970,22 @@ impl Endpoint {
             .min(now + self.config.keepalive_interval);
     }
 
-    fn on_finish(&mut self, now: Timestamp, src: SocketAddr, receiver: SessionIndex, datagram: &[u8]) {
+    fn on_finish(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        receiver: SessionIndex,
+        datagram: &[u8],
+    ) {
         let position = match self.lookup(receiver) {
             Some(SlotTarget::Responder(position)) => position,
             Some(SlotTarget::Keys(id)) => {
                 // A repeated HandshakeFinish: our confirmation was lost. Confirm again, to the
                 // peer's authenticated address (never to `src`), while the initiator has not
                 // yet used the keys.
-                let unconfirmed = self.peer_mut(id).and_then(|p| {
-                    p.keys_for(receiver)
-                        .map(|(k, _)| !k.received_any)
-                });
+                let unconfirmed = self
+                    .peer_mut(id)
+                    .and_then(|p| p.keys_for(receiver).map(|(k, _)| !k.received_any));
                 if unconfirmed == Some(true) {
                     self.queue_keepalive(id);
                 } else {
@@ -1250,7 +1259,10 @@ impl Endpoint {
         match item {
             PendingTx::Init(id) => {
                 let peer = self.peer_mut(id)?;
-                let cookie = peer.cookie.filter(|(_, until)| now < *until).map(|(c, _)| c);
+                let cookie = peer
+                    .cookie
+                    .filter(|(_, until)| now < *until)
+                    .map(|(c, _)| c);
                 let dst = peer.addr;
                 let Some(InitiatorHandshake {
                     phase: Phase::AwaitResponse(initiator),
@@ -1404,6 +1416,15 @@ impl Endpoint {
         peer_in(&mut self.peers, id)
     }
 
+    fn peer_id_at(&self, slot: usize) -> Option<PeerId> {
+        let entry = self.peers.get(slot)?;
+        entry.peer.as_ref()?;
+        Some(PeerId {
+            slot: slot as u32,
+            generation: entry.generation,
+        })
+    }
+
     /// Handles of all live peers. Allocates: only for rare, whole-endpoint operations.
     fn peer_ids(&self) -> Vec<PeerId> {
         self.peers
@@ -1421,7 +1442,12 @@ impl Endpoint {
         self.peers.len() - self.free_peers.len()
     }
 
-    fn insert_peer(&mut self, now: Timestamp, public_key: PublicKey, addr: SocketAddr) -> Option<PeerId> {
+    fn insert_peer(
+        &mut self,
+        now: Timestamp,
+        public_key: PublicKey,
+        addr: SocketAddr,
+    ) -> Option<PeerId> {
         if self.live_peers() >= self.config.max_peers {
             return None;
         }
