@@ -27,7 +27,9 @@ fn stream(net: &mut Network, peer: PeerId, count: u32, sim_limit: Duration) -> u
     let mut next = 0u32;
     let mut would_block = 0;
     let end = net.now + sim_limit;
-    while (next < count || net.nodes[1].messages(Mode::Reliable).count() < count as usize) && net.now < end {
+    while (next < count || net.nodes[1].messages(Mode::Reliable).count() < count as usize)
+        && net.now < end
+    {
         while next < count {
             match net.send(0, peer, Mode::Reliable, &next.to_le_bytes()) {
                 Ok(()) => next += 1,
@@ -53,7 +55,11 @@ fn assert_exactly_in_order(net: &Network, count: u32, context: &str) {
             got.get(at)
         );
     }
-    assert_eq!(got.len(), count as usize, "{context}: duplicates after the end");
+    assert_eq!(
+        got.len(),
+        count as usize,
+        "{context}: duplicates after the end"
+    );
 }
 
 fn received(net: &Network) -> Vec<u32> {
@@ -88,7 +94,11 @@ fn a_rekey_in_the_middle_of_reliable_traffic_loses_nothing() {
     net.link.reorder_ppm = 50_000;
     stream(&mut net, pa, 4_000, Duration::from_secs(120));
     assert_exactly_in_order(&net, 4_000, "rekeying");
-    assert!(net.nodes[0].endpoint.stats().rekeys >= 3, "{:?}", net.nodes[0].endpoint.stats());
+    assert!(
+        net.nodes[0].endpoint.stats().rekeys >= 3,
+        "{:?}",
+        net.nodes[0].endpoint.stats()
+    );
     assert!(net.nodes[0].downs().is_empty() && net.nodes[1].downs().is_empty());
 }
 
@@ -100,7 +110,10 @@ fn a_full_reliable_queue_says_would_block_and_recovers_after_acks() {
     for _ in 0..4 {
         net.send(0, pa, Mode::Reliable, &message).unwrap();
     }
-    assert_eq!(net.send(0, pa, Mode::Reliable, &message), Err(SendError::WouldBlock));
+    assert_eq!(
+        net.send(0, pa, Mode::Reliable, &message),
+        Err(SendError::WouldBlock)
+    );
     assert_eq!(net.nodes[0].endpoint.stats().send_would_block, 1);
     // Realtime is never held back by a full Reliable queue.
     net.send(0, pa, Mode::Realtime, b"still flows").unwrap();
@@ -129,7 +142,10 @@ fn realtime_keeps_flowing_while_reliable_is_stuck() {
     assert!(blocked > 400);
     assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 500);
     assert_eq!(net.nodes[1].messages(Mode::Reliable).count(), 0);
-    assert!(net.nodes[0].downs().is_empty(), "a stuck stream does not kill the session");
+    assert!(
+        net.nodes[0].downs().is_empty(),
+        "a stuck stream does not kill the session"
+    );
 }
 
 #[test]
