@@ -35,15 +35,22 @@ pub trait PacketCipher: Sized {
     fn open_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<usize, AeadError>;
 }
 
+/// A packet split into its three parts.
+struct Parts<'a> {
+    header: &'a [u8],
+    body: &'a mut [u8],
+    tag: &'a mut [u8],
+}
+
 /// Splits `packet` into header, body and tag, or says it is too short.
-fn split(packet: &mut [u8]) -> Result<(&[u8], &mut [u8], &mut [u8]), AeadError> {
+fn split(packet: &mut [u8]) -> Result<Parts<'_>, AeadError> {
     let body_len = packet
         .len()
         .checked_sub(TRANSPORT_HEADER_LEN + TAG_LEN)
         .ok_or(AeadError::TooShort)?;
     let (header, rest) = packet.split_at_mut(TRANSPORT_HEADER_LEN);
     let (body, tag) = rest.split_at_mut(body_len);
-    Ok((header, body, tag))
+    Ok(Parts { header, body, tag })
 }
 
 /// AES-256-GCM from `ring`: the faster backend here (see perf/aead.md), so the default.
@@ -64,13 +71,13 @@ impl PacketCipher for RingCipher {
     }
 
     fn seal_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<(), AeadError> {
-        let (header, body, tag_out) = split(packet)?;
+        let parts = split(packet)?;
         let nonce = Nonce::assume_unique_for_key(counter.nonce());
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), body)
+            .seal_in_place_separate_tag(nonce, Aad::from(parts.header), parts.body)
             .map_err(|_| AeadError::Auth)?;
-        tag_out.copy_from_slice(tag.as_ref());
+        parts.tag.copy_from_slice(tag.as_ref());
         Ok(())
     }
 
@@ -101,23 +108,28 @@ impl PacketCipher for RustCryptoCipher {
     }
 
     fn seal_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<(), AeadError> {
-        let (header, body, tag_out) = split(packet)?;
+        let parts = split(packet)?;
         let nonce = counter.nonce();
         let tag = self
             .cipher
-            .encrypt_in_place_detached((&nonce).into(), header, body)
+            .encrypt_in_place_detached((&nonce).into(), parts.header, parts.body)
             .map_err(|_| AeadError::Auth)?;
-        tag_out.copy_from_slice(&tag);
+        parts.tag.copy_from_slice(&tag);
         Ok(())
     }
 
     fn open_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<usize, AeadError> {
-        let (header, body, tag) = split(packet)?;
+        let parts = split(packet)?;
         let nonce = counter.nonce();
         self.cipher
-            .decrypt_in_place_detached((&nonce).into(), header, body, (&*tag).into())
+            .decrypt_in_place_detached(
+                (&nonce).into(),
+                parts.header,
+                parts.body,
+                (&*parts.tag).into(),
+            )
             .map_err(|_| AeadError::Auth)?;
-        Ok(body.len())
+        Ok(parts.body.len())
     }
 }
 
