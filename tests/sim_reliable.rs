@@ -24,13 +24,26 @@ fn pair(seed: u64, tweak: impl Fn(&mut EndpointConfig)) -> (Network, PeerId, Pee
 /// Pushes `count` numbered messages from node 0, one attempt per simulated millisecond, and
 /// runs the network until node 1 has them all (bounded).
 fn stream(net: &mut Network, peer: PeerId, count: u32, sim_limit: Duration) -> u64 {
+    stream_paced(net, peer, count, u32::MAX, sim_limit)
+}
+
+/// As `stream`, at most `per_ms` new messages per simulated millisecond.
+fn stream_paced(
+    net: &mut Network,
+    peer: PeerId,
+    count: u32,
+    per_ms: u32,
+    sim_limit: Duration,
+) -> u64 {
     let mut next = 0u32;
     let mut would_block = 0;
     let end = net.now + sim_limit;
     while (next < count || net.nodes[1].messages(Mode::Reliable).count() < count as usize)
         && net.now < end
     {
-        while next < count {
+        let mut this_ms = 0;
+        while next < count && this_ms < per_ms {
+            this_ms += 1;
             match net.send(0, peer, Mode::Reliable, &next.to_le_bytes()) {
                 Ok(()) => next += 1,
                 Err(SendError::WouldBlock) => {
@@ -92,7 +105,8 @@ fn a_rekey_in_the_middle_of_reliable_traffic_loses_nothing() {
     });
     net.link.loss_ppm = 50_000;
     net.link.reorder_ppm = 50_000;
-    stream(&mut net, pa, 4_000, Duration::from_secs(120));
+    // One message per millisecond for four seconds: several rekeys happen mid-stream.
+    stream_paced(&mut net, pa, 4_000, 1, Duration::from_secs(120));
     assert_exactly_in_order(&net, 4_000, "rekeying");
     assert!(
         net.nodes[0].endpoint.stats().rekeys >= 3,

@@ -378,3 +378,29 @@ fn a_hub_fans_out_to_many_peers() {
     }
 }
 use rand_chacha::rand_core::SeedableRng;
+
+#[test]
+fn network_duplicates_are_counted_but_not_struck_while_old_replays_are() {
+    let (mut net, pa, _) = pair(16, |c| c.rate_burst = 100_000);
+    net.capture = Some(Vec::new());
+    for i in 0..3_000u32 {
+        net.send(0, pa, Mode::Realtime, &i.to_le_bytes()).unwrap();
+    }
+    net.run_for(Duration::from_millis(10), 100_000);
+    let packets = captured_of_type(&net, PacketType::Realtime);
+    let (src, _, newest) = packets.last().unwrap().clone();
+    // Twenty exact duplicates of a recent packet, as a misbehaving switch might produce.
+    for _ in 0..20 {
+        net.inject(1, src, &newest);
+    }
+    let stats = net.nodes[1].endpoint.stats();
+    assert_eq!(stats.dropped(DropReason::Replay), 20);
+    assert_eq!(stats.strike_events, 0);
+    assert!(net.nodes[1].downs().is_empty());
+    // Packets from before the window can only be a replay: each is a strike.
+    for (_, _, old) in packets.iter().take(10) {
+        net.inject(1, src, old);
+    }
+    assert_eq!(net.nodes[1].endpoint.stats().strike_events, 10);
+    assert_eq!(net.nodes[1].downs(), [CloseReason::Strikes]);
+}

@@ -26,6 +26,7 @@ use super::handshake::{FinishIntent, Initiator, Responder};
 use super::keys::PublicKey;
 use super::ratelimit::TokenBucket;
 use super::reliable::{PushError, Receive, ReliableReceiver, ReliableSender};
+use super::replay::ReplayError;
 use super::session::{KeySet, OpenError, SealError, REKEY_AFTER_MESSAGES};
 use super::stats::{CloseReason, DropReason, Stats};
 use super::strikes::{StrikeOutcome, Strikes};
@@ -661,18 +662,22 @@ impl Endpoint {
                 len
             }
             Err(failure) => {
-                let reason = match failure {
-                    OpenError::Replay(_) => DropReason::Replay,
+                let (reason, violation) = match failure {
+                    // Networks duplicate packets: an exact duplicate inside the window is
+                    // dropped and counted, but only a packet older than the window (which no
+                    // network produces, but a replaying attacker does) is a violation.
+                    OpenError::Replay(ReplayError::Duplicate) => (DropReason::Replay, false),
+                    OpenError::Replay(ReplayError::TooOld) => (DropReason::Replay, true),
                     OpenError::Crypto => {
                         self.stats.aead_opens += 1;
-                        DropReason::Crypto
+                        (DropReason::Crypto, true)
                     }
                 };
                 peer.drops += 1;
                 self.stats.record_drop(reason);
                 // Strikes only from the session's authenticated address, so that a spoofer
                 // elsewhere cannot close an honest session by sending garbage at its index.
-                if from_peer {
+                if from_peer && violation {
                     self.strike(now, id);
                 }
                 return None;
