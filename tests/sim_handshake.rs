@@ -299,3 +299,101 @@ fn a_retransmitted_init_gets_the_same_response_not_new_state() {
     assert_eq!(responses.len(), 5);
     assert!(responses.windows(2).all(|w| w[0] == w[1]));
 }
+
+fn forged(len: usize, ty: PacketType, fields: &[(usize, u32)]) -> Vec<u8> {
+    let mut packet = vec![0x5a; len];
+    wire::write_prefix(&mut packet, ty);
+    for &(at, value) in fields {
+        packet[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    packet
+}
+
+#[test]
+fn one_forged_handshake_response_does_not_break_the_handshake() {
+    let mut net = Network::new(13);
+    let (a, b) = (net.add_default(), net.add_default());
+    net.capture = Some(Vec::new());
+    net.connect(a, b);
+    // An on-path attacker saw the HandshakeInit and answers first with garbage.
+    let init_packet = net.capture.as_ref().unwrap()[0].2.clone();
+    let sender = wire::read_u32(&init_packet, init::SENDER);
+    let b_addr = net.nodes[b].addr;
+    let fake = forged(
+        wire::response::LEN,
+        PacketType::HandshakeResponse,
+        &[(4, 0x0101_0001), (8, sender)],
+    );
+    net.inject(a, b_addr, &fake);
+    assert_eq!(
+        net.nodes[a]
+            .endpoint
+            .stats()
+            .dropped(DropReason::HandshakeFailed),
+        1
+    );
+    net.run_until(20_000, |n| up(n, a, b));
+    net.run_for(Duration::from_secs(12), 100_000);
+    assert!(
+        net.nodes[a].downs().is_empty(),
+        "{:?}",
+        net.nodes[a].downs()
+    );
+    assert!(net.nodes[b].downs().is_empty());
+}
+
+#[test]
+fn a_forged_handshake_finish_costs_a_restart_not_the_session() {
+    let mut net = Network::new(14);
+    let (a, b) = (net.add_default(), net.add_default());
+    net.capture = Some(Vec::new());
+    net.connect(a, b);
+    // Deliver the HandshakeInit; b's HandshakeResponse is now on the wire.
+    net.step();
+    let response = net
+        .capture
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|(_, _, p)| p[1] == PacketType::HandshakeResponse as u8)
+        .map(|(_, _, p)| p.clone())
+        .unwrap();
+    let responder_index = wire::read_u32(&response, wire::response::SENDER);
+    // From any address: the responder's pending state is consumed by the failed read.
+    let fake = forged(
+        wire::finish::LEN,
+        PacketType::HandshakeFinish,
+        &[(4, responder_index)],
+    );
+    net.inject(b, spoofed(77), &fake);
+    assert_eq!(
+        net.nodes[b]
+            .endpoint
+            .stats()
+            .dropped(DropReason::HandshakeFailed),
+        1
+    );
+    net.run_until(50_000, |n| up(n, a, b));
+    net.run_for(Duration::from_secs(15), 100_000);
+    assert!(
+        net.nodes[a].downs().is_empty(),
+        "{:?}",
+        net.nodes[a].downs()
+    );
+    assert!(net.nodes[b].downs().is_empty());
+    assert_eq!(
+        net.nodes[a].ups(),
+        1,
+        "the application saw one session come up"
+    );
+    let pa = net.peer_of(a, b).unwrap();
+    net.send(a, pa, intentra::proto::event::Mode::Realtime, b"works")
+        .unwrap();
+    net.run_for(Duration::from_millis(5), 1_000);
+    assert_eq!(
+        net.nodes[b]
+            .messages(intentra::proto::event::Mode::Realtime)
+            .count(),
+        1
+    );
+}

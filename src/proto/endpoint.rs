@@ -63,6 +63,8 @@ struct PendingResponder {
     responder: Box<Responder>,
     src: SocketAddr,
     initiator_index: SessionIndex,
+    /// The initiator's ephemeral key: a retransmission repeats it, a new attempt does not.
+    ephemeral: [u8; 32],
     local_index: SessionIndex,
     created: Timestamp,
 }
@@ -81,7 +83,13 @@ struct InitiatorHandshake {
     started: Timestamp,
     next_retry: Timestamp,
     retry_interval: Duration,
+    /// HandshakeFinish retransmissions without a confirmation.
+    finish_resends: u32,
 }
+
+/// After this many unanswered HandshakeFinish retransmissions the responder has most likely
+/// lost the handshake (a forged HandshakeFinish consumes its state): start over.
+const FINISH_RESENDS_BEFORE_RESTART: u32 = 3;
 
 /// A control packet waiting to be written by `poll_transmit`.
 #[derive(Debug, Clone, Copy)]
@@ -807,19 +815,28 @@ impl Endpoint {
             self.stats.record_drop(DropReason::BadMac);
             return;
         }
-        // A retransmitted HandshakeInit gets the answer we already computed.
+        let mut ephemeral = [0u8; 32];
+        ephemeral.copy_from_slice(&datagram[init::NOISE..init::PADDING]);
+        // A retransmitted HandshakeInit gets the answer we already computed. The same source
+        // and index with another ephemeral key is a new attempt (the initiator restarted after
+        // a failure): it replaces the stale one instead of being answered with a stale reply.
         if let Some(position) = self.responders.iter().position(|r| {
             r.as_ref()
                 .is_some_and(|r| r.src == src && r.initiator_index == sender)
         }) {
-            if let Some(pending) = &self.responders[position] {
-                let local_index = pending.local_index;
+            let Some(pending) = &self.responders[position] else {
+                return;
+            };
+            let local_index = pending.local_index;
+            if pending.ephemeral == ephemeral {
                 self.queue(PendingTx::Response {
                     responder: position,
                     local_index,
                 });
+                return;
             }
-            return;
+            self.responders[position] = None;
+            self.free_index(local_index);
         }
         let in_flight = self.responders.iter().flatten().count();
         if self.config.always_cookie || in_flight >= self.config.cookie_threshold {
@@ -869,6 +886,7 @@ impl Endpoint {
                     responder: Box::new(responder),
                     src,
                     initiator_index: sender,
+                    ephemeral,
                     local_index,
                     created: now,
                 });
@@ -928,7 +946,9 @@ impl Endpoint {
             self.stats.record_drop(DropReason::UnknownSession);
             return;
         };
-        let rekey = peer.current.is_some();
+        // A rekey continues a session the responder has confirmed; otherwise this is (again)
+        // the first handshake, and any unconfirmed keys from an earlier attempt are replaced.
+        let rekey = peer.current.as_ref().is_some_and(|k| k.received_any);
         let intent = if rekey {
             FinishIntent::Rekey
         } else {
@@ -964,21 +984,28 @@ impl Endpoint {
         let took = now.saturating_since(handshake.started);
         handshake.next_retry = now + retry;
         handshake.retry_interval = retry;
+        handshake.finish_resends = 0;
         let next_retry = handshake.next_retry;
         let keyset = KeySet::new(&keys, receiver, sender, now);
         peer.addr = src;
-        let mut retired = None;
         let mut came_up = None;
-        if rekey {
-            retired = peer.next.replace(keyset).map(|k| k.local_index);
+        let retired = if rekey {
+            peer.next.replace(keyset).map(|k| k.local_index)
         } else {
-            peer.current = Some(keyset);
+            let retired = peer
+                .current
+                .replace(keyset)
+                .map(|k| k.local_index)
+                .filter(|&old| old != receiver);
+            if !peer.established {
+                came_up = Some((peer.public_key, peer.addr));
+            }
             peer.established = true;
             peer.we_initiated = true;
             peer.last_received = now;
             peer.last_sent = now;
-            came_up = Some((peer.public_key, peer.addr));
-        }
+            retired
+        };
         if let Some(slot) = self.slot_mut(receiver) {
             slot.target = SlotTarget::Keys(id);
         }
@@ -1153,6 +1180,7 @@ impl Endpoint {
         let mut close = None;
         let mut retire = [None; 2];
         let mut start_rekey = false;
+        let mut restart = false;
 
         if let Some(handshake) = peer.handshake.as_mut() {
             let expires = handshake.started + handshake_timeout;
@@ -1168,7 +1196,13 @@ impl Endpoint {
             } else if handshake.next_retry <= now {
                 to_queue[0] = Some(match handshake.phase {
                     Phase::AwaitResponse(_) => PendingTx::Init(id),
-                    Phase::AwaitConfirm { .. } => PendingTx::Finish(id),
+                    Phase::AwaitConfirm { .. } => {
+                        handshake.finish_resends += 1;
+                        if handshake.finish_resends > FINISH_RESENDS_BEFORE_RESTART {
+                            restart = true;
+                        }
+                        PendingTx::Finish(id)
+                    }
                 });
                 handshake.retry_interval = (handshake.retry_interval * 2).min(retry_max);
                 handshake.next_retry = now + handshake.retry_interval;
@@ -1247,6 +1281,8 @@ impl Endpoint {
         if let Some(reason) = close {
             let notify = reason != CloseReason::HandshakeTimeout;
             self.close_peer(now, id, reason, notify);
+        } else if restart {
+            self.restart_handshake(now, id);
         } else if start_rekey {
             self.start_handshake(now, id);
         }
@@ -1273,14 +1309,33 @@ impl Endpoint {
             started: now,
             next_retry: now + retry,
             retry_interval: retry,
+            finish_resends: 0,
         });
         if let Some(stale) = stale {
-            self.free_index(stale.local_index);
+            // A handshake still waiting for its response owns its index; one waiting for
+            // confirmation shares it with a key set, which its own replacement retires.
+            if matches!(stale.phase, Phase::AwaitResponse(_)) {
+                self.free_index(stale.local_index);
+            }
         }
         self.stats.handshakes_initiated += 1;
         self.queue(PendingTx::Init(id));
         self.next_deadline = self.next_deadline.min(now + retry);
         true
+    }
+
+    /// Starts over after HandshakeFinish went unconfirmed: unconfirmed rekey keys are dropped,
+    /// unconfirmed first-session keys stay until the new handshake replaces them.
+    fn restart_handshake(&mut self, now: Timestamp, id: PeerId) {
+        let retired = self
+            .peer_mut(id)
+            .and_then(|p| p.next.take())
+            .map(|k| k.local_index);
+        if let Some(index) = retired {
+            self.free_index(index);
+        }
+        self.stats.handshake_retransmits += 1;
+        self.start_handshake(now, id);
     }
 
     // ----- building control packets -------------------------------------------------------
