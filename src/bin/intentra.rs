@@ -1,1 +1,5 @@
-fn main() {}
+//! The `intentra` binary: everything lives in `intentra::cli`.
+
+fn main() -> std::process::ExitCode {
+    intentra::cli::main()
+}

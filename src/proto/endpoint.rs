@@ -1131,7 +1131,8 @@ impl Endpoint {
                         start_rekey = true;
                     }
                     deadline = deadline.min(idle_at).min(expire_at);
-                    if peer.we_initiated {
+                    // A rekey in progress has its own timers; a due one starts below.
+                    if peer.we_initiated && peer.handshake.is_none() && rekey_at > now {
                         deadline = deadline.min(rekey_at);
                     }
                 }

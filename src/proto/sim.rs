@@ -118,6 +118,8 @@ pub struct Network {
     pub capture: Option<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
     /// Datagrams the link dropped.
     pub lost: u64,
+    /// Datagrams for which this returns true are dropped (selective black holes).
+    pub blackhole: Option<fn(&[u8]) -> bool>,
 }
 
 impl Network {
@@ -131,6 +133,7 @@ impl Network {
             order: 0,
             capture: None,
             lost: 0,
+            blackhole: None,
         }
     }
 
@@ -321,7 +324,7 @@ impl Network {
         if let Some(capture) = self.capture.as_mut() {
             capture.push((src, dst, bytes.to_vec()));
         }
-        if self.chance(self.link.loss_ppm) {
+        if self.chance(self.link.loss_ppm) || self.blackhole.is_some_and(|drop| drop(bytes)) {
             self.lost += 1;
             return;
         }

@@ -1,0 +1,287 @@
+//! `intentra-replay`: runs every UDP payload of a pcap/pcapng capture through intentra's
+//! wire parser and reports what it made of them, and how fast.
+//!
+//! Owns the command line, the tally and the report. Reading records is `reader`'s job
+//! and walking link/IP/UDP headers is `decode`'s; verdicts come from
+//! `intentra::proto::wire::parse_header` and nothing else. It must never panic on a
+//! capture, however broken: capture errors are one line naming the byte offset, and
+//! exit code 2.
+//!
+//! Exit codes: 0 success; 1 a mode this build cannot run; 2 an unreadable, truncated
+//! or corrupt capture (and command-line errors, as clap reports them).
+
+mod decode;
+mod reader;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use decode::{decode, DecodeError, Decoded, LinkType};
+use intentra::proto::wire::{parse_header, Malformed, PacketType};
+use serde::Serialize;
+
+/// Count what intentra's wire parser makes of every UDP datagram in a capture.
+#[derive(Parser, Debug)]
+#[command(name = "intentra-replay", version)]
+struct Args {
+    /// A pcap or pcapng file (Ethernet/VLAN, raw IP, Linux SLL/SLL2, BSD loopback).
+    file: PathBuf,
+    /// Only datagrams with this source or destination port are parsed; others count
+    /// as not_intentra.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Session replay: the receiver's private key file (needs --local).
+    #[arg(long, requires = "local")]
+    key: Option<PathBuf>,
+    /// Session replay: the receiver's address in the capture (needs --key).
+    #[arg(long, requires = "key")]
+    local: Option<SocketAddr>,
+}
+
+const PACKET_TYPES: [PacketType; 9] = [
+    PacketType::HandshakeInit,
+    PacketType::HandshakeResponse,
+    PacketType::HandshakeFinish,
+    PacketType::CookieReply,
+    PacketType::Realtime,
+    PacketType::Reliable,
+    PacketType::Ack,
+    PacketType::Keepalive,
+    PacketType::Close,
+];
+
+const MALFORMED: [Malformed; 7] = [
+    Malformed::TooShort,
+    Malformed::TooLong,
+    Malformed::BadVersion,
+    Malformed::UnknownType,
+    Malformed::ReservedNotZero,
+    Malformed::BadLength,
+    Malformed::ZeroIndex,
+];
+
+/// Index into `PACKET_TYPES`; exhaustive so a new packet type breaks the build here.
+fn packet_type_index(t: PacketType) -> usize {
+    match t {
+        PacketType::HandshakeInit => 0,
+        PacketType::HandshakeResponse => 1,
+        PacketType::HandshakeFinish => 2,
+        PacketType::CookieReply => 3,
+        PacketType::Realtime => 4,
+        PacketType::Reliable => 5,
+        PacketType::Ack => 6,
+        PacketType::Keepalive => 7,
+        PacketType::Close => 8,
+    }
+}
+
+/// Index into `MALFORMED`; exhaustive so a new rejection breaks the build here.
+fn malformed_index(m: Malformed) -> usize {
+    match m {
+        Malformed::TooShort => 0,
+        Malformed::TooLong => 1,
+        Malformed::BadVersion => 2,
+        Malformed::UnknownType => 3,
+        Malformed::ReservedNotZero => 4,
+        Malformed::BadLength => 5,
+        Malformed::ZeroIndex => 6,
+    }
+}
+
+/// Everything counted; every record lands in exactly one bucket.
+#[derive(Default)]
+struct Tally {
+    records: u64,
+    packets: [u64; PACKET_TYPES.len()],
+    malformed: [u64; MALFORMED.len()],
+    not_udp: u64,
+    not_intentra: u64,
+    incomplete: u64,
+    bad_frame: [u64; DecodeError::ALL.len()],
+    unsupported_link: BTreeMap<u32, u64>,
+    parsed: u64,
+    parse_nanos: u128,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    file: String,
+    format: &'static str,
+    records: u64,
+    parsed: u64,
+    counts: BTreeMap<&'static str, u64>,
+    malformed: BTreeMap<&'static str, u64>,
+    bad_frame: BTreeMap<&'static str, u64>,
+    unsupported_link_types: &'a BTreeMap<u32, u64>,
+    parse_seconds: f64,
+    packets_per_second: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.key.is_some() || args.local.is_some() {
+        eprintln!("session replay: not available in this build");
+        return ExitCode::from(1);
+    }
+    let name = args.file.display().to_string();
+    let bytes = match std::fs::read(&args.file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut tally = Tally::default();
+    let mut payloads: Vec<&[u8]> = Vec::new();
+    let format = match reader::read_frames(&bytes, |frame| {
+        classify(&mut tally, &mut payloads, args.port, frame)
+    }) {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    parse_all(&mut tally, &payloads);
+
+    let report = Report {
+        file: name,
+        format: format.label(),
+        records: tally.records,
+        parsed: tally.parsed,
+        counts: counts(&tally),
+        malformed: MALFORMED
+            .iter()
+            .map(|m| (m.label(), tally.malformed[malformed_index(*m)]))
+            .collect(),
+        bad_frame: DecodeError::ALL
+            .iter()
+            .map(|e| (e.label(), tally.bad_frame[e.index()]))
+            .collect(),
+        unsupported_link_types: &tally.unsupported_link,
+        parse_seconds: tally.parse_nanos as f64 / 1e9,
+        packets_per_second: (tally.parse_nanos > 0)
+            .then(|| tally.parsed as f64 * 1e9 / tally.parse_nanos as f64),
+    };
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("intentra-replay: cannot encode report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print_table(&report);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Sorts one frame into a bucket, or keeps its payload for the timed parse.
+fn classify<'a>(
+    tally: &mut Tally,
+    payloads: &mut Vec<&'a [u8]>,
+    port: Option<u16>,
+    frame: reader::Frame<'a>,
+) {
+    tally.records += 1;
+    let Some(link) = LinkType::from_linktype(frame.link_type) else {
+        *tally.unsupported_link.entry(frame.link_type).or_default() += 1;
+        return;
+    };
+    match decode(link, frame.data) {
+        Err(e) => tally.bad_frame[e.index()] += 1,
+        Ok(Decoded::NotUdp) => tally.not_udp += 1,
+        // Intentra datagrams fit the MTU; a later fragment of something is not ours.
+        Ok(Decoded::Fragment) => tally.not_intentra += 1,
+        Ok(Decoded::Udp(udp)) => {
+            if port.is_some_and(|p| udp.src.port() != p && udp.dst.port() != p) {
+                tally.not_intentra += 1;
+            } else if !udp.complete {
+                // Only part of the datagram was captured; its length (and so its
+                // verdict) is unknown.
+                tally.incomplete += 1;
+            } else {
+                payloads.push(udp.payload);
+            }
+        }
+    }
+}
+
+/// Runs the parser over every payload; only this loop is timed.
+fn parse_all(tally: &mut Tally, payloads: &[&[u8]]) {
+    let mut packets = [0u64; PACKET_TYPES.len()];
+    let mut malformed = [0u64; MALFORMED.len()];
+    let start = Instant::now();
+    for payload in payloads {
+        match parse_header(std::hint::black_box(payload)) {
+            Ok(header) => packets[packet_type_index(header.packet_type())] += 1,
+            Err(m) => malformed[malformed_index(m)] += 1,
+        }
+    }
+    tally.parse_nanos = start.elapsed().as_nanos();
+    tally.parsed = payloads.len() as u64;
+    for (total, n) in tally.packets.iter_mut().zip(packets) {
+        *total += n;
+    }
+    for (total, n) in tally.malformed.iter_mut().zip(malformed) {
+        *total += n;
+    }
+}
+
+fn counts(tally: &Tally) -> BTreeMap<&'static str, u64> {
+    let mut counts: BTreeMap<&'static str, u64> = PACKET_TYPES
+        .iter()
+        .map(|t| (t.label(), tally.packets[packet_type_index(*t)]))
+        .collect();
+    counts.insert("malformed", tally.malformed.iter().sum());
+    counts.insert("not_udp", tally.not_udp);
+    counts.insert("not_intentra", tally.not_intentra);
+    counts.insert("incomplete", tally.incomplete);
+    counts.insert("bad_frame", tally.bad_frame.iter().sum());
+    counts.insert(
+        "unsupported_link",
+        tally.unsupported_link.values().sum::<u64>(),
+    );
+    counts
+}
+
+fn print_table(report: &Report<'_>) {
+    println!(
+        "{}: {} records ({}), {} UDP payloads parsed",
+        report.file, report.records, report.format, report.parsed
+    );
+    let count = |key: &str| report.counts.get(key).copied().unwrap_or(0);
+    let show = |label: String, n: u64| println!("  {label:<32} {n:>10}");
+    for t in PACKET_TYPES {
+        show(t.label().to_string(), count(t.label()));
+    }
+    for (label, n) in &report.malformed {
+        show(format!("malformed.{label}"), *n);
+    }
+    for key in ["not_udp", "not_intentra", "incomplete"] {
+        show(key.to_string(), count(key));
+    }
+    for (label, n) in report.bad_frame.iter().filter(|(_, n)| **n > 0) {
+        show(format!("bad_frame.{label}"), *n);
+    }
+    for (link, n) in report.unsupported_link_types {
+        show(format!("unsupported_link.{link}"), *n);
+    }
+    match report.packets_per_second {
+        Some(rate) => println!(
+            "parse rate: {:.1} M packets/s ({} payloads in {:.3} ms, parse time only)",
+            rate / 1e6,
+            report.parsed,
+            report.parse_seconds * 1e3
+        ),
+        None => println!("parse rate: n/a (nothing parsed)"),
+    }
+}
