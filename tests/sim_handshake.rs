@@ -40,10 +40,22 @@ fn messages_flow_both_ways_in_both_modes() {
     net.send(b, pb, Mode::Realtime, b"tock 1").unwrap();
     net.send(b, pb, Mode::Reliable, b"fill 1").unwrap();
     net.run_for(Duration::from_millis(50), 10_000);
-    assert_eq!(net.nodes[b].messages(Mode::Realtime).collect::<Vec<_>>(), [b"tick 1"]);
-    assert_eq!(net.nodes[b].messages(Mode::Reliable).collect::<Vec<_>>(), [b"order 1"]);
-    assert_eq!(net.nodes[a].messages(Mode::Realtime).collect::<Vec<_>>(), [b"tock 1"]);
-    assert_eq!(net.nodes[a].messages(Mode::Reliable).collect::<Vec<_>>(), [b"fill 1"]);
+    assert_eq!(
+        net.nodes[b].messages(Mode::Realtime).collect::<Vec<_>>(),
+        [b"tick 1"]
+    );
+    assert_eq!(
+        net.nodes[b].messages(Mode::Reliable).collect::<Vec<_>>(),
+        [b"order 1"]
+    );
+    assert_eq!(
+        net.nodes[a].messages(Mode::Realtime).collect::<Vec<_>>(),
+        [b"tock 1"]
+    );
+    assert_eq!(
+        net.nodes[a].messages(Mode::Reliable).collect::<Vec<_>>(),
+        [b"fill 1"]
+    );
 }
 
 #[test]
@@ -57,8 +69,16 @@ fn lost_handshake_messages_are_retransmitted() {
         net.link.loss_ppm = 0;
         // Both sides confirm: keepalives flow and nothing times out.
         net.run_for(Duration::from_secs(15), 100_000);
-        assert!(net.nodes[a].downs().is_empty(), "seed {seed}: {:?}", net.nodes[a].downs());
-        assert!(net.nodes[b].downs().is_empty(), "seed {seed}: {:?}", net.nodes[b].downs());
+        assert!(
+            net.nodes[a].downs().is_empty(),
+            "seed {seed}: {:?}",
+            net.nodes[a].downs()
+        );
+        assert!(
+            net.nodes[b].downs().is_empty(),
+            "seed {seed}: {:?}",
+            net.nodes[b].downs()
+        );
     }
 }
 
@@ -87,7 +107,13 @@ fn a_key_not_on_the_allow_list_is_refused() {
     net.connect(a, b);
     net.run_for(Duration::from_secs(1), 10_000);
     assert_eq!(net.nodes[b].ups(), 0);
-    assert!(net.nodes[b].endpoint.stats().dropped(DropReason::NotAllowed) >= 1);
+    assert!(
+        net.nodes[b]
+            .endpoint
+            .stats()
+            .dropped(DropReason::NotAllowed)
+            >= 1
+    );
     assert_eq!(net.nodes[b].endpoint.stats().sessions_active, 0);
 }
 
@@ -99,7 +125,10 @@ fn an_initiator_refuses_a_responder_with_another_key() {
     let b_addr = net.nodes[b].addr;
     let now = net.now;
     // a believes b's address belongs to another key: mac1 fails at b, nothing is established.
-    net.nodes[a].endpoint.connect(now, b_addr, impostor_key).unwrap();
+    net.nodes[a]
+        .endpoint
+        .connect(now, b_addr, impostor_key)
+        .unwrap();
     net.drain(a);
     net.run_for(Duration::from_secs(1), 10_000);
     assert_eq!(net.nodes[a].ups() + net.nodes[b].ups(), 0);
@@ -137,7 +166,10 @@ fn a_spoofed_handshake_flood_gets_only_cookie_replies_and_a_real_peer_still_conn
         net.inject(b, spoofed(i), &packet);
     }
     let stats = net.nodes[b].endpoint.stats();
-    assert_eq!(stats.handshakes_in_flight, 0, "no state for unproven sources");
+    assert_eq!(
+        stats.handshakes_in_flight, 0,
+        "no state for unproven sources"
+    );
     assert_eq!(stats.cookie_replies_sent, 5_000);
     assert_eq!(stats.dropped(DropReason::BadCookie), 5_000);
     let replies = net.capture.take().unwrap();
@@ -182,8 +214,17 @@ fn the_per_ip_budget_counts_handshakes_in_flight_not_handshakes_ever() {
         net.run_until(2_000, |n| n.nodes[a].ups() == 1);
     }
     net.run_for(Duration::from_millis(100), 10_000);
-    assert_eq!(net.nodes[b].endpoint.stats().sessions_active as usize, per_ip * 3);
-    assert_eq!(net.nodes[b].endpoint.stats().dropped(DropReason::HandshakeBudget), 0);
+    assert_eq!(
+        net.nodes[b].endpoint.stats().sessions_active as usize,
+        per_ip * 3
+    );
+    assert_eq!(
+        net.nodes[b]
+            .endpoint
+            .stats()
+            .dropped(DropReason::HandshakeBudget),
+        0
+    );
 }
 
 #[test]
@@ -193,7 +234,11 @@ fn in_flight_handshakes_from_one_ip_are_capped() {
     let per_ip = net.nodes[b].endpoint.config().handshakes_per_ip as u64;
     for i in 0..(per_ip as u32 + 3) {
         let packet = flood_packet(&mut net, b, 500 + i);
-        net.inject(b, SocketAddr::from((Ipv4Addr::new(127, 5, 5, 5), 1000 + i as u16)), &packet);
+        net.inject(
+            b,
+            SocketAddr::from((Ipv4Addr::new(127, 5, 5, 5), 1000 + i as u16)),
+            &packet,
+        );
     }
     let stats = net.nodes[b].endpoint.stats();
     assert_eq!(stats.handshakes_in_flight, per_ip);
@@ -209,4 +254,48 @@ fn responder_keys_are_never_all_zero() {
     let b = net.add_default();
     assert_ne!(net.public_key(b).0, [0u8; 32]);
     assert!(intentra::proto::keys::SecretKey::from_bytes([0; 32]).is_err());
+}
+
+#[test]
+fn handshakes_without_a_valid_mac1_create_no_state_and_get_no_answer() {
+    // The original design created state for every source address before any check.
+    let mut net = Network::new(11);
+    let b = net.add_default();
+    net.capture = Some(Vec::new());
+    let other = net.add_default();
+    // Valid for `other`, so mac1 is wrong for `b`.
+    let packet = flood_packet(&mut net, other, 9);
+    for i in 0..10_000 {
+        net.inject(b, spoofed(i), &packet);
+    }
+    let stats = net.nodes[b].endpoint.stats();
+    assert_eq!(stats.dropped(DropReason::BadMac), 10_000);
+    assert_eq!(stats.handshakes_in_flight, 0);
+    assert_eq!(stats.cookie_replies_sent, 0);
+    assert!(
+        net.capture.as_ref().unwrap().is_empty(),
+        "nothing is sent back"
+    );
+}
+
+#[test]
+fn a_retransmitted_init_gets_the_same_response_not_new_state() {
+    let mut net = Network::new(12);
+    let b = net.add_default();
+    net.capture = Some(Vec::new());
+    let packet = flood_packet(&mut net, b, 42);
+    let src = spoofed(1);
+    for _ in 0..5 {
+        net.inject(b, src, &packet);
+    }
+    assert_eq!(net.nodes[b].endpoint.stats().handshakes_in_flight, 1);
+    let responses: Vec<_> = net
+        .capture
+        .take()
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, bytes)| bytes)
+        .collect();
+    assert_eq!(responses.len(), 5);
+    assert!(responses.windows(2).all(|w| w[0] == w[1]));
 }

@@ -80,7 +80,8 @@ fn exact_and_old_replays_are_rejected_and_counted() {
 fn every_corrupted_byte_is_rejected_without_delivery() {
     let (mut net, pa, _) = pair(3, |_| {});
     net.capture = Some(Vec::new());
-    net.send(0, pa, Mode::Realtime, b"the real payload").unwrap();
+    net.send(0, pa, Mode::Realtime, b"the real payload")
+        .unwrap();
     let (src, _, packet) = captured_of_type(&net, PacketType::Realtime)[0].clone();
     net.capture = None;
     let before = net.nodes[1].endpoint.stats();
@@ -94,7 +95,10 @@ fn every_corrupted_byte_is_rejected_without_delivery() {
     }
     let after = net.nodes[1].endpoint.stats();
     assert_eq!(after.messages_delivered, before.messages_delivered);
-    assert_eq!(after.dropped_total() - before.dropped_total(), 2 * packet.len() as u64);
+    assert_eq!(
+        after.dropped_total() - before.dropped_total(),
+        2 * packet.len() as u64
+    );
     assert!(after.dropped(DropReason::Crypto) > 0 && after.dropped(DropReason::Malformed) > 0);
     // The genuine packet still opens afterwards: forgeries did not burn its counter.
     net.inject(1, src, &packet);
@@ -139,8 +143,15 @@ fn a_forged_ack_is_rejected_by_authentication() {
     forged[8..16].copy_from_slice(&1_000u64.to_le_bytes());
     forged[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
     let before = net.nodes[0].endpoint.stats().dropped(DropReason::Crypto);
-    net.inject(0, SocketAddr::from((Ipv4Addr::new(127, 66, 0, 2), 9)), &forged);
-    assert_eq!(net.nodes[0].endpoint.stats().dropped(DropReason::Crypto), before + 1);
+    net.inject(
+        0,
+        SocketAddr::from((Ipv4Addr::new(127, 66, 0, 2), 9)),
+        &forged,
+    );
+    assert_eq!(
+        net.nodes[0].endpoint.stats().dropped(DropReason::Crypto),
+        before + 1
+    );
     let _ = src;
 }
 
@@ -150,7 +161,8 @@ fn every_packet_of_a_direction_has_a_fresh_counter() {
     let (mut net, pa, pb) = pair(6, |_| {});
     net.capture = Some(Vec::new());
     for i in 0..200u32 {
-        net.send(0, pa, Mode::Reliable, &i.to_le_bytes()).unwrap_or(());
+        net.send(0, pa, Mode::Reliable, &i.to_le_bytes())
+            .unwrap_or(());
         net.send(1, pb, Mode::Realtime, &i.to_le_bytes()).unwrap();
         net.run_for(Duration::from_millis(2), 1_000);
     }
@@ -164,7 +176,10 @@ fn every_packet_of_a_direction_has_a_fresh_counter() {
         }) = wire::parse_header(bytes)
         {
             acks += usize::from(kind == TransportKind::Ack);
-            assert!(seen.insert((receiver, counter)), "nonce reused: {receiver:?} {counter:?}");
+            assert!(
+                seen.insert((receiver, counter)),
+                "nonce reused: {receiver:?} {counter:?}"
+            );
         }
     }
     assert!(acks > 50, "{acks}");
@@ -186,7 +201,11 @@ fn a_peer_over_its_rate_is_dropped_before_any_aead_open() {
     net.run_for(Duration::from_micros(600), 10_000);
     let stats = net.nodes[1].endpoint.stats();
     assert_eq!(stats.dropped(DropReason::RateLimit), 450);
-    assert_eq!(stats.aead_opens - opens_before, 50, "only packets with a token were opened");
+    assert_eq!(
+        stats.aead_opens - opens_before,
+        50,
+        "only packets with a token were opened"
+    );
     assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 50);
 }
 
@@ -245,13 +264,19 @@ fn sessions_rekey_under_traffic_without_losing_realtime_messages() {
     let (mut net, pa, pb) = pair(11, |c| c.rekey_after = Duration::from_secs(2));
     let mut sent = 0u32;
     for _ in 0..10_000 {
-        net.send(0, pa, Mode::Realtime, &sent.to_le_bytes()).unwrap();
-        net.send(1, pb, Mode::Realtime, &sent.to_le_bytes()).unwrap();
+        net.send(0, pa, Mode::Realtime, &sent.to_le_bytes())
+            .unwrap();
+        net.send(1, pb, Mode::Realtime, &sent.to_le_bytes())
+            .unwrap();
         sent += 1;
         net.run_for(Duration::from_millis(1), 1_000);
     }
     net.run_for(Duration::from_millis(10), 10_000);
-    assert!(net.nodes[0].endpoint.stats().rekeys >= 4, "{:?}", net.nodes[0].endpoint.stats());
+    assert!(
+        net.nodes[0].endpoint.stats().rekeys >= 4,
+        "{:?}",
+        net.nodes[0].endpoint.stats()
+    );
     assert!(net.nodes[1].endpoint.stats().rekeys >= 4);
     assert_eq!(net.nodes[1].messages(Mode::Realtime).count() as u32, sent);
     assert_eq!(net.nodes[0].messages(Mode::Realtime).count() as u32, sent);
@@ -281,15 +306,26 @@ fn roaming_moves_the_peer_only_after_authentication() {
     let old = net.nodes[0].addr;
     let new_addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 99), 7100));
     // An unauthenticated packet from the new address moves nothing.
-    net.inject(1, new_addr, &[1, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    net.inject(
+        1,
+        new_addr,
+        &[
+            1, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0,
+        ],
+    );
     assert_eq!(net.nodes[1].endpoint.peer_info(pb).unwrap().addr, old);
     net.nodes[0].addr = new_addr;
-    net.send(0, pa, Mode::Realtime, b"from my new address").unwrap();
+    net.send(0, pa, Mode::Realtime, b"from my new address")
+        .unwrap();
     net.run_for(Duration::from_millis(5), 1_000);
     assert_eq!(net.nodes[1].endpoint.peer_info(pb).unwrap().addr, new_addr);
     net.send(1, pb, Mode::Realtime, b"reply").unwrap();
     net.run_for(Duration::from_millis(5), 1_000);
-    assert_eq!(net.nodes[0].messages(Mode::Realtime).collect::<Vec<_>>(), [b"reply"]);
+    assert_eq!(
+        net.nodes[0].messages(Mode::Realtime).collect::<Vec<_>>(),
+        [b"reply"]
+    );
 }
 
 #[test]

@@ -112,6 +112,7 @@ enum QueuedEvent {
         peer: PeerId,
         public_key: PublicKey,
         reason: CloseReason,
+        peer_reason: Option<CloseReason>,
     },
 }
 
@@ -145,6 +146,8 @@ struct Peer {
     keepalive_queued: bool,
     retransmit_queued: bool,
     closing: Option<CloseReason>,
+    /// The reason given in the peer's own close packet.
+    peer_reason: Option<CloseReason>,
     packets_received: u64,
     packets_sent: u64,
     drops: u64,
@@ -372,7 +375,11 @@ impl Endpoint {
             return Err(SendError::NotEstablished);
         }
         let (kind, body_at, max) = match mode {
-            Mode::Realtime => (TransportKind::Realtime, TRANSPORT_HEADER_LEN, MAX_REALTIME_PAYLOAD),
+            Mode::Realtime => (
+                TransportKind::Realtime,
+                TRANSPORT_HEADER_LEN,
+                MAX_REALTIME_PAYLOAD,
+            ),
             Mode::Reliable => (
                 TransportKind::Reliable,
                 TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN,
@@ -402,12 +409,10 @@ impl Endpoint {
         }
         buf[body_at..body_at + payload.len()].copy_from_slice(payload);
         let keys = peer.current.as_mut().ok_or(SendError::NotEstablished)?;
-        let len = keys
-            .seal(kind, buf, plaintext_len)
-            .map_err(|e| match e {
-                SealError::BufferTooSmall => SendError::BufferTooSmall,
-                SealError::CounterExhausted => SendError::KeysExhausted,
-            })?;
+        let len = keys.seal(kind, buf, plaintext_len).map_err(|e| match e {
+            SealError::BufferTooSmall => SendError::BufferTooSmall,
+            SealError::CounterExhausted => SendError::KeysExhausted,
+        })?;
         if keys.messages_sent() >= REKEY_AFTER_MESSAGES {
             self.next_deadline = now;
         }
@@ -431,9 +436,7 @@ impl Endpoint {
             let fresh = self.draw_seed();
             self.cookies.rotate(fresh, now);
         }
-        self.next_deadline = self
-            .next_deadline
-            .min(now + COOKIE_SECRET_LIFETIME);
+        self.next_deadline = self.next_deadline.min(now + COOKIE_SECRET_LIFETIME);
         for position in 0..self.responders.len() {
             let Some(pending) = &self.responders[position] else {
                 continue;
@@ -447,8 +450,10 @@ impl Endpoint {
                 self.next_deadline = self.next_deadline.min(expires);
             }
         }
-        for id in self.peer_ids() {
-            self.peer_timers(now, id);
+        for slot in 0..self.peers.len() {
+            if let Some(id) = self.peer_id_at(slot) {
+                self.peer_timers(now, id);
+            }
         }
     }
 
@@ -471,10 +476,12 @@ impl Endpoint {
                     peer,
                     public_key,
                     reason,
+                    peer_reason,
                 } => Event::PeerDown {
                     peer,
                     public_key,
                     reason,
+                    peer_reason,
                 },
             });
         }
@@ -534,6 +541,23 @@ impl Endpoint {
                 generation: entry.generation,
             })
         })
+    }
+
+    /// The established peer after `after` in table order (`None` starts at the beginning):
+    /// lets a caller walk every peer while sending to each, without collecting them.
+    pub fn next_established(&self, after: Option<PeerId>) -> Option<PeerId> {
+        let start = after.map_or(0, |p| p.slot as usize + 1);
+        self.peers
+            .iter()
+            .enumerate()
+            .skip(start)
+            .find_map(|(slot, entry)| {
+                let peer = entry.peer.as_deref()?;
+                (peer.established && peer.closing.is_none()).then_some(PeerId {
+                    slot: slot as u32,
+                    generation: entry.generation,
+                })
+            })
     }
 
     pub fn peer_info(&self, id: PeerId) -> Option<PeerInfo> {
@@ -703,6 +727,8 @@ impl Endpoint {
             }
             TransportKind::Keepalive => {}
             TransportKind::Close => {
+                let code = datagram.get(TRANSPORT_HEADER_LEN).copied().unwrap_or(0);
+                peer.peer_reason = Some(CloseReason::from_wire_code(code));
                 if let Some(index) = retired {
                     self.free_index(index);
                 }
@@ -883,7 +909,9 @@ impl Endpoint {
         // fresh ephemeral key under the same index and the retransmission timer goes on.
         let fresh = Initiator::start(&keypair, &peer.public_key, receiver, seed);
         let phase = match fresh {
-            Ok(fresh) => std::mem::replace(&mut handshake.phase, Phase::AwaitResponse(Box::new(fresh))),
+            Ok(fresh) => {
+                std::mem::replace(&mut handshake.phase, Phase::AwaitResponse(Box::new(fresh)))
+            }
             Err(_) => {
                 self.stats.record_drop(DropReason::HandshakeFailed);
                 return;
@@ -942,17 +970,22 @@ impl Endpoint {
             .min(now + self.config.keepalive_interval);
     }
 
-    fn on_finish(&mut self, now: Timestamp, src: SocketAddr, receiver: SessionIndex, datagram: &[u8]) {
+    fn on_finish(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        receiver: SessionIndex,
+        datagram: &[u8],
+    ) {
         let position = match self.lookup(receiver) {
             Some(SlotTarget::Responder(position)) => position,
             Some(SlotTarget::Keys(id)) => {
                 // A repeated HandshakeFinish: our confirmation was lost. Confirm again, to the
                 // peer's authenticated address (never to `src`), while the initiator has not
                 // yet used the keys.
-                let unconfirmed = self.peer_mut(id).and_then(|p| {
-                    p.keys_for(receiver)
-                        .map(|(k, _)| !k.received_any)
-                });
+                let unconfirmed = self
+                    .peer_mut(id)
+                    .and_then(|p| p.keys_for(receiver).map(|(k, _)| !k.received_any));
                 if unconfirmed == Some(true) {
                     self.queue_keepalive(id);
                 } else {
@@ -1226,7 +1259,10 @@ impl Endpoint {
         match item {
             PendingTx::Init(id) => {
                 let peer = self.peer_mut(id)?;
-                let cookie = peer.cookie.filter(|(_, until)| now < *until).map(|(c, _)| c);
+                let cookie = peer
+                    .cookie
+                    .filter(|(_, until)| now < *until)
+                    .map(|(c, _)| c);
                 let dst = peer.addr;
                 let Some(InitiatorHandshake {
                     phase: Phase::AwaitResponse(initiator),
@@ -1380,6 +1416,15 @@ impl Endpoint {
         peer_in(&mut self.peers, id)
     }
 
+    fn peer_id_at(&self, slot: usize) -> Option<PeerId> {
+        let entry = self.peers.get(slot)?;
+        entry.peer.as_ref()?;
+        Some(PeerId {
+            slot: slot as u32,
+            generation: entry.generation,
+        })
+    }
+
     /// Handles of all live peers. Allocates: only for rare, whole-endpoint operations.
     fn peer_ids(&self) -> Vec<PeerId> {
         self.peers
@@ -1397,7 +1442,12 @@ impl Endpoint {
         self.peers.len() - self.free_peers.len()
     }
 
-    fn insert_peer(&mut self, now: Timestamp, public_key: PublicKey, addr: SocketAddr) -> Option<PeerId> {
+    fn insert_peer(
+        &mut self,
+        now: Timestamp,
+        public_key: PublicKey,
+        addr: SocketAddr,
+    ) -> Option<PeerId> {
         if self.live_peers() >= self.config.max_peers {
             return None;
         }
@@ -1422,6 +1472,7 @@ impl Endpoint {
             keepalive_queued: false,
             retransmit_queued: false,
             closing: None,
+            peer_reason: None,
             packets_received: 0,
             packets_sent: 0,
             drops: 0,
@@ -1481,6 +1532,7 @@ impl Endpoint {
             peer: id,
             public_key,
             reason: CloseReason::Remote,
+            peer_reason: None,
         });
         self.events.push_back(QueuedEvent::Up {
             peer: id,
@@ -1499,11 +1551,13 @@ impl Endpoint {
         let can_notify = notify && peer.current.is_some();
         peer.closing = Some(reason);
         let public_key = peer.public_key;
+        let peer_reason = peer.peer_reason;
         self.stats.record_close(reason);
         self.events.push_back(QueuedEvent::Down {
             peer: id,
             public_key,
             reason,
+            peer_reason,
         });
         // The close is sealed with the peer's keys, so the peer stays (inert) until it is out.
         if !(can_notify && self.queue(PendingTx::Close(id))) {

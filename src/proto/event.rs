@@ -57,11 +57,13 @@ pub enum Event<'a> {
         public_key: PublicKey,
         addr: SocketAddr,
     },
-    /// The peer is gone; its handle is no longer valid.
+    /// The peer is gone; its handle is no longer valid. When the peer closed the session
+    /// itself (`reason` is `Remote`), `peer_reason` is the reason its close packet gave.
     PeerDown {
         peer: PeerId,
         public_key: PublicKey,
         reason: CloseReason,
+        peer_reason: Option<CloseReason>,
     },
     /// A Reliable message released from the reorder buffer once its gap filled.
     Message(Message<'a>),

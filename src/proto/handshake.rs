@@ -134,8 +134,13 @@ impl Initiator {
         }
         let mut packet = [0u8; finish::LEN];
         wire::write_prefix(&mut packet, PacketType::HandshakeFinish);
-        packet[finish::RECEIVER..finish::NOISE].copy_from_slice(&responder_index.get().to_le_bytes());
-        write_noise(&mut self.state, &[intent as u8], &mut packet[finish::NOISE..])?;
+        packet[finish::RECEIVER..finish::NOISE]
+            .copy_from_slice(&responder_index.get().to_le_bytes());
+        write_noise(
+            &mut self.state,
+            &[intent as u8],
+            &mut packet[finish::NOISE..],
+        )?;
         if !self.state.is_handshake_finished() {
             return Err(HandshakeError::Noise);
         }
@@ -181,7 +186,8 @@ impl Responder {
             .map_err(|_| HandshakeError::Noise)?;
         let mut packet = [0u8; response::LEN];
         wire::write_prefix(&mut packet, PacketType::HandshakeResponse);
-        packet[response::SENDER..response::RECEIVER].copy_from_slice(&local_index.get().to_le_bytes());
+        packet[response::SENDER..response::RECEIVER]
+            .copy_from_slice(&local_index.get().to_le_bytes());
         packet[response::RECEIVER..response::NOISE]
             .copy_from_slice(&initiator_index.get().to_le_bytes());
         write_noise(&mut state, &[], &mut packet[response::NOISE..])?;
@@ -355,7 +361,11 @@ mod tests {
         let init_packet = *initiator.init_packet(None);
         let responder =
             Responder::accept(&mallory, &init_packet, index(1), index(2), [2; 32]).unwrap();
-        let result = initiator.finish(responder.response_packet(), index(2), FinishIntent::NewSession);
+        let result = initiator.finish(
+            responder.response_packet(),
+            index(2),
+            FinishIntent::NewSession,
+        );
         assert!(matches!(result, Err(HandshakeError::UnexpectedPeer)));
     }
 
@@ -377,7 +387,11 @@ mod tests {
         let init_packet = *initiator.init_packet(None);
         let responder = Responder::accept(&b, &init_packet, index(1), index(2), [2; 32]).unwrap();
         let (mut finish_packet, _) = initiator
-            .finish(responder.response_packet(), index(2), FinishIntent::NewSession)
+            .finish(
+                responder.response_packet(),
+                index(2),
+                FinishIntent::NewSession,
+            )
             .unwrap();
         finish_packet[finish::LEN - 1] ^= 0x80;
         assert!(responder.finish(&finish_packet).is_err());

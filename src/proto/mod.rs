@@ -5,18 +5,18 @@
 //! or draws randomness of its own: drivers pass all three in.
 
 pub mod aead;
+pub mod config;
 pub mod cookie;
+pub mod endpoint;
+pub mod event;
+pub mod handshake;
 pub mod keys;
 pub mod ratelimit;
 pub mod reliable;
 pub mod replay;
+pub mod session;
+pub mod sim;
 pub mod stats;
 pub mod strikes;
 pub mod time;
 pub mod wire;
-pub mod config;
-pub mod endpoint;
-pub mod event;
-pub mod handshake;
-pub mod session;
-pub mod sim;

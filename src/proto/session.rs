@@ -144,7 +144,9 @@ mod tests {
     fn seal(keys: &mut KeySet, body: &[u8]) -> Vec<u8> {
         let mut buf = vec![0u8; wire::MAX_DATAGRAM_LEN];
         buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + body.len()].copy_from_slice(body);
-        let len = keys.seal(TransportKind::Realtime, &mut buf, body.len()).unwrap();
+        let len = keys
+            .seal(TransportKind::Realtime, &mut buf, body.len())
+            .unwrap();
         buf.truncate(len);
         buf
     }
@@ -164,7 +166,10 @@ mod tests {
         assert_eq!(counter_of(&first), Counter(0));
         assert_eq!(counter_of(&second), Counter(1));
         // Same plaintext, different nonce: different ciphertext and tag.
-        assert_ne!(first[TRANSPORT_HEADER_LEN..], second[TRANSPORT_HEADER_LEN..]);
+        assert_ne!(
+            first[TRANSPORT_HEADER_LEN..],
+            second[TRANSPORT_HEADER_LEN..]
+        );
     }
 
     #[test]
@@ -181,7 +186,10 @@ mod tests {
         );
         let mut forged = seal(&mut a, b"x");
         forged[17] ^= 1;
-        assert_eq!(b.open(counter_of(&forged), &mut forged), Err(OpenError::Crypto));
+        assert_eq!(
+            b.open(counter_of(&forged), &mut forged),
+            Err(OpenError::Crypto)
+        );
     }
 
     #[test]

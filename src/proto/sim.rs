@@ -145,7 +145,10 @@ impl Network {
     /// Adds an endpoint at 127.0.0.(n+1):7000 with its own seeded RNG; returns its node number.
     pub fn add(&mut self, config: EndpointConfig) -> usize {
         let n = self.nodes.len();
-        let addr = SocketAddr::from((Ipv4Addr::new(127, 0, (n / 250) as u8, (n % 250) as u8 + 1), 7000));
+        let addr = SocketAddr::from((
+            Ipv4Addr::new(127, 0, (n / 250) as u8, (n % 250) as u8 + 1),
+            7000,
+        ));
         let rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
         self.nodes.push(Node {
             endpoint: Endpoint::new(config, self.now, rng),
@@ -184,7 +187,13 @@ impl Network {
             .peer_by_key(&self.public_key(other))
     }
 
-    pub fn send(&mut self, node: usize, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        node: usize,
+        peer: PeerId,
+        mode: Mode,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
         let now = self.now;
         let transmit = self.nodes[node]
@@ -270,7 +279,10 @@ impl Network {
                 break;
             }
         }
-        assert!(done(self), "scenario did not finish within {max_steps} steps");
+        assert!(
+            done(self),
+            "scenario did not finish within {max_steps} steps"
+        );
     }
 
     pub fn idle(&self) -> bool {
@@ -302,6 +314,7 @@ impl Network {
                     peer,
                     public_key,
                     reason,
+                    ..
                 }) => Record::Down(peer, public_key, reason),
                 Some(Event::Message(m)) => Record::Message(m.peer, m.mode, m.payload.to_vec()),
                 None => break,
@@ -328,7 +341,11 @@ impl Network {
             self.lost += 1;
             return;
         }
-        let copies = if self.chance(self.link.duplicate_ppm) { 2 } else { 1 };
+        let copies = if self.chance(self.link.duplicate_ppm) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let mut at = self.now + self.link.latency;
             if self.chance(self.link.reorder_ppm) {

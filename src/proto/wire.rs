@@ -74,6 +74,9 @@ pub mod cookie_reply {
     pub const LEN: usize = SEALED + COOKIE_LEN + TAG_LEN;
 }
 
+// No answer to a HandshakeInit may be larger than it: a spoofed source must gain no amplification.
+const _: () = assert!(cookie_reply::LEN < init::LEN && response::LEN <= init::LEN);
+
 /// The type byte (offset 1) of every packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -423,7 +426,6 @@ mod tests {
         assert_eq!(response::LEN, 108);
         assert_eq!(finish::LEN, 73);
         assert_eq!(cookie_reply::LEN, 52);
-        assert!(cookie_reply::LEN < init::LEN && response::LEN <= init::LEN);
         assert_eq!(MAX_REALTIME_PAYLOAD, 1420);
     }
 

@@ -1,0 +1,652 @@
+//! The event loop: one endpoint, one socket, one thread.
+//!
+//! Owns the clock (read once per batch with `quanta`), the receive and send
+//! buffers (allocated once), the application's callbacks and the metrics
+//! publication. Each turn: wait for a datagram or the next deadline, hand every
+//! received datagram to the endpoint in place, run timers, drain events into
+//! the callbacks, drain control packets, flush sends. It must never block on
+//! anything but the socket wait, and it publishes metrics by copying counters
+//! into the hub a few times a second, never per packet.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_core::OsRng;
+
+use crate::io::{self as drivers, Datagram, Driver, DriverKind, Wait};
+use crate::metrics::{MetricsHub, WorkerSnapshot};
+use crate::proto::config::EndpointConfig;
+use crate::proto::endpoint::Endpoint;
+use crate::proto::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
+use crate::proto::keys::PublicKey;
+use crate::proto::stats::{CloseReason, DropReason, Stats};
+use crate::proto::time::Timestamp;
+use crate::proto::wire::MAX_DATAGRAM_LEN;
+
+pub use crate::io::IdleStrategy;
+
+/// How a node binds and runs.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub bind: SocketAddr,
+    pub endpoint: EndpointConfig,
+    pub driver: DriverKind,
+    pub idle: IdleStrategy,
+    /// Datagrams the endpoint may queue for sending before a flush.
+    pub send_queue: usize,
+    pub socket: drivers::SocketOptions,
+}
+
+impl NodeConfig {
+    pub fn new(bind: SocketAddr, endpoint: EndpointConfig) -> NodeConfig {
+        NodeConfig {
+            bind,
+            endpoint,
+            driver: DriverKind::Basic,
+            idle: IdleStrategy::Block,
+            send_queue: 256,
+            socket: drivers::SocketOptions::default(),
+        }
+    }
+}
+
+/// Sends made while the driver is handing out received datagrams: the driver's buffers are
+/// busy then, so these are sealed here (buffers allocated once) and moved over after the batch.
+struct DeferredSends {
+    buffers: Vec<u8>,
+    meta: Vec<(SocketAddr, usize)>,
+    capacity: usize,
+}
+
+impl DeferredSends {
+    fn new(capacity: usize) -> DeferredSends {
+        DeferredSends {
+            buffers: vec![0u8; capacity * MAX_DATAGRAM_LEN],
+            meta: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    fn slot(&mut self) -> Option<&mut [u8]> {
+        let at = self.meta.len();
+        if at >= self.capacity {
+            return None;
+        }
+        self.buffers
+            .get_mut(at * MAX_DATAGRAM_LEN..(at + 1) * MAX_DATAGRAM_LEN)
+    }
+
+    fn move_to(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
+        for (i, &(dst, len)) in self.meta.iter().enumerate() {
+            let packet = &self.buffers[i * MAX_DATAGRAM_LEN..i * MAX_DATAGRAM_LEN + len];
+            let buf = match driver.send_buffer() {
+                Some(buf) => buf,
+                None => {
+                    driver.flush()?;
+                    match driver.send_buffer() {
+                        Some(buf) => buf,
+                        None => continue,
+                    }
+                }
+            };
+            if let Some(out) = buf.get_mut(..len) {
+                out.copy_from_slice(packet);
+                driver.commit_send(dst, len);
+            }
+        }
+        self.meta.clear();
+        Ok(())
+    }
+}
+
+/// Where a sealed packet goes: straight into the driver's buffer, or deferred.
+enum Sink<'a> {
+    Driver(&'a mut dyn Driver),
+    Deferred(&'a mut DeferredSends),
+}
+
+impl Sink<'_> {
+    fn slot(&mut self) -> Option<&mut [u8]> {
+        match self {
+            Sink::Driver(driver) => {
+                if driver.send_buffer().is_none() {
+                    // The driver's send buffers are all committed: send them, then go on.
+                    if let Err(err) = driver.flush() {
+                        tracing::debug!(error = %err, "send flush failed");
+                    }
+                }
+                driver.send_buffer()
+            }
+            Sink::Deferred(deferred) => deferred.slot(),
+        }
+    }
+
+    fn commit(&mut self, dst: SocketAddr, len: usize) {
+        match self {
+            Sink::Driver(driver) => driver.commit_send(dst, len),
+            Sink::Deferred(deferred) => deferred.meta.push((dst, len)),
+        }
+    }
+}
+
+/// What a callback may do: send, publish, close, inspect. Borrowed for the call only.
+pub struct Context<'a> {
+    endpoint: &'a mut Endpoint,
+    sink: Sink<'a>,
+    now: Timestamp,
+}
+
+/// What `publish` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    pub sent: usize,
+    pub would_block: usize,
+    pub failed: usize,
+}
+
+impl Context<'_> {
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Seals and queues one message to one peer.
+    pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
+        send_one(self.endpoint, &mut self.sink, self.now, peer, mode, payload)
+    }
+
+    /// Sends `payload` to every established peer (fan-out); sends are flushed in batches.
+    pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
+        publish_all(self.endpoint, &mut self.sink, self.now, mode, payload)
+    }
+
+    pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
+        self.endpoint.connect(self.now, addr, key)
+    }
+
+    pub fn close(&mut self, peer: PeerId) {
+        self.endpoint.close(self.now, peer);
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.endpoint.established_peers()
+    }
+
+    pub fn peer_info(&self, peer: PeerId) -> Option<PeerInfo> {
+        self.endpoint.peer_info(peer)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.endpoint.stats()
+    }
+}
+
+fn send_one(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    now: Timestamp,
+    peer: PeerId,
+    mode: Mode,
+    payload: &[u8],
+) -> Result<(), SendError> {
+    // The payload is copied once, into the buffer it is sealed in; nothing else is copied.
+    let buf = sink.slot().ok_or(SendError::BufferTooSmall)?;
+    let transmit = endpoint.send(now, peer, mode, payload, buf)?;
+    sink.commit(transmit.dst, transmit.len);
+    Ok(())
+}
+
+fn publish_all(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    now: Timestamp,
+    mode: Mode,
+    payload: &[u8],
+) -> PublishReport {
+    let mut report = PublishReport::default();
+    let mut next = endpoint.next_established(None);
+    while let Some(peer) = next {
+        match send_one(endpoint, sink, now, peer, mode, payload) {
+            Ok(()) => report.sent += 1,
+            Err(SendError::WouldBlock) => report.would_block += 1,
+            Err(_) => report.failed += 1,
+        }
+        next = endpoint.next_established(Some(peer));
+    }
+    report
+}
+
+type EventHandler = Box<dyn FnMut(&mut Context<'_>, &Event<'_>) + Send>;
+type TickHandler = Box<dyn FnMut(&mut Context<'_>) + Send>;
+
+struct Tick {
+    every: Duration,
+    next: Timestamp,
+    handler: TickHandler,
+}
+
+/// Where and how often a node publishes its counters.
+struct Publication {
+    hub: MetricsHub,
+    worker: usize,
+    every: Duration,
+    next: Timestamp,
+}
+
+/// Stops a running node from another thread (or a signal handler's flag).
+#[derive(Clone, Default)]
+pub struct ShutdownHandle(Arc<AtomicBool>);
+
+impl ShutdownHandle {
+    pub fn new() -> ShutdownHandle {
+        ShutdownHandle::default()
+    }
+
+    pub fn shutdown(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+/// An intentra node: an endpoint on a UDP socket, driven by one thread.
+///
+/// ```no_run
+/// use intentra::proto::config::EndpointConfig;
+/// use intentra::proto::event::{Event, Mode};
+/// use intentra::proto::keys::Keypair;
+/// use intentra::runtime::{Node, NodeConfig};
+///
+/// let keys = Keypair::generate(&mut rand_core::OsRng);
+/// let mut node = Node::bind(NodeConfig::new("127.0.0.1:7700".parse()?, EndpointConfig::new(keys)))?;
+/// node.on_event(|ctx, event| {
+///     if let Event::Message(m) = event {
+///         println!("{} bytes from {}", m.payload.len(), m.peer);
+///         let _ = ctx.send(m.peer, Mode::Realtime, b"ack");
+///     }
+/// });
+/// node.every(std::time::Duration::from_millis(1), |ctx| {
+///     ctx.publish(Mode::Realtime, b"state");
+/// });
+/// node.run()?;
+/// print!("{}", node.metrics_text());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Node {
+    endpoint: Endpoint,
+    driver: Box<dyn Driver>,
+    deferred: DeferredSends,
+    clock: quanta::Clock,
+    epoch: u64,
+    idle: drivers::Idler,
+    on_event: Option<EventHandler>,
+    ticks: Vec<Tick>,
+    publication: Option<Publication>,
+    shutdown: ShutdownHandle,
+    scratch: Box<[u8; MAX_DATAGRAM_LEN]>,
+    driver_note: Option<String>,
+}
+
+impl Node {
+    /// Binds the socket and creates the endpoint. The error names the address on failure.
+    pub fn bind(config: NodeConfig) -> io::Result<Node> {
+        let (driver, note) = drivers::open(config.driver, config.bind, &config.socket)?;
+        let clock = quanta::Clock::new();
+        let epoch = clock.raw();
+        let mut node = Node {
+            endpoint: Endpoint::new(config.endpoint, Timestamp::ZERO, OsRng),
+            driver,
+            deferred: DeferredSends::new(config.send_queue.max(1)),
+            clock,
+            epoch,
+            idle: drivers::Idler::new(config.idle),
+            on_event: None,
+            ticks: Vec::new(),
+            publication: None,
+            shutdown: ShutdownHandle::new(),
+            scratch: Box::new([0u8; MAX_DATAGRAM_LEN]),
+            driver_note: note,
+        };
+        let now = node.now();
+        node.endpoint.handle_timeout(now);
+        Ok(node)
+    }
+
+    /// Why the requested driver was replaced by another, if it was.
+    pub fn driver_note(&self) -> Option<&str> {
+        self.driver_note.as_deref()
+    }
+
+    pub fn driver_name(&self) -> &'static str {
+        self.driver.name()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.driver.local_addr()
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.endpoint.public_key()
+    }
+
+    /// The single callback for every event: peers up and down, and messages in both modes.
+    pub fn on_event(&mut self, handler: impl FnMut(&mut Context<'_>, &Event<'_>) + Send + 'static) {
+        self.on_event = Some(Box::new(handler));
+    }
+
+    /// Delivery callback only: `(peer, mode, payload)`.
+    pub fn on_message(&mut self, mut handler: impl FnMut(PeerId, Mode, &[u8]) + Send + 'static) {
+        self.on_event(move |_, event| {
+            if let Event::Message(m) = event {
+                handler(m.peer, m.mode, m.payload);
+            }
+        });
+    }
+
+    /// Runs `handler` every `every`, inside the loop (for publishing state at a fixed rate).
+    pub fn every(
+        &mut self,
+        every: Duration,
+        handler: impl FnMut(&mut Context<'_>) + Send + 'static,
+    ) {
+        let next = self.now() + every;
+        self.ticks.push(Tick {
+            every,
+            next,
+            handler: Box::new(handler),
+        });
+    }
+
+    /// Publishes this node's counters to `hub` as `worker` every `every`.
+    pub fn publish_metrics(&mut self, hub: MetricsHub, worker: usize, every: Duration) {
+        self.publication = Some(Publication {
+            hub,
+            worker,
+            every,
+            next: Timestamp::ZERO,
+        });
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
+        let now = self.now();
+        let id = self.endpoint.connect(now, addr, key)?;
+        self.pump(now);
+        Ok(id)
+    }
+
+    pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
+        let now = self.now();
+        let mut sink = Sink::Driver(self.driver.as_mut());
+        send_one(&mut self.endpoint, &mut sink, now, peer, mode, payload)?;
+        self.flush();
+        Ok(())
+    }
+
+    pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
+        let now = self.now();
+        let mut sink = Sink::Driver(self.driver.as_mut());
+        let report = publish_all(&mut self.endpoint, &mut sink, now, mode, payload);
+        self.flush();
+        report
+    }
+
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.endpoint.established_peers().collect()
+    }
+
+    pub fn peer_info(&self, peer: PeerId) -> Option<PeerInfo> {
+        self.endpoint.peer_info(peer)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.endpoint.stats()
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn set_allow_list(&mut self, allow: Option<std::collections::HashSet<PublicKey>>) {
+        let now = self.now();
+        self.endpoint.set_allow_list(now, allow);
+        self.pump(now);
+    }
+
+    /// This node's counters in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut snapshot = WorkerSnapshot::new(0);
+        snapshot.stats = self.endpoint.stats();
+        crate::metrics::encode(&[snapshot], false)
+    }
+
+    /// Runs until the shutdown handle fires; then closes every peer and flushes the closes.
+    pub fn run(&mut self) -> io::Result<()> {
+        while !self.shutdown.is_shutdown() {
+            self.turn(Duration::from_millis(100))?;
+        }
+        self.close_all(CloseReason::Shutdown);
+        Ok(())
+    }
+
+    /// Runs for `duration` (bounded loops in tests and tools), without closing peers.
+    pub fn run_for(&mut self, duration: Duration) -> io::Result<()> {
+        let end = self.now() + duration;
+        while !self.shutdown.is_shutdown() {
+            let now = self.now();
+            if now >= end {
+                break;
+            }
+            let left = end.saturating_since(now);
+            self.turn(left.min(Duration::from_millis(100)))?;
+        }
+        Ok(())
+    }
+
+    /// Runs until `done` holds or `limit` passes; returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Node) -> bool,
+    ) -> io::Result<bool> {
+        let end = self.now() + limit;
+        while !done(self) {
+            let now = self.now();
+            if now >= end || self.shutdown.is_shutdown() {
+                return Ok(false);
+            }
+            self.turn(end.saturating_since(now).min(Duration::from_millis(20)))?;
+        }
+        Ok(true)
+    }
+
+    /// Sends an authenticated close to every peer and flushes it.
+    pub fn close_all(&mut self, reason: CloseReason) {
+        let now = self.now();
+        self.endpoint.close_all(now, reason);
+        self.pump(now);
+    }
+
+    /// One turn of the loop: wait at most `max_wait` (less if a timer is due), receive a
+    /// batch, run timers and callbacks, send.
+    pub fn turn(&mut self, max_wait: Duration) -> io::Result<()> {
+        let now = self.now();
+        let wait = self.wait_for(now, max_wait);
+        let Node {
+            endpoint,
+            driver,
+            deferred,
+            on_event,
+            ..
+        } = self;
+        let clock = &self.clock;
+        let epoch = self.epoch;
+        let mut batch_now = None;
+        let received = driver.recv_batch(wait, &mut |datagram: Datagram<'_>| {
+            // The clock is read once per batch, when its first datagram is handed over.
+            let now = *batch_now.get_or_insert_with(|| since(clock, epoch));
+            let message = endpoint.handle_datagram(now, datagram.src, datagram.data);
+            if let (Some(message), Some(handler)) = (message, on_event.as_mut()) {
+                let mut ctx = Context {
+                    endpoint,
+                    sink: Sink::Deferred(deferred),
+                    now,
+                };
+                handler(&mut ctx, &Event::Message(message));
+            }
+        })?;
+        for _ in 0..received.truncated {
+            self.endpoint.record_external_drop(DropReason::Truncated);
+        }
+        if let Err(err) = self.deferred.move_to(self.driver.as_mut()) {
+            tracing::debug!(error = %err, "deferred sends failed");
+        }
+        if received.datagrams == 0 {
+            self.idle.idle();
+        } else {
+            self.idle.reset();
+        }
+        let now = self.now();
+        self.pump(now);
+        Ok(())
+    }
+
+    fn wait_for(&self, now: Timestamp, max_wait: Duration) -> Wait {
+        let mut wait = max_wait;
+        let deadlines = self
+            .endpoint
+            .poll_timeout()
+            .into_iter()
+            .chain(self.ticks.iter().map(|t| t.next))
+            .chain(self.publication.as_ref().map(|p| p.next));
+        for deadline in deadlines {
+            wait = wait.min(deadline.saturating_since(now));
+        }
+        if wait.is_zero() || self.endpoint.has_transmit() {
+            Wait::NoWait
+        } else {
+            self.idle.wait(wait)
+        }
+    }
+
+    /// Timers, ticks, events, control packets, flush: everything after an input.
+    fn pump(&mut self, now: Timestamp) {
+        self.endpoint.handle_timeout(now);
+        for tick in &mut self.ticks {
+            if tick.next <= now {
+                tick.next = now + tick.every;
+                let mut ctx = Context {
+                    endpoint: &mut self.endpoint,
+                    sink: Sink::Driver(self.driver.as_mut()),
+                    now,
+                };
+                (tick.handler)(&mut ctx);
+            }
+        }
+        self.drain_events(now);
+        while self.endpoint.has_transmit() {
+            let mut sink = Sink::Driver(self.driver.as_mut());
+            let Some(buf) = sink.slot() else {
+                break;
+            };
+            match self.endpoint.poll_transmit(now, buf) {
+                Some(transmit) => sink.commit(transmit.dst, transmit.len),
+                None => break,
+            }
+        }
+        self.flush();
+        if let Some(publication) = self.publication.as_mut() {
+            if publication.next <= now {
+                publication.next = now + publication.every;
+                let stats = self.endpoint.stats();
+                publication
+                    .hub
+                    .update(publication.worker, |snapshot| snapshot.stats = stats);
+            }
+        }
+    }
+
+    fn drain_events(&mut self, now: Timestamp) {
+        loop {
+            // Reliable messages released from the reorder buffer borrow the endpoint, which the
+            // callback's context also needs: copy them to a scratch buffer first.
+            let event = match self.endpoint.poll_event() {
+                None => return,
+                Some(Event::Message(m)) => {
+                    let len = m.payload.len().min(MAX_DATAGRAM_LEN);
+                    self.scratch[..len].copy_from_slice(&m.payload[..len]);
+                    OwnedEvent::Message(m.peer, m.mode, len)
+                }
+                Some(Event::PeerUp {
+                    peer,
+                    public_key,
+                    addr,
+                }) => OwnedEvent::Other(Event::PeerUp {
+                    peer,
+                    public_key,
+                    addr,
+                }),
+                Some(Event::PeerDown {
+                    peer,
+                    public_key,
+                    reason,
+                    peer_reason,
+                }) => OwnedEvent::Other(Event::PeerDown {
+                    peer,
+                    public_key,
+                    reason,
+                    peer_reason,
+                }),
+            };
+            let Some(handler) = self.on_event.as_mut() else {
+                continue;
+            };
+            let mut ctx = Context {
+                endpoint: &mut self.endpoint,
+                sink: Sink::Driver(self.driver.as_mut()),
+                now,
+            };
+            match event {
+                OwnedEvent::Message(peer, mode, len) => {
+                    let message = Event::Message(Message {
+                        peer,
+                        mode,
+                        payload: &self.scratch[..len],
+                    });
+                    handler(&mut ctx, &message);
+                }
+                OwnedEvent::Other(event) => handler(&mut ctx, &event),
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(err) = self.driver.flush() {
+            tracing::debug!(error = %err, "send flush failed");
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        since(&self.clock, self.epoch)
+    }
+}
+
+enum OwnedEvent {
+    Message(PeerId, Mode, usize),
+    Other(Event<'static>),
+}
+
+fn since(clock: &quanta::Clock, epoch: u64) -> Timestamp {
+    Timestamp::from_nanos(clock.delta_as_nanos(epoch, clock.raw()))
+}

@@ -1,0 +1,268 @@
+//! Real processes over loopback: `intentra serve` and `intentra connect` exchange messages in
+//! both modes; SIGTERM sends closes the client observes; SIGHUP drops a peer taken off the
+//! allow-list; the demo runs. Every wait is bounded.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_intentra");
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn keygen(dir: &Path, name: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(dir.join(name))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Server {
+    child: Child,
+    udp: SocketAddr,
+    metrics: SocketAddr,
+    key: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(dir: &Path, allow_list: Option<&str>) -> Server {
+    let key = keygen(dir, "server.key");
+    let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics = free_tcp();
+    let mut config = format!(
+        "[node]\nbind = [\"{udp}\"]\nkey_file = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\npublish_interval_ms = 20\n[log]\nlevel = \"info\"\n",
+        dir.join("server.key").display()
+    );
+    if let Some(list) = allow_list {
+        std::fs::write(dir.join("allow.txt"), list).unwrap();
+        config = config.replace(
+            "[metrics]",
+            &format!(
+                "allow_list = \"{}\"\n[metrics]",
+                dir.join("allow.txt").display()
+            ),
+        );
+    }
+    std::fs::write(dir.join("server.toml"), config).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.join("server.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        intentra::metrics_http::fetch_metrics(metrics).is_ok()
+    });
+    Server {
+        child,
+        udp,
+        metrics,
+        key,
+    }
+}
+
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < end, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = intentra::metrics_http::fetch_metrics(server.metrics).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn connect(server: &Server, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args([
+            "connect",
+            "--peer",
+            &server.udp.to_string(),
+            "--peer-key",
+            &server.key,
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY-free: nix wraps kill(2).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::try_from(signal).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_processes_exchange_messages_in_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None);
+    for mode in ["realtime", "reliable"] {
+        let out = connect(
+            &server,
+            &[
+                "--mode", mode, "--rate", "500", "--count", "200", "--size", "128",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("sent=200"), "{stdout}");
+    }
+    wait_for(Duration::from_secs(5), || {
+        metric(&server, "intentra_messages_delivered_total") >= 400.0
+    });
+    assert!(metric(&server, "intentra_handshakes_completed_total") >= 2.0);
+    assert_eq!(metric(&server, "intentra_packets_dropped_crypto"), 0.0);
+}
+
+#[test]
+fn sigterm_sends_closes_that_the_peer_observes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), None);
+    let mut client = Command::new(BIN)
+        .args([
+            "connect",
+            "--peer",
+            &server.udp.to_string(),
+            "--peer-key",
+            &server.key,
+        ])
+        .args(["--rate", "100", "--count", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        metric(&server, "intentra_connections_active") >= 1.0
+    });
+    signal(&server.child, libc::SIGTERM);
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "server did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut line = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(line.starts_with("peer closed: shutdown"), "{line}");
+}
+
+#[test]
+fn sighup_drops_a_peer_taken_off_the_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_key = keygen(dir.path(), "client.key");
+    let server = start_server(dir.path(), Some(&format!("{client_key}\n")));
+    std::fs::write(
+        dir.path().join("client.toml"),
+        format!(
+            "[node]\nkey_file = \"{}\"\n[metrics]\nlisten = \"off\"\n",
+            dir.path().join("client.key").display()
+        ),
+    )
+    .unwrap();
+    let mut client = Command::new(BIN)
+        .args([
+            "connect",
+            "--peer",
+            &server.udp.to_string(),
+            "--peer-key",
+            &server.key,
+        ])
+        .args(["--rate", "100", "--count", "100000", "--config"])
+        .arg(dir.path().join("client.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        metric(&server, "intentra_connections_active") >= 1.0
+    });
+    let mut file = std::fs::File::create(dir.path().join("allow.txt")).unwrap();
+    writeln!(file, "# nobody").unwrap();
+    drop(file);
+    signal(&server.child, libc::SIGHUP);
+    let mut line = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(line.starts_with("peer closed: not_allowed"), "{line}");
+    wait_for(Duration::from_secs(5), || {
+        metric(&server, "intentra_connections_active") == 0.0
+    });
+}
+
+#[test]
+fn the_demo_runs_and_prints_metrics() {
+    let out = Command::new(BIN)
+        .args(["demo", "--messages", "300"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("handshake: Noise XX complete"));
+    assert!(
+        stdout.contains("300 reliable echoes received in order"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("intentra_packets_received_total"));
+    let json = Command::new(BIN)
+        .args(["demo", "--messages", "50", "--json"])
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["reliable_echoed"], 50);
+    assert_eq!(value["realtime_sent"], 50);
+}
