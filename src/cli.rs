@@ -188,6 +188,9 @@ pub struct ConfigOverrides {
     /// Log format (log.format).
     #[arg(long = "log-format", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Write every datagram this node sends and receives to FILE as pcap (node.capture).
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
 }
 
 impl ConfigOverrides {
@@ -219,6 +222,9 @@ impl ConfigOverrides {
         }
         if let Some(format) = self.log_format {
             config.log.format = format;
+        }
+        if let Some(capture) = &self.capture {
+            config.node.capture = Some(capture.clone());
         }
     }
 }

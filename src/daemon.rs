@@ -97,6 +97,7 @@ fn node_config(config: &Config, bind: SocketAddr, endpoint: EndpointConfig) -> N
         IoDriver::Mmsg => DriverKind::Mmsg,
         IoDriver::Basic => DriverKind::Basic,
     };
+    node.capture = config.node.capture.clone();
     node.idle = match config.io.idle {
         IdleMode::Block | IdleMode::Backoff => IdleStrategy::Block,
         IdleMode::Spin => IdleStrategy::BusySpin,
@@ -162,7 +163,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             tracing::warn!(worker, note, "driver fallback");
         }
         tracing::info!(worker, addr = %node.local_addr(), driver = node.driver_name(), key = %node.public_key(), "listening");
-        node.publish_metrics(hub.clone(), worker, publish_every);
+        node.publish_metrics(hub.clone(), worker, publish_every, config.metrics.per_peer);
         node.on_event(session_logger(worker));
         nodes.push(node);
     }
@@ -183,11 +184,17 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             std::thread::Builder::new()
                 .name(format!("intentra-worker-{worker}"))
                 .spawn(move || -> Result<(), DaemonError> {
+                    let mut watch = EventWatch::default();
+                    let mut next_watch = Instant::now();
                     while !shutdown.is_shutdown() {
                         node.turn(Duration::from_millis(50))
                             .map_err(runtime_error)?;
                         if worker == 0 && reload.swap(false, Ordering::Relaxed) {
                             reload_allow_list(&config, &mut node);
+                        }
+                        if Instant::now() >= next_watch {
+                            next_watch = Instant::now() + Duration::from_secs(1);
+                            watch.log(worker, &node.stats());
                         }
                     }
                     node.close_all(crate::proto::stats::CloseReason::Shutdown);
@@ -203,6 +210,50 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             .map_err(|_| DaemonError::Runtime("a worker thread panicked".into()))??;
     }
     Ok(())
+}
+
+/// Once a second, logs what changed that an operator must hear about: at most one line per
+/// kind per second, however hard an attacker pushes.
+#[derive(Default)]
+struct EventWatch {
+    last: crate::proto::stats::Stats,
+}
+
+impl EventWatch {
+    fn log(&mut self, worker: usize, now: &crate::proto::stats::Stats) {
+        use crate::proto::stats::{CloseReason, DropReason};
+        let delta =
+            |f: &dyn Fn(&crate::proto::stats::Stats) -> u64| f(now).saturating_sub(f(&self.last));
+        let rekeys = delta(&|s| s.rekeys);
+        if rekeys > 0 {
+            tracing::info!(worker, rekeys, "sessions rekeyed");
+        }
+        let strikes = delta(&|s| s.closes(CloseReason::Strikes));
+        if strikes > 0 {
+            tracing::warn!(
+                worker,
+                sessions = strikes,
+                "sessions closed for protocol violations (strikes)"
+            );
+        }
+        let refused = delta(&|s| s.dropped(DropReason::HandshakeBudget));
+        if refused > 0 {
+            tracing::warn!(
+                worker,
+                refused,
+                "handshake budget exhausted: handshakes refused"
+            );
+        }
+        let challenged = delta(&|s| s.dropped(DropReason::BadCookie));
+        if challenged > 0 {
+            tracing::info!(worker, challenged, "under handshake load: cookies demanded");
+        }
+        let limited = delta(&|s| s.dropped(DropReason::RateLimit));
+        if limited > 0 {
+            tracing::warn!(worker, dropped = limited, "peers over their rate limit");
+        }
+        self.last = now.clone();
+    }
 }
 
 fn reload_allow_list(config: &Config, node: &mut Node) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use rand_core::OsRng;
 
 use crate::io::{self as drivers, Datagram, Driver, DriverKind, Wait};
-use crate::metrics::{MetricsHub, WorkerSnapshot};
+use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
 use crate::proto::config::EndpointConfig;
 use crate::proto::endpoint::Endpoint;
 use crate::proto::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
@@ -38,6 +38,8 @@ pub struct NodeConfig {
     /// Datagrams the endpoint may queue for sending before a flush.
     pub send_queue: usize,
     pub socket: drivers::SocketOptions,
+    /// Record every datagram sent and received to this pcap file.
+    pub capture: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -49,6 +51,7 @@ impl NodeConfig {
             idle: IdleStrategy::Block,
             send_queue: 256,
             socket: drivers::SocketOptions::default(),
+            capture: None,
         }
     }
 }
@@ -233,6 +236,9 @@ struct Publication {
     worker: usize,
     every: Duration,
     next: Timestamp,
+    per_peer: bool,
+    batch_sizes: BucketCounts,
+    handshake_durations: BucketCounts,
 }
 
 /// Stops a running node from another thread (or a signal handler's flag).
@@ -298,7 +304,10 @@ pub struct Node {
 impl Node {
     /// Binds the socket and creates the endpoint. The error names the address on failure.
     pub fn bind(config: NodeConfig) -> io::Result<Node> {
-        let (driver, note) = drivers::open(config.driver, config.bind, &config.socket)?;
+        let (mut driver, note) = drivers::open(config.driver, config.bind, &config.socket)?;
+        if let Some(path) = &config.capture {
+            driver = Box::new(crate::capture::CapturingDriver::new(driver, path)?);
+        }
         let clock = quanta::Clock::new();
         let epoch = clock.raw();
         let mut node = Node {
@@ -365,13 +374,23 @@ impl Node {
         });
     }
 
-    /// Publishes this node's counters to `hub` as `worker` every `every`.
-    pub fn publish_metrics(&mut self, hub: MetricsHub, worker: usize, every: Duration) {
+    /// Publishes this node's counters to `hub` as `worker` every `every` (with one series per
+    /// peer when `per_peer`). The hub's lock is taken once per interval, never per packet.
+    pub fn publish_metrics(
+        &mut self,
+        hub: MetricsHub,
+        worker: usize,
+        every: Duration,
+        per_peer: bool,
+    ) {
         self.publication = Some(Publication {
             hub,
             worker,
             every,
             next: Timestamp::ZERO,
+            per_peer,
+            batch_sizes: BucketCounts::batch_sizes(),
+            handshake_durations: BucketCounts::handshake_seconds(),
         });
     }
 
@@ -512,6 +531,11 @@ impl Node {
         if let Err(err) = self.deferred.move_to(self.driver.as_mut()) {
             tracing::debug!(error = %err, "deferred sends failed");
         }
+        if let Some(publication) = self.publication.as_mut() {
+            if received.datagrams > 0 {
+                publication.batch_sizes.observe(received.datagrams as f64);
+            }
+        }
         if received.datagrams == 0 {
             self.idle.idle();
         } else {
@@ -569,10 +593,40 @@ impl Node {
         if let Some(publication) = self.publication.as_mut() {
             if publication.next <= now {
                 publication.next = now + publication.every;
+                let durations = &mut publication.handshake_durations;
+                self.endpoint
+                    .drain_handshake_durations(|took| durations.observe(took.as_secs_f64()));
                 let stats = self.endpoint.stats();
-                publication
-                    .hub
-                    .update(publication.worker, |snapshot| snapshot.stats = stats);
+                let endpoint = &self.endpoint;
+                let Publication {
+                    hub,
+                    worker,
+                    per_peer,
+                    batch_sizes,
+                    handshake_durations,
+                    ..
+                } = publication;
+                hub.update(*worker, |snapshot| {
+                    snapshot.stats = stats;
+                    snapshot.batch_sizes.clone_from(batch_sizes);
+                    snapshot.handshake_durations.clone_from(handshake_durations);
+                    snapshot.peers.clear();
+                    if *per_peer {
+                        snapshot
+                            .peers
+                            .extend(endpoint.established_peers().filter_map(|id| {
+                                let info = endpoint.peer_info(id)?;
+                                Some(PeerSnapshot {
+                                    public_key: info.public_key,
+                                    addr: info.addr,
+                                    rtt_us: info.srtt.map(|d| d.as_micros() as u64),
+                                    packets_received: info.packets_received,
+                                    packets_sent: info.packets_sent,
+                                    drops: info.drops,
+                                })
+                            }));
+                    }
+                });
             }
         }
     }

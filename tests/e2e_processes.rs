@@ -54,6 +54,10 @@ impl Drop for Server {
 }
 
 fn start_server(dir: &Path, allow_list: Option<&str>) -> Server {
+    start_server_with(dir, allow_list, &[])
+}
+
+fn start_server_with(dir: &Path, allow_list: Option<&str>, extra: &[&str]) -> Server {
     let key = keygen(dir, "server.key");
     let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let metrics = free_tcp();
@@ -75,6 +79,7 @@ fn start_server(dir: &Path, allow_list: Option<&str>) -> Server {
     let child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(dir.join("server.toml"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -265,4 +270,45 @@ fn the_demo_runs_and_prints_metrics() {
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(value["reliable_echoed"], 50);
     assert_eq!(value["realtime_sent"], 50);
+}
+
+#[test]
+fn a_capture_of_a_served_session_replays_to_the_expected_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("served.pcap");
+    let mut server = start_server_with(dir.path(), None, &["--capture", pcap.to_str().unwrap()]);
+    for mode in ["realtime", "reliable"] {
+        let out = connect(
+            &server,
+            &["--mode", mode, "--rate", "1000", "--count", "100"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    signal(&server.child, libc::SIGTERM);
+    server.child.wait().unwrap();
+    let replay = Command::new(env!("CARGO_BIN_EXE_intentra-replay"))
+        .arg(&pcap)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    let counts = &report["counts"];
+    // Captured as received by the server: everything the clients sent, nothing malformed.
+    assert_eq!(counts["realtime"], 100, "{report}");
+    assert_eq!(counts["reliable"], 100, "{report}");
+    assert_eq!(counts["handshake_init"], 2, "{report}");
+    assert_eq!(counts["handshake_response"], 2, "{report}");
+    assert_eq!(counts["handshake_finish"], 2, "{report}");
+    assert_eq!(counts["close"], 2, "{report}");
+    assert!(counts["ack"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(counts["malformed"], 0, "{report}");
 }

@@ -1,55 +1,281 @@
-//! INTERIM: replaced by the real module when its branch merges. Not for release.
-use super::wire::Counter;
+//! The AEAD seam: AES-256-GCM sealing and opening of transport packets, in place.
+//!
+//! Owns the two interchangeable backends (`ring`, the default, and RustCrypto's
+//! `aes-gcm` behind the `rustcrypto-aead` feature) and nothing else. A packet
+//! is `header (16) || plaintext || tag (16)`: the header is the associated data,
+//! the nonce is `Counter::nonce()`, and the plaintext is encrypted where it lies,
+//! so the per-packet path never copies into a fresh buffer. It must never choose
+//! a nonce: callers pass the counter they wrote into the header, and the session
+//! guarantees each key direction's counter strictly increases and never repeats.
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, KeyInit};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+use super::wire::{Counter, TAG_LEN, TRANSPORT_HEADER_LEN};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AeadError {
+    /// Shorter than header plus tag.
     TooShort,
+    /// Authentication failed: wrong key, counter, header, ciphertext or tag.
     Auth,
 }
+
+/// One direction's packet key.
 pub trait PacketCipher: Sized {
     fn new(key: &[u8; 32]) -> Self;
+
+    /// `packet` is `header || plaintext || 16 bytes of room`: encrypts the plaintext in place
+    /// and writes the tag into the last 16 bytes.
     fn seal_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<(), AeadError>;
+
+    /// `packet` is `header || ciphertext || tag`: on success the plaintext is at
+    /// `packet[16..16 + len]` and `len` is returned. On failure the body is unspecified.
     fn open_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<usize, AeadError>;
 }
-pub struct RingCipher(LessSafeKey);
+
+/// A packet split into its three parts.
+struct Parts<'a> {
+    header: &'a [u8],
+    body: &'a mut [u8],
+    tag: &'a mut [u8],
+}
+
+/// Splits `packet` into header, body and tag, or says it is too short.
+fn split(packet: &mut [u8]) -> Result<Parts<'_>, AeadError> {
+    let body_len = packet
+        .len()
+        .checked_sub(TRANSPORT_HEADER_LEN + TAG_LEN)
+        .ok_or(AeadError::TooShort)?;
+    let (header, rest) = packet.split_at_mut(TRANSPORT_HEADER_LEN);
+    let (body, tag) = rest.split_at_mut(body_len);
+    Ok(Parts { header, body, tag })
+}
+
+/// AES-256-GCM from `ring`: the faster backend here (see perf/aead.md), so the default.
+pub struct RingCipher {
+    key: LessSafeKey,
+}
+
 impl PacketCipher for RingCipher {
     fn new(key: &[u8; 32]) -> Self {
-        RingCipher(LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, key).unwrap(),
-        ))
-    }
-    fn seal_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<(), AeadError> {
-        if packet.len() < 32 {
-            return Err(AeadError::TooShort);
+        let unbound = match UnboundKey::new(&AES_256_GCM, key) {
+            Ok(unbound) => unbound,
+            // ring refuses only keys of the wrong length, and the type fixes it at 32 bytes.
+            Err(_) => unreachable!("a 32-byte key is always valid for AES-256-GCM"),
+        };
+        RingCipher {
+            key: LessSafeKey::new(unbound),
         }
-        let n = packet.len();
-        let (header, rest) = packet.split_at_mut(16);
-        let (body, tag) = rest.split_at_mut(n - 32);
-        let t = self
-            .0
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(counter.nonce()),
-                Aad::from(&*header),
-                body,
-            )
+    }
+
+    fn seal_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<(), AeadError> {
+        let parts = split(packet)?;
+        let nonce = Nonce::assume_unique_for_key(counter.nonce());
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(parts.header), parts.body)
             .map_err(|_| AeadError::Auth)?;
-        tag.copy_from_slice(t.as_ref());
+        parts.tag.copy_from_slice(tag.as_ref());
         Ok(())
     }
+
     fn open_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<usize, AeadError> {
-        if packet.len() < 32 {
-            return Err(AeadError::TooShort);
-        }
-        let (header, rest) = packet.split_at_mut(16);
-        let out = self
-            .0
-            .open_in_place(
-                Nonce::assume_unique_for_key(counter.nonce()),
-                Aad::from(&*header),
-                rest,
-            )
+        let len = packet
+            .len()
+            .checked_sub(TRANSPORT_HEADER_LEN + TAG_LEN)
+            .ok_or(AeadError::TooShort)?;
+        let (header, sealed) = packet.split_at_mut(TRANSPORT_HEADER_LEN);
+        let nonce = Nonce::assume_unique_for_key(counter.nonce());
+        self.key
+            .open_in_place(nonce, Aad::from(&*header), sealed)
             .map_err(|_| AeadError::Auth)?;
-        Ok(out.len())
+        Ok(len)
     }
 }
+
+/// AES-256-GCM from RustCrypto's `aes-gcm`: selectable with the `rustcrypto-aead` feature.
+pub struct RustCryptoCipher {
+    cipher: Aes256Gcm,
+}
+
+impl PacketCipher for RustCryptoCipher {
+    fn new(key: &[u8; 32]) -> Self {
+        RustCryptoCipher {
+            cipher: Aes256Gcm::new(key.into()),
+        }
+    }
+
+    fn seal_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<(), AeadError> {
+        let parts = split(packet)?;
+        let nonce = counter.nonce();
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached((&nonce).into(), parts.header, parts.body)
+            .map_err(|_| AeadError::Auth)?;
+        parts.tag.copy_from_slice(&tag);
+        Ok(())
+    }
+
+    fn open_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<usize, AeadError> {
+        let parts = split(packet)?;
+        let nonce = counter.nonce();
+        self.cipher
+            .decrypt_in_place_detached(
+                (&nonce).into(),
+                parts.header,
+                parts.body,
+                (&*parts.tag).into(),
+            )
+            .map_err(|_| AeadError::Auth)?;
+        Ok(parts.body.len())
+    }
+}
+
+/// The backend sessions use.
+#[cfg(not(feature = "rustcrypto-aead"))]
 pub type PacketKey = RingCipher;
+/// The backend sessions use.
+#[cfg(feature = "rustcrypto-aead")]
+pub type PacketKey = RustCryptoCipher;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Vector {
+        key: String,
+        counter: u64,
+        header: String,
+        plaintext: String,
+        packet: String,
+    }
+
+    #[derive(Deserialize)]
+    struct Vectors {
+        vectors: Vec<Vector>,
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn vectors() -> Vec<Vector> {
+        let text = include_str!("../../tests/data/transport_vectors.json");
+        serde_json::from_str::<Vectors>(text).unwrap().vectors
+    }
+
+    fn key_of(v: &Vector) -> [u8; 32] {
+        hex(&v.key).try_into().unwrap()
+    }
+
+    fn check_vectors<C: PacketCipher>() {
+        let all = vectors();
+        assert!(all.len() >= 8);
+        for v in &all {
+            let cipher = C::new(&key_of(v));
+            let header = hex(&v.header);
+            let plaintext = hex(&v.plaintext);
+            let expected = hex(&v.packet);
+            let mut packet = header.clone();
+            packet.extend_from_slice(&plaintext);
+            packet.extend_from_slice(&[0u8; TAG_LEN]);
+            cipher
+                .seal_in_place(Counter(v.counter), &mut packet)
+                .unwrap();
+            assert_eq!(packet, expected, "seal, counter {}", v.counter);
+            let len = cipher
+                .open_in_place(Counter(v.counter), &mut packet)
+                .unwrap();
+            assert_eq!(&packet[16..16 + len], &plaintext[..]);
+            let mut wrong_counter = expected.clone();
+            assert_eq!(
+                cipher.open_in_place(Counter(v.counter + 1), &mut wrong_counter),
+                Err(AeadError::Auth)
+            );
+        }
+    }
+
+    fn check_every_bit_position<C: PacketCipher>() {
+        let all = vectors();
+        let v = all.iter().find(|v| v.plaintext.len() == 2 * 128).unwrap();
+        let cipher = C::new(&key_of(v));
+        let expected = hex(&v.packet);
+        for byte in 0..expected.len() {
+            for bit in 0..8 {
+                let mut tampered = expected.clone();
+                tampered[byte] ^= 1 << bit;
+                assert_eq!(
+                    cipher.open_in_place(Counter(v.counter), &mut tampered),
+                    Err(AeadError::Auth),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+        for len in 0..TRANSPORT_HEADER_LEN + TAG_LEN {
+            let mut short = expected[..len].to_vec();
+            assert_eq!(
+                cipher.open_in_place(Counter(v.counter), &mut short),
+                Err(AeadError::TooShort)
+            );
+            assert_eq!(
+                cipher.seal_in_place(Counter(v.counter), &mut short),
+                Err(AeadError::TooShort)
+            );
+        }
+        let mut truncated = expected[..expected.len() - 1].to_vec();
+        assert_eq!(
+            cipher.open_in_place(Counter(v.counter), &mut truncated),
+            Err(AeadError::Auth)
+        );
+    }
+
+    #[test]
+    fn ring_matches_the_independent_vectors() {
+        check_vectors::<RingCipher>();
+    }
+
+    #[test]
+    fn rustcrypto_matches_the_independent_vectors() {
+        check_vectors::<RustCryptoCipher>();
+    }
+
+    #[test]
+    fn ring_rejects_every_single_bit_flip() {
+        check_every_bit_position::<RingCipher>();
+    }
+
+    #[test]
+    fn rustcrypto_rejects_every_single_bit_flip() {
+        check_every_bit_position::<RustCryptoCipher>();
+    }
+
+    proptest! {
+        #[test]
+        fn backends_agree_and_round_trip(
+            key in any::<[u8; 32]>(),
+            counter in any::<u64>(),
+            header in any::<[u8; 16]>(),
+            body in proptest::collection::vec(any::<u8>(), 0..1500),
+        ) {
+            let mut a = header.to_vec();
+            a.extend_from_slice(&body);
+            a.extend_from_slice(&[0u8; TAG_LEN]);
+            let mut b = a.clone();
+            RingCipher::new(&key).seal_in_place(Counter(counter), &mut a).unwrap();
+            RustCryptoCipher::new(&key).seal_in_place(Counter(counter), &mut b).unwrap();
+            prop_assert_eq!(&a, &b);
+            let len = RustCryptoCipher::new(&key).open_in_place(Counter(counter), &mut a).unwrap();
+            prop_assert_eq!(&a[16..16 + len], &body[..]);
+            let len = RingCipher::new(&key).open_in_place(Counter(counter), &mut b).unwrap();
+            prop_assert_eq!(&b[16..16 + len], &body[..]);
+        }
+    }
+}

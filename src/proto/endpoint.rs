@@ -200,7 +200,13 @@ pub struct Endpoint {
     ready: VecDeque<PeerId>,
     stats: Stats,
     next_deadline: Timestamp,
+    /// Durations of recently completed handshakes, for a histogram the caller drains.
+    handshake_durations: [Duration; HANDSHAKE_LOG],
+    handshake_log_len: usize,
 }
+
+/// Completed handshakes remembered between two drains; older ones are dropped.
+const HANDSHAKE_LOG: usize = 256;
 
 impl Endpoint {
     /// Creates an endpoint. `rng` is its only source of randomness (ephemeral keys, session
@@ -240,6 +246,8 @@ impl Endpoint {
             ready: VecDeque::new(),
             stats: Stats::default(),
             next_deadline: Timestamp::NEVER,
+            handshake_durations: [Duration::ZERO; HANDSHAKE_LOG],
+            handshake_log_len: 0,
             rng,
             config,
         }
@@ -595,6 +603,22 @@ impl Endpoint {
         stats
     }
 
+    /// Hands every handshake duration recorded since the last call to `observe`, oldest first.
+    pub fn drain_handshake_durations(&mut self, mut observe: impl FnMut(Duration)) {
+        for duration in &self.handshake_durations[..self.handshake_log_len] {
+            observe(*duration);
+        }
+        self.handshake_log_len = 0;
+    }
+
+    fn record_handshake(&mut self, took: Duration) {
+        self.stats.handshakes_completed += 1;
+        if let Some(slot) = self.handshake_durations.get_mut(self.handshake_log_len) {
+            *slot = took;
+            self.handshake_log_len += 1;
+        }
+    }
+
     /// Counts a drop that happened outside the endpoint (a driver's truncated datagram).
     pub fn record_external_drop(&mut self, reason: DropReason) {
         self.stats.record_drop(reason);
@@ -932,6 +956,7 @@ impl Endpoint {
         handshake.phase = Phase::AwaitConfirm {
             finish: finish_packet,
         };
+        let took = now.saturating_since(handshake.started);
         handshake.next_retry = now + retry;
         handshake.retry_interval = retry;
         let next_retry = handshake.next_retry;
@@ -962,7 +987,7 @@ impl Endpoint {
                 addr,
             });
         }
-        self.stats.handshakes_completed += 1;
+        self.record_handshake(took);
         self.queue(PendingTx::Finish(id));
         self.next_deadline = self
             .next_deadline
@@ -1073,7 +1098,7 @@ impl Endpoint {
         if let Some(slot) = self.slot_mut(receiver) {
             slot.target = SlotTarget::Keys(id);
         }
-        self.stats.handshakes_completed += 1;
+        self.record_handshake(now.saturating_since(pending.created));
         self.queue_keepalive(id);
         self.next_deadline = self.next_deadline.min(now + self.config.keepalive_interval);
     }
