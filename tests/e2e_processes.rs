@@ -312,3 +312,37 @@ fn a_capture_of_a_served_session_replays_to_the_expected_verdicts() {
     assert!(counts["ack"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(counts["malformed"], 0, "{report}");
 }
+
+fn python_with_cryptography() -> bool {
+    Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn an_independent_python_peer_written_from_protocol_md_interoperates() {
+    if !python_with_cryptography() {
+        // .ci/run installs it, so CI always runs this; a bare machine may not have it.
+        eprintln!("skipped: python3 with the `cryptography` package is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None);
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/interop/intentra_peer.py"))
+        .args(["--server", &server.udp.to_string(), "--server-key", &server.key])
+        .args(["--send-realtime", "150", "--send-reliable", "150", "--payload-size", "128"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["handshake_confirmed"], true, "{summary}");
+    assert_eq!(summary["reliable_acked"], 150, "{summary}");
+    wait_for(Duration::from_secs(5), || {
+        metric(&server, "intentra_messages_delivered_total") >= 300.0
+    });
+    assert_eq!(metric(&server, "intentra_packets_dropped_crypto"), 0.0);
+    assert_eq!(metric(&server, "intentra_strike_events_total"), 0.0);
+}
