@@ -272,6 +272,15 @@ impl Drop for PbufRing {
     }
 }
 
+/// Control-message room reserved in each receive buffer.
+fn control_room(caps: &SocketCaps) -> usize {
+    if caps.gro || caps.timestamps {
+        sys::CONTROL_CAP
+    } else {
+        0
+    }
+}
+
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
@@ -342,7 +351,9 @@ impl UringDriver {
             .ok_or(UringUnavailable::Setup(io::Error::from(
                 io::ErrorKind::InvalidInput,
             )))?;
-        let slot_size = OUT_HDR + NAME_LEN + sys::CONTROL_CAP + payload;
+        // Exactly header + address + cmsg room + payload: the kernel then
+        // truncates (MSG_TRUNC) anything longer than the configured payload.
+        let slot_size = OUT_HDR + NAME_LEN + control_room(caps) + payload;
         let ring = BufferRing::new(RingLayout {
             recv_slots: usize::from(recv_buffers),
             recv_slot_size: slot_size,
@@ -402,11 +413,7 @@ impl UringDriver {
         // Multishot recvmsg only reads the lengths: they reserve room for the
         // address and cmsgs at the start of each provided buffer.
         msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
-        msghdr.msg_controllen = if caps.gro || caps.timestamps {
-            sys::CONTROL_CAP
-        } else {
-            0
-        };
+        msghdr.msg_controllen = control_room(&caps);
         let batch = SendBatch::new(p.sq_msgs, &p.ring);
         UringDriver {
             recv_ring: p.recv_ring,
