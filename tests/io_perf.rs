@@ -87,3 +87,61 @@ fn loopback_pps_128_bytes() {
         measure(&format!("{} + gso/gro", kind.name()), kind, tx, rx);
     }
 }
+
+/// One thread, waves of 1024: time the flush (send path incl. the kernel's
+/// loopback delivery) and the drain (receive path) separately.
+fn measure_paths(label: &str, kind: DriverKind, tx: SocketConfig, rx: SocketConfig) {
+    const WAVE: usize = 1024;
+    let mut a = open(kind, &tx);
+    let mut b = open(kind, &rx);
+    let dst = b.local_addr();
+    let mut send_time = Duration::ZERO;
+    let mut recv_time = Duration::ZERO;
+    let mut sent = SendStats::default();
+    let mut recvd = RecvStats::default();
+    let start = Instant::now();
+    while start.elapsed() < RUN {
+        for i in 0..WAVE {
+            let Some(mut slot) = a.send_buffer() else {
+                break;
+            };
+            slot.buf()[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            slot.commit(dst, SIZE).unwrap();
+        }
+        let t = Instant::now();
+        sent += a.flush().unwrap();
+        send_time += t.elapsed();
+        let t = Instant::now();
+        let mut got = 0;
+        let mut empty = 0;
+        while got < WAVE && empty < 3 {
+            let s = b
+                .recv_batch(Wait::Timeout(Duration::from_millis(20)), &mut |dg| {
+                    std::hint::black_box(dg.data);
+                })
+                .unwrap();
+            if s.datagrams == 0 {
+                empty += 1;
+            }
+            got += s.datagrams;
+            recvd += s;
+        }
+        recv_time += t.elapsed();
+    }
+    println!(
+        "{label:<28} send path {:>10.0} pps   recv path {:>10.0} pps ({:>5.1} dgram/syscall)   delivered {:.1}%",
+        sent.datagrams_sent as f64 / send_time.as_secs_f64(),
+        recvd.datagrams as f64 / recv_time.as_secs_f64(),
+        recvd.datagrams as f64 / recvd.syscalls.max(1) as f64,
+        100.0 * recvd.datagrams as f64 / sent.datagrams_sent.max(1) as f64,
+    );
+    assert!(recvd.datagrams > 0);
+}
+
+#[test]
+#[ignore]
+fn loopback_paths_128_bytes() {
+    for kind in [DriverKind::Basic, DriverKind::Mmsg, DriverKind::Uring] {
+        measure_paths(kind.name(), kind, socket_cfg(), socket_cfg());
+    }
+}

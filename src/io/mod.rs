@@ -38,6 +38,9 @@ pub use sendq::{CommitError, SendSlot};
 pub use socket::{open_udp, ForceFallback, SocketCaps, SocketConfig, SocketWarning};
 pub use uring::UringUnavailable;
 
+/// Why `open_driver` did not run the driver asked for.
+pub type FallbackReason = UringUnavailable;
+
 /// When the kernel received a datagram (SO_TIMESTAMPNS): CLOCK_REALTIME
 /// nanoseconds since the Unix epoch. Compare it with a realtime sample, not
 /// with the protocol's monotonic `Timestamp`.

@@ -343,6 +343,15 @@ mod tests {
     }
 
     #[test]
+    fn busy_poll_takes_effect_or_is_explained() {
+        let mut cfg = SocketConfig::new(lo());
+        cfg.busy_poll_us = Some(50);
+        let (_sock, caps) = open_udp(&cfg).unwrap();
+        // Unprivileged processes may be refused; then a warning says so.
+        assert!(caps.busy_poll || !caps.warnings.is_empty());
+    }
+
+    #[test]
     fn reuse_port_lets_two_sockets_share_a_port() {
         let mut cfg = SocketConfig::new(lo());
         cfg.reuse_port = true;

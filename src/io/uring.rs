@@ -152,10 +152,9 @@ pub fn probe() -> Result<(), UringUnavailable> {
     let ring = build_ring(8, 16)?;
     check_features(&ring)?;
     let pbuf = PbufRing::new(1).map_err(UringUnavailable::Setup)?;
-    // SAFETY: the buffer ring memory is page-aligned, sized for one entry and
-    // outlives the registration, which is undone right below (or by dropping
-    // the ring first, which the declaration order of `ring` before `pbuf`
-    // would not guarantee, hence the explicit unregister).
+    // SAFETY: the buffer ring memory is page-aligned and sized for one entry;
+    // it lists no buffers, so the kernel never writes through it, and it is
+    // unregistered (and the ring closed) before `pbuf` is unmapped below.
     unsafe {
         ring.submitter()
             .register_buf_ring_with_flags(pbuf.addr(), 1, PROBE_BGID, 0)
@@ -319,7 +318,7 @@ impl UringDriver {
         caps: SocketCaps,
         cfg: &DriverConfig,
     ) -> Result<Self, Box<UringRefused>> {
-        match Self::setup(&socket, &caps, cfg) {
+        match Self::setup(&caps, cfg) {
             Ok(parts) => Ok(Self::assemble(parts, socket, caps, cfg)),
             Err(reason) => Err(Box::new(UringRefused {
                 reason,
@@ -329,11 +328,7 @@ impl UringDriver {
         }
     }
 
-    fn setup(
-        socket: &UdpSocket,
-        caps: &SocketCaps,
-        cfg: &DriverConfig,
-    ) -> Result<Parts, UringUnavailable> {
+    fn setup(caps: &SocketCaps, cfg: &DriverConfig) -> Result<Parts, UringUnavailable> {
         if caps.force.io_uring {
             return Err(UringUnavailable::Forced);
         }
@@ -395,7 +390,6 @@ impl UringDriver {
                     _ => UringUnavailable::Setup(e),
                 })?;
         }
-        let _ = socket;
         let sq_msgs = send_ring.params().sq_entries() as usize;
         Ok(Parts {
             recv_ring,
@@ -636,7 +630,7 @@ impl UringDriver {
         let mut rounds = 0;
         while outstanding > 0 {
             stats.syscalls += 1;
-            let ts = types::Timespec::new().nsec(100_000_000);
+            let ts = types::Timespec::new().nsec(10_000_000);
             let args = types::SubmitArgs::new().timespec(&ts);
             let r = self
                 .send_ring
@@ -655,7 +649,7 @@ impl UringDriver {
                 }
             }
             rounds += 1;
-            if outstanding > 0 && rounds >= 10 {
+            if outstanding > 0 && rounds >= 5 {
                 // Cancel whatever is parked and collect the cancellations.
                 let _ = self
                     .send_ring
