@@ -455,7 +455,9 @@ impl UringDriver {
         let mut taken = 0;
         {
             let cq = self.recv_ring.completion();
-            for (cqe, out) in cq.take(limit).zip(self.cqes.iter_mut()) {
+            // The slot iterator goes first so zip never pulls (and loses) a
+            // CQE it has no room for.
+            for (out, cqe) in self.cqes.iter_mut().take(limit).zip(cq) {
                 *out = (cqe.result(), cqe.flags());
                 taken += 1;
             }
