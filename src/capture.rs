@@ -218,92 +218,52 @@ impl Checksum {
     }
 }
 
-/// A driver that records every datagram it receives and sends, as it is on the wire, then
-/// hands it on. For `--capture FILE`; the per-packet cost (a clock read and a buffered write)
-/// is paid only when capturing.
-pub struct CapturingDriver {
-    inner: Box<dyn crate::io::Driver>,
+/// Records every datagram a node sends and receives, as it is on the wire, for `--capture`.
+/// The per-packet cost (a clock read and a buffered write) is paid only when capturing, and a
+/// failed write is counted, never allowed to stop the transport.
+pub struct Recorder {
     writer: CaptureWriter,
+    local: SocketAddr,
     write_errors: u64,
 }
 
-impl CapturingDriver {
-    pub fn new(inner: Box<dyn crate::io::Driver>, path: &Path) -> io::Result<CapturingDriver> {
+impl Recorder {
+    pub fn create(path: &Path, local: SocketAddr) -> io::Result<Recorder> {
         let writer = CaptureWriter::create(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        Ok(CapturingDriver {
-            inner,
+        Ok(Recorder {
             writer,
+            local,
             write_errors: 0,
         })
     }
 
-    /// Records that could not be written (disk full, say); capture never stops the transport.
-    pub fn write_errors(&self) -> u64 {
-        self.write_errors
-    }
-}
-
-fn wall_clock_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-impl crate::io::Driver for CapturingDriver {
-    fn name(&self) -> &'static str {
-        self.inner.name()
+    pub fn received(&mut self, src: SocketAddr, datagram: &[u8]) {
+        self.record(src, self.local, datagram);
     }
 
-    fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr()
+    pub fn sent(&mut self, dst: SocketAddr, datagram: &[u8]) {
+        self.record(self.local, dst, datagram);
     }
 
-    fn recv_batch(
-        &mut self,
-        wait: crate::io::Wait,
-        on_datagram: &mut dyn FnMut(crate::io::Datagram<'_>),
-    ) -> io::Result<crate::io::RecvStats> {
-        let local = self.inner.local_addr();
-        let writer = &mut self.writer;
-        let errors = &mut self.write_errors;
-        self.inner.recv_batch(wait, &mut |datagram| {
-            if writer
-                .record(wall_clock_ns(), datagram.src, local, datagram.data)
-                .is_err()
-            {
-                *errors += 1;
-            }
-            on_datagram(datagram);
-        })
-    }
-
-    fn send_buffer(&mut self) -> Option<&mut [u8]> {
-        self.inner.send_buffer()
-    }
-
-    fn commit_send(&mut self, dst: SocketAddr, len: usize) {
-        let local = self.inner.local_addr();
-        // The slot being committed is the one `send_buffer` handed out: read it back to record it.
-        if let Some(packet) = self.inner.send_buffer().and_then(|b| b.get(..len)) {
-            if self
-                .writer
-                .record(wall_clock_ns(), local, dst, packet)
-                .is_err()
-            {
-                self.write_errors += 1;
-            }
-        }
-        self.inner.commit_send(dst, len);
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let sent = self.inner.flush();
+    pub fn flush(&mut self) {
         if self.writer.flush().is_err() {
             self.write_errors += 1;
         }
-        sent
+    }
+
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors
+    }
+
+    fn record(&mut self, src: SocketAddr, dst: SocketAddr, datagram: &[u8]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        if self.writer.record(now, src, dst, datagram).is_err() {
+            self.write_errors += 1;
+        }
     }
 }
 

@@ -93,15 +93,27 @@ pub fn endpoint_config(
 fn node_config(config: &Config, bind: SocketAddr, endpoint: EndpointConfig) -> NodeConfig {
     let mut node = NodeConfig::new(bind, endpoint);
     node.driver = match config.io.driver {
+        // The fastest that works: io_uring, falling back to recvmmsg with the reason logged.
         IoDriver::Auto | IoDriver::Uring => DriverKind::Uring,
         IoDriver::Mmsg => DriverKind::Mmsg,
         IoDriver::Basic => DriverKind::Basic,
     };
-    node.capture = config.node.capture.clone();
     node.idle = match config.io.idle {
-        IdleMode::Block | IdleMode::Backoff => IdleStrategy::Block,
+        IdleMode::Block => IdleStrategy::Block,
+        IdleMode::Backoff => IdleStrategy::default(),
         IdleMode::Spin => IdleStrategy::BusySpin,
     };
+    let io = &config.io;
+    node.socket.recv_buffer = io.recv_buffer_bytes;
+    node.socket.send_buffer = io.send_buffer_bytes;
+    node.socket.gso = io.gso;
+    node.socket.gro = io.gro;
+    node.socket.busy_poll_us = io.busy_poll_us;
+    node.socket.reuse_port = config.node.workers > 1;
+    node.io.batch = io.batch_size;
+    node.io.send_slots = io.buffers;
+    node.io.max_datagram = io.buffer_size;
+    node.capture = config.node.capture.clone();
     node
 }
 
@@ -134,15 +146,21 @@ fn session_logger(
 pub fn serve(config: Config) -> Result<(), DaemonError> {
     let identity = config.load_identity()?;
     let shutdown = ShutdownHandle::new();
-    let reload = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.flag()).map_err(runtime_error)?;
     }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-        .map_err(runtime_error)?;
 
-    let binds = config.node.bind.clone();
-    let hub = MetricsHub::new(binds.len());
+    // Each bind address gets `workers` sockets on SO_REUSEPORT: the kernel keeps a peer's
+    // 4-tuple on one of them, so a session stays on one worker for its whole life.
+    let workers = config.node.workers.max(1);
+    let binds: Vec<SocketAddr> = config
+        .node
+        .bind
+        .iter()
+        .flat_map(|&bind| std::iter::repeat_n(bind, workers))
+        .collect();
+    let outbound = !config.node.peers.is_empty();
+    let hub = MetricsHub::new(binds.len() + usize::from(outbound));
     let _server = match config.metrics.listen {
         Some(listen) => Some(
             metrics_http::spawn_metrics_server(listen, hub.clone(), config.metrics.per_peer)
@@ -167,29 +185,59 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         node.on_event(session_logger(worker));
         nodes.push(node);
     }
-    if let Some(first) = nodes.first_mut() {
+    if outbound {
+        // Peers we connect to get a worker of their own on a port of its own: replies to a
+        // SO_REUSEPORT socket could be steered to a worker that never sent the handshake.
+        let worker = nodes.len();
+        let first = config
+            .node
+            .bind
+            .first()
+            .copied()
+            .unwrap_or(([0, 0, 0, 0], 0).into());
+        let bind = SocketAddr::new(first.ip(), 0);
+        let endpoint = endpoint_config(
+            &config,
+            identity.keypair.clone(),
+            identity.allow_list.clone(),
+        );
+        let mut cfg = node_config(&config, bind, endpoint);
+        cfg.socket.reuse_port = false;
+        let mut node = Node::bind(cfg).map_err(runtime_error)?;
+        node.publish_metrics(hub.clone(), worker, publish_every, config.metrics.per_peer);
+        node.on_event(session_logger(worker));
         for peer in &config.node.peers {
-            first
-                .connect(peer.address, peer.public_key)
+            node.connect(peer.address, peer.public_key)
                 .map_err(|e| DaemonError::Runtime(format!("connect {}: {e}", peer.address)))?;
         }
+        tracing::info!(worker, addr = %node.local_addr(), peers = config.node.peers.len(), "connecting to configured peers");
+        nodes.push(node);
     }
     let threads: Vec<_> = nodes
         .into_iter()
         .enumerate()
         .map(|(worker, mut node)| {
             let shutdown = shutdown.clone();
-            let reload = reload.clone();
+            // One flag per worker: every worker reloads its own allow-list on SIGHUP.
+            let reload = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+                .map_err(runtime_error)?;
             let config = config.clone();
             std::thread::Builder::new()
                 .name(format!("intentra-worker-{worker}"))
                 .spawn(move || -> Result<(), DaemonError> {
+                    if let Some(core) = config.io.pin_cores.as_ref().and_then(|c| c.get(worker)) {
+                        match crate::io::affinity::pin_current_thread(*core) {
+                            Ok(()) => tracing::info!(worker, core, "pinned"),
+                            Err(err) => tracing::warn!(worker, core, error = %err, "cannot pin"),
+                        }
+                    }
                     let mut watch = EventWatch::default();
                     let mut next_watch = Instant::now();
                     while !shutdown.is_shutdown() {
                         node.turn(Duration::from_millis(50))
                             .map_err(runtime_error)?;
-                        if worker == 0 && reload.swap(false, Ordering::Relaxed) {
+                        if reload.swap(false, Ordering::Relaxed) {
                             reload_allow_list(&config, &mut node);
                         }
                         if Instant::now() >= next_watch {

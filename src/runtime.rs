@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use rand_core::OsRng;
 
-use crate::io::{self as drivers, Datagram, Driver, DriverKind, Wait};
+use crate::capture::Recorder;
+use crate::io::{self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait};
 use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
 use crate::proto::config::EndpointConfig;
 use crate::proto::endpoint::Endpoint;
@@ -31,26 +32,30 @@ pub use crate::io::IdleStrategy;
 /// How a node binds and runs.
 #[derive(Clone)]
 pub struct NodeConfig {
-    pub bind: SocketAddr,
     pub endpoint: EndpointConfig,
+    /// `Uring` falls back to `Mmsg` (and says why) where io_uring is unavailable.
     pub driver: DriverKind,
     pub idle: IdleStrategy,
-    /// Datagrams the endpoint may queue for sending before a flush.
+    /// Sends made from inside a receive callback, held until the batch is done.
     pub send_queue: usize,
-    pub socket: drivers::SocketOptions,
+    /// The socket: bind address, buffers, GSO/GRO, busy polling, SO_REUSEPORT.
+    pub socket: SocketConfig,
+    /// Batch size, ring sizes, datagram size.
+    pub io: DriverConfig,
     /// Record every datagram sent and received to this pcap file.
     pub capture: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
+    /// Defaults: the fastest driver the host allows, blocking idle, GSO and GRO on.
     pub fn new(bind: SocketAddr, endpoint: EndpointConfig) -> NodeConfig {
         NodeConfig {
-            bind,
             endpoint,
-            driver: DriverKind::Basic,
+            driver: drivers::best_available(),
             idle: IdleStrategy::Block,
             send_queue: 256,
-            socket: drivers::SocketOptions::default(),
+            socket: SocketConfig::new(bind),
+            io: DriverConfig::default(),
             capture: None,
         }
     }
@@ -85,19 +90,16 @@ impl DeferredSends {
     fn move_to(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         for (i, &(dst, len)) in self.meta.iter().enumerate() {
             let packet = &self.buffers[i * MAX_DATAGRAM_LEN..i * MAX_DATAGRAM_LEN + len];
-            let buf = match driver.send_buffer() {
-                Some(buf) => buf,
-                None => {
-                    driver.flush()?;
-                    match driver.send_buffer() {
-                        Some(buf) => buf,
-                        None => continue,
-                    }
-                }
+            if driver.send_buffer().is_none() {
+                driver.flush()?;
+            }
+            let Some(mut slot) = driver.send_buffer() else {
+                continue;
             };
-            if let Some(out) = buf.get_mut(..len) {
+            if let Some(out) = slot.buf().get_mut(..len) {
                 out.copy_from_slice(packet);
-                driver.commit_send(dst, len);
+                // A refused commit (length over the slot) leaves nothing queued.
+                let _ = slot.commit(dst, len);
             }
         }
         self.meta.clear();
@@ -105,32 +107,68 @@ impl DeferredSends {
     }
 }
 
-/// Where a sealed packet goes: straight into the driver's buffer, or deferred.
-enum Sink<'a> {
+/// Where a sealed packet goes: straight into the driver's buffer, or deferred; recorded on
+/// the way when capturing.
+struct Sink<'a> {
+    target: Target<'a>,
+    recorder: Option<&'a mut Recorder>,
+}
+
+enum Target<'a> {
     Driver(&'a mut dyn Driver),
     Deferred(&'a mut DeferredSends),
 }
 
+impl<'a> Sink<'a> {
+    fn driver(driver: &'a mut dyn Driver, recorder: &'a mut Option<Recorder>) -> Sink<'a> {
+        Sink {
+            target: Target::Driver(driver),
+            recorder: recorder.as_mut(),
+        }
+    }
+}
+
+/// No send buffer could be had, even after a flush.
+struct NoBuffer;
+
 impl Sink<'_> {
-    fn slot(&mut self) -> Option<&mut [u8]> {
-        match self {
-            Sink::Driver(driver) => {
+    /// Lets `fill` write one packet into a send buffer; `fill` returns where it goes and how
+    /// long it is, or `None` to write nothing. Returns whether a packet was committed.
+    fn write(
+        &mut self,
+        fill: impl FnOnce(&mut [u8]) -> Option<(SocketAddr, usize)>,
+    ) -> Result<bool, NoBuffer> {
+        let recorder = &mut self.recorder;
+        let fill = |buf: &mut [u8]| {
+            let (dst, len) = fill(buf)?;
+            if let (Some(recorder), Some(packet)) = (recorder.as_deref_mut(), buf.get(..len)) {
+                recorder.sent(dst, packet);
+            }
+            Some((dst, len))
+        };
+        match &mut self.target {
+            Target::Driver(driver) => {
                 if driver.send_buffer().is_none() {
-                    // The driver's send buffers are all committed: send them, then go on.
+                    // Every send slot is committed: send them, then go on.
                     if let Err(err) = driver.flush() {
                         tracing::debug!(error = %err, "send flush failed");
                     }
                 }
-                driver.send_buffer()
+                let mut slot = driver.send_buffer().ok_or(NoBuffer)?;
+                let Some((dst, len)) = fill(slot.buf()) else {
+                    return Ok(false);
+                };
+                slot.commit(dst, len).map_err(|_| NoBuffer)?;
+                Ok(true)
             }
-            Sink::Deferred(deferred) => deferred.slot(),
-        }
-    }
-
-    fn commit(&mut self, dst: SocketAddr, len: usize) {
-        match self {
-            Sink::Driver(driver) => driver.commit_send(dst, len),
-            Sink::Deferred(deferred) => deferred.meta.push((dst, len)),
+            Target::Deferred(deferred) => {
+                let buf = deferred.slot().ok_or(NoBuffer)?;
+                let Some((dst, len)) = fill(buf) else {
+                    return Ok(false);
+                };
+                deferred.meta.push((dst, len));
+                Ok(true)
+            }
         }
     }
 }
@@ -195,10 +233,18 @@ fn send_one(
     payload: &[u8],
 ) -> Result<(), SendError> {
     // The payload is copied once, into the buffer it is sealed in; nothing else is copied.
-    let buf = sink.slot().ok_or(SendError::BufferTooSmall)?;
-    let transmit = endpoint.send(now, peer, mode, payload, buf)?;
-    sink.commit(transmit.dst, transmit.len);
-    Ok(())
+    let mut outcome = Ok(());
+    let written = sink.write(|buf| match endpoint.send(now, peer, mode, payload, buf) {
+        Ok(transmit) => Some((transmit.dst, transmit.len)),
+        Err(err) => {
+            outcome = Err(err);
+            None
+        }
+    });
+    match written {
+        Ok(_) => outcome,
+        Err(NoBuffer) => Err(SendError::BufferTooSmall),
+    }
 }
 
 fn publish_all(
@@ -299,15 +345,25 @@ pub struct Node {
     shutdown: ShutdownHandle,
     scratch: Box<[u8; MAX_DATAGRAM_LEN]>,
     driver_note: Option<String>,
+    recorder: Option<Recorder>,
 }
 
 impl Node {
     /// Binds the socket and creates the endpoint. The error names the address on failure.
     pub fn bind(config: NodeConfig) -> io::Result<Node> {
-        let (mut driver, note) = drivers::open(config.driver, config.bind, &config.socket)?;
-        if let Some(path) = &config.capture {
-            driver = Box::new(crate::capture::CapturingDriver::new(driver, path)?);
+        let opened = drivers::open_driver(config.driver, &config.socket, &config.io)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", config.socket.bind)))?;
+        for warning in &opened.driver.caps().warnings {
+            tracing::warn!(%warning, "socket");
         }
+        let note = opened
+            .fallback
+            .map(|reason| format!("io_uring unavailable, using mmsg: {reason}"));
+        let driver = opened.driver;
+        let recorder = match &config.capture {
+            Some(path) => Some(Recorder::create(path, driver.local_addr())?),
+            None => None,
+        };
         let clock = quanta::Clock::new();
         let epoch = clock.raw();
         let mut node = Node {
@@ -323,6 +379,7 @@ impl Node {
             shutdown: ShutdownHandle::new(),
             scratch: Box::new([0u8; MAX_DATAGRAM_LEN]),
             driver_note: note,
+            recorder,
         };
         let now = node.now();
         node.endpoint.handle_timeout(now);
@@ -407,7 +464,7 @@ impl Node {
 
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
         let now = self.now();
-        let mut sink = Sink::Driver(self.driver.as_mut());
+        let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
         send_one(&mut self.endpoint, &mut sink, now, peer, mode, payload)?;
         self.flush();
         Ok(())
@@ -415,7 +472,7 @@ impl Node {
 
     pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
         let now = self.now();
-        let mut sink = Sink::Driver(self.driver.as_mut());
+        let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
         let report = publish_all(&mut self.endpoint, &mut sink, now, mode, payload);
         self.flush();
         report
@@ -507,6 +564,7 @@ impl Node {
             driver,
             deferred,
             on_event,
+            recorder,
             ..
         } = self;
         let clock = &self.clock;
@@ -515,11 +573,17 @@ impl Node {
         let received = driver.recv_batch(wait, &mut |datagram: Datagram<'_>| {
             // The clock is read once per batch, when its first datagram is handed over.
             let now = *batch_now.get_or_insert_with(|| since(clock, epoch));
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.received(datagram.src, datagram.data);
+            }
             let message = endpoint.handle_datagram(now, datagram.src, datagram.data);
             if let (Some(message), Some(handler)) = (message, on_event.as_mut()) {
                 let mut ctx = Context {
                     endpoint,
-                    sink: Sink::Deferred(deferred),
+                    sink: Sink {
+                        target: Target::Deferred(deferred),
+                        recorder: recorder.as_mut(),
+                    },
                     now,
                 };
                 handler(&mut ctx, &Event::Message(message));
@@ -537,7 +601,8 @@ impl Node {
             }
         }
         if received.datagrams == 0 {
-            self.idle.idle();
+            let until = self.wait_limit(self.now(), max_wait);
+            self.idle.idle_at_most(until);
         } else {
             self.idle.reset();
         }
@@ -546,7 +611,8 @@ impl Node {
         Ok(())
     }
 
-    fn wait_for(&self, now: Timestamp, max_wait: Duration) -> Wait {
+    /// How long the loop may wait before a timer, tick or publication is due.
+    fn wait_limit(&self, now: Timestamp, max_wait: Duration) -> Duration {
         let mut wait = max_wait;
         let deadlines = self
             .endpoint
@@ -557,11 +623,14 @@ impl Node {
         for deadline in deadlines {
             wait = wait.min(deadline.saturating_since(now));
         }
-        if wait.is_zero() || self.endpoint.has_transmit() {
-            Wait::NoWait
-        } else {
-            self.idle.wait(wait)
+        wait
+    }
+
+    fn wait_for(&self, now: Timestamp, max_wait: Duration) -> Wait {
+        if self.endpoint.has_transmit() {
+            return Wait::NoWait;
         }
+        self.idle.wait(Some(self.wait_limit(now, max_wait)))
     }
 
     /// Timers, ticks, events, control packets, flush: everything after an input.
@@ -572,7 +641,7 @@ impl Node {
                 tick.next = now + tick.every;
                 let mut ctx = Context {
                     endpoint: &mut self.endpoint,
-                    sink: Sink::Driver(self.driver.as_mut()),
+                    sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
                     now,
                 };
                 (tick.handler)(&mut ctx);
@@ -580,13 +649,15 @@ impl Node {
         }
         self.drain_events(now);
         while self.endpoint.has_transmit() {
-            let mut sink = Sink::Driver(self.driver.as_mut());
-            let Some(buf) = sink.slot() else {
+            let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
+            let endpoint = &mut self.endpoint;
+            let written = sink.write(|buf| {
+                endpoint
+                    .poll_transmit(now, buf)
+                    .map(|transmit| (transmit.dst, transmit.len))
+            });
+            if written.is_err() {
                 break;
-            };
-            match self.endpoint.poll_transmit(now, buf) {
-                Some(transmit) => sink.commit(transmit.dst, transmit.len),
-                None => break,
             }
         }
         self.flush();
@@ -668,7 +739,7 @@ impl Node {
             };
             let mut ctx = Context {
                 endpoint: &mut self.endpoint,
-                sink: Sink::Driver(self.driver.as_mut()),
+                sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
                 now,
             };
             match event {
@@ -686,6 +757,12 @@ impl Node {
     }
 
     fn flush(&mut self) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.flush();
+        }
+        if self.driver.pending_sends() == 0 {
+            return;
+        }
         if let Err(err) = self.driver.flush() {
             tracing::debug!(error = %err, "send flush failed");
         }

@@ -330,13 +330,32 @@ fn an_independent_python_peer_written_from_protocol_md_interoperates() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), None);
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/interop/intentra_peer.py"))
-        .args(["--server", &server.udp.to_string(), "--server-key", &server.key])
-        .args(["--send-realtime", "150", "--send-reliable", "150", "--payload-size", "128"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tools/interop/intentra_peer.py"
+        ))
+        .args([
+            "--server",
+            &server.udp.to_string(),
+            "--server-key",
+            &server.key,
+        ])
+        .args([
+            "--send-realtime",
+            "150",
+            "--send-reliable",
+            "150",
+            "--payload-size",
+            "128",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["handshake_confirmed"], true, "{summary}");
     assert_eq!(summary["reliable_acked"], 150, "{summary}");

@@ -146,15 +146,37 @@ fn check_config_prints_good_and_rejects_bad_files() {
 }
 
 #[test]
-fn serve_without_key_is_a_usage_error_and_with_key_reaches_the_seam() {
+fn serve_without_a_key_or_on_a_port_in_use_fails_with_one_line() {
     let dir = scratch("serve");
     assert_usage_error(&run(&["serve", "--metrics", "off"]), "node.key_file");
     let key = dir.join("k");
     assert!(run(&["keygen", "--out", s(&key)]).status.success());
-    let out = run(&["serve", "--key", s(&key), "--metrics", "off"]);
-    // Until the lead wires the runtime, the seam answers with a runtime error.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&[
+        "serve",
+        "--key",
+        s(&key),
+        "--metrics",
+        "off",
+        "--bind",
+        &addr,
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains(" INFO ") && !l.contains(" WARN "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains(&addr),
+        "the error names the address: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
 }
 
 #[test]
