@@ -17,6 +17,9 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 const CLIENTS: usize = 3;
+
+/// What one client received: Reliable sequence numbers in order, and a Realtime count.
+type Received = Arc<Mutex<(Vec<u32>, u32)>>;
 const MESSAGES: u32 = 200;
 
 fn node(kind: DriverKind, seed: u64) -> Node {
@@ -62,7 +65,7 @@ fn exchange_over(kind: DriverKind) {
     let mut received = Vec::new();
     for i in 0..CLIENTS {
         let mut client = node(kind, 10 + i as u64);
-        let got = Arc::new(Mutex::new((Vec::<u32>::new(), 0u32)));
+        let got: Received = Arc::new(Mutex::new((Vec::new(), 0)));
         let sink = got.clone();
         client.on_message(move |_, mode, payload| {
             let mut got = sink.lock().unwrap();
@@ -79,7 +82,7 @@ fn exchange_over(kind: DriverKind) {
     }
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut published = 0u32;
-    let done = |received: &Vec<Arc<Mutex<(Vec<u32>, u32)>>>| {
+    let done = |received: &[Received]| {
         received
             .iter()
             .all(|r| r.lock().unwrap().0.len() == MESSAGES as usize)
