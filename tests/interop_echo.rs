@@ -25,6 +25,15 @@ fn now(start: Instant) -> Timestamp {
 
 #[test]
 fn python_peer_interoperates_with_the_rust_endpoint() {
+    let has_cryptography = Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_cryptography {
+        // .ci/run installs it, so CI always runs this; a bare machine may not have it.
+        eprintln!("skipped: python3 with the `cryptography` package is not available");
+        return;
+    }
     let start = Instant::now();
     let keypair = Keypair::generate(&mut ChaCha20Rng::seed_from_u64(7));
     let public_hex: String = keypair
