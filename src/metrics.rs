@@ -360,8 +360,13 @@ const COUNTERS: &[CounterFamily<Stats>] = &[
     },
     CounterFamily {
         name: "intentra_send_would_block",
-        help: "Sends refused by a full socket buffer.",
+        help: "Reliable sends refused with WouldBlock because the peer's queue was full.",
         value: |s| s.send_would_block,
+    },
+    CounterFamily {
+        name: "intentra_packets_send_dropped",
+        help: "Datagrams the driver could not send (socket buffer full, ENOBUFS, errors), counted, never retried forever.",
+        value: |s| s.packets_send_dropped,
     },
 ];
 

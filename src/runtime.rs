@@ -763,8 +763,14 @@ impl Node {
         if self.driver.pending_sends() == 0 {
             return;
         }
-        if let Err(err) = self.driver.flush() {
-            tracing::debug!(error = %err, "send flush failed");
+        match self.driver.flush() {
+            Ok(sent) => {
+                let dropped = sent.dropped() as u64;
+                if dropped > 0 {
+                    self.endpoint.record_send_drops(dropped);
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "send flush failed"),
         }
     }
 

@@ -365,3 +365,65 @@ fn an_independent_python_peer_written_from_protocol_md_interoperates() {
     assert_eq!(metric(&server, "intentra_packets_dropped_crypto"), 0.0);
     assert_eq!(metric(&server, "intentra_strike_events_total"), 0.0);
 }
+
+#[test]
+fn status_prints_sessions_and_drops_of_a_live_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None);
+    let out = connect(&server, &["--rate", "1000", "--count", "50"]);
+    assert!(out.status.success());
+    wait_for(Duration::from_secs(5), || {
+        metric(&server, "intentra_messages_delivered_total") >= 50.0
+    });
+    let status = Command::new(BIN)
+        .args(["status", "--metrics", &server.metrics.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(table.contains("delivered"), "{table}");
+    assert!(
+        table.contains("50"),
+        "the table shows the 50 delivered messages: {table}"
+    );
+}
+
+#[test]
+fn several_workers_share_one_port_and_sum_their_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_with(dir.path(), None, &["--workers", "2"]);
+    // Clients from many source ports: the kernel spreads them over both workers.
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(BIN)
+                .args([
+                    "connect",
+                    "--peer",
+                    &server.udp.to_string(),
+                    "--peer-key",
+                    &server.key,
+                ])
+                .args(["--rate", "500", "--count", "100"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut client in clients {
+        assert!(client.wait().unwrap().success());
+    }
+    wait_for(Duration::from_secs(5), || {
+        metric(&server, "intentra_messages_delivered_total") >= 600.0
+    });
+    let text = intentra::metrics_http::fetch_metrics(server.metrics).unwrap();
+    assert!(
+        text.contains("worker=\"0\"") && text.contains("worker=\"1\""),
+        "{text}"
+    );
+    assert_eq!(metric(&server, "intentra_handshakes_completed_total"), 6.0);
+}

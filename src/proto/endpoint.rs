@@ -628,6 +628,11 @@ impl Endpoint {
         }
     }
 
+    /// Counts datagrams the driver failed to send.
+    pub fn record_send_drops(&mut self, count: u64) {
+        self.stats.packets_send_dropped += count;
+    }
+
     /// Counts a drop that happened outside the endpoint (a driver's truncated datagram).
     pub fn record_external_drop(&mut self, reason: DropReason) {
         self.stats.record_drop(reason);

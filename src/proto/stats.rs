@@ -157,6 +157,8 @@ pub struct Stats {
     pub strike_events: u64,
     pub reliable_retransmits: u64,
     pub send_would_block: u64,
+    /// Datagrams the I/O driver dropped on send (EAGAIN past its wait, ENOBUFS, errors).
+    pub packets_send_dropped: u64,
     /// AEAD open attempts on transport packets: lets tests prove the rate limit runs first.
     pub aead_opens: u64,
     pub aead_seals: u64,
@@ -211,6 +213,7 @@ impl Stats {
             strike_events,
             reliable_retransmits,
             send_would_block,
+            packets_send_dropped,
             aead_opens,
             aead_seals,
             handshakes_in_flight,
@@ -238,6 +241,7 @@ impl Stats {
         self.strike_events += strike_events;
         self.reliable_retransmits += reliable_retransmits;
         self.send_would_block += send_would_block;
+        self.packets_send_dropped += packets_send_dropped;
         self.aead_opens += aead_opens;
         self.aead_seals += aead_seals;
         self.handshakes_in_flight += handshakes_in_flight;
