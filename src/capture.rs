@@ -267,6 +267,52 @@ impl Recorder {
     }
 }
 
+/// Where the RNG seed of a captured session is written: the capture's path plus `.keylog`.
+pub fn keylog_path(capture: &Path) -> std::path::PathBuf {
+    let mut name = capture.as_os_str().to_owned();
+    name.push(".keylog");
+    std::path::PathBuf::from(name)
+}
+
+/// Writes the endpoint's RNG seed as hex, readable only by its owner: with the node's
+/// private key it decrypts the capture, so it is as secret as the key.
+pub fn write_keylog(path: &Path, seed: &[u8; 32]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    writeln!(file, "{hex}")
+}
+
+/// Reads a seed written by `write_keylog`.
+pub fn read_keylog(path: &Path) -> io::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let text = text.trim();
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a key log", path.display()),
+        )
+    };
+    if text.len() != 64 {
+        return Err(bad());
+    }
+    let mut seed = [0u8; 32];
+    for (i, byte) in seed.iter_mut().enumerate() {
+        *byte = text
+            .get(2 * i..2 * i + 2)
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            .ok_or_else(bad)?;
+    }
+    Ok(seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,7 +176,16 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             identity.keypair.clone(),
             identity.allow_list.clone(),
         );
-        let mut node = Node::bind(node_config(&config, bind, endpoint)).map_err(runtime_error)?;
+        let mut cfg = node_config(&config, bind, endpoint);
+        if binds.len() > 1 {
+            // One capture (and key log) per worker: they are independent endpoints.
+            cfg.capture = cfg.capture.map(|path| {
+                let mut name = path.into_os_string();
+                name.push(format!(".worker{worker}"));
+                name.into()
+            });
+        }
+        let mut node = Node::bind(cfg).map_err(runtime_error)?;
         if let Some(note) = node.driver_note() {
             tracing::warn!(worker, note, "driver fallback");
         }

@@ -364,10 +364,22 @@ impl Node {
             Some(path) => Some(Recorder::create(path, driver.local_addr())?),
             None => None,
         };
+        // When capturing, the endpoint's randomness comes from a seed written beside the
+        // capture (like SSLKEYLOGFILE): with it and the private key, `intentra-replay` can run
+        // the captured session through a real endpoint. Without a capture, the OS supplies it.
+        let rng: Box<dyn rand_core::CryptoRngCore + Send> = match &config.capture {
+            Some(path) => {
+                let mut seed = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed);
+                crate::capture::write_keylog(&crate::capture::keylog_path(path), &seed)?;
+                Box::new(<rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed))
+            }
+            None => Box::new(OsRng),
+        };
         let clock = quanta::Clock::new();
         let epoch = clock.raw();
         let mut node = Node {
-            endpoint: Endpoint::new(config.endpoint, Timestamp::ZERO, OsRng),
+            endpoint: Endpoint::with_boxed_rng(config.endpoint, Timestamp::ZERO, rng),
             driver,
             deferred: DeferredSends::new(config.send_queue.max(1)),
             clock,

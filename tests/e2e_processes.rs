@@ -427,3 +427,55 @@ fn several_workers_share_one_port_and_sum_their_metrics() {
     );
     assert_eq!(metric(&server, "intentra_handshakes_completed_total"), 6.0);
 }
+
+#[test]
+fn a_captured_session_replays_through_a_real_endpoint_with_the_key_and_key_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("session.pcap");
+    let mut server = start_server_with(dir.path(), None, &["--capture", pcap.to_str().unwrap()]);
+    for mode in ["realtime", "reliable"] {
+        let out = connect(
+            &server,
+            &["--mode", mode, "--rate", "1000", "--count", "120"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    signal(&server.child, libc::SIGTERM);
+    server.child.wait().unwrap();
+    let keylog = dir.path().join("session.pcap.keylog");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keylog).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let replay = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_intentra-replay"))
+            .arg(&pcap)
+            .args(["--key", dir.path().join("server.key").to_str().unwrap()])
+            .args(["--local", &server.udp.to_string(), "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let report = replay(&[]);
+    assert_eq!(report["handshakes_completed"], 2, "{report}");
+    assert_eq!(report["sessions_up"], 2, "{report}");
+    assert_eq!(report["delivered_realtime"], 120, "{report}");
+    assert_eq!(report["delivered_reliable"], 120, "{report}");
+    assert_eq!(report["sessions_down"]["remote"], 2, "{report}");
+    // Without the right key log the handshakes cannot be reproduced: nothing is delivered.
+    std::fs::write(&keylog, "00".repeat(32)).unwrap();
+    let wrong = replay(&[]);
+    assert_eq!(wrong["delivered_realtime"], 0, "{wrong}");
+    assert_eq!(wrong["handshakes_completed"], 0, "{wrong}");
+}

@@ -224,7 +224,15 @@ impl Endpoint {
     where
         R: CryptoRngCore + Send + 'static,
     {
-        let mut rng: Box<dyn CryptoRngCore + Send> = Box::new(rng);
+        Endpoint::with_boxed_rng(config, now, Box::new(rng))
+    }
+
+    /// As `new`, for a caller that chooses its RNG at run time.
+    pub fn with_boxed_rng(
+        config: EndpointConfig,
+        now: Timestamp,
+        mut rng: Box<dyn CryptoRngCore + Send>,
+    ) -> Endpoint {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
         let slot_count = (config.max_peers.saturating_mul(3))

@@ -24,6 +24,8 @@ use decode::{decode, DecodeError, Decoded, LinkType};
 use intentra::proto::wire::{parse_header, Malformed, PacketType};
 use serde::Serialize;
 
+mod session;
+
 /// Count what intentra's wire parser makes of every UDP datagram in a capture.
 #[derive(Parser, Debug)]
 #[command(name = "intentra-replay", version)]
@@ -37,12 +39,20 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Session replay: the receiver's private key file (needs --local).
+    /// Session replay: the receiving node's private key file (needs --local). The datagrams
+    /// it received run through a real endpoint, which reports what it would deliver and reject.
     #[arg(long, requires = "local")]
     key: Option<PathBuf>,
-    /// Session replay: the receiver's address in the capture (needs --key).
+    /// Session replay: the receiving node's address in the capture (needs --key).
     #[arg(long, requires = "key")]
     local: Option<SocketAddr>,
+    /// Session replay: the RNG seed the node wrote beside the capture (default FILE.keylog).
+    /// Noise's ephemeral keys make a session unrecoverable from the static key alone.
+    #[arg(long)]
+    keylog: Option<PathBuf>,
+    /// Session replay: the node's configuration file, for its allow-list and limits.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 const PACKET_TYPES: [PacketType; 9] = [
@@ -126,11 +136,25 @@ struct Report<'a> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.key.is_some() || args.local.is_some() {
-        eprintln!("session replay: not available in this build");
-        return ExitCode::from(1);
-    }
     let name = args.file.display().to_string();
+    if let (Some(key), Some(local)) = (&args.key, args.local) {
+        return match session::replay(
+            &args.file,
+            key,
+            local,
+            args.keylog.as_deref(),
+            args.config.as_deref(),
+        ) {
+            Ok(report) => {
+                session::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let bytes = match std::fs::read(&args.file) {
         Ok(bytes) => bytes,
         Err(e) => {
