@@ -1,9 +1,7 @@
 //! A counting global allocator proves the protocol core's per-packet path allocates nothing
 //! in steady state: sealing, opening, replay checks, Reliable queues, ACKs and keepalives.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use intentra::proto::config::EndpointConfig;
@@ -15,32 +13,9 @@ use intentra::proto::wire::MAX_DATAGRAM_LEN;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 struct Pair {
     a: Endpoint,
@@ -144,7 +119,7 @@ fn the_steady_state_packet_path_allocates_nothing() {
             pair.tick(Duration::from_millis(5));
         }
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     let delivered_before = pair.delivered;
     for i in 0..50_000u32 {
         pair.send(Mode::Realtime, peer, &payload);
@@ -153,7 +128,7 @@ fn the_steady_state_packet_path_allocates_nothing() {
             pair.tick(Duration::from_millis(5));
         }
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = allocations() - before;
     assert_eq!(pair.delivered - delivered_before, 100_000);
     assert_eq!(
         allocations, 0,

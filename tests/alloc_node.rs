@@ -1,8 +1,6 @@
 //! The whole stack — runtime, driver and protocol core — receives and sends 100,000 steady-state
 //! packets per driver without a heap allocation, over real loopback sockets.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,32 +12,9 @@ use intentra::runtime::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 fn node(kind: DriverKind, seed: u64) -> Node {
     let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(seed)));
@@ -112,9 +87,9 @@ fn steady_state_allocations(kind: DriverKind) -> (u64, u64) {
         a.turn(Duration::ZERO).unwrap();
     }
     traffic(&mut a, &mut b, peer, 20_000, &delivered);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     let got = traffic(&mut a, &mut b, peer, 100_000, &delivered);
-    (ALLOCATIONS.load(Ordering::Relaxed) - before, got)
+    (allocations() - before, got)
 }
 
 #[test]
