@@ -397,3 +397,51 @@ fn a_forged_handshake_finish_costs_a_restart_not_the_session() {
         1
     );
 }
+
+#[test]
+fn a_new_allow_list_closes_removed_peers_and_keeps_the_others() {
+    let mut net = Network::new(15);
+    let hub = net.add_default();
+    let (kept, removed) = (net.add_default(), net.add_default());
+    net.connect(kept, hub);
+    net.connect(removed, hub);
+    net.run_until(10_000, |n| n.nodes[hub].ups() == 2);
+    let keep_key = net.public_key(kept);
+    let now = net.now;
+    net.nodes[hub]
+        .endpoint
+        .set_allow_list(now, Some([keep_key].into_iter().collect()));
+    net.drain(hub);
+    net.run_for(Duration::from_secs(2), 10_000);
+    assert_eq!(net.nodes[hub].downs(), [CloseReason::NotAllowed]);
+    assert!(
+        net.nodes[kept].downs().is_empty(),
+        "the kept peer's session goes on"
+    );
+    assert_eq!(net.nodes[removed].downs(), [CloseReason::Remote]);
+    let pk = net.peer_of(kept, hub).unwrap();
+    net.send(
+        kept,
+        pk,
+        intentra::proto::event::Mode::Realtime,
+        b"still here",
+    )
+    .unwrap();
+    net.run_for(Duration::from_millis(5), 1_000);
+    assert_eq!(
+        net.nodes[hub]
+            .messages(intentra::proto::event::Mode::Realtime)
+            .count(),
+        1
+    );
+    // The removed key cannot come back.
+    net.connect(removed, hub);
+    net.run_for(Duration::from_secs(1), 10_000);
+    assert!(
+        net.nodes[hub]
+            .endpoint
+            .stats()
+            .dropped(DropReason::NotAllowed)
+            >= 1
+    );
+}
