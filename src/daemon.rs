@@ -17,7 +17,7 @@ use crate::cli::{ConnectArgs, DeliveryMode, DemoArgs};
 use crate::config::{Config, ConfigError, IdleMode, IoDriver};
 use crate::io::{DriverKind, IdleStrategy};
 use crate::logging::{LogKind, LogLimiter};
-use crate::metrics::{self, MetricsHub};
+use crate::metrics::MetricsHub;
 use crate::metrics_http;
 use crate::proto::config::EndpointConfig;
 use crate::proto::event::{Event, Mode};
@@ -448,6 +448,8 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
         .map_err(runtime_error)?;
     let mut client = Node::bind(NodeConfig::new(loopback, EndpointConfig::new(client_keys)))
         .map_err(runtime_error)?;
+    // Publishing keeps the batch-size and handshake-duration histograms for the printout.
+    server.publish_metrics(MetricsHub::new(1), 0, Duration::from_millis(10), false);
     let say = !args.json;
     if say {
         println!("intentra demo: two nodes on loopback");
@@ -588,9 +590,7 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
         );
         println!();
         println!("# server metrics (Prometheus text format)");
-        let mut snapshot = metrics::WorkerSnapshot::new(0);
-        snapshot.stats = server_stats;
-        print!("{}", metrics::encode(&[snapshot], false));
+        print!("{}", server.metrics_text());
     }
     if got[1] < messages {
         return Err(DaemonError::Runtime(format!(

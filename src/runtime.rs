@@ -516,6 +516,13 @@ impl Node {
     pub fn metrics_text(&self) -> String {
         let mut snapshot = WorkerSnapshot::new(0);
         snapshot.stats = self.endpoint.stats();
+        if let Some(publication) = &self.publication {
+            snapshot.worker = publication.worker;
+            snapshot.batch_sizes.clone_from(&publication.batch_sizes);
+            snapshot
+                .handshake_durations
+                .clone_from(&publication.handshake_durations);
+        }
         crate::metrics::encode(&[snapshot], false)
     }
 
