@@ -1,0 +1,544 @@
+//! `intentra-bench`: load test of one intentra receiver by N real intentra peers over loopback,
+//! or of the same I/O path with plain UDP (`--raw`), with throughput, delivery, one-way latency
+//! and receiver CPU; plus `plot` (envelope CSV to SVG) and `csv` (JSON lines to CSV).
+//!
+//! Owns the command line, the three threads of a run (receiver, generator, and this one showing
+//! progress) and the output. It must never send anywhere but 127.0.0.0/8, and every run is
+//! bounded in time: the handshake phase by its timeout, the load by warm-up plus duration,
+//! the receiver by a stop time and a hard deadline of its own.
+
+mod load;
+mod plot;
+mod report;
+mod sink;
+mod sys;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use intentra::io::{self as drivers, DriverKind, SocketOptions};
+use intentra::proto::config::EndpointConfig;
+use intentra::proto::event::Mode;
+use intentra::proto::keys::Keypair;
+use intentra::proto::wire::{MAX_REALTIME_PAYLOAD, MAX_RELIABLE_PAYLOAD};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use report::{Comparison, Latency, Ratio, Report};
+use sink::Rx;
+
+/// The clock both threads stamp and read, and the few values they share.
+pub struct Shared {
+    clock: quanta::Clock,
+    base: quanta::Instant,
+    /// Measurement window in `now_ns` units; `u64::MAX` until the generator sets it.
+    pub window_start: AtomicU64,
+    pub window_end: AtomicU64,
+    /// When the receiver stops; `u64::MAX` until the generator is done.
+    pub stop_at: AtomicU64,
+    /// For the progress bar only.
+    pub peers_up: AtomicU64,
+    pub sent: AtomicU64,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let clock = quanta::Clock::new();
+        let base = clock.now();
+        Shared {
+            clock,
+            base,
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+            stop_at: AtomicU64::new(u64::MAX),
+            peers_up: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    /// Nanoseconds since the run began (never 0, so 0 can mean "unset" nowhere by accident).
+    pub fn now_ns(&self) -> u64 {
+        let elapsed = self.clock.now().saturating_duration_since(self.base);
+        u64::try_from(elapsed.as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+}
+
+/// After the generator stops, the receiver drains what is still queued for this long.
+const GRACE: Duration = Duration::from_millis(300);
+
+#[derive(Parser)]
+#[command(
+    name = "intentra-bench",
+    version,
+    about = "Load-test an intentra receiver with N real peers over loopback, against raw UDP on the same I/O path",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Draw an envelope CSV (from `csv`) as an SVG: delivery ratio and p99 against offered load.
+    Plot {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Turn a file of `--json` outputs (one per line) into the envelope CSV on stdout.
+    Csv {
+        #[arg(long)]
+        jsonl: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IoArg {
+    Basic,
+    Mmsg,
+    Uring,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Realtime,
+    Reliable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Sending peers, each a real intentra session with its own keys and handshake.
+    #[arg(long, default_value_t = 100)]
+    peers: u32,
+    /// Packets per second per peer.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Payload bytes per packet (at least 8: the send timestamp).
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Plain UDP on the same I/O path: no handshake, no sealing or opening.
+    #[arg(long, conflicts_with = "compare")]
+    raw: bool,
+    /// Run raw UDP, then intentra, with the same parameters; print both and the ratio.
+    #[arg(long)]
+    compare: bool,
+    /// Receive I/O path to ask for; the one that ran is reported as `io_used`.
+    #[arg(long, value_enum, default_value_t = IoArg::Mmsg)]
+    io: IoArg,
+    /// Delivery mode of the intentra messages.
+    #[arg(long, value_enum, default_value_t = ModeArg::Realtime)]
+    mode: ModeArg,
+    /// Send with UDP GSO where the kernel allows it (else sendmmsg).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    gso: OnOff,
+    /// Distinct sender addresses (127.0.0.2, ...), one socket each; default peers/64 in 1..=16.
+    #[arg(long)]
+    sources: Option<u32>,
+    /// Give up on handshakes still pending after this many seconds (default 10 + peers/200).
+    #[arg(long)]
+    handshake_timeout: Option<f64>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug)]
+enum BenchError {
+    Args(String),
+    Io(String),
+    Load(load::LoadError),
+    Thread(&'static str),
+    Plot(plot::PlotError),
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchError::Args(e) => write!(f, "invalid arguments: {e}"),
+            BenchError::Io(e) => f.write_str(e),
+            BenchError::Load(e) => write!(f, "{e}"),
+            BenchError::Thread(which) => write!(f, "the {which} thread panicked"),
+            BenchError::Plot(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Plot { csv, out }) => plot::plot(&csv, &out).map_err(BenchError::Plot),
+        Some(Command::Csv { jsonl }) => jsonl_to_csv(&jsonl),
+        None => bench(&cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("intentra-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &RunArgs) -> Result<(), BenchError> {
+    validate(args)?;
+    let progress = !args.json && std::io::stderr().is_terminal();
+    if args.compare {
+        let raw = run_once(args, true, progress)?;
+        let intentra = run_once(args, false, progress)?;
+        let ratio = Ratio::of(&intentra, &raw);
+        if args.json {
+            let comparison = Comparison {
+                raw,
+                intentra,
+                ratio,
+            };
+            println!("{}", to_json(&comparison)?);
+        } else {
+            print!("{}", report::table(&[&raw, &intentra]));
+            println!(
+                "intentra/raw: received pps {:.3}, delivery {:.3}, p50 {:.2}x, p99 {:.2}x, receiver CPU per packet {:.2}x",
+                ratio.received_pps,
+                ratio.delivery_ratio,
+                ratio.p50_latency,
+                ratio.p99_latency,
+                ratio.receiver_cpu_per_packet
+            );
+        }
+    } else {
+        let report = run_once(args, args.raw, progress)?;
+        if args.json {
+            println!("{}", to_json(&report)?);
+        } else {
+            print!("{}", report::table(&[&report]));
+        }
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, BenchError> {
+    serde_json::to_string(value).map_err(|e| BenchError::Io(format!("cannot encode JSON: {e}")))
+}
+
+fn validate(args: &RunArgs) -> Result<(), BenchError> {
+    let max = match args.mode {
+        ModeArg::Realtime => MAX_REALTIME_PAYLOAD,
+        ModeArg::Reliable => MAX_RELIABLE_PAYLOAD,
+    };
+    let problem = if args.size < 8 || args.size > max {
+        Some(format!("--size must be 8..={max} bytes"))
+    } else if args.peers == 0 || args.peers > 20_000 {
+        Some("--peers must be 1..=20000".to_string())
+    } else if args.rate == 0 || args.rate > 1_000_000 {
+        Some("--rate must be 1..=1000000".to_string())
+    } else if !(args.duration > 0.0 && args.duration <= 3600.0) {
+        Some("--duration must be in (0, 3600] seconds".to_string())
+    } else if !(args.warmup >= 0.0 && args.warmup <= 600.0) {
+        Some("--warmup must be in [0, 600] seconds".to_string())
+    } else if args.sources.is_some_and(|s| s == 0 || s > 1024) {
+        Some("--sources must be 1..=1024".to_string())
+    } else if args
+        .handshake_timeout
+        .is_some_and(|t| !(t > 0.0 && t <= 600.0))
+    {
+        Some("--handshake-timeout must be in (0, 600] seconds".to_string())
+    } else {
+        None
+    };
+    problem.map_or(Ok(()), |p| Err(BenchError::Args(p)))
+}
+
+/// Opens the receive path: the crate's driver of the asked kind when it is a real one, else
+/// the benchmark's own `recvmmsg` socket. Returns it, its name and the granted receive buffer.
+fn open_rx(io: IoArg) -> Result<(Rx, String, usize), BenchError> {
+    let bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let kind = match io {
+        IoArg::Basic => DriverKind::Basic,
+        IoArg::Mmsg => DriverKind::Mmsg,
+        IoArg::Uring => DriverKind::Uring,
+    };
+    let opened = drivers::open(kind, bind, &SocketOptions::default());
+    match opened {
+        Ok((driver, _)) if io == IoArg::Basic || driver.name() != "basic" => {
+            let name = format!("driver:{}", driver.name());
+            Ok((Rx::Driver(driver), name, 0))
+        }
+        Err(e) if io == IoArg::Basic => Err(BenchError::Io(format!("cannot open the driver: {e}"))),
+        // The crate has no batched driver of this kind yet: use the benchmark's own recvmmsg.
+        _ => {
+            let socket = std::net::UdpSocket::bind(bind)
+                .map_err(|e| BenchError::Io(format!("cannot bind the receiver: {e}")))?;
+            let granted = sys::set_buffers(&socket, 16 << 20, 4 << 20);
+            sys::set_recv_timeout(&socket, Duration::from_millis(5))
+                .map_err(|e| BenchError::Io(format!("cannot set the receive timeout: {e}")))?;
+            Ok((Rx::Own(socket), "bench-recvmmsg".to_string(), granted))
+        }
+    }
+}
+
+fn receiver_config(keypair: Keypair, args: &RunArgs) -> EndpointConfig {
+    let mut config = EndpointConfig::new(keypair);
+    config.max_peers = args.peers as usize + 16;
+    // Handshakes arrive in a burst from few addresses: budgets above the generator's window.
+    config.handshakes_in_flight = 2 * load::HANDSHAKE_WINDOW;
+    config.handshakes_per_ip = 2 * load::HANDSHAKE_WINDOW;
+    config.cookie_threshold = 2 * load::HANDSHAKE_WINDOW;
+    // The token bucket stays on the measured path, set above the offered per-peer rate.
+    config.rate_pps = args.rate.saturating_mul(2).max(10_000);
+    config.rate_burst = args.rate.max(1_000);
+    config
+}
+
+fn secs(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
+}
+
+fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchError> {
+    let shared = Arc::new(Shared::new());
+    let (rx, io_used, rcvbuf_bytes) = open_rx(args.io)?;
+    let receiver = rx
+        .local_addr()
+        .map_err(|e| BenchError::Io(format!("receiver address: {e}")))?;
+    let keypair = Keypair::generate(&mut ChaCha20Rng::from_entropy());
+    let receiver_key = keypair.public;
+    let delivery = match args.mode {
+        ModeArg::Realtime => Mode::Realtime,
+        ModeArg::Reliable => Mode::Reliable,
+    };
+    let endpoint = (!raw).then(|| receiver_config(keypair, args));
+    let sources = args
+        .sources
+        .unwrap_or((args.peers / 64).clamp(1, 16))
+        .min(args.peers);
+    let handshake_timeout = secs(
+        args.handshake_timeout
+            .unwrap_or(10.0 + f64::from(args.peers) / 200.0),
+    );
+    let warmup = secs(args.warmup);
+    let duration = secs(args.duration);
+    let hard_stop = shared.now_ns().saturating_add(
+        (handshake_timeout + warmup + duration + Duration::from_secs(30)).as_nanos() as u64,
+    );
+
+    let sink_shared = Arc::clone(&shared);
+    let sink = thread::Builder::new()
+        .name("bench-receiver".into())
+        .spawn(move || sink::run(rx, endpoint, sink_shared, hard_stop))
+        .map_err(|e| BenchError::Io(format!("cannot start the receiver: {e}")))?;
+    let config = load::LoadConfig {
+        intentra: (!raw).then_some((receiver_key, delivery)),
+        receiver,
+        peers: args.peers,
+        rate_hz: args.rate,
+        size: args.size,
+        sources,
+        gso: args.gso == OnOff::On,
+        warmup,
+        duration,
+        handshake_timeout,
+    };
+    let load_shared = Arc::clone(&shared);
+    let generator = thread::Builder::new()
+        .name("bench-generator".into())
+        .spawn(move || load::run(config, load_shared));
+    let generator = match generator {
+        Ok(g) => g,
+        Err(e) => {
+            shared.stop_at.store(0, Ordering::Release);
+            let _ = sink.join();
+            return Err(BenchError::Io(format!("cannot start the generator: {e}")));
+        }
+    };
+
+    show_progress(&shared, &generator, args, raw, progress);
+    let loaded = generator.join();
+    shared.stop_at.store(
+        shared.now_ns().saturating_add(GRACE.as_nanos() as u64),
+        Ordering::Release,
+    );
+    let sunk = sink.join().map_err(|_| BenchError::Thread("receiver"))?;
+    let loaded = loaded
+        .map_err(|_| BenchError::Thread("generator"))?
+        .map_err(BenchError::Load)?;
+    if let Some(e) = sunk.error.as_ref() {
+        return Err(BenchError::Io(e.clone()));
+    }
+
+    let window_start = shared.window_start.load(Ordering::Acquire);
+    let window_end = shared.window_end.load(Ordering::Acquire);
+    let duration_s = window_end.saturating_sub(window_start) as f64 / 1e9;
+    let per_second = |count: u64| {
+        if duration_s > 0.0 {
+            count as f64 / duration_s
+        } else {
+            0.0
+        }
+    };
+    let h = &sunk.histogram;
+    let quantile = |q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    let latency_us = Latency {
+        p50: quantile(0.50),
+        p90: quantile(0.90),
+        p99: quantile(0.99),
+        p999: quantile(0.999),
+        max: if h.is_empty() {
+            0.0
+        } else {
+            h.max() as f64 / 1000.0
+        },
+        mean: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+    };
+    let drops: BTreeMap<String, u64> = if raw {
+        sunk.kernel_drops
+            .map(|k| BTreeMap::from([("kernel_rcvbuf".to_string(), k)]))
+            .unwrap_or_default()
+    } else {
+        sunk.drops
+            .iter()
+            .map(|(reason, count)| (reason.label().to_string(), *count))
+            .collect()
+    };
+    let received = sunk.received;
+    let sent = loaded.sent;
+    Ok(Report {
+        mode: if raw { "raw" } else { "intentra" }.to_string(),
+        delivery: if raw { "none" } else { delivery.label() }.to_string(),
+        io: format!("{:?}", args.io).to_lowercase(),
+        io_used,
+        gso: args.gso == OnOff::On,
+        gso_used: loaded.gso_used,
+        peers: args.peers,
+        peers_up: loaded.peers_up,
+        sources,
+        rate_hz: args.rate,
+        size: args.size,
+        datagram_len: loaded.datagram_len,
+        duration_s,
+        warmup_s: warmup.as_secs_f64(),
+        target_pps: f64::from(loaded.peers_up) * f64::from(args.rate),
+        sent,
+        received,
+        offered_pps: per_second(sent),
+        received_pps: per_second(received),
+        delivery_ratio: if sent > 0 {
+            received as f64 / sent as f64
+        } else {
+            0.0
+        },
+        latency_us,
+        drops,
+        kernel_drops: sunk.kernel_drops,
+        rcvbuf_bytes,
+        send_failed: loaded.send_failed,
+        send_would_block: loaded.send_would_block,
+        send_errors: loaded.send_errors,
+        peers_lost: loaded.peers_lost,
+        truncated: sunk.truncated,
+        receiver_cpu_s: sunk.cpu.as_secs_f64(),
+        generator_cpu_s: loaded.cpu.as_secs_f64(),
+        handshake_s: loaded.handshake.as_secs_f64(),
+        negative_latency: sunk.negative_latency,
+    })
+}
+
+/// Shows a progress bar on stderr (when it is a terminal) until the generator is done.
+fn show_progress(
+    shared: &Shared,
+    generator: &thread::JoinHandle<Result<load::LoadResult, load::LoadError>>,
+    args: &RunArgs,
+    raw: bool,
+    enabled: bool,
+) {
+    let bar = if enabled {
+        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    let label = if raw { "raw" } else { "intentra" };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label);
+    while !generator.is_finished() {
+        let now = shared.now_ns();
+        let start = shared.window_start.load(Ordering::Acquire);
+        if start == u64::MAX {
+            bar.set_length(u64::from(args.peers));
+            let up = shared.peers_up.load(Ordering::Relaxed);
+            bar.set_position(up);
+            bar.set_message(format!("handshakes {up}/{}", args.peers));
+        } else {
+            let end = shared.window_end.load(Ordering::Acquire);
+            let warm = (args.warmup * 1e9) as u64;
+            let total = end.saturating_sub(start) + warm;
+            let begun = start.saturating_sub(warm);
+            bar.set_length(total / 1_000_000);
+            bar.set_position(now.saturating_sub(begun).min(total) / 1_000_000);
+            let phase = if now < start { "warm-up" } else { "measuring" };
+            bar.set_message(format!(
+                "{phase}, {} sent in window",
+                shared.sent.load(Ordering::Relaxed)
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}
+
+/// `csv`: every line of `path` is a `--json` output (a report, or a `--compare` pair).
+fn jsonl_to_csv(path: &std::path::Path) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BenchError::Io(format!("cannot read {}: {e}", path.display())))?;
+    println!("{}", report::CSV_HEADER);
+    for (number, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |e: serde_json::Error| BenchError::Io(format!("line {}: {e}", number + 1));
+        let value: serde_json::Value = serde_json::from_str(line).map_err(bad)?;
+        if value.get("intentra").is_some() && value.get("raw").is_some() {
+            let pair: Comparison = serde_json::from_value(value).map_err(bad)?;
+            println!("{}", report::csv_row(&pair.raw));
+            println!("{}", report::csv_row(&pair.intentra));
+        } else {
+            let one: Report = serde_json::from_value(value).map_err(bad)?;
+            println!("{}", report::csv_row(&one));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The receiver under test: one thread, one UDP socket, one `Endpoint` (or none for `--raw`),
+//! batched receive, one-way latency into an HDR histogram.
+//!
+//! Owns the receive loop and what it measures: deliveries whose send timestamp falls in the
+//! measurement window, their latency, the endpoint's drop counters, the kernel's socket drops
+//! and the thread's own CPU time. It must never allocate or lock per packet, and it always
+//! stops: at the stop time the main thread sets, or at its own hard deadline.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use intentra::io::{Datagram, Driver, Wait};
+use intentra::proto::config::EndpointConfig;
+use intentra::proto::endpoint::Endpoint;
+use intentra::proto::event::Event;
+use intentra::proto::stats::{DropReason, Stats};
+use intentra::proto::time::Timestamp;
+use intentra::proto::wire::MAX_DATAGRAM_LEN;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::sys::{self, Outgoing, RecvBatch, SendBatch, BATCH};
+use crate::Shared;
+
+/// How long one receive call may wait, so the loop notices its stop time.
+const RECV_WAIT: Duration = Duration::from_millis(5);
+
+/// The receive path: the crate's driver, or the benchmark's own `recvmmsg` socket.
+pub enum Rx {
+    Driver(Box<dyn Driver>),
+    Own(UdpSocket),
+}
+
+impl Rx {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Rx::Driver(d) => Ok(d.local_addr()),
+            Rx::Own(s) => s.local_addr(),
+        }
+    }
+}
+
+/// The receive path with its buffers, built inside the receiver thread.
+struct RxPath {
+    rx: Rx,
+    batch: RecvBatch,
+    send: SendBatch,
+    tx: Vec<u8>,
+    out: Vec<Outgoing>,
+}
+
+impl RxPath {
+    fn new(rx: Rx) -> RxPath {
+        RxPath {
+            rx,
+            batch: RecvBatch::new(),
+            send: SendBatch::new(),
+            tx: vec![0u8; BATCH * MAX_DATAGRAM_LEN],
+            out: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// One batch: waits up to `RECV_WAIT` for the first datagram. Returns (datagrams, truncated).
+    fn recv(&mut self, on: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<(usize, usize)> {
+        match &mut self.rx {
+            Rx::Driver(driver) => {
+                let stats = driver
+                    .recv_batch(Wait::Timeout(RECV_WAIT), &mut |d: Datagram<'_>| {
+                        on(d.src, d.data)
+                    })?;
+                Ok((stats.datagrams, stats.truncated))
+            }
+            Rx::Own(socket) => {
+                let n = match self.batch.recv(socket.as_raw_fd(), libc::MSG_WAITFORONE) {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        return Ok((0, 0))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut truncated = 0;
+                for i in 0..n {
+                    if let Some(d) = self.batch.get(i) {
+                        if d.truncated {
+                            truncated += 1;
+                        } else {
+                            on(d.src, d.data);
+                        }
+                    }
+                }
+                Ok((n, truncated))
+            }
+        }
+    }
+
+    /// A buffer for the next outgoing datagram, flushing first when the batch is full.
+    fn slot(&mut self) -> Option<&mut [u8]> {
+        if let Rx::Driver(driver) = &mut self.rx {
+            if driver.send_buffer().is_none() {
+                let _ = driver.flush();
+            }
+        } else if self.out.len() >= BATCH {
+            self.flush();
+        }
+        match &mut self.rx {
+            Rx::Driver(driver) => driver.send_buffer(),
+            Rx::Own(_) => {
+                let at = self.out.len() * MAX_DATAGRAM_LEN;
+                self.tx.get_mut(at..at + MAX_DATAGRAM_LEN)
+            }
+        }
+    }
+
+    fn commit(&mut self, dst: SocketAddr, len: usize) {
+        match &mut self.rx {
+            Rx::Driver(driver) => driver.commit_send(dst, len),
+            Rx::Own(_) => {
+                let offset = self.out.len() * MAX_DATAGRAM_LEN;
+                self.out.push(Outgoing { dst, offset, len });
+            }
+        }
+    }
+
+    /// Sends what is queued. Control traffic to the generator is best effort: a full socket
+    /// there loses an ACK or keepalive, which the protocol tolerates.
+    fn flush(&mut self) {
+        match &mut self.rx {
+            Rx::Driver(driver) => {
+                let _ = driver.flush();
+            }
+            Rx::Own(socket) => {
+                let _ = self.send.send(socket.as_raw_fd(), &self.tx, &self.out);
+                self.out.clear();
+            }
+        }
+    }
+}
+
+/// What the receiver measured.
+pub struct SinkResult {
+    pub received: u64,
+    pub histogram: Histogram<u64>,
+    pub negative_latency: u64,
+    /// Endpoint drops by reason over the window (from its start to the receiver's stop).
+    pub drops: Vec<(DropReason, u64)>,
+    pub kernel_drops: Option<u64>,
+    pub truncated: u64,
+    pub cpu: Duration,
+    pub error: Option<String>,
+}
+
+/// Counts and times deliveries by the send timestamp in their first 8 bytes.
+struct Meter<'a> {
+    shared: &'a Shared,
+    window: (u64, u64),
+    received: u64,
+    histogram: Histogram<u64>,
+    negative: u64,
+}
+
+impl Meter<'_> {
+    fn deliver(&mut self, payload: &[u8]) {
+        let Some(stamp) = payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+            return;
+        };
+        let sent = u64::from_le_bytes(stamp);
+        if sent < self.window.0 || sent >= self.window.1 {
+            return;
+        }
+        let now = self.shared.now_ns();
+        self.received += 1;
+        let latency = match now.checked_sub(sent) {
+            Some(l) => l,
+            None => {
+                self.negative += 1;
+                0
+            }
+        };
+        // Saturates at the histogram's upper bound rather than failing.
+        self.histogram.saturating_record(latency.max(1));
+    }
+}
+
+/// Runs the receiver until `shared.stop_at` (or `hard_stop_ns`). `endpoint` is `None` for raw.
+pub fn run(
+    rx: Rx,
+    endpoint: Option<EndpointConfig>,
+    shared: Arc<Shared>,
+    hard_stop_ns: u64,
+) -> SinkResult {
+    let local = rx.local_addr().ok();
+    let mut path = RxPath::new(rx);
+    let mut endpoint = endpoint.map(|config| {
+        Endpoint::new(
+            config,
+            Timestamp::from_nanos(shared.now_ns()),
+            ChaCha20Rng::from_entropy(),
+        )
+    });
+    // 1 ns to 60 s at 3 significant digits: bounds are valid, so creation cannot fail.
+    let histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!()));
+    let mut meter = Meter {
+        shared: &shared,
+        window: (u64::MAX, u64::MAX),
+        received: 0,
+        histogram,
+        negative: 0,
+    };
+    let mut started: Option<(Stats, Duration, Option<u64>)> = None;
+    let mut truncated = 0u64;
+    let mut error = None;
+    loop {
+        let now_ns = shared.now_ns();
+        if now_ns >= shared.stop_at.load(Ordering::Acquire) || now_ns >= hard_stop_ns {
+            break;
+        }
+        if started.is_none() {
+            let start = shared.window_start.load(Ordering::Acquire);
+            if start != u64::MAX {
+                meter.window = (start, shared.window_end.load(Ordering::Acquire));
+                if now_ns >= start {
+                    let stats = endpoint.as_ref().map(|e| e.stats()).unwrap_or_default();
+                    started = Some((
+                        stats,
+                        sys::thread_cpu_time(),
+                        local.and_then(sys::socket_drops),
+                    ));
+                }
+            }
+        }
+        let now = Timestamp::from_nanos(now_ns);
+        let result = match endpoint.as_mut() {
+            Some(ep) => path.recv(&mut |src, data| {
+                if let Some(message) = ep.handle_datagram(now, src, data) {
+                    meter.deliver(message.payload);
+                }
+            }),
+            None => path.recv(&mut |_, data| meter.deliver(data)),
+        };
+        match result {
+            Ok((_, cut)) => {
+                truncated += cut as u64;
+                if let Some(ep) = endpoint.as_mut() {
+                    for _ in 0..cut {
+                        ep.record_external_drop(DropReason::Truncated);
+                    }
+                }
+            }
+            Err(e) => {
+                error = Some(format!("receive failed: {e}"));
+                break;
+            }
+        }
+        if let Some(ep) = endpoint.as_mut() {
+            let now = Timestamp::from_nanos(shared.now_ns());
+            while let Some(event) = ep.poll_event() {
+                if let Event::Message(message) = event {
+                    meter.deliver(message.payload);
+                }
+            }
+            if ep.poll_timeout().is_some_and(|at| at <= now) {
+                ep.handle_timeout(now);
+            }
+            while ep.has_transmit() {
+                let Some(slot) = path.slot() else { break };
+                let Some(t) = ep.poll_transmit(now, slot) else {
+                    break;
+                };
+                path.commit(t.dst, t.len);
+            }
+            path.flush();
+        }
+    }
+    let (stats_start, cpu_start, drops_start) =
+        started.unwrap_or_else(|| (Stats::default(), sys::thread_cpu_time(), None));
+    let stats = endpoint.as_ref().map(|e| e.stats()).unwrap_or_default();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|&r| (r, stats.dropped(r).saturating_sub(stats_start.dropped(r))))
+        .collect();
+    let kernel_drops = match (drops_start, local.and_then(sys::socket_drops)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    SinkResult {
+        received: meter.received,
+        histogram: meter.histogram,
+        negative_latency: meter.negative,
+        drops,
+        kernel_drops,
+        truncated,
+        cpu: sys::thread_cpu_time().saturating_sub(cpu_start),
+        error,
+    }
+}
