@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use intentra::io::{self as drivers, DriverKind, SocketOptions};
+use intentra::io::{self as drivers, DriverConfig, DriverKind, SocketConfig};
 use intentra::proto::config::EndpointConfig;
 use intentra::proto::event::Mode;
 use intentra::proto::keys::Keypair;
@@ -283,15 +283,27 @@ fn open_rx(io: IoArg) -> Result<(Rx, String, usize), BenchError> {
         IoArg::Mmsg => DriverKind::Mmsg,
         IoArg::Uring => DriverKind::Uring,
     };
-    let opened = drivers::open(kind, bind, &SocketOptions::default());
-    match opened {
-        Ok((driver, _)) if io == IoArg::Basic || driver.name() != "basic" => {
-            let name = format!("driver:{}", driver.name());
-            Ok((Rx::Driver(driver), name, 0))
+    let mut socket = SocketConfig::new(bind);
+    socket.recv_buffer = Some(16 << 20);
+    socket.send_buffer = Some(4 << 20);
+    // GRO on the receiver: the kernel hands over runs of same-size datagrams as one buffer
+    // and the driver walks the segments in place.
+    socket.gro = true;
+    match drivers::open_driver(kind, &socket, &DriverConfig::default()) {
+        Ok(opened) => {
+            let granted = opened.driver.caps().recv_buffer;
+            let name = match &opened.fallback {
+                Some(reason) => format!(
+                    "driver:{} (uring unavailable: {reason})",
+                    opened.driver.name()
+                ),
+                None => format!("driver:{}", opened.driver.name()),
+            };
+            Ok((Rx::Driver(opened.driver), name, granted))
         }
         Err(e) if io == IoArg::Basic => Err(BenchError::Io(format!("cannot open the driver: {e}"))),
-        // The crate has no batched driver of this kind yet: use the benchmark's own recvmmsg.
-        _ => {
+        // No driver could be opened: use the benchmark's own recvmmsg.
+        Err(_) => {
             let socket = std::net::UdpSocket::bind(bind)
                 .map_err(|e| BenchError::Io(format!("cannot bind the receiver: {e}")))?;
             let granted = sys::set_buffers(&socket, 16 << 20, 4 << 20);

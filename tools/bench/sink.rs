@@ -105,8 +105,9 @@ impl RxPath {
         }
     }
 
-    /// A buffer for the next outgoing datagram, flushing first when the batch is full.
-    fn slot(&mut self) -> Option<&mut [u8]> {
+    /// Lets `fill` write the next outgoing datagram into a send buffer (flushing first when
+    /// the batch is full); `fill` returns where it goes and its length, or None for nothing.
+    fn write(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<(SocketAddr, usize)>) -> bool {
         if let Rx::Driver(driver) = &mut self.rx {
             if driver.send_buffer().is_none() {
                 let _ = driver.flush();
@@ -115,20 +116,31 @@ impl RxPath {
             self.flush();
         }
         match &mut self.rx {
-            Rx::Driver(driver) => driver.send_buffer(),
+            Rx::Driver(driver) => {
+                let Some(mut slot) = driver.send_buffer() else {
+                    return false;
+                };
+                match fill(slot.buf()) {
+                    Some((dst, len)) => slot.commit(dst, len).is_ok(),
+                    None => false,
+                }
+            }
             Rx::Own(_) => {
                 let at = self.out.len() * MAX_DATAGRAM_LEN;
-                self.tx.get_mut(at..at + MAX_DATAGRAM_LEN)
-            }
-        }
-    }
-
-    fn commit(&mut self, dst: SocketAddr, len: usize) {
-        match &mut self.rx {
-            Rx::Driver(driver) => driver.commit_send(dst, len),
-            Rx::Own(_) => {
-                let offset = self.out.len() * MAX_DATAGRAM_LEN;
-                self.out.push(Outgoing { dst, offset, len });
+                let Some(buf) = self.tx.get_mut(at..at + MAX_DATAGRAM_LEN) else {
+                    return false;
+                };
+                match fill(buf) {
+                    Some((dst, len)) => {
+                        self.out.push(Outgoing {
+                            dst,
+                            offset: at,
+                            len,
+                        });
+                        true
+                    }
+                    None => false,
+                }
             }
         }
     }
@@ -275,11 +287,10 @@ pub fn run(
                 ep.handle_timeout(now);
             }
             while ep.has_transmit() {
-                let Some(slot) = path.slot() else { break };
-                let Some(t) = ep.poll_transmit(now, slot) else {
+                let wrote = path.write(|buf| ep.poll_transmit(now, buf).map(|t| (t.dst, t.len)));
+                if !wrote {
                     break;
-                };
-                path.commit(t.dst, t.len);
+                }
             }
             path.flush();
         }
