@@ -464,6 +464,7 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
         send_failed: loaded.send_failed,
         send_would_block: loaded.send_would_block,
         send_errors: loaded.send_errors,
+        generator_skipped: loaded.skipped,
         peers_lost: loaded.peers_lost,
         truncated: sunk.truncated,
         receiver_cpu_s: sunk.cpu.as_secs_f64(),

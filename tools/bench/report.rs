@@ -60,6 +60,9 @@ pub struct Report {
     pub rcvbuf_bytes: usize,
     /// Sends the kernel refused (full send buffer); those packets were not counted as sent.
     pub send_failed: u64,
+    /// Packets the generator skipped because it ran more than 50 ms behind schedule (the whole
+    /// run, warm-up included): non-zero means the generator, not the receiver, set the limit.
+    pub generator_skipped: u64,
     /// Sends the sender endpoints refused for another reason than WouldBlock (should be 0).
     pub send_errors: u64,
     /// Peers whose session closed during the load (should be 0).
