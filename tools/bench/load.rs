@@ -101,8 +101,7 @@ enum PeerState {
 
 struct Peer {
     endpoint: Endpoint,
-    /// `None` for a peer whose handshake could not even start.
-    id: Option<PeerId>,
+    id: PeerId,
     socket: u16,
     state: PeerState,
 }
@@ -244,6 +243,7 @@ impl Generator<'_> {
         let deadline = start.saturating_add(self.config.handshake_timeout.as_nanos() as u64);
         let total = self.config.peers as usize;
         let mut in_flight = 0usize;
+        let mut started = 0usize;
         let mut done = 0usize;
         let mut last_timers = start;
         let mut pollfds: Vec<libc::pollfd> = self
@@ -256,7 +256,8 @@ impl Generator<'_> {
             if now_ns >= deadline {
                 break;
             }
-            while in_flight < HANDSHAKE_WINDOW && self.peers.len() < total {
+            while in_flight < HANDSHAKE_WINDOW && started < total {
+                started += 1;
                 if self.start_peer(now, receiver_key, &mut master) {
                     in_flight += 1;
                 } else {
@@ -285,7 +286,8 @@ impl Generator<'_> {
     }
 
     /// Creates peer number `self.peers.len()`, starts its handshake and sends the HandshakeInit
-    /// from a socket on which its session index is not taken yet. False if it could not start.
+    /// from a socket on which its session index is not taken yet. False (and no peer added) if
+    /// it could not start.
     fn start_peer(
         &mut self,
         now: Timestamp,
@@ -293,58 +295,50 @@ impl Generator<'_> {
         master: &mut ChaCha20Rng,
     ) -> bool {
         let number = self.peers.len() as u32;
-        let keypair = Keypair::generate(master);
-        let mut endpoint = Endpoint::new(
-            peer_config(keypair),
-            now,
-            ChaCha20Rng::seed_from_u64(master.next_u64()),
-        );
-        let Ok(id) = endpoint.connect(now, self.config.receiver, receiver_key) else {
-            self.push_failed(endpoint);
-            return false;
-        };
-        let Some(t) = endpoint.poll_transmit(now, &mut self.control) else {
-            self.push_failed(endpoint);
-            return false;
-        };
-        let index = self
-            .control
-            .get(wire::init::SENDER..wire::init::NOISE)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(u32::from_le_bytes)
-            .unwrap_or(0);
-        // Session indexes are random per endpoint; two peers behind one socket must differ,
-        // so a peer goes to the first socket (from its own) where its index is free.
         let sockets = self.sockets.len() as u32;
-        let Some(socket) = (0..sockets)
-            .map(|k| ((number + k) % sockets) as u16)
-            .find(|&s| !self.by_index.contains_key(&(s, index)))
-        else {
-            self.push_failed(endpoint);
-            return false;
-        };
-        self.by_index.insert((socket, index), number);
-        if let (Some(sock), Some(bytes)) =
-            (self.sockets.get(socket as usize), self.control.get(..t.len))
-        {
-            let _ = sock.send_to(bytes, t.dst);
+        // Session indexes are random per endpoint and two peers behind one socket must differ:
+        // a peer goes to the first socket (from its own) where its index is free, and a peer
+        // whose index is taken everywhere is made again with fresh keys (rare: 16 random bits).
+        for _attempt in 0..8 {
+            let keypair = Keypair::generate(master);
+            let mut endpoint = Endpoint::new(
+                peer_config(keypair),
+                now,
+                ChaCha20Rng::seed_from_u64(master.next_u64()),
+            );
+            let Ok(id) = endpoint.connect(now, self.config.receiver, receiver_key) else {
+                continue;
+            };
+            let Some(t) = endpoint.poll_transmit(now, &mut self.control) else {
+                continue;
+            };
+            let index = self
+                .control
+                .get(wire::init::SENDER..wire::init::NOISE)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_le_bytes)
+                .unwrap_or(0);
+            let Some(socket) = (0..sockets)
+                .map(|k| ((number + k) % sockets) as u16)
+                .find(|&s| !self.by_index.contains_key(&(s, index)))
+            else {
+                continue;
+            };
+            self.by_index.insert((socket, index), number);
+            if let (Some(sock), Some(bytes)) =
+                (self.sockets.get(socket as usize), self.control.get(..t.len))
+            {
+                let _ = sock.send_to(bytes, t.dst);
+            }
+            self.peers.push(Peer {
+                endpoint,
+                id,
+                socket,
+                state: PeerState::Handshaking,
+            });
+            return true;
         }
-        self.peers.push(Peer {
-            endpoint,
-            id: Some(id),
-            socket,
-            state: PeerState::Handshaking,
-        });
-        true
-    }
-
-    fn push_failed(&mut self, endpoint: Endpoint) {
-        self.peers.push(Peer {
-            endpoint,
-            id: None,
-            socket: 0,
-            state: PeerState::Down,
-        });
+        false
     }
 
     /// Reads every socket until empty (at most `limit` batches each) and hands each datagram to
@@ -562,7 +556,7 @@ impl Generator<'_> {
                 let Some((peer, id)) = self
                     .peers
                     .get_mut(number as usize)
-                    .and_then(|p| Some((&mut p.endpoint, p.id?)))
+                    .map(|p| (&mut p.endpoint, p.id))
                 else {
                     return;
                 };
