@@ -35,6 +35,8 @@ const PASS_BUDGET: u64 = 1024;
 /// How often replies from the receiver are read and timers run during the load.
 const DRAIN_EVERY: Duration = Duration::from_millis(2);
 const TIMERS_EVERY: Duration = Duration::from_millis(10);
+/// Packets the generator may be behind schedule before it skips them (in time at the target rate).
+const MAX_BACKLOG: Duration = Duration::from_millis(50);
 /// Longest sleep between passes, so a run is never held back much.
 const MAX_IDLE: Duration = Duration::from_millis(1);
 
@@ -59,6 +61,8 @@ pub struct LoadResult {
     pub send_failed: u64,
     pub send_would_block: u64,
     pub send_errors: u64,
+    /// Packets skipped because the generator was more than `MAX_BACKLOG` behind schedule.
+    pub skipped: u64,
     pub peers_up: u32,
     pub peers_lost: u32,
     pub handshake: Duration,
@@ -97,8 +101,7 @@ enum PeerState {
 
 struct Peer {
     endpoint: Endpoint,
-    /// `None` for a peer whose handshake could not even start.
-    id: Option<PeerId>,
+    id: PeerId,
     socket: u16,
     state: PeerState,
 }
@@ -240,6 +243,7 @@ impl Generator<'_> {
         let deadline = start.saturating_add(self.config.handshake_timeout.as_nanos() as u64);
         let total = self.config.peers as usize;
         let mut in_flight = 0usize;
+        let mut started = 0usize;
         let mut done = 0usize;
         let mut last_timers = start;
         let mut pollfds: Vec<libc::pollfd> = self
@@ -252,7 +256,8 @@ impl Generator<'_> {
             if now_ns >= deadline {
                 break;
             }
-            while in_flight < HANDSHAKE_WINDOW && self.peers.len() < total {
+            while in_flight < HANDSHAKE_WINDOW && started < total {
+                started += 1;
                 if self.start_peer(now, receiver_key, &mut master) {
                     in_flight += 1;
                 } else {
@@ -281,7 +286,8 @@ impl Generator<'_> {
     }
 
     /// Creates peer number `self.peers.len()`, starts its handshake and sends the HandshakeInit
-    /// from a socket on which its session index is not taken yet. False if it could not start.
+    /// from a socket on which its session index is not taken yet. False (and no peer added) if
+    /// it could not start.
     fn start_peer(
         &mut self,
         now: Timestamp,
@@ -289,58 +295,50 @@ impl Generator<'_> {
         master: &mut ChaCha20Rng,
     ) -> bool {
         let number = self.peers.len() as u32;
-        let keypair = Keypair::generate(master);
-        let mut endpoint = Endpoint::new(
-            peer_config(keypair),
-            now,
-            ChaCha20Rng::seed_from_u64(master.next_u64()),
-        );
-        let Ok(id) = endpoint.connect(now, self.config.receiver, receiver_key) else {
-            self.push_failed(endpoint);
-            return false;
-        };
-        let Some(t) = endpoint.poll_transmit(now, &mut self.control) else {
-            self.push_failed(endpoint);
-            return false;
-        };
-        let index = self
-            .control
-            .get(wire::init::SENDER..wire::init::NOISE)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(u32::from_le_bytes)
-            .unwrap_or(0);
-        // Session indexes are random per endpoint; two peers behind one socket must differ,
-        // so a peer goes to the first socket (from its own) where its index is free.
         let sockets = self.sockets.len() as u32;
-        let Some(socket) = (0..sockets)
-            .map(|k| ((number + k) % sockets) as u16)
-            .find(|&s| !self.by_index.contains_key(&(s, index)))
-        else {
-            self.push_failed(endpoint);
-            return false;
-        };
-        self.by_index.insert((socket, index), number);
-        if let (Some(sock), Some(bytes)) =
-            (self.sockets.get(socket as usize), self.control.get(..t.len))
-        {
-            let _ = sock.send_to(bytes, t.dst);
+        // Session indexes are random per endpoint and two peers behind one socket must differ:
+        // a peer goes to the first socket (from its own) where its index is free, and a peer
+        // whose index is taken everywhere is made again with fresh keys (rare: 16 random bits).
+        for _attempt in 0..8 {
+            let keypair = Keypair::generate(master);
+            let mut endpoint = Endpoint::new(
+                peer_config(keypair),
+                now,
+                ChaCha20Rng::seed_from_u64(master.next_u64()),
+            );
+            let Ok(id) = endpoint.connect(now, self.config.receiver, receiver_key) else {
+                continue;
+            };
+            let Some(t) = endpoint.poll_transmit(now, &mut self.control) else {
+                continue;
+            };
+            let index = self
+                .control
+                .get(wire::init::SENDER..wire::init::NOISE)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_le_bytes)
+                .unwrap_or(0);
+            let Some(socket) = (0..sockets)
+                .map(|k| ((number + k) % sockets) as u16)
+                .find(|&s| !self.by_index.contains_key(&(s, index)))
+            else {
+                continue;
+            };
+            self.by_index.insert((socket, index), number);
+            if let (Some(sock), Some(bytes)) =
+                (self.sockets.get(socket as usize), self.control.get(..t.len))
+            {
+                let _ = sock.send_to(bytes, t.dst);
+            }
+            self.peers.push(Peer {
+                endpoint,
+                id,
+                socket,
+                state: PeerState::Handshaking,
+            });
+            return true;
         }
-        self.peers.push(Peer {
-            endpoint,
-            id: Some(id),
-            socket,
-            state: PeerState::Handshaking,
-        });
-        true
-    }
-
-    fn push_failed(&mut self, endpoint: Endpoint) {
-        self.peers.push(Peer {
-            endpoint,
-            id: None,
-            socket: 0,
-            state: PeerState::Down,
-        });
+        false
     }
 
     /// Reads every socket until empty (at most `limit` batches each) and hands each datagram to
@@ -466,6 +464,8 @@ impl Generator<'_> {
         }
         let per_socket = (n / u64::from(self.config.sources.max(1))).max(1);
         let run_target = per_socket.min(self.max_segments as u64);
+        let max_backlog =
+            (total_rate.saturating_mul(MAX_BACKLOG.as_micros() as u64) / 1_000_000).max(run_target);
         let mut k: u64 = 0;
         let mut last_drain = t0;
         let mut last_timers = t0;
@@ -481,6 +481,12 @@ impl Generator<'_> {
             let elapsed = u128::from(now_ns - t0);
             let due =
                 u64::try_from(elapsed * u128::from(total_rate) / 1_000_000_000).unwrap_or(u64::MAX);
+            // A generator that fell behind skips what is stale instead of bursting it out
+            // later: offered load below target then shows the generator's limit honestly.
+            if due.saturating_sub(k) > max_backlog {
+                self.result.skipped += due - k - max_backlog;
+                k = due - max_backlog;
+            }
             let mut budget = PASS_BUDGET;
             while k < due && budget > 0 {
                 let Some(&number) = order.get((k % n) as usize) else {
@@ -550,7 +556,7 @@ impl Generator<'_> {
                 let Some((peer, id)) = self
                     .peers
                     .get_mut(number as usize)
-                    .and_then(|p| Some((&mut p.endpoint, p.id?)))
+                    .map(|p| (&mut p.endpoint, p.id))
                 else {
                     return;
                 };

@@ -476,10 +476,26 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
         send_failed: loaded.send_failed,
         send_would_block: loaded.send_would_block,
         send_errors: loaded.send_errors,
+        generator_skipped: loaded.skipped,
         peers_lost: loaded.peers_lost,
         truncated: sunk.truncated,
         receiver_cpu_s: sunk.cpu.as_secs_f64(),
         generator_cpu_s: loaded.cpu.as_secs_f64(),
+        receiver_utilization: if duration_s > 0.0 {
+            sunk.cpu.as_secs_f64() / duration_s
+        } else {
+            0.0
+        },
+        generator_utilization: if duration_s > 0.0 {
+            loaded.cpu.as_secs_f64() / duration_s
+        } else {
+            0.0
+        },
+        receiver_capacity_pps: if sunk.cpu > Duration::ZERO {
+            received as f64 / sunk.cpu.as_secs_f64()
+        } else {
+            0.0
+        },
         handshake_s: loaded.handshake.as_secs_f64(),
         negative_latency: sunk.negative_latency,
     })

@@ -33,10 +33,10 @@ fn draw_err<E: std::fmt::Display>(e: E) -> PlotError {
     PlotError::Draw(e.to_string())
 }
 
-/// One series per mode, sorted by offered load.
+/// One series per mode, sorted by the load actually offered (the generator may fall short of its target).
 fn series(points: &[CsvPoint], mode: &str) -> Vec<CsvPoint> {
     let mut s: Vec<CsvPoint> = points.iter().filter(|p| p.mode == mode).cloned().collect();
-    s.sort_by(|a, b| a.target_pps.total_cmp(&b.target_pps));
+    s.sort_by(|a, b| a.offered_pps.total_cmp(&b.offered_pps));
     s
 }
 
@@ -52,7 +52,7 @@ pub fn plot(csv: &Path, out: &Path) -> Result<(), PlotError> {
     if points.is_empty() {
         return Err(PlotError::NoPoints);
     }
-    let x_max = points.iter().map(|p| p.target_pps).fold(1.0, f64::max) * 1.05;
+    let x_max = points.iter().map(|p| p.offered_pps).fold(1.0, f64::max) * 1.05;
     let p99_max = points.iter().map(|p| p.p99_us).fold(10.0, f64::max) * 2.0;
     let p99_min = points
         .iter()
@@ -66,7 +66,7 @@ pub fn plot(csv: &Path, out: &Path) -> Result<(), PlotError> {
     let root = SVGBackend::new(out, (1200, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
     let (left, right) = root.split_horizontally(600);
-    let x_desc = "offered load, packets/s (peers x rate)";
+    let x_desc = "offered load, packets/s actually sent (target = peers x rate)";
 
     let mut delivery = ChartBuilder::on(&left)
         .caption("Delivery ratio", ("sans-serif", 22))
@@ -89,7 +89,7 @@ pub fn plot(csv: &Path, out: &Path) -> Result<(), PlotError> {
         }
         delivery
             .draw_series(LineSeries::new(
-                s.iter().map(|p| (p.target_pps, p.delivery_ratio)),
+                s.iter().map(|p| (p.offered_pps, p.delivery_ratio)),
                 color.stroke_width(2),
             ))
             .map_err(draw_err)?
@@ -100,7 +100,7 @@ pub fn plot(csv: &Path, out: &Path) -> Result<(), PlotError> {
         delivery
             .draw_series(
                 s.iter()
-                    .map(|p| Circle::new((p.target_pps, p.delivery_ratio), 4, color.filled())),
+                    .map(|p| Circle::new((p.offered_pps, p.delivery_ratio), 4, color.filled())),
             )
             .map_err(draw_err)?;
     }
@@ -137,7 +137,7 @@ pub fn plot(csv: &Path, out: &Path) -> Result<(), PlotError> {
         }
         latency
             .draw_series(LineSeries::new(
-                s.iter().map(|p| (p.target_pps, p.p99_us)),
+                s.iter().map(|p| (p.offered_pps, p.p99_us)),
                 color.stroke_width(2),
             ))
             .map_err(draw_err)?
@@ -148,7 +148,7 @@ pub fn plot(csv: &Path, out: &Path) -> Result<(), PlotError> {
         latency
             .draw_series(
                 s.iter()
-                    .map(|p| Circle::new((p.target_pps, p.p99_us), 4, color.filled())),
+                    .map(|p| Circle::new((p.offered_pps, p.p99_us), 4, color.filled())),
             )
             .map_err(draw_err)?;
     }

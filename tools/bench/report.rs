@@ -60,6 +60,9 @@ pub struct Report {
     pub rcvbuf_bytes: usize,
     /// Sends the kernel refused (full send buffer); those packets were not counted as sent.
     pub send_failed: u64,
+    /// Packets the generator skipped because it ran more than 50 ms behind schedule (the whole
+    /// run, warm-up included): non-zero means the generator, not the receiver, set the limit.
+    pub generator_skipped: u64,
     /// Sends the sender endpoints refused for another reason than WouldBlock (should be 0).
     pub send_errors: u64,
     /// Peers whose session closed during the load (should be 0).
@@ -70,6 +73,12 @@ pub struct Report {
     pub send_would_block: u64,
     pub receiver_cpu_s: f64,
     pub generator_cpu_s: f64,
+    /// receiver_cpu_s / duration_s: near 1.0 means the receiver thread was saturated.
+    pub receiver_utilization: f64,
+    /// generator_cpu_s / duration_s: near 1.0 means the generator, not the receiver, was the limit.
+    pub generator_utilization: f64,
+    /// received / receiver_cpu_s: packets per second one receiver core would handle at this cost.
+    pub receiver_capacity_pps: f64,
     /// Wall time of the handshake phase.
     pub handshake_s: f64,
     /// Deliveries whose timestamp was later than the receiver's clock (clock skew; counted 0).
@@ -135,14 +144,14 @@ pub fn table(reports: &[&Report]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<9} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8}  drops",
+        "{:<9} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>8}  drops",
         "mode", "peers", "rate", "size", "target/s", "offered/s", "recv/s", "deliv", "p50us", "p99us",
-        "p999us", "max us", "rx cpu", "ns/pkt"
+        "p999us", "max us", "rx util", "gen util", "rx ns/pk"
     );
     for r in reports {
         let _ = writeln!(
             out,
-            "{:<9} {:>6} {:>6} {:>5} {:>10.0} {:>10.0} {:>10.0} {:>8.4} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>7.2} {:>8.0}  {}",
+            "{:<9} {:>6} {:>6} {:>5} {:>10.0} {:>10.0} {:>10.0} {:>8.4} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>7.2} {:>8.2} {:>8.0}  {}",
             r.mode,
             r.peers_up,
             r.rate_hz,
@@ -155,7 +164,8 @@ pub fn table(reports: &[&Report]) -> String {
             r.latency_us.p99,
             r.latency_us.p999,
             r.latency_us.max,
-            r.receiver_cpu_s,
+            r.receiver_utilization,
+            r.generator_utilization,
             r.cpu_ns_per_packet(),
             r.drops_text()
         );
@@ -164,13 +174,13 @@ pub fn table(reports: &[&Report]) -> String {
 }
 
 /// Columns of the envelope CSV, in order.
-pub const CSV_HEADER: &str = "mode,delivery,io_used,gso_used,peers,peers_up,rate_hz,size,duration_s,target_pps,offered_pps,received_pps,delivery_ratio,p50_us,p90_us,p99_us,p999_us,max_us,receiver_cpu_s,kernel_drops,endpoint_drops";
+pub const CSV_HEADER: &str = "mode,delivery,io_used,gso_used,peers,peers_up,rate_hz,size,duration_s,target_pps,offered_pps,received_pps,delivery_ratio,p50_us,p90_us,p99_us,p999_us,max_us,receiver_cpu_s,kernel_drops,endpoint_drops,receiver_utilization,generator_utilization,receiver_capacity_pps";
 
 /// One CSV row for `report` (no field contains a comma).
 pub fn csv_row(r: &Report) -> String {
     let endpoint_drops: u64 = r.drops.values().sum();
     format!(
-        "{},{},{},{},{},{},{},{},{:.3},{:.0},{:.0},{:.0},{:.6},{:.1},{:.1},{:.1},{:.1},{:.1},{:.3},{},{}",
+        "{},{},{},{},{},{},{},{},{:.3},{:.0},{:.0},{:.0},{:.6},{:.1},{:.1},{:.1},{:.1},{:.1},{:.3},{},{},{:.3},{:.3},{:.0}",
         r.mode,
         r.delivery,
         r.io_used,
@@ -191,7 +201,10 @@ pub fn csv_row(r: &Report) -> String {
         r.latency_us.max,
         r.receiver_cpu_s,
         r.kernel_drops.unwrap_or(0),
-        endpoint_drops
+        endpoint_drops,
+        r.receiver_utilization,
+        r.generator_utilization,
+        r.receiver_capacity_pps
     )
 }
 
