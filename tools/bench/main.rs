@@ -158,6 +158,10 @@ struct RunArgs {
     /// Send with UDP GSO where the kernel allows it (else sendmmsg).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     gso: OnOff,
+    /// Busy-spin the receiver (never wait in the kernel): the lowest-latency idle strategy,
+    /// one core at 100%.
+    #[arg(long)]
+    spin: bool,
     /// Distinct sender addresses (127.0.0.2, ...), one socket each; default peers/64 in 1..=16.
     #[arg(long)]
     sources: Option<u32>,
@@ -354,6 +358,7 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
     );
     let warmup = secs(args.warmup);
     let duration = secs(args.duration);
+    let spin = args.spin;
     let hard_stop = shared.now_ns().saturating_add(
         (handshake_timeout + warmup + duration + Duration::from_secs(30)).as_nanos() as u64,
     );
@@ -361,7 +366,7 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
     let sink_shared = Arc::clone(&shared);
     let sink = thread::Builder::new()
         .name("bench-receiver".into())
-        .spawn(move || sink::run(rx, endpoint, sink_shared, hard_stop))
+        .spawn(move || sink::run(rx, endpoint, sink_shared, hard_stop, spin))
         .map_err(|e| BenchError::Io(format!("cannot start the receiver: {e}")))?;
     let config = load::LoadConfig {
         intentra: (!raw).then_some((receiver_key, delivery)),

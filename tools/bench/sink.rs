@@ -48,6 +48,8 @@ impl Rx {
 /// The receive path with its buffers, built inside the receiver thread.
 struct RxPath {
     rx: Rx,
+    /// Busy-spin: poll without waiting (the lowest-latency idle strategy).
+    spin: bool,
     batch: RecvBatch,
     send: SendBatch,
     tx: Vec<u8>,
@@ -55,9 +57,10 @@ struct RxPath {
 }
 
 impl RxPath {
-    fn new(rx: Rx) -> RxPath {
+    fn new(rx: Rx, spin: bool) -> RxPath {
         RxPath {
             rx,
+            spin,
             batch: RecvBatch::new(),
             send: SendBatch::new(),
             tx: vec![0u8; BATCH * MAX_DATAGRAM_LEN],
@@ -67,12 +70,14 @@ impl RxPath {
 
     /// One batch: waits up to `RECV_WAIT` for the first datagram. Returns (datagrams, truncated).
     fn recv(&mut self, on: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<(usize, usize)> {
+        let wait = if self.spin {
+            Wait::NoWait
+        } else {
+            Wait::Timeout(RECV_WAIT)
+        };
         match &mut self.rx {
             Rx::Driver(driver) => {
-                let stats = driver
-                    .recv_batch(Wait::Timeout(RECV_WAIT), &mut |d: Datagram<'_>| {
-                        on(d.src, d.data)
-                    })?;
+                let stats = driver.recv_batch(wait, &mut |d: Datagram<'_>| on(d.src, d.data))?;
                 Ok((stats.datagrams, stats.truncated))
             }
             Rx::Own(socket) => {
@@ -211,9 +216,10 @@ pub fn run(
     endpoint: Option<EndpointConfig>,
     shared: Arc<Shared>,
     hard_stop_ns: u64,
+    spin: bool,
 ) -> SinkResult {
     let local = rx.local_addr().ok();
-    let mut path = RxPath::new(rx);
+    let mut path = RxPath::new(rx, spin);
     let mut endpoint = endpoint.map(|config| {
         Endpoint::new(
             config,
