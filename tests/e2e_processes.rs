@@ -272,15 +272,15 @@ fn the_demo_runs_and_prints_metrics() {
     assert_eq!(value["realtime_sent"], 50);
 }
 
-#[test]
-fn a_capture_of_a_served_session_replays_to_the_expected_verdicts() {
-    let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("served.pcap");
-    let mut server = start_server_with(dir.path(), None, &["--capture", pcap.to_str().unwrap()]);
+/// Serves with `--capture`, runs a Realtime and a Reliable client of `count` messages each,
+/// stops the server with SIGTERM and returns it (stopped) with the capture's path.
+fn captured_session(dir: &Path, count: &str) -> (Server, std::path::PathBuf) {
+    let pcap = dir.join("session.pcap");
+    let mut server = start_server_with(dir, None, &["--capture", pcap.to_str().unwrap()]);
     for mode in ["realtime", "reliable"] {
         let out = connect(
             &server,
-            &["--mode", mode, "--rate", "1000", "--count", "100"],
+            &["--mode", mode, "--rate", "1000", "--count", count],
         );
         assert!(
             out.status.success(),
@@ -290,6 +290,13 @@ fn a_capture_of_a_served_session_replays_to_the_expected_verdicts() {
     }
     signal(&server.child, libc::SIGTERM);
     server.child.wait().unwrap();
+    (server, pcap)
+}
+
+#[test]
+fn a_capture_of_a_served_session_replays_to_the_expected_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, pcap) = captured_session(dir.path(), "100");
     let replay = Command::new(env!("CARGO_BIN_EXE_intentra-replay"))
         .arg(&pcap)
         .arg("--json")
@@ -431,21 +438,7 @@ fn several_workers_share_one_port_and_sum_their_metrics() {
 #[test]
 fn a_captured_session_replays_through_a_real_endpoint_with_the_key_and_key_log() {
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("session.pcap");
-    let mut server = start_server_with(dir.path(), None, &["--capture", pcap.to_str().unwrap()]);
-    for mode in ["realtime", "reliable"] {
-        let out = connect(
-            &server,
-            &["--mode", mode, "--rate", "1000", "--count", "120"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    signal(&server.child, libc::SIGTERM);
-    server.child.wait().unwrap();
+    let (server, pcap) = captured_session(dir.path(), "120");
     let keylog = dir.path().join("session.pcap.keylog");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

@@ -8,17 +8,7 @@ use intentra::proto::event::{Mode, PeerId, SendError};
 use intentra::proto::sim::Network;
 
 fn pair(seed: u64, tweak: impl Fn(&mut EndpointConfig)) -> (Network, PeerId, PeerId) {
-    let mut net = Network::new(seed);
-    let mut ca = EndpointConfig::new(net.keypair());
-    let mut cb = EndpointConfig::new(net.keypair());
-    tweak(&mut ca);
-    tweak(&mut cb);
-    let (a, b) = (net.add(ca), net.add(cb));
-    let pa = net.connect(a, b);
-    net.run_until(10_000, |n| n.nodes[0].ups() == 1 && n.nodes[1].ups() == 1);
-    net.run_for(Duration::from_millis(20), 1_000);
-    let pb = net.peer_of(b, a).unwrap();
-    (net, pa, pb)
+    Network::connected_pair(seed, tweak)
 }
 
 /// Pushes `count` numbered messages from node 0, one attempt per simulated millisecond, and

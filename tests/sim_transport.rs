@@ -11,19 +11,8 @@ use intentra::proto::sim::{Network, Record};
 use intentra::proto::stats::{CloseReason, DropReason};
 use intentra::proto::wire::{self, Header, PacketType, TransportKind};
 
-/// Two connected nodes, a (initiator) and b, with their handles for each other.
 fn pair(seed: u64, tweak: impl Fn(&mut EndpointConfig)) -> (Network, PeerId, PeerId) {
-    let mut net = Network::new(seed);
-    let mut ca = EndpointConfig::new(net.keypair());
-    let mut cb = EndpointConfig::new(net.keypair());
-    tweak(&mut ca);
-    tweak(&mut cb);
-    let (a, b) = (net.add(ca), net.add(cb));
-    let pa = net.connect(a, b);
-    net.run_until(1_000, |n| n.nodes[0].ups() == 1 && n.nodes[1].ups() == 1);
-    net.run_for(Duration::from_millis(20), 1_000);
-    let pb = net.peer_of(b, a).unwrap();
-    (net, pa, pb)
+    Network::connected_pair(seed, tweak)
 }
 
 fn captured_of_type(net: &Network, ty: PacketType) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {

@@ -137,6 +137,27 @@ impl Network {
         }
     }
 
+    /// Two connected nodes: 0 (the initiator) and 1, each configured by `tweak`, with their
+    /// handles for each other, once both saw the session come up.
+    pub fn connected_pair(
+        seed: u64,
+        tweak: impl Fn(&mut EndpointConfig),
+    ) -> (Network, PeerId, PeerId) {
+        let mut net = Network::new(seed);
+        let mut first = EndpointConfig::new(net.keypair());
+        let mut second = EndpointConfig::new(net.keypair());
+        tweak(&mut first);
+        tweak(&mut second);
+        let (a, b) = (net.add(first), net.add(second));
+        let pa = net.connect(a, b);
+        net.run_until(10_000, |n| n.nodes[a].ups() == 1 && n.nodes[b].ups() == 1);
+        net.run_for(Duration::from_millis(20), 1_000);
+        let pb = net
+            .peer_of(b, a)
+            .expect("node 1 knows node 0 once the session is up");
+        (net, pa, pb)
+    }
+
     /// A fresh key pair drawn from the network's seed.
     pub fn keypair(&mut self) -> Keypair {
         Keypair::generate(&mut self.rng)
