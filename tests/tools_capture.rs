@@ -314,13 +314,18 @@ fn random_bytes_and_missing_files_are_clear_errors() {
 }
 
 #[test]
-fn session_replay_is_not_available_yet() {
+fn session_replay_errors_name_the_file_in_one_line() {
     let built = build_capture("session.pcap");
+    // A missing key file: exit 2, one line naming it.
     let output = replay(
         &built.file.0,
         &["--key", "/nonexistent/key", "--local", "127.0.0.1:51820"],
     );
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr)
-        .contains("session replay: not available in this build"));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/key"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // --key needs --local.
+    let output = replay(&built.file.0, &["--key", "/nonexistent/key"]);
+    assert_eq!(output.status.code(), Some(2));
 }
