@@ -237,6 +237,57 @@ mod tests {
         );
     }
 
+    fn check_key_header_and_short_buffers<C: PacketCipher>() {
+        for v in vectors() {
+            let sealed = hex(&v.packet);
+            let header = hex(&v.header);
+            // Opening leaves the authenticated header exactly as it was.
+            let mut packet = sealed.clone();
+            C::new(&key_of(&v))
+                .open_in_place(Counter(v.counter), &mut packet)
+                .unwrap();
+            assert_eq!(&packet[..TRANSPORT_HEADER_LEN], &header[..]);
+            // Any other key fails.
+            let mut other_key = key_of(&v);
+            other_key[31] ^= 1;
+            let mut packet = sealed.clone();
+            assert_eq!(
+                C::new(&other_key).open_in_place(Counter(v.counter), &mut packet),
+                Err(AeadError::Auth)
+            );
+        }
+        // Sealing a buffer too short for header and tag writes nothing.
+        let cipher = C::new(&[3u8; 32]);
+        for len in 0..TRANSPORT_HEADER_LEN + TAG_LEN {
+            let mut short = vec![0xa5u8; len];
+            assert_eq!(
+                cipher.seal_in_place(Counter(0), &mut short),
+                Err(AeadError::TooShort)
+            );
+            assert!(short.iter().all(|&b| b == 0xa5));
+        }
+    }
+
+    #[test]
+    fn ring_checks_key_keeps_header_and_refuses_short_buffers() {
+        check_key_header_and_short_buffers::<RingCipher>();
+    }
+
+    #[test]
+    fn rustcrypto_checks_key_keeps_header_and_refuses_short_buffers() {
+        check_key_header_and_short_buffers::<RustCryptoCipher>();
+    }
+
+    #[test]
+    fn packet_key_is_the_selected_backend() {
+        let name = std::any::type_name::<PacketKey>();
+        if cfg!(feature = "rustcrypto-aead") {
+            assert!(name.ends_with("RustCryptoCipher"), "{name}");
+        } else {
+            assert!(name.ends_with("RingCipher"), "{name}");
+        }
+    }
+
     #[test]
     fn ring_matches_the_independent_vectors() {
         check_vectors::<RingCipher>();
