@@ -619,13 +619,19 @@ impl Node {
                 publication.batch_sizes.observe(received.datagrams as f64);
             }
         }
-        if received.datagrams == 0 {
-            let until = self.wait_limit(self.now(), max_wait);
-            self.idle.idle_at_most(until);
-        } else {
-            self.idle.reset();
-        }
-        let now = self.now();
+        // A busy batch already read the clock when its first datagram arrived: timers run on
+        // that reading. Only an empty (waited-out) batch needs a new one.
+        let now = match batch_now {
+            Some(now) => {
+                self.idle.reset();
+                now
+            }
+            None => {
+                let now = self.now();
+                self.idle.idle_at_most(self.wait_limit(now, max_wait));
+                self.now()
+            }
+        };
         self.pump(now);
         Ok(())
     }

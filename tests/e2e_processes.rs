@@ -111,18 +111,21 @@ fn metric(server: &Server, name: &str) -> f64 {
         .sum()
 }
 
+/// `intentra connect` to `server`, before any extra flags.
+fn connect_command(server: &Server) -> Command {
+    let mut command = Command::new(BIN);
+    command.args([
+        "connect",
+        "--peer",
+        &server.udp.to_string(),
+        "--peer-key",
+        &server.key,
+    ]);
+    command
+}
+
 fn connect(server: &Server, extra: &[&str]) -> Output {
-    Command::new(BIN)
-        .args([
-            "connect",
-            "--peer",
-            &server.udp.to_string(),
-            "--peer-key",
-            &server.key,
-        ])
-        .args(extra)
-        .output()
-        .unwrap()
+    connect_command(server).args(extra).output().unwrap()
 }
 
 fn signal(child: &Child, signal: i32) {
@@ -164,14 +167,7 @@ fn two_processes_exchange_messages_in_both_modes() {
 fn sigterm_sends_closes_that_the_peer_observes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_server(dir.path(), None);
-    let mut client = Command::new(BIN)
-        .args([
-            "connect",
-            "--peer",
-            &server.udp.to_string(),
-            "--peer-key",
-            &server.key,
-        ])
+    let mut client = connect_command(&server)
         .args(["--rate", "100", "--count", "100000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -212,14 +208,7 @@ fn sighup_drops_a_peer_taken_off_the_allow_list() {
         ),
     )
     .unwrap();
-    let mut client = Command::new(BIN)
-        .args([
-            "connect",
-            "--peer",
-            &server.udp.to_string(),
-            "--peer-key",
-            &server.key,
-        ])
+    let mut client = connect_command(&server)
         .args(["--rate", "100", "--count", "100000", "--config"])
         .arg(dir.path().join("client.toml"))
         .stdout(Stdio::piped())
@@ -406,14 +395,7 @@ fn several_workers_share_one_port_and_sum_their_metrics() {
     // Clients from many source ports: the kernel spreads them over both workers.
     let clients: Vec<_> = (0..6)
         .map(|_| {
-            Command::new(BIN)
-                .args([
-                    "connect",
-                    "--peer",
-                    &server.udp.to_string(),
-                    "--peer-key",
-                    &server.key,
-                ])
+            connect_command(&server)
                 .args(["--rate", "500", "--count", "100"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
