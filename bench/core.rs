@@ -11,15 +11,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::endpoint::Endpoint;
-use intentra::proto::event::{Mode, PeerId};
-use intentra::proto::handshake::{FinishIntent, Initiator, Responder};
-use intentra::proto::keys::Keypair;
-use intentra::proto::ratelimit::TokenBucket;
-use intentra::proto::replay::ReplayWindow;
-use intentra::proto::time::Timestamp;
-use intentra::proto::wire::{self, Counter, SessionIndex, MAX_DATAGRAM_LEN};
+use intentra_proto::config::EndpointConfig;
+use intentra_proto::endpoint::Endpoint;
+use intentra_proto::event::{Mode, PeerId};
+use intentra_proto::handshake::{FinishIntent, Initiator, Responder};
+use intentra_proto::keys::Keypair;
+use intentra_proto::ratelimit::TokenBucket;
+use intentra_proto::replay::ReplayWindow;
+use intentra_proto::time::Timestamp;
+use intentra_proto::wire::{self, Counter, SessionIndex, MAX_DATAGRAM_LEN};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

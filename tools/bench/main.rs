@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use intentra::io::{self as drivers, DriverConfig, DriverKind, SocketConfig};
+use intentra::udp::{self as drivers, DriverConfig, DriverKind, SocketConfig};
 use intentra::proto::config::EndpointConfig;
 use intentra::proto::event::Mode;
 use intentra::proto::keys::Keypair;

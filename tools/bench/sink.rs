@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use intentra::io::{Datagram, Driver, Wait};
+use intentra::udp::{Datagram, Driver, Wait};
 use intentra::proto::config::EndpointConfig;
 use intentra::proto::endpoint::Endpoint;
 use intentra::proto::event::Event;

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use intentra::capture::{keylog_path, read_keylog};
-use intentra::config::{read_allow_list, read_key_file, Config};
+use intentra_daemon::config::{read_allow_list, read_key_file, Config};
 use intentra::proto::config::EndpointConfig;
 use intentra::proto::endpoint::Endpoint;
 use intentra::proto::event::{Event, Mode};
@@ -54,7 +54,7 @@ pub fn replay(
                 Some(list) => Some(read_allow_list(list).map_err(|e| e.to_string())?),
                 None => None,
             };
-            intentra::daemon::endpoint_config(&config, keypair, allow)
+            intentra_daemon::daemon::endpoint_config(&config, keypair, allow)
         }
         None => EndpointConfig::new(keypair),
     };

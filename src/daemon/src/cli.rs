@@ -1,0 +1,618 @@
+//! The `intentra` command line: argument parsing, config overrides, exit codes.
+//!
+//! Owns the subcommands and their flags (clap derive), the mapping of every
+//! failure to one line on stderr and an exit code, and the small tools that
+//! need no runtime (`keygen`, `pubkey`, `check-config`, `status`). `serve`,
+//! `connect` and `demo` are handed to `crate::daemon` (the seam the lead
+//! fills). It must never panic on user input or print a secret key.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ConfigError, IdleMode, IoDriver, LogFormat};
+use crate::daemon::{self, DaemonError};
+use intentra::proto::keys::{Keypair, PublicKey};
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// The daemon or a tool failed while running (socket, endpoint, I/O).
+pub const EXIT_RUNTIME: u8 = 1;
+/// Bad arguments, configuration, key file or allow-list.
+pub const EXIT_USAGE: u8 = 2;
+
+const LONG_ABOUT: &str = "\
+intentra: a hardened UDP transport for high-frequency state between known peers.
+
+Exit codes:
+  0  success
+  1  runtime error (socket, metrics endpoint, I/O while running)
+  2  usage or configuration error (bad flag, config file, key file, allow-list)
+
+Every error is printed as one line on stderr naming the file, key or address at fault.";
+
+#[derive(Debug, Parser)]
+#[command(name = "intentra", version, about, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a static key pair: writes the secret key file (mode 0600), prints the public key.
+    Keygen(KeygenArgs),
+    /// Print the public key of a secret key file.
+    Pubkey(PubkeyArgs),
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig(CheckConfigArgs),
+    /// Print a summary of a running daemon's metrics.
+    Status(StatusArgs),
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Connect to one peer and send test traffic.
+    Connect(ConnectArgs),
+    /// Run a self-contained demonstration on loopback.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// File to write the hex secret key to (created with mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PubkeyArgs {
+    /// Secret key file written by `intentra keygen`.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// Configuration file (TOML).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub overrides: ConfigOverrides,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Address of the daemon's metrics endpoint.
+    #[arg(long, value_name = "ADDR", default_value_t = config::DEFAULT_METRICS_LISTEN)]
+    pub metrics: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); built-in defaults if omitted.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ConfigOverrides,
+}
+
+/// How `connect` delivers its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeliveryMode {
+    /// Latest state wins: no retransmission, stale messages dropped.
+    Realtime,
+    /// Every message delivered in order, retransmitted if lost.
+    Reliable,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The peer's UDP address.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: SocketAddr,
+    /// The peer's public key (64 hex characters).
+    #[arg(long = "peer-key", value_name = "HEX")]
+    pub peer_key: PublicKey,
+    /// Messages per second.
+    #[arg(long, value_name = "HZ", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
+    /// Delivery mode.
+    #[arg(long, value_enum, default_value_t = DeliveryMode::Realtime)]
+    pub mode: DeliveryMode,
+    /// Message size in bytes.
+    #[arg(long, value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub size: u16,
+    /// Number of messages to send; until interrupted if omitted.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Configuration file (TOML); built-in defaults if omitted.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ConfigOverrides,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Messages to exchange.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub messages: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--metrics ADDR` or `--metrics off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenArg(pub Option<SocketAddr>);
+
+fn parse_listen_arg(text: &str) -> Result<ListenArg, String> {
+    config::parse_listen(text).map(ListenArg)
+}
+
+/// Flags that override the configuration file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigOverrides {
+    /// UDP address to bind; repeat for several sockets (replaces node.bind).
+    #[arg(long = "bind", value_name = "ADDR")]
+    pub bind: Vec<SocketAddr>,
+    /// Worker threads (node.workers).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// I/O driver (io.driver).
+    #[arg(long = "io", value_enum, value_name = "DRIVER")]
+    pub io: Option<IoDriver>,
+    /// What an idle worker does (io.idle).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub idle: Option<IdleMode>,
+    /// Metrics endpoint address, or "off" (metrics.listen).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listen_arg)]
+    pub metrics: Option<ListenArg>,
+    /// Secret key file (node.key_file).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Allow-list file, one hex public key per line (node.allow_list).
+    #[arg(long = "allow-list", value_name = "FILE")]
+    pub allow_list: Option<PathBuf>,
+    /// Log level or filter, e.g. "debug" or "info,intentra::proto=trace" (log.level).
+    #[arg(long = "log-level", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format (log.format).
+    #[arg(long = "log-format", value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Write every datagram this node sends and receives to FILE as pcap (node.capture).
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+}
+
+impl ConfigOverrides {
+    /// Applies every flag that was given; the file's value stays otherwise.
+    pub fn apply(&self, config: &mut Config) {
+        if !self.bind.is_empty() {
+            config.node.bind.clone_from(&self.bind);
+        }
+        if let Some(workers) = self.workers {
+            config.node.workers = workers;
+        }
+        if let Some(driver) = self.io {
+            config.io.driver = driver;
+        }
+        if let Some(idle) = self.idle {
+            config.io.idle = idle;
+        }
+        if let Some(ListenArg(listen)) = self.metrics {
+            config.metrics.listen = listen;
+        }
+        if let Some(key) = &self.key {
+            config.node.key_file = Some(key.clone());
+        }
+        if let Some(allow_list) = &self.allow_list {
+            config.node.allow_list = Some(allow_list.clone());
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level.clone_from(level);
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(capture) = &self.capture {
+            config.node.capture = Some(capture.clone());
+        }
+    }
+}
+
+/// A failure of one command: the line to print and the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    Usage(String),
+    Runtime(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Runtime(_) => EXIT_RUNTIME,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            CliError::Usage(m) | CliError::Runtime(m) => m,
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(err: ConfigError) -> Self {
+        CliError::Usage(err.to_string())
+    }
+}
+
+impl From<DaemonError> for CliError {
+    fn from(err: DaemonError) -> Self {
+        match err {
+            DaemonError::Config(err) => CliError::Usage(err.to_string()),
+            other => CliError::Runtime(other.to_string()),
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    match Cli::try_parse() {
+        Ok(cli) => run_cli(cli),
+        Err(err) => {
+            // clap prints help and version to stdout (exit 0) and usage
+            // errors to stderr (exit 2, matching EXIT_USAGE).
+            let _ = err.print();
+            if err.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_OK)
+            }
+        }
+    }
+}
+
+/// Runs one parsed command; prints any error as one line on stderr.
+pub fn run_cli(cli: Cli) -> ExitCode {
+    match run(cli) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(err) => {
+            eprintln!("intentra: error: {}", one_line(err.message()));
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Keygen(args) => keygen(&args),
+        Command::Pubkey(args) => {
+            let pair = config::read_key_file(&args.key)?;
+            println!("{}", pair.public);
+            Ok(())
+        }
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Status(args) => status(&args),
+        Command::Serve(args) => {
+            let config = effective_config(args.config.as_deref(), &args.overrides)?;
+            // Fail with exit code 2 before anything starts if the files are bad.
+            config.load_identity()?;
+            init_logging(&config)?;
+            daemon::serve(config)?;
+            Ok(())
+        }
+        Command::Connect(args) => {
+            let config = effective_config(args.config.as_deref(), &args.overrides)?;
+            if let Some(key) = &config.node.key_file {
+                config::read_key_file(key)?;
+            }
+            init_logging(&config)?;
+            daemon::connect(config, &args)?;
+            Ok(())
+        }
+        Command::Demo(args) => {
+            daemon::demo(&args)?;
+            Ok(())
+        }
+    }
+}
+
+/// File (or defaults), then flags, then range checks.
+pub fn effective_config(
+    file: Option<&Path>,
+    overrides: &ConfigOverrides,
+) -> Result<Config, ConfigError> {
+    let mut config = match file {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    overrides.apply(&mut config);
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config) -> Result<(), CliError> {
+    match crate::logging::init(&config.log.level, config.log.format) {
+        Ok(()) | Err(crate::logging::LogInitError::AlreadySet) => Ok(()),
+        Err(err) => Err(CliError::Usage(err.to_string())),
+    }
+}
+
+fn keygen(args: &KeygenArgs) -> Result<(), CliError> {
+    let pair = Keypair::generate(&mut rand_core::OsRng);
+    config::write_key_file(&args.out, &pair.secret, args.force)?;
+    println!("{}", pair.public);
+    Ok(())
+}
+
+fn check_config(args: &CheckConfigArgs) -> Result<(), CliError> {
+    let config = effective_config(Some(&args.file), &args.overrides)?;
+    // The key file is optional here (connect-only hosts), but a named one must be usable.
+    if let Some(key) = &config.node.key_file {
+        config::read_key_file(key)?;
+    }
+    if let Some(list) = &config.node.allow_list {
+        config::read_allow_list(list)?;
+    }
+    print!("{}", config.to_toml_string());
+    Ok(())
+}
+
+fn status(args: &StatusArgs) -> Result<(), CliError> {
+    let text = crate::metrics_http::fetch_metrics(args.metrics)
+        .map_err(|err| CliError::Runtime(err.to_string()))?;
+    let summary = StatusSummary::from_metrics_text(&text);
+    print!("{}", summary.render(args.metrics));
+    Ok(())
+}
+
+/// What `intentra status` prints, summed over workers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusSummary {
+    pub workers: usize,
+    pub sessions_active: f64,
+    pub handshakes_in_flight: f64,
+    pub packets_received: f64,
+    pub messages_delivered: f64,
+    pub packets_sent: f64,
+    pub handshakes_completed: f64,
+    pub drops: BTreeMap<String, f64>,
+    pub closes: BTreeMap<String, f64>,
+}
+
+impl StatusSummary {
+    /// Reads the samples `metrics::encode` writes; lines it does not know are ignored.
+    pub fn from_metrics_text(text: &str) -> StatusSummary {
+        let mut summary = StatusSummary::default();
+        let mut workers = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let Some(sample) = parse_sample_line(line) else {
+                continue;
+            };
+            let label = |key: &str| {
+                sample
+                    .labels
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+            };
+            match sample.name {
+                "intentra_packets_received_total" => {
+                    summary.packets_received += sample.value;
+                    if let Some(worker) = label("worker") {
+                        workers.insert(worker);
+                    }
+                }
+                "intentra_connections_active" => summary.sessions_active += sample.value,
+                "intentra_handshake_in_flight" => summary.handshakes_in_flight += sample.value,
+                "intentra_messages_delivered_total" => {
+                    summary.messages_delivered += sample.value;
+                }
+                "intentra_packets_sent_total" => summary.packets_sent += sample.value,
+                "intentra_handshakes_completed_total" => {
+                    summary.handshakes_completed += sample.value;
+                }
+                "intentra_packets_dropped_total" => {
+                    if let Some(reason) = label("reason") {
+                        *summary.drops.entry(reason).or_default() += sample.value;
+                    }
+                }
+                "intentra_connection_closes_total" => {
+                    if let Some(reason) = label("reason") {
+                        *summary.closes.entry(reason).or_default() += sample.value;
+                    }
+                }
+                _ => {}
+            }
+        }
+        summary.workers = workers.len();
+        summary
+    }
+
+    /// A fixed-width table.
+    pub fn render(&self, addr: SocketAddr) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "intentra status from {addr}");
+        let rows: [(&str, f64); 6] = [
+            ("sessions active", self.sessions_active),
+            ("handshakes in flight", self.handshakes_in_flight),
+            ("handshakes completed", self.handshakes_completed),
+            ("packets received", self.packets_received),
+            ("messages delivered", self.messages_delivered),
+            ("packets sent", self.packets_sent),
+        ];
+        let _ = writeln!(out, "  {:<24}{:>16}", "workers", self.workers);
+        for (name, value) in rows {
+            let _ = writeln!(out, "  {name:<24}{value:>16}");
+        }
+        for (title, map) in [
+            ("drops by reason", &self.drops),
+            ("closes by reason", &self.closes),
+        ] {
+            let _ = writeln!(out, "{title}");
+            let mut any = false;
+            for (reason, value) in map.iter().filter(|(_, v)| **v > 0.0) {
+                any = true;
+                let _ = writeln!(out, "  {reason:<24}{value:>16}");
+            }
+            if !any {
+                let _ = writeln!(out, "  (none)");
+            }
+        }
+        out
+    }
+}
+
+/// One exposition sample line: `name{k="v",...} value`.
+#[derive(Debug, PartialEq)]
+struct SampleLine<'a> {
+    name: &'a str,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+fn parse_sample_line(line: &str) -> Option<SampleLine<'_>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(['{', ' '])?;
+    let name = line.get(..name_end)?;
+    let mut rest = line.get(name_end..)?;
+    let mut labels = Vec::new();
+    if let Some(after_brace) = rest.strip_prefix('{') {
+        let mut chars = after_brace.char_indices();
+        let mut key = String::new();
+        let mut value = String::new();
+        let mut end = None;
+        // States: reading a key, inside a quoted value.
+        let mut in_value = false;
+        while let Some((i, c)) = chars.next() {
+            if in_value {
+                match c {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    '"' => {
+                        labels.push((std::mem::take(&mut key), std::mem::take(&mut value)));
+                        in_value = false;
+                    }
+                    other => value.push(other),
+                }
+            } else {
+                match c {
+                    '}' => {
+                        end = Some(i);
+                        break;
+                    }
+                    '=' => {
+                        if chars.next()?.1 != '"' {
+                            return None;
+                        }
+                        in_value = true;
+                    }
+                    ',' | ' ' => {}
+                    other => key.push(other),
+                }
+            }
+        }
+        rest = after_brace.get(end? + 1..)?;
+    }
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(SampleLine {
+        name,
+        labels,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use intentra::metrics::{encode, WorkerSnapshot};
+    use intentra::proto::stats::{CloseReason, DropReason};
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sample_lines_parse_with_labels_and_escapes() {
+        let s = parse_sample_line(r#"a_total{worker="0",reason="x\"y"} 12"#).unwrap();
+        assert_eq!(s.name, "a_total");
+        assert_eq!(
+            s.labels,
+            vec![
+                ("worker".to_owned(), "0".to_owned()),
+                ("reason".to_owned(), "x\"y".to_owned())
+            ]
+        );
+        assert_eq!(s.value, 12.0);
+        assert_eq!(parse_sample_line("plain 3.5").unwrap().value, 3.5);
+        assert!(parse_sample_line("# TYPE a counter").is_none());
+        assert!(parse_sample_line("broken{a=1} 2").is_none());
+    }
+
+    #[test]
+    fn status_sums_workers_from_encoded_metrics() {
+        let mut a = WorkerSnapshot::new(0);
+        a.stats.packets_received = 10;
+        a.stats.sessions_active = 2;
+        a.stats.record_drop(DropReason::RateLimit);
+        a.stats.record_close(CloseReason::IdleTimeout);
+        let mut b = WorkerSnapshot::new(1);
+        b.stats.packets_received = 5;
+        b.stats.sessions_active = 1;
+        b.stats.record_drop(DropReason::RateLimit);
+        b.stats.record_drop(DropReason::Crypto);
+        let summary = StatusSummary::from_metrics_text(&encode(&[a, b], false));
+        assert_eq!(summary.workers, 2);
+        assert_eq!(summary.packets_received, 15.0);
+        assert_eq!(summary.sessions_active, 3.0);
+        assert_eq!(summary.drops.get("rate_limit"), Some(&2.0));
+        assert_eq!(summary.drops.get("crypto"), Some(&1.0));
+        assert_eq!(summary.closes.get("idle_timeout"), Some(&1.0));
+        let table = summary.render("127.0.0.1:9700".parse().unwrap());
+        assert!(table.contains("rate_limit"), "{table}");
+        assert!(
+            !table.contains("replay"),
+            "zero reasons are hidden: {table}"
+        );
+    }
+
+    #[test]
+    fn overrides_replace_file_values() {
+        let mut config = Config::default();
+        let overrides = ConfigOverrides {
+            bind: vec!["127.0.0.1:1".parse().unwrap()],
+            workers: Some(3),
+            metrics: Some(ListenArg(None)),
+            log_format: Some(LogFormat::Json),
+            ..ConfigOverrides::default()
+        };
+        overrides.apply(&mut config);
+        assert_eq!(config.node.workers, 3);
+        assert_eq!(config.node.bind.len(), 1);
+        assert_eq!(config.metrics.listen, None);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.io, crate::config::IoConfig::default());
+    }
+}

@@ -1,0 +1,10 @@
+//! The intentra daemon and its command line: configuration, logging, the metrics
+//! endpoint and the `intentra` subcommands. Applications embed the `intentra`
+//! crate instead; this one adds what running a node as a service needs.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod metrics_http;

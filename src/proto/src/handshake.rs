@@ -1,0 +1,363 @@
+//! The Noise XX handshake (Noise_XX_25519_AESGCM_SHA256 through `snow`) framed in intentra packets.
+//!
+//! Owns the three handshake messages: building and reading them, mac1 and mac2
+//! on the first, the allow-list-free identity check on the second, and the key
+//! split. It must never decide policy (budgets, cookies under load, allow-lists)
+//! and never draw randomness itself: each handshake is handed a seed, so tests
+//! replay handshakes byte for byte.
+
+use super::cookie;
+use super::noise_crypto::SeededResolver;
+use super::keys::{Keypair, PublicKey, KEY_LEN};
+use super::wire::{self, finish, init, response, PacketType, SessionIndex, MAC_LEN};
+
+/// The Noise protocol name, as PROTOCOL.md states it.
+pub const NOISE_PARAMS: &str = "Noise_XX_25519_AESGCM_SHA256";
+/// Bound into the handshake hash so that a peer of another protocol or version cannot complete it.
+pub const PROLOGUE: &[u8] = b"intentra v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// snow rejected the message (bad ephemeral, failed decryption, wrong state).
+    Noise,
+    /// The responder's static key is not the one we meant to reach.
+    UnexpectedPeer,
+    /// The peer presented no static key (cannot happen with XX, checked anyway).
+    MissingStatic,
+}
+
+/// The one encrypted payload byte of HandshakeFinish: does the initiator continue a session
+/// the responder already has (keeping its Reliable streams), or start afresh?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishIntent {
+    NewSession = 0,
+    Rekey = 1,
+}
+
+impl FinishIntent {
+    fn from_byte(byte: u8) -> Option<FinishIntent> {
+        match byte {
+            0 => Some(FinishIntent::NewSession),
+            1 => Some(FinishIntent::Rekey),
+            _ => None,
+        }
+    }
+}
+
+/// The transport keys of one session, as seen by one side.
+pub struct SessionKeys {
+    pub send: [u8; KEY_LEN],
+    pub recv: [u8; KEY_LEN],
+}
+
+/// An initiator between sending HandshakeInit and reading HandshakeResponse.
+pub struct Initiator {
+    state: snow::HandshakeState,
+    remote: PublicKey,
+    mac1_key: [u8; 32],
+    packet: [u8; init::LEN],
+}
+
+impl Initiator {
+    /// Builds the HandshakeInit for `remote`, our `sender` index and the handshake's `seed`.
+    pub fn start(
+        local: &Keypair,
+        remote: &PublicKey,
+        sender: SessionIndex,
+        seed: [u8; 32],
+    ) -> Result<Initiator, HandshakeError> {
+        let mut state = builder(seed)
+            .local_private_key(local.secret.as_bytes())
+            .and_then(|b| b.prologue(PROLOGUE))
+            .and_then(|b| b.build_initiator())
+            .map_err(|_| HandshakeError::Noise)?;
+        let mut packet = [0u8; init::LEN];
+        wire::write_prefix(&mut packet, PacketType::HandshakeInit);
+        packet[init::SENDER..init::NOISE].copy_from_slice(&sender.get().to_le_bytes());
+        write_noise(&mut state, &[], &mut packet[init::NOISE..init::PADDING])?;
+        let mac1_key = cookie::mac1_key(remote);
+        let mac1 = cookie::mac(&mac1_key, &packet[..init::MAC1]);
+        packet[init::MAC1..init::MAC2].copy_from_slice(&mac1);
+        Ok(Initiator {
+            state,
+            remote: *remote,
+            mac1_key,
+            packet,
+        })
+    }
+
+    /// The HandshakeInit to (re)send, with mac2 computed from `cookie` when we hold one.
+    pub fn init_packet(&mut self, cookie: Option<&[u8; wire::COOKIE_LEN]>) -> &[u8; init::LEN] {
+        let mac2 = match cookie {
+            Some(cookie) => cookie::mac(cookie, &self.packet[..init::MAC2]),
+            None => [0u8; MAC_LEN],
+        };
+        self.packet[init::MAC2..].copy_from_slice(&mac2);
+        &self.packet
+    }
+
+    /// The mac1 of our HandshakeInit: the associated data of a cookie reply to it.
+    pub fn mac1(&self) -> [u8; MAC_LEN] {
+        let mut mac1 = [0u8; MAC_LEN];
+        mac1.copy_from_slice(&self.packet[init::MAC1..init::MAC2]);
+        mac1
+    }
+
+    pub fn mac1_key(&self) -> &[u8; 32] {
+        &self.mac1_key
+    }
+
+    /// Reads HandshakeResponse, checks the responder is who we asked for, and writes
+    /// HandshakeFinish addressed to `responder_index`.
+    pub fn finish(
+        mut self,
+        response_packet: &[u8],
+        responder_index: SessionIndex,
+        intent: FinishIntent,
+    ) -> Result<([u8; finish::LEN], SessionKeys), HandshakeError> {
+        let noise = response_packet
+            .get(response::NOISE..response::LEN)
+            .ok_or(HandshakeError::Noise)?;
+        let mut payload = [0u8; 64];
+        self.state
+            .read_message(noise, &mut payload)
+            .map_err(|_| HandshakeError::Noise)?;
+        let remote = remote_static(&self.state)?;
+        if remote != self.remote {
+            return Err(HandshakeError::UnexpectedPeer);
+        }
+        let mut packet = [0u8; finish::LEN];
+        wire::write_prefix(&mut packet, PacketType::HandshakeFinish);
+        packet[finish::RECEIVER..finish::NOISE]
+            .copy_from_slice(&responder_index.get().to_le_bytes());
+        write_noise(
+            &mut self.state,
+            &[intent as u8],
+            &mut packet[finish::NOISE..],
+        )?;
+        if !self.state.is_handshake_finished() {
+            return Err(HandshakeError::Noise);
+        }
+        let (initiator_to_responder, responder_to_initiator) =
+            self.state.dangerously_get_raw_split();
+        Ok((
+            packet,
+            SessionKeys {
+                send: initiator_to_responder,
+                recv: responder_to_initiator,
+            },
+        ))
+    }
+}
+
+/// A responder between sending HandshakeResponse and reading HandshakeFinish.
+pub struct Responder {
+    state: snow::HandshakeState,
+    packet: [u8; response::LEN],
+}
+
+impl Responder {
+    /// Reads a HandshakeInit whose mac1 (and cookie, if required) the caller has checked,
+    /// and writes the HandshakeResponse from `local_index` to the initiator's index.
+    pub fn accept(
+        local: &Keypair,
+        init_packet: &[u8],
+        initiator_index: SessionIndex,
+        local_index: SessionIndex,
+        seed: [u8; 32],
+    ) -> Result<Responder, HandshakeError> {
+        let mut state = builder(seed)
+            .local_private_key(local.secret.as_bytes())
+            .and_then(|b| b.prologue(PROLOGUE))
+            .and_then(|b| b.build_responder())
+            .map_err(|_| HandshakeError::Noise)?;
+        let noise = init_packet
+            .get(init::NOISE..init::PADDING)
+            .ok_or(HandshakeError::Noise)?;
+        let mut payload = [0u8; 64];
+        state
+            .read_message(noise, &mut payload)
+            .map_err(|_| HandshakeError::Noise)?;
+        let mut packet = [0u8; response::LEN];
+        wire::write_prefix(&mut packet, PacketType::HandshakeResponse);
+        packet[response::SENDER..response::RECEIVER]
+            .copy_from_slice(&local_index.get().to_le_bytes());
+        packet[response::RECEIVER..response::NOISE]
+            .copy_from_slice(&initiator_index.get().to_le_bytes());
+        write_noise(&mut state, &[], &mut packet[response::NOISE..])?;
+        Ok(Responder { state, packet })
+    }
+
+    /// The HandshakeResponse, kept so a retransmitted HandshakeInit gets the same answer.
+    pub fn response_packet(&self) -> &[u8; response::LEN] {
+        &self.packet
+    }
+
+    /// Reads HandshakeFinish: returns the initiator's static key, the session keys and intent.
+    pub fn finish(
+        mut self,
+        finish_packet: &[u8],
+    ) -> Result<(PublicKey, SessionKeys, FinishIntent), HandshakeError> {
+        let noise = finish_packet
+            .get(finish::NOISE..finish::LEN)
+            .ok_or(HandshakeError::Noise)?;
+        let mut payload = [0u8; 64];
+        let payload_len = self
+            .state
+            .read_message(noise, &mut payload)
+            .map_err(|_| HandshakeError::Noise)?;
+        if !self.state.is_handshake_finished() || payload_len != 1 {
+            return Err(HandshakeError::Noise);
+        }
+        let intent = FinishIntent::from_byte(payload[0]).ok_or(HandshakeError::Noise)?;
+        let remote = remote_static(&self.state)?;
+        let (initiator_to_responder, responder_to_initiator) =
+            self.state.dangerously_get_raw_split();
+        Ok((
+            remote,
+            SessionKeys {
+                send: responder_to_initiator,
+                recv: initiator_to_responder,
+            },
+            intent,
+        ))
+    }
+}
+
+/// Writes one Noise message that must fill `out` exactly. snow wants room beyond the
+/// message itself, so it writes into scratch space first.
+fn write_noise(
+    state: &mut snow::HandshakeState,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(), HandshakeError> {
+    let mut scratch = [0u8; 256];
+    let written = state
+        .write_message(payload, &mut scratch)
+        .map_err(|_| HandshakeError::Noise)?;
+    if written != out.len() {
+        return Err(HandshakeError::Noise);
+    }
+    out.copy_from_slice(&scratch[..written]);
+    Ok(())
+}
+
+fn remote_static(state: &snow::HandshakeState) -> Result<PublicKey, HandshakeError> {
+    let bytes = state
+        .get_remote_static()
+        .ok_or(HandshakeError::MissingStatic)?;
+    let mut key = [0u8; KEY_LEN];
+    if bytes.len() != KEY_LEN {
+        return Err(HandshakeError::MissingStatic);
+    }
+    key.copy_from_slice(bytes);
+    Ok(PublicKey(key))
+}
+
+fn builder(seed: [u8; 32]) -> snow::Builder<'static> {
+    let params = NOISE_PARAMS
+        .parse()
+        .expect("NOISE_PARAMS is a valid Noise protocol name");
+    snow::Builder::with_resolver(params, Box::new(SeededResolver::new(seed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn pair(seed: u64) -> Keypair {
+        Keypair::generate(&mut ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    fn index(raw: u32) -> SessionIndex {
+        SessionIndex::new(raw).unwrap()
+    }
+
+    #[test]
+    fn xx_completes_and_keys_cross() {
+        let (a, b) = (pair(1), pair(2));
+        let mut initiator = Initiator::start(&a, &b.public, index(11), [1; 32]).unwrap();
+        let init_packet = *initiator.init_packet(None);
+        assert!(wire::parse_header(&init_packet).is_ok());
+        assert!(cookie::verify_mac(
+            &cookie::mac1_key(&b.public),
+            &init_packet[..init::MAC1],
+            &init_packet[init::MAC1..init::MAC2]
+        ));
+        let responder = Responder::accept(&b, &init_packet, index(11), index(22), [2; 32]).unwrap();
+        let response_packet = *responder.response_packet();
+        assert!(wire::parse_header(&response_packet).is_ok());
+        let (finish_packet, init_keys) = initiator
+            .finish(&response_packet, index(22), FinishIntent::Rekey)
+            .unwrap();
+        assert!(wire::parse_header(&finish_packet).is_ok());
+        let (seen, resp_keys, intent) = responder.finish(&finish_packet).unwrap();
+        assert_eq!(seen, a.public);
+        assert_eq!(intent, FinishIntent::Rekey);
+        assert_eq!(init_keys.send, resp_keys.recv);
+        assert_eq!(init_keys.recv, resp_keys.send);
+        assert_ne!(init_keys.send, init_keys.recv);
+    }
+
+    #[test]
+    fn same_seeds_replay_byte_for_byte() {
+        let (a, b) = (pair(1), pair(2));
+        let first = *Initiator::start(&a, &b.public, index(5), [9; 32])
+            .unwrap()
+            .init_packet(None);
+        let second = *Initiator::start(&a, &b.public, index(5), [9; 32])
+            .unwrap()
+            .init_packet(None);
+        let other = *Initiator::start(&a, &b.public, index(5), [8; 32])
+            .unwrap()
+            .init_packet(None);
+        assert_eq!(first, second);
+        assert_ne!(first[..init::PADDING], other[..init::PADDING]);
+    }
+
+    #[test]
+    fn initiator_refuses_an_unexpected_responder() {
+        let (a, b, mallory) = (pair(1), pair(2), pair(3));
+        let mut initiator = Initiator::start(&a, &b.public, index(1), [1; 32]).unwrap();
+        let init_packet = *initiator.init_packet(None);
+        let responder =
+            Responder::accept(&mallory, &init_packet, index(1), index(2), [2; 32]).unwrap();
+        let result = initiator.finish(
+            responder.response_packet(),
+            index(2),
+            FinishIntent::NewSession,
+        );
+        assert!(matches!(result, Err(HandshakeError::UnexpectedPeer)));
+    }
+
+    #[test]
+    fn tampered_messages_fail_without_panicking() {
+        let (a, b) = (pair(1), pair(2));
+        for byte in [response::NOISE, response::NOISE + 40, response::LEN - 1] {
+            let mut initiator = Initiator::start(&a, &b.public, index(1), [1; 32]).unwrap();
+            let init_packet = *initiator.init_packet(None);
+            let responder =
+                Responder::accept(&b, &init_packet, index(1), index(2), [2; 32]).unwrap();
+            let mut response_packet = *responder.response_packet();
+            response_packet[byte] ^= 1;
+            assert!(initiator
+                .finish(&response_packet, index(2), FinishIntent::NewSession)
+                .is_err());
+        }
+        let mut initiator = Initiator::start(&a, &b.public, index(1), [1; 32]).unwrap();
+        let init_packet = *initiator.init_packet(None);
+        let responder = Responder::accept(&b, &init_packet, index(1), index(2), [2; 32]).unwrap();
+        let (mut finish_packet, _) = initiator
+            .finish(
+                responder.response_packet(),
+                index(2),
+                FinishIntent::NewSession,
+            )
+            .unwrap();
+        finish_packet[finish::LEN - 1] ^= 0x80;
+        assert!(responder.finish(&finish_packet).is_err());
+        assert!(Responder::accept(&b, &[0u8; 10], index(1), index(2), [2; 32]).is_err());
+    }
+}

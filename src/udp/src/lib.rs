@@ -1,0 +1,444 @@
+//! The Linux I/O layer: UDP sockets and the drivers that move datagrams in
+//! batches between them and the runtime.
+//!
+//! Owns every system call and every line of `unsafe` in the crate. The runtime
+//! sees only the [`Driver`] trait: an in-place receive callback per datagram,
+//! in-place send buffers committed one by one, and an explicit `flush`. Every
+//! datagram that is not delivered or not sent is counted in the returned stats.
+//! This layer must never interpret packet contents, read the protocol's clock,
+//! or allocate on the per-packet path (buffers are preallocated in constructors).
+//!
+//! Three drivers implement it: [`uring::UringDriver`] (io_uring multishot
+//! receive into a provided buffer ring, batched sends), [`mmsg::MmsgDriver`]
+//! (recvmmsg/sendmmsg with GRO/GSO) and [`basic::BasicDriver`] (one datagram
+//! per syscall, the portable comparison point). [`open_driver`] picks one and
+//! falls back from io_uring to mmsg, saying why.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod affinity;
+pub mod basic;
+mod batch;
+pub mod gro;
+pub mod idle;
+pub mod mmsg;
+pub mod ring;
+pub mod sendq;
+pub mod socket;
+mod sys;
+pub mod uring;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use idle::{IdleStrategy, Idler};
+pub use ring::{BufferRing, RingLayout, SlotIndex};
+pub use sendq::{CommitError, SendSlot};
+pub use socket::{open_udp, ForceFallback, SocketCaps, SocketConfig, SocketWarning};
+pub use uring::UringUnavailable;
+
+/// Why `open_driver` did not run the driver asked for.
+pub type FallbackReason = UringUnavailable;
+
+/// When the kernel received a datagram (SO_TIMESTAMPNS): CLOCK_REALTIME
+/// nanoseconds since the Unix epoch. Compare it with a realtime sample, not
+/// with the protocol's monotonic `Timestamp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KernelTime(u64);
+
+impl KernelTime {
+    pub const fn from_nanos(nanos: u64) -> Self {
+        KernelTime(nanos)
+    }
+
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.0)
+    }
+}
+
+/// One received datagram, lent in place from the driver's buffer ring for the
+/// duration of the callback. The callee may decrypt or rewrite it in place.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    pub src: SocketAddr,
+    pub data: &'a mut [u8],
+    /// Present when the socket was opened with `timestamps`.
+    pub kernel_time: Option<KernelTime>,
+}
+
+/// What one `recv_batch` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvStats {
+    /// Datagrams handed to the callback (GRO segments counted one by one).
+    pub datagrams: usize,
+    /// System calls made (receive, poll/wait, io_uring_enter).
+    pub syscalls: usize,
+    /// Datagrams longer than the receive slot (MSG_TRUNC): counted, never handed over.
+    pub truncated: usize,
+    /// Receive buffers that held more than one GRO-coalesced datagram.
+    pub gro_buffers: usize,
+    /// Receive errors absorbed (a pending ICMP error, an unreadable source
+    /// address, a failed multishot re-arm); each may have cost a datagram.
+    pub errors: usize,
+}
+
+impl std::ops::AddAssign for RecvStats {
+    fn add_assign(&mut self, o: Self) {
+        self.datagrams += o.datagrams;
+        self.syscalls += o.syscalls;
+        self.truncated += o.truncated;
+        self.gro_buffers += o.gro_buffers;
+        self.errors += o.errors;
+    }
+}
+
+/// What one `flush` did. Every committed datagram ends up in exactly one of
+/// `datagrams_sent` or a `dropped_*` counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    pub datagrams_sent: usize,
+    pub syscalls: usize,
+    /// Dropped because the socket stayed unwritable (EAGAIN) past the policy's budget.
+    pub dropped_would_block: usize,
+    /// Dropped after ENOBUFS persisted through the bounded retries.
+    pub dropped_nobufs: usize,
+    /// Dropped for a per-datagram error (EMSGSIZE, EHOSTUNREACH, EPERM, an IPv6
+    /// destination on an IPv4 socket, ...).
+    pub dropped_error: usize,
+    /// GSO sends (UDP_SEGMENT runs of two or more datagrams) that went out.
+    pub gso_batches: usize,
+    /// GSO was refused at send time during this flush and is now off for the
+    /// socket; the affected datagrams were resent without it.
+    pub gso_disabled_now: bool,
+}
+
+impl SendStats {
+    pub fn dropped(&self) -> usize {
+        self.dropped_would_block + self.dropped_nobufs + self.dropped_error
+    }
+}
+
+impl std::ops::AddAssign for SendStats {
+    fn add_assign(&mut self, o: Self) {
+        self.datagrams_sent += o.datagrams_sent;
+        self.syscalls += o.syscalls;
+        self.dropped_would_block += o.dropped_would_block;
+        self.dropped_nobufs += o.dropped_nobufs;
+        self.dropped_error += o.dropped_error;
+        self.gso_batches += o.gso_batches;
+        self.gso_disabled_now |= o.gso_disabled_now;
+    }
+}
+
+/// How long `recv_batch` may wait for the first datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at once if nothing is ready.
+    NoWait,
+    /// Wait at most this long for the first datagram (timer-aware: the caller
+    /// passes the time until its next deadline).
+    Timeout(Duration),
+    /// Wait until a datagram arrives (or a signal interrupts).
+    Forever,
+}
+
+/// What `flush` does when the socket buffer is full (EAGAIN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WouldBlockPolicy {
+    /// Drop the rest of the queue at once and count it.
+    Drop,
+    /// Wait for writability, at most this long in total per flush, then drop the rest.
+    Wait(Duration),
+}
+
+/// Driver sizing and policies. Defaults suit 64-512 B datagrams at high rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Datagrams per recvmmsg/sendmmsg call (and CQEs per io_uring receive pass).
+    pub batch: usize,
+    /// Largest datagram sent or received without GRO; also the send slot size.
+    pub max_datagram: usize,
+    /// Datagrams that can be committed before a flush is needed.
+    pub send_slots: usize,
+    /// Receive slot size when GRO is on (a coalesced buffer can reach 64 KiB).
+    pub gro_slot_size: usize,
+    /// Provided buffers for io_uring's multishot receive (rounded up to a power of two).
+    pub uring_recv_buffers: usize,
+    pub would_block: WouldBlockPolicy,
+    /// ENOBUFS retries per datagram (or GSO run) before it is dropped.
+    pub nobufs_retries: u32,
+    /// Most datagrams per GSO send.
+    pub gso_max_segments: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            batch: 64,
+            max_datagram: 2048,
+            send_slots: 1024,
+            gro_slot_size: 65_536,
+            uring_recv_buffers: 256,
+            would_block: WouldBlockPolicy::Wait(Duration::from_millis(1)),
+            nobufs_retries: 3,
+            gso_max_segments: socket::GSO_MAX_SEGMENTS,
+        }
+    }
+}
+
+impl DriverConfig {
+    /// Refuses sizes that cannot work (zero, or beyond what the kernel accepts).
+    pub fn validate(&self) -> io::Result<()> {
+        let bad = |what: &str| {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid driver config: {what}"),
+            ))
+        };
+        if self.batch == 0 || self.batch > 1024 {
+            return bad("batch must be 1..=1024 (UIO_MAXIOV)");
+        }
+        if self.max_datagram == 0 || self.max_datagram > 65_535 {
+            return bad("max_datagram must be 1..=65535");
+        }
+        if self.send_slots == 0 || self.send_slots > 65_536 {
+            return bad("send_slots must be 1..=65536");
+        }
+        if self.gro_slot_size < self.max_datagram || self.gro_slot_size > 1 << 20 {
+            return bad("gro_slot_size must be max_datagram..=1 MiB");
+        }
+        if self.uring_recv_buffers == 0 || self.uring_recv_buffers > 32_768 {
+            return bad("uring_recv_buffers must be 1..=32768");
+        }
+        if self.gso_max_segments == 0 {
+            return bad("gso_max_segments must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Receive slot payload size for a socket with these caps.
+    pub(crate) fn recv_payload(&self, caps: &SocketCaps) -> usize {
+        if caps.gro {
+            self.gro_slot_size
+        } else {
+            self.max_datagram
+        }
+    }
+}
+
+/// A batched UDP driver. One per socket, driven by one thread at a time.
+pub trait Driver: Send {
+    /// "uring", "mmsg" or "basic".
+    fn name(&self) -> &'static str;
+
+    fn local_addr(&self) -> SocketAddr;
+
+    /// What the socket ended up with (and `gso` reflects run-time disabling).
+    fn caps(&self) -> &SocketCaps;
+
+    /// The socket's descriptor, for a runtime that multiplexes several drivers.
+    fn raw_fd(&self) -> RawFd;
+
+    /// Receives one batch (up to `batch` datagrams, or GRO buffers walked into
+    /// segments) and calls `on_datagram` once per datagram with the bytes in
+    /// place in the ring. Truncated datagrams are counted and not handed over.
+    /// Returns with zero datagrams when `wait` elapses or a signal interrupts.
+    fn recv_batch(
+        &mut self,
+        wait: Wait,
+        on_datagram: &mut dyn FnMut(Datagram<'_>),
+    ) -> io::Result<RecvStats>;
+
+    /// The next send buffer (`max_datagram` bytes) from the ring; write the
+    /// packet in place and commit it. None when every send slot is committed:
+    /// call `flush`.
+    fn send_buffer(&mut self) -> Option<SendSlot<'_>>;
+
+    /// Committed datagrams waiting for `flush`.
+    fn pending_sends(&self) -> usize;
+
+    /// Sends every committed datagram (batched; GSO runs where possible),
+    /// continuing past partial sends and applying the EAGAIN/ENOBUFS policies.
+    /// Afterwards every send slot is free again. Errors only when the socket
+    /// itself is unusable; per-datagram failures are counted in the stats.
+    fn flush(&mut self) -> io::Result<SendStats>;
+
+    /// Whether sends currently use GSO (false after a run-time refusal).
+    fn gso_active(&self) -> bool;
+}
+
+/// Hands one received buffer to the callback: once, or once per segment when
+/// the kernel coalesced several datagrams (GRO) into it.
+pub(crate) fn deliver(
+    data: &mut [u8],
+    gro_segment: Option<usize>,
+    src: SocketAddr,
+    kernel_time: Option<KernelTime>,
+    stats: &mut RecvStats,
+    on_datagram: &mut dyn FnMut(Datagram<'_>),
+) {
+    let segment = gro_segment.unwrap_or(0);
+    let n = gro::for_each_segment(data, segment, |seg| {
+        on_datagram(Datagram {
+            src,
+            data: seg,
+            kernel_time,
+        })
+    });
+    if n > 1 {
+        stats.gro_buffers += 1;
+    }
+    stats.datagrams += n;
+}
+
+/// Which driver to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DriverKind {
+    Uring,
+    Mmsg,
+    Basic,
+}
+
+impl DriverKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            DriverKind::Uring => "uring",
+            DriverKind::Mmsg => "mmsg",
+            DriverKind::Basic => "basic",
+        }
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown driver name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownDriver(pub String);
+
+impl fmt::Display for UnknownDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown driver {:?} (expected uring, mmsg or basic)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownDriver {}
+
+impl FromStr for DriverKind {
+    type Err = UnknownDriver;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "uring" | "io_uring" => Ok(DriverKind::Uring),
+            "mmsg" => Ok(DriverKind::Mmsg),
+            "basic" => Ok(DriverKind::Basic),
+            other => Err(UnknownDriver(other.to_owned())),
+        }
+    }
+}
+
+/// The fastest driver this kernel allows: io_uring when a ring with the needed
+/// features can be set up, else mmsg (always present on Linux).
+pub fn best_available() -> DriverKind {
+    match uring::probe() {
+        Ok(()) => DriverKind::Uring,
+        Err(_) => DriverKind::Mmsg,
+    }
+}
+
+/// A driver ready to run, and why it is not the one asked for (if it is not).
+pub struct Opened {
+    pub driver: Box<dyn Driver>,
+    /// Set when `Uring` was asked for and `Mmsg` runs instead. Log it once.
+    pub fallback: Option<UringUnavailable>,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("driver", &self.driver.name())
+            .field("fallback", &self.fallback)
+            .finish()
+    }
+}
+
+/// Opens the socket and the driver of `kind`, falling back from io_uring to
+/// mmsg with the reason. Socket warnings are in `driver.caps().warnings`.
+pub fn open_driver(
+    kind: DriverKind,
+    socket: &SocketConfig,
+    cfg: &DriverConfig,
+) -> io::Result<Opened> {
+    cfg.validate()?;
+    let (sock, caps) = open_udp(socket)?;
+    match kind {
+        DriverKind::Basic => Ok(Opened {
+            driver: Box::new(basic::BasicDriver::new(sock, caps, cfg)?),
+            fallback: None,
+        }),
+        DriverKind::Mmsg => Ok(Opened {
+            driver: Box::new(mmsg::MmsgDriver::new(sock, caps, cfg)?),
+            fallback: None,
+        }),
+        DriverKind::Uring => match uring::UringDriver::new(sock, caps, cfg) {
+            Ok(d) => Ok(Opened {
+                driver: Box::new(d),
+                fallback: None,
+            }),
+            Err(refused) => {
+                tracing::warn!(
+                    "io_uring driver unavailable, falling back to recvmmsg/sendmmsg: {}",
+                    refused.reason
+                );
+                Ok(Opened {
+                    driver: Box::new(mmsg::MmsgDriver::new(refused.socket, refused.caps, cfg)?),
+                    fallback: Some(refused.reason),
+                })
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_kinds_parse_and_print() {
+        for k in [DriverKind::Uring, DriverKind::Mmsg, DriverKind::Basic] {
+            assert_eq!(k.name().parse::<DriverKind>(), Ok(k));
+            assert_eq!(k.to_string(), k.name());
+        }
+        assert!("epoll".parse::<DriverKind>().is_err());
+    }
+
+    #[test]
+    fn config_validation_refuses_nonsense() {
+        assert!(DriverConfig::default().validate().is_ok());
+        let c = DriverConfig {
+            batch: 0,
+            ..DriverConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = DriverConfig {
+            gro_slot_size: 100,
+            ..DriverConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}
