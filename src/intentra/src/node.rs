@@ -315,7 +315,7 @@ impl ShutdownHandle {
 /// use intentra::proto::config::EndpointConfig;
 /// use intentra::proto::event::{Event, Mode};
 /// use intentra::proto::keys::Keypair;
-/// use intentra::runtime::{Node, NodeConfig};
+/// use intentra::node::{Node, NodeConfig};
 ///
 /// let keys = Keypair::generate(&mut rand_core::OsRng);
 /// let mut node = Node::bind(NodeConfig::new("127.0.0.1:7700".parse()?, EndpointConfig::new(keys)))?;

@@ -58,7 +58,7 @@ impl std::str::FromStr for IdleStrategy {
 /// [`reset`](Self::reset) after a pass that did something:
 ///
 /// ```
-/// # use intentra::io::idle::{IdleStrategy, Idler};
+/// # use intentra_udp::idle::{IdleStrategy, Idler};
 /// # use std::time::Duration;
 /// let mut idler = Idler::new(IdleStrategy::default());
 /// for _pass in 0..3 {
