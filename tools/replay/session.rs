@@ -10,13 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use intentra::capture::{keylog_path, read_keylog};
-use intentra_daemon::config::{read_allow_list, read_key_file, Config};
 use intentra::proto::config::EndpointConfig;
 use intentra::proto::endpoint::Endpoint;
 use intentra::proto::event::{Event, Mode};
 use intentra::proto::stats::DropReason;
 use intentra::proto::time::Timestamp;
 use intentra::proto::wire::MAX_DATAGRAM_LEN;
+use intentra_daemon::config::{read_allow_list, read_key_file, Config};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;

@@ -322,11 +322,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 config::read_key_file(key)?;
             }
             init_logging(&config)?;
-            daemon::connect(config, &args)?;
+            crate::client::connect(config, &args)?;
             Ok(())
         }
         Command::Demo(args) => {
-            daemon::demo(&args)?;
+            crate::demo::demo(&args)?;
             Ok(())
         }
     }
@@ -545,9 +545,9 @@ fn parse_sample_line(line: &str) -> Option<SampleLine<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
     use intentra::metrics::{encode, WorkerSnapshot};
     use intentra::proto::stats::{CloseReason, DropReason};
-    use clap::CommandFactory;
 
     #[test]
     fn clap_definition_is_consistent() {

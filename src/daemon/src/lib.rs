@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod logging;
 pub mod metrics_http;

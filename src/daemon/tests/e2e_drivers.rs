@@ -8,11 +8,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use intentra::udp::DriverKind;
+use intentra::node::{Node, NodeConfig};
 use intentra::proto::config::EndpointConfig;
 use intentra::proto::event::{Event, Mode, SendError};
 use intentra::proto::keys::Keypair;
-use intentra::node::{Node, NodeConfig};
+use intentra::udp::DriverKind;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use intentra::metrics::{MetricsHub, WorkerSnapshot};
-use intentra_daemon::metrics_http::spawn_metrics_server;
 use intentra::proto::stats::DropReason;
+use intentra_daemon::metrics_http::spawn_metrics_server;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_intentra"))

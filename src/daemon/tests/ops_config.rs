@@ -4,11 +4,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use intentra::proto::keys::{Keypair, SecretKey};
 use intentra_daemon::config::{
     read_allow_list, read_key_file, write_key_file, Config, ConfigError, IdleMode, IoDriver,
     LogFormat,
 };
-use intentra::proto::keys::{Keypair, SecretKey};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

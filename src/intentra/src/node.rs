@@ -17,7 +17,6 @@ use std::time::Duration;
 use rand_core::OsRng;
 
 use crate::capture::Recorder;
-use intentra_udp::{self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait};
 use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
 use intentra_proto::config::EndpointConfig;
 use intentra_proto::endpoint::Endpoint;
@@ -26,6 +25,9 @@ use intentra_proto::keys::PublicKey;
 use intentra_proto::stats::{CloseReason, DropReason, Stats};
 use intentra_proto::time::Timestamp;
 use intentra_proto::wire::MAX_DATAGRAM_LEN;
+use intentra_udp::{
+    self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait,
+};
 
 pub use intentra_udp::IdleStrategy;
 

@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use intentra::udp::DriverKind;
+use intentra::node::{Node, NodeConfig};
 use intentra::proto::config::EndpointConfig;
 use intentra::proto::event::Mode;
 use intentra::proto::keys::Keypair;
-use intentra::node::{Node, NodeConfig};
+use intentra::udp::DriverKind;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

@@ -9,9 +9,10 @@
 //! a nonce: callers pass the counter they wrote into the header, and the session
 //! guarantees each key direction's counter strictly increases and never repeats.
 
-
 #[cfg(not(any(feature = "ring", feature = "rustcrypto")))]
-compile_error!("intentra-proto needs an AEAD backend: enable the `ring` (default) or `rustcrypto` feature");
+compile_error!(
+    "intentra-proto needs an AEAD backend: enable the `ring` (default) or `rustcrypto` feature"
+);
 
 use super::wire::{Counter, TAG_LEN, TRANSPORT_HEADER_LEN};
 
@@ -66,9 +67,7 @@ pub trait PacketCipher: Sized {
     /// `packet[16..16 + len]` and `len` is returned. On failure the body is unspecified.
     fn open_in_place(&self, counter: Counter, packet: &mut [u8]) -> Result<usize, AeadError> {
         let parts = split(packet)?;
-        let tag: &[u8; TAG_LEN] = (&*parts.tag)
-            .try_into()
-            .map_err(|_| AeadError::TooShort)?;
+        let tag: &[u8; TAG_LEN] = (&*parts.tag).try_into().map_err(|_| AeadError::TooShort)?;
         self.open_detached(&counter.nonce(), parts.header, parts.body, tag)?;
         Ok(parts.body.len())
     }

@@ -7,8 +7,8 @@
 //! replay handshakes byte for byte.
 
 use super::cookie;
-use super::noise_crypto::SeededResolver;
 use super::keys::{Keypair, PublicKey, KEY_LEN};
+use super::noise_crypto::SeededResolver;
 use super::wire::{self, finish, init, response, PacketType, SessionIndex, MAC_LEN};
 
 /// The Noise protocol name, as PROTOCOL.md states it.

@@ -74,7 +74,9 @@ fn the_protocol_core_reads_no_clock_socket_or_random_source() {
                 .lines()
                 .filter(|l| {
                     let l = l.trim_start();
-                    (l.starts_with("mod ") || l.starts_with("pub mod ") || l.starts_with("pub(crate) mod "))
+                    (l.starts_with("mod ")
+                        || l.starts_with("pub mod ")
+                        || l.starts_with("pub(crate) mod "))
                         && l.ends_with(';')
                 })
                 .count()
