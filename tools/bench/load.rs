@@ -25,8 +25,10 @@ use intentra::proto::wire::{self, Header, MAX_DATAGRAM_LEN};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::sys::{self, Outgoing, RecvBatch, SendBatch, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use crate::Shared;
+use intentra::udp::raw::{
+    self as sys, Outgoing, RecvBatch, SendBatch, GSO_MAX_BYTES, GSO_MAX_SEGMENTS,
+};
 
 /// Handshakes the generator keeps in flight at once (the receiver's budget is set above it).
 pub const HANDSHAKE_WINDOW: usize = 128;

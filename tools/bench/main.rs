@@ -11,7 +11,6 @@ mod load;
 mod plot;
 mod report;
 mod sink;
-mod sys;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -310,8 +309,8 @@ fn open_rx(io: IoArg) -> Result<(Rx, String, usize), BenchError> {
         Err(_) => {
             let socket = std::net::UdpSocket::bind(bind)
                 .map_err(|e| BenchError::Io(format!("cannot bind the receiver: {e}")))?;
-            let granted = sys::set_buffers(&socket, 16 << 20, 4 << 20);
-            sys::set_recv_timeout(&socket, Duration::from_millis(5))
+            let granted = intentra::udp::raw::set_buffers(&socket, 16 << 20, 4 << 20);
+            intentra::udp::raw::set_recv_timeout(&socket, Duration::from_millis(5))
                 .map_err(|e| BenchError::Io(format!("cannot set the receive timeout: {e}")))?;
             Ok((Rx::Own(socket), "bench-recvmmsg".to_string(), granted))
         }

@@ -24,8 +24,8 @@ use intentra::udp::{Datagram, Driver, Wait};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-use crate::sys::{self, Outgoing, RecvBatch, SendBatch, BATCH};
 use crate::Shared;
+use intentra::udp::raw::{self as sys, Outgoing, RecvBatch, SendBatch, BATCH};
 
 /// How long one receive call may wait, so the loop notices its stop time.
 const RECV_WAIT: Duration = Duration::from_millis(5);

@@ -238,7 +238,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 .name(format!("intentra-worker-{worker}"))
                 .spawn(move || -> Result<(), DaemonError> {
                     if let Some(core) = config.io.pin_cores.as_ref().and_then(|c| c.get(worker)) {
-                        match intentra::udp::affinity::pin_current_thread(*core) {
+                        match intentra::udp::pin_current_thread(*core) {
                             Ok(()) => tracing::info!(worker, core, "pinned"),
                             Err(err) => tracing::warn!(worker, core, error = %err, "cannot pin"),
                         }

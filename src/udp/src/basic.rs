@@ -15,6 +15,7 @@ use super::socket::{disable_gro, SocketCaps};
 use super::sys::{self, classify_recv_error, classify_send_error, RecvFailure, SendFailure};
 use super::{Datagram, Driver, DriverConfig, RecvStats, SendSlot, SendStats, Wait};
 
+/// One datagram per `recv_from`/`send_to`: the portable comparison point.
 pub struct BasicDriver {
     socket: UdpSocket,
     caps: SocketCaps,
@@ -24,6 +25,7 @@ pub struct BasicDriver {
 }
 
 impl BasicDriver {
+    /// Wraps an opened socket; allocates its one receive slot and the send queue now.
     pub fn new(socket: UdpSocket, mut caps: SocketCaps, cfg: &DriverConfig) -> io::Result<Self> {
         cfg.validate()?;
         if caps.gro {

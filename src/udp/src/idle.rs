@@ -19,8 +19,11 @@ pub enum IdleStrategy {
     /// Spin `spins` times, then `yield_now` `yields` times, then park for `park`
     /// per idle pass until work appears.
     Backoff {
+        /// Busy-poll passes before yielding.
         spins: u32,
+        /// `yield_now` passes before parking.
         yields: u32,
+        /// How long each parked pass sleeps at most.
         park: Duration,
     },
     /// Never give up the core: lowest latency, one core at 100%.
@@ -58,7 +61,7 @@ impl std::str::FromStr for IdleStrategy {
 /// [`reset`](Self::reset) after a pass that did something:
 ///
 /// ```
-/// # use intentra_udp::idle::{IdleStrategy, Idler};
+/// # use intentra_udp::{IdleStrategy, Idler};
 /// # use std::time::Duration;
 /// let mut idler = Idler::new(IdleStrategy::default());
 /// for _pass in 0..3 {
@@ -75,6 +78,7 @@ pub struct Idler {
 }
 
 impl Idler {
+    /// Starts in the strategy's first phase.
     pub fn new(strategy: IdleStrategy) -> Self {
         Idler {
             strategy,
@@ -83,6 +87,7 @@ impl Idler {
         }
     }
 
+    /// The strategy this idler follows.
     pub fn strategy(&self) -> IdleStrategy {
         self.strategy
     }
@@ -158,10 +163,15 @@ impl Idler {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an idler is on its way from spinning to sleeping.
 pub enum IdlePhase {
+    /// Waiting in the kernel until a datagram or a deadline.
     Blocking,
+    /// Polling without giving up the core.
     Spinning,
+    /// Polling, yielding the core between passes.
     Yielding,
+    /// Polling, sleeping briefly between passes.
     Parking,
 }
 

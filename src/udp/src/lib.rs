@@ -1,32 +1,35 @@
-//! The Linux I/O layer: UDP sockets and the drivers that move datagrams in
-//! batches between them and the runtime.
+//! intentra's Linux I/O layer: UDP sockets and the drivers that move datagrams in
+//! batches between them and the event loop.
 //!
-//! Owns every system call and every line of `unsafe` in the crate. The runtime
+//! Owns every system call and every line of `unsafe` in the project (each block
+//! with a `// SAFETY:` line saying why it holds; a test checks both). The loop
 //! sees only the [`Driver`] trait: an in-place receive callback per datagram,
 //! in-place send buffers committed one by one, and an explicit `flush`. Every
 //! datagram that is not delivered or not sent is counted in the returned stats.
 //! This layer must never interpret packet contents, read the protocol's clock,
 //! or allocate on the per-packet path (buffers are preallocated in constructors).
 //!
-//! Three drivers implement it: [`uring::UringDriver`] (io_uring multishot
-//! receive into a provided buffer ring, batched sends), [`mmsg::MmsgDriver`]
-//! (recvmmsg/sendmmsg with GRO/GSO) and [`basic::BasicDriver`] (one datagram
+//! Three drivers implement it: [`UringDriver`] (io_uring multishot
+//! receive into a provided buffer ring, batched sends), [`MmsgDriver`]
+//! (recvmmsg/sendmmsg with GRO/GSO) and [`BasicDriver`] (one datagram
 //! per syscall, the portable comparison point). [`open_driver`] picks one and
 //! falls back from io_uring to mmsg, saying why.
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod affinity;
-pub mod basic;
+mod affinity;
+mod basic;
 mod batch;
-pub mod gro;
-pub mod idle;
-pub mod mmsg;
-pub mod ring;
-pub mod sendq;
-pub mod socket;
+mod gro;
+mod idle;
+mod mmsg;
+pub mod raw;
+mod ring;
+mod sendq;
+mod socket;
 mod sys;
-pub mod uring;
+mod uring;
 
 use std::fmt;
 use std::io;
@@ -35,11 +38,17 @@ use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use idle::{IdleStrategy, Idler};
-pub use ring::{BufferRing, RingLayout, SlotIndex};
-pub use sendq::{CommitError, SendSlot};
-pub use socket::{open_udp, ForceFallback, SocketCaps, SocketConfig, SocketWarning};
-pub use uring::UringUnavailable;
+pub use affinity::pin_current_thread;
+pub use basic::BasicDriver;
+pub use gro::{for_each_segment, segment_count};
+pub use idle::{IdlePhase, IdleStrategy, Idler};
+pub use mmsg::MmsgDriver;
+pub use ring::{BufferRing, RingError, RingLayout, SlotIndex};
+pub use sendq::{CommitError, PendingSend, SendSlot, GSO_MAX_BYTES};
+pub use socket::{
+    open_udp, ForceFallback, SocketCaps, SocketConfig, SocketWarning, GSO_MAX_SEGMENTS,
+};
+pub use uring::{probe as probe_uring, UringDriver, UringRefused, UringUnavailable};
 
 /// Why `open_driver` did not run the driver asked for.
 pub type FallbackReason = UringUnavailable;
@@ -51,14 +60,17 @@ pub type FallbackReason = UringUnavailable;
 pub struct KernelTime(u64);
 
 impl KernelTime {
+    /// A timestamp `nanos` after the Unix epoch.
     pub const fn from_nanos(nanos: u64) -> Self {
         KernelTime(nanos)
     }
 
+    /// Nanoseconds since the Unix epoch.
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
+    /// The same instant as a `SystemTime`.
     pub fn to_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.0)
     }
@@ -68,7 +80,9 @@ impl KernelTime {
 /// duration of the callback. The callee may decrypt or rewrite it in place.
 #[derive(Debug)]
 pub struct Datagram<'a> {
+    /// Who sent it.
     pub src: SocketAddr,
+    /// Its bytes, in the driver's receive slot.
     pub data: &'a mut [u8],
     /// Present when the socket was opened with `timestamps`.
     pub kernel_time: Option<KernelTime>,
@@ -104,7 +118,9 @@ impl std::ops::AddAssign for RecvStats {
 /// `datagrams_sent` or a `dropped_*` counter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendStats {
+    /// Datagrams the kernel accepted (GSO segments counted one by one).
     pub datagrams_sent: usize,
+    /// System calls made.
     pub syscalls: usize,
     /// Dropped because the socket stayed unwritable (EAGAIN) past the policy's budget.
     pub dropped_would_block: usize,
@@ -121,6 +137,7 @@ pub struct SendStats {
 }
 
 impl SendStats {
+    /// Datagrams given up on, for any reason.
     pub fn dropped(&self) -> usize {
         self.dropped_would_block + self.dropped_nobufs + self.dropped_error
     }
@@ -172,6 +189,7 @@ pub struct DriverConfig {
     pub gro_slot_size: usize,
     /// Provided buffers for io_uring's multishot receive (rounded up to a power of two).
     pub uring_recv_buffers: usize,
+    /// What a send does when the socket buffer is full.
     pub would_block: WouldBlockPolicy,
     /// ENOBUFS retries per datagram (or GSO run) before it is dropped.
     pub nobufs_retries: u32,
@@ -239,6 +257,7 @@ pub trait Driver: Send {
     /// "uring", "mmsg" or "basic".
     fn name(&self) -> &'static str;
 
+    /// The address the socket is bound to.
     fn local_addr(&self) -> SocketAddr;
 
     /// What the socket ended up with (and `gso` reflects run-time disabling).
@@ -302,12 +321,16 @@ pub(crate) fn deliver(
 /// Which driver to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DriverKind {
+    /// io_uring: multishot receive into a provided buffer ring, batched sends.
     Uring,
+    /// recvmmsg/sendmmsg with GRO and GSO.
     Mmsg,
+    /// One datagram per system call.
     Basic,
 }
 
 impl DriverKind {
+    /// The name used in configuration, logs and metrics.
     pub const fn name(self) -> &'static str {
         match self {
             DriverKind::Uring => "uring",
@@ -363,6 +386,7 @@ pub fn best_available() -> DriverKind {
 
 /// A driver ready to run, and why it is not the one asked for (if it is not).
 pub struct Opened {
+    /// The driver, boxed so callers need not name its type.
     pub driver: Box<dyn Driver>,
     /// Set when `Uring` was asked for and `Mmsg` runs instead. Log it once.
     pub fallback: Option<UringUnavailable>,

@@ -23,6 +23,7 @@ use super::{
     deliver, Datagram, Driver, DriverConfig, KernelTime, RecvStats, SendSlot, SendStats, Wait,
 };
 
+/// Batches of datagrams per system call with recvmmsg/sendmmsg, GRO and GSO.
 pub struct MmsgDriver {
     socket: UdpSocket,
     caps: SocketCaps,
@@ -47,6 +48,7 @@ pub struct MmsgDriver {
 unsafe impl Send for MmsgDriver {}
 
 impl MmsgDriver {
+    /// Wraps an opened socket and allocates every buffer and header array it will use.
     pub fn new(socket: UdpSocket, caps: SocketCaps, cfg: &DriverConfig) -> io::Result<Self> {
         cfg.validate()?;
         let ring = BufferRing::new(RingLayout {

@@ -12,25 +12,45 @@
 //! concurrently, so a `&mut` spanning them would be a data race.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Names one slot of a [`BufferRing`]. Only the ring mints these, so an index is
-/// always in range for the ring that produced it (and slot math cannot overflow).
+/// Which ring minted a [`SlotIndex`]: unique among the rings of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SlotIndex(u32);
+struct RingId(u32);
+
+impl RingId {
+    fn next() -> RingId {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        RingId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Names one slot of a [`BufferRing`]. Only a ring mints these, and each carries the
+/// identity of the ring that minted it: a slot of one ring handed to another is refused
+/// before any pointer arithmetic, so safe code can never reach outside a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotIndex {
+    ring: RingId,
+    slot: u32,
+}
 
 impl SlotIndex {
     /// The slot number across the whole ring (receive slots first).
     pub const fn get(self) -> usize {
-        self.0 as usize
+        self.slot as usize
     }
 }
 
 /// How a ring is carved up. Every field must be non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingLayout {
+    /// Receive slots: one per datagram (or GRO train) a receive batch can hold.
     pub recv_slots: usize,
+    /// Bytes per receive slot: 64 KiB when GRO may coalesce, else the largest datagram.
     pub recv_slot_size: usize,
+    /// Send slots: datagrams that can wait for one flush.
     pub send_slots: usize,
+    /// Bytes per send slot: the largest datagram sent.
     pub send_slot_size: usize,
 }
 
@@ -74,6 +94,7 @@ impl From<RingError> for std::io::Error {
 
 /// One allocation holding all receive and send slots.
 pub struct BufferRing {
+    id: RingId,
     base: NonNull<u8>,
     total: usize,
     layout: RingLayout,
@@ -87,6 +108,7 @@ pub struct BufferRing {
 unsafe impl Send for BufferRing {}
 
 impl BufferRing {
+    /// Allocates every slot of `layout` at once, zeroed.
     pub fn new(layout: RingLayout) -> Result<Self, RingError> {
         let RingLayout {
             recv_slots,
@@ -118,6 +140,7 @@ impl BufferRing {
         // SAFETY: Box::into_raw never returns null; the cast keeps the address.
         let base = unsafe { NonNull::new_unchecked(raw.cast::<u8>()) };
         Ok(BufferRing {
+            id: RingId::next(),
             base,
             total,
             layout,
@@ -125,22 +148,36 @@ impl BufferRing {
         })
     }
 
+    /// How this ring is carved up.
     pub fn layout(&self) -> RingLayout {
         self.layout
     }
 
     /// The `n`th receive slot, if `n < recv_slots`.
     pub fn recv_slot(&self, n: usize) -> Option<SlotIndex> {
-        (n < self.layout.recv_slots).then_some(SlotIndex(n as u32))
+        (n < self.layout.recv_slots).then_some(SlotIndex {
+            ring: self.id,
+            slot: n as u32,
+        })
     }
 
     /// The `n`th send slot, if `n < send_slots`.
     pub fn send_slot(&self, n: usize) -> Option<SlotIndex> {
-        (n < self.layout.send_slots).then(|| SlotIndex((self.layout.recv_slots + n) as u32))
+        (n < self.layout.send_slots).then(|| SlotIndex {
+            ring: self.id,
+            slot: (self.layout.recv_slots + n) as u32,
+        })
     }
 
     /// Byte offset and length of a slot inside the allocation.
+    ///
+    /// # Panics
+    /// If `slot` was minted by another ring: its number may lie outside this one.
     fn span(&self, slot: SlotIndex) -> (usize, usize) {
+        assert!(
+            slot.ring == self.id,
+            "a SlotIndex of another BufferRing was used on this one"
+        );
         let i = slot.get();
         if i < self.layout.recv_slots {
             (i * self.layout.recv_slot_size, self.layout.recv_slot_size)
@@ -163,8 +200,9 @@ impl BufferRing {
     pub fn slot_ptr(&self, slot: SlotIndex) -> *mut u8 {
         let (off, len) = self.span(slot);
         debug_assert!(off + len <= self.total);
-        // SAFETY: span() of a SlotIndex minted by this ring lies inside the
-        // allocation (checked arithmetic in new()), so the offset stays in bounds.
+        // SAFETY: span() accepts only a SlotIndex minted by this ring (it checks the
+        // ring's identity), whose range lies inside the allocation (checked arithmetic
+        // in new()), so the offset stays in bounds.
         unsafe { self.base.as_ptr().add(off) }
     }
 
@@ -251,6 +289,30 @@ mod tests {
         let ring = BufferRing::new(small()).unwrap();
         assert!(ring.recv_slot(3).is_none());
         assert!(ring.send_slot(2).is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "another BufferRing")]
+    fn a_slot_of_another_ring_is_refused_not_read_out_of_bounds() {
+        let big = BufferRing::new(small()).unwrap();
+        let tiny = BufferRing::new(RingLayout {
+            recv_slots: 1,
+            recv_slot_size: 1,
+            send_slots: 1,
+            send_slot_size: 1,
+        })
+        .unwrap();
+        // Slot 4 of the big ring is far past the end of the tiny one.
+        let foreign = big.send_slot(1).unwrap();
+        let _ = tiny.slot(foreign);
+    }
+
+    #[test]
+    fn rings_mint_distinct_slots_for_the_same_number() {
+        let a = BufferRing::new(small()).unwrap();
+        let b = BufferRing::new(small()).unwrap();
+        assert_ne!(a.recv_slot(0), b.recv_slot(0));
+        assert_eq!(a.recv_slot(0).unwrap().get(), b.recv_slot(0).unwrap().get());
     }
 
     #[test]

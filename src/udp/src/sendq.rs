@@ -21,7 +21,9 @@ pub const GSO_MAX_BYTES: usize = 65_507;
 /// One committed datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingSend {
+    /// Where the datagram goes.
     pub dst: SocketAddr,
+    /// How many bytes of the slot it uses.
     pub len: usize,
 }
 
@@ -29,7 +31,12 @@ pub struct PendingSend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitError {
     /// The length exceeds the slot (the caller wrote past what it was given?).
-    TooLong { len: usize, capacity: usize },
+    TooLong {
+        /// Bytes the datagram needs.
+        len: usize,
+        /// Bytes a slot holds.
+        capacity: usize,
+    },
 }
 
 impl std::fmt::Display for CommitError {
@@ -107,6 +114,7 @@ impl SendSlot<'_> {
         self.buf
     }
 
+    /// Bytes one slot holds.
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }

@@ -32,6 +32,7 @@ pub struct ForceFallback {
 /// What to ask of the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketConfig {
+    /// The local address to bind.
     pub bind: SocketAddr,
     /// SO_REUSEPORT, so several workers can bind one port and the kernel spreads flows.
     pub reuse_port: bool,
@@ -47,6 +48,7 @@ pub struct SocketConfig {
     pub timestamps: bool,
     /// SO_BUSY_POLL in microseconds.
     pub busy_poll_us: Option<u32>,
+    /// Features to refuse as if the kernel had, to test the fallbacks.
     pub force: ForceFallback,
 }
 
@@ -72,14 +74,20 @@ impl SocketConfig {
 pub enum SocketWarning {
     /// The kernel granted a smaller buffer than asked; raise `sysctl`.
     BufferCapped {
+        /// The socket option (`SO_RCVBUF` or `SO_SNDBUF`).
         option: &'static str,
+        /// The sysctl that caps it.
         sysctl: &'static str,
+        /// Bytes asked for.
         requested: usize,
+        /// Bytes granted.
         granted: usize,
     },
     /// An optional feature was refused by the kernel (or forced off).
     Unsupported {
+        /// What was refused (for example `UDP_GRO`).
         feature: &'static str,
+        /// The kernel's answer.
         error: io::Error,
     },
 }
@@ -106,23 +114,30 @@ impl fmt::Display for SocketWarning {
 /// What actually took effect on the socket.
 #[derive(Debug)]
 pub struct SocketCaps {
+    /// The address actually bound (the port chosen when 0 was asked).
     pub local_addr: SocketAddr,
     /// The socket's family is IPv6 (IPv4 destinations are sent v4-mapped).
     pub ipv6: bool,
     /// Usable receive buffer in bytes (half the kernel's doubled SO_RCVBUF value).
     pub recv_buffer: usize,
+    /// Usable send buffer in bytes.
     pub send_buffer: usize,
+    /// `SO_REUSEPORT` is on: several workers may bind the same address.
     pub reuse_port: bool,
     /// UDP_SEGMENT is accepted by setsockopt. Sends may still refuse it; the
     /// drivers then turn GSO off for this socket and count it.
     pub gso: bool,
     /// Most segments the kernel accepts in one GSO send (UDP_MAX_SEGMENTS).
     pub gso_max_segments: usize,
+    /// `UDP_GRO` is on: receives may carry several datagrams in one buffer.
     pub gro: bool,
+    /// `SO_TIMESTAMPNS` is on: datagrams carry the kernel's receive time.
     pub timestamps: bool,
+    /// `SO_BUSY_POLL` is on.
     pub busy_poll: bool,
     /// Forced fallbacks still pending at run time (e.g. the GSO send failure).
     pub force: ForceFallback,
+    /// What the operator should hear about; the socket works regardless.
     pub warnings: Vec<SocketWarning>,
 }
 

@@ -38,7 +38,10 @@ pub enum UringUnavailable {
     NotSupported,
     /// The sysctl `kernel.io_uring_disabled` is set (1: only the io_uring_group
     /// may use it, 2: nobody may).
-    DisabledBySysctl { value: u8 },
+    DisabledBySysctl {
+        /// The sysctl's value.
+        value: u8,
+    },
     /// EPERM with the sysctl allowing it: a seccomp filter (Docker's default
     /// profile blocks io_uring) or an LSM refused.
     PermissionDenied,
@@ -76,8 +79,11 @@ impl std::error::Error for UringUnavailable {}
 /// `UringDriver::new` failed; the socket comes back so another driver can use it.
 #[derive(Debug)]
 pub struct UringRefused {
+    /// Why io_uring cannot run here.
     pub reason: UringUnavailable,
+    /// The socket, unchanged.
     pub socket: UdpSocket,
+    /// What took effect on it.
     pub caps: SocketCaps,
 }
 
@@ -284,6 +290,7 @@ fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// io_uring: multishot receive into a provided buffer ring, batched sends, one `io_uring_enter` per flush.
 pub struct UringDriver {
     // Declared first so they drop first: both rings close before the memory
     // their requests point into is released (Drop also cancels explicitly).

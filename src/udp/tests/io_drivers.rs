@@ -134,13 +134,13 @@ fn truncated_datagrams_are_counted_not_delivered() {
         let (sock, caps) = open_udp(&socket_cfg()).unwrap();
         let mut b: Box<dyn Driver> = match kind {
             DriverKind::Uring => {
-                Box::new(intentra_udp::uring::UringDriver::new(sock, caps, &small).unwrap())
+                Box::new(intentra_udp::UringDriver::new(sock, caps, &small).unwrap())
             }
             DriverKind::Mmsg => {
-                Box::new(intentra_udp::mmsg::MmsgDriver::new(sock, caps, &small).unwrap())
+                Box::new(intentra_udp::MmsgDriver::new(sock, caps, &small).unwrap())
             }
             DriverKind::Basic => {
-                Box::new(intentra_udp::basic::BasicDriver::new(sock, caps, &small).unwrap())
+                Box::new(intentra_udp::BasicDriver::new(sock, caps, &small).unwrap())
             }
         };
         let mut a = open(DriverKind::Mmsg, &socket_cfg());

@@ -1,10 +1,10 @@
-//! The benchmark's own Linux syscall wrappers: `recvmmsg`, `sendmmsg`, `sendmsg` with UDP GSO,
-//! socket buffer sizes, per-thread CPU time and the kernel's per-socket drop counter.
+//! Raw kernel UDP for measurement: the baseline `intentra-bench` compares intentra against
+//! (`recvmmsg`, `sendmmsg`, `sendmsg` with UDP GSO), socket buffer sizes, per-thread CPU
+//! time and the kernel's per-socket drop counter.
 //!
-//! Owns every `unsafe` block of the benchmark (each with its `// SAFETY:`), over preallocated
-//! headers and buffers so that nothing here allocates per packet. It must never interpret
-//! a packet and never be used by the library: the crate's own drivers live in `src/io/`.
-//! IPv4 only: the benchmark runs on 127.0.0.0/8.
+//! Kept apart from the drivers on purpose: it carries no protocol and no fallbacks, so
+//! that what it measures is the kernel's own cost. Over preallocated headers and buffers,
+//! nothing here allocates per packet. IPv4 only: the benchmark runs on 127.0.0.0/8.
 
 use std::io;
 use std::mem;
@@ -163,12 +163,16 @@ pub struct RecvBatch {
 
 /// One received slot: its source, its bytes, and whether the kernel cut it short.
 pub struct Received<'a> {
+    /// Who sent it.
     pub src: SocketAddr,
+    /// Its bytes, in the batch's slot.
     pub data: &'a mut [u8],
+    /// Longer than a slot: the kernel cut it.
     pub truncated: bool,
 }
 
 impl RecvBatch {
+    /// Allocates every slot and header once.
     pub fn new() -> RecvBatch {
         // SAFETY: these C structs are plain old data; all-zero is a valid value of each.
         let (addr, iov, hdr) = unsafe {
@@ -252,8 +256,11 @@ pub fn set_recv_timeout(socket: &UdpSocket, timeout: Duration) -> io::Result<()>
 /// One datagram to send: `len` bytes at `offset` of a caller's buffer, to `dst`.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing {
+    /// Where it goes.
     pub dst: SocketAddr,
+    /// Where it starts in the caller's buffer.
     pub offset: usize,
+    /// How many bytes it has.
     pub len: usize,
 }
 
@@ -265,6 +272,7 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
+    /// Allocates every header once.
     pub fn new() -> SendBatch {
         // SAFETY: plain old data; all-zero is a valid value of each.
         let (addr, iov, hdr) = unsafe {
