@@ -396,3 +396,15 @@ pub fn pollfd(fd: RawFd) -> libc::pollfd {
         revents: 0,
     }
 }
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch::new()
+    }
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new()
+    }
+}
