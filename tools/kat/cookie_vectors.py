@@ -5,7 +5,7 @@ Computed independently of the Rust code, from the formulas in PROTOCOL.md,
 with the standard library (hashlib, hmac, ipaddress) and the `cryptography`
 package (AES-256-GCM). Inputs are fixed, so the output is deterministic:
 
-    python3 tools/kat/cookie_vectors.py            # rewrites tests/data/cookie_vectors.json
+    python3 tools/kat/cookie_vectors.py            # rewrites src/proto/tests/data/cookie_vectors.json
     python3 tools/kat/cookie_vectors.py --check    # fails if the committed file differs
 
 The Rust tests in src/proto/cookie.rs load the JSON and check every value.
@@ -28,7 +28,7 @@ TYPE_COOKIE_REPLY = 4
 MAC1_LABEL = b"intentra-mac1-v1"
 COOKIE_LABEL = b"intentra-cookie-v1"
 
-OUT = pathlib.Path(__file__).resolve().parents[2] / "tests" / "data" / "cookie_vectors.json"
+OUT = pathlib.Path(__file__).resolve().parents[2] / "src" / "proto" / "tests" / "data" / "cookie_vectors.json"
 
 
 def sha256(data: bytes) -> bytes:

@@ -6,7 +6,7 @@ A transport packet is header(16) || AES-256-GCM(key, nonce, plaintext, ad=header
 where header = version 1, type, reserved 0 0, receiver index u32 LE, counter u64 LE, and the
 nonce is 4 zero bytes followed by the counter as u64 little-endian (PROTOCOL.md).
 
-Regenerate:  python3 tools/kat/transport_vectors.py > tests/data/transport_vectors.json
+Regenerate:  python3 tools/kat/transport_vectors.py > src/proto/tests/data/transport_vectors.json
 Check:       python3 tools/kat/transport_vectors.py --check
 """
 import hashlib
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-OUT = Path(__file__).resolve().parents[2] / "tests" / "data" / "transport_vectors.json"
+OUT = Path(__file__).resolve().parents[2] / "src" / "proto" / "tests" / "data" / "transport_vectors.json"
 
 
 def stream(label: str, length: int) -> bytes:

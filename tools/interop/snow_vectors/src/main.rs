@@ -7,7 +7,7 @@
 //! clock or a random source.
 //!
 //!     cargo run --offline --manifest-path tools/interop/snow_vectors/Cargo.toml \
-//!         > tests/data/interop_vectors.json
+//!         > src/proto/tests/data/interop_vectors.json
 
 use aes_gcm::aead::generic_array::GenericArray;
 use aes_gcm::{AeadInPlace, Aes256Gcm, KeyInit};
