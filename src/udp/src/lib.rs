@@ -296,15 +296,30 @@ pub trait Driver: Send {
 
 /// Hands one received buffer to the callback: once, or once per segment when
 /// the kernel coalesced several datagrams (GRO) into it.
+///
+/// A datagram longer than `max_datagram` is counted as truncated and not handed
+/// over, exactly as when the kernel cuts it to fit a slot: a GRO slot is larger
+/// than any datagram, so without this check the same oversized datagram would be
+/// "truncated" on one driver and reach the protocol (as malformed) on another.
 pub(crate) fn deliver(
     data: &mut [u8],
     gro_segment: Option<usize>,
+    max_datagram: usize,
     src: SocketAddr,
     kernel_time: Option<KernelTime>,
     stats: &mut RecvStats,
     on_datagram: &mut dyn FnMut(Datagram<'_>),
 ) {
     let segment = gro_segment.unwrap_or(0);
+    let datagram_len = if segment == 0 || segment >= data.len() {
+        data.len()
+    } else {
+        segment
+    };
+    if datagram_len > max_datagram {
+        stats.truncated += gro::segment_count(data.len(), segment);
+        return;
+    }
     let n = gro::for_each_segment(data, segment, |seg| {
         on_datagram(Datagram {
             src,

@@ -183,6 +183,7 @@ impl MmsgDriver {
             deliver(
                 data,
                 meta.gro_segment,
+                self.cfg.max_datagram,
                 src,
                 meta.timestamp_ns.map(KernelTime::from_nanos),
                 stats,

@@ -564,6 +564,7 @@ impl UringDriver {
         deliver(
             data,
             meta.gro_segment,
+            self.cfg.max_datagram,
             src,
             meta.timestamp_ns.map(KernelTime::from_nanos),
             stats,
