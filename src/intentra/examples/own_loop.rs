@@ -66,7 +66,9 @@ impl Host {
                     println!("{}: session up with {addr}", self.name);
                     self.peer = Some(peer);
                 }
-                Event::PeerDown { reason, .. } => println!("{}: session down ({})", self.name, reason.label()),
+                Event::PeerDown { reason, .. } => {
+                    println!("{}: session down ({})", self.name, reason.label())
+                }
                 Event::Message(message) => {
                     self.received.push((message.mode, message.payload.to_vec()))
                 }

@@ -50,6 +50,13 @@ pub struct SessionKeys {
     pub recv: [u8; KEY_LEN],
 }
 
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.send);
+        zeroize::Zeroize::zeroize(&mut self.recv);
+    }
+}
+
 /// An initiator between sending HandshakeInit and reading HandshakeResponse.
 pub struct Initiator {
     state: snow::HandshakeState,

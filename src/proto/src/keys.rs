@@ -16,9 +16,16 @@ pub const KEY_LEN: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; KEY_LEN]);
 
-/// Our static X25519 private key. Not `Debug`, not `Display`: it never reaches a log.
+/// Our static X25519 private key. Not `Debug`, not `Display`: it never reaches a log,
+/// and its bytes are wiped when it is dropped.
 #[derive(Clone)]
 pub struct SecretKey([u8; KEY_LEN]);
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 /// A static key pair.
 #[derive(Clone)]
@@ -74,9 +81,9 @@ impl Keypair {
     /// Generates a key pair from the caller's random source.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Keypair {
         loop {
-            let mut secret = [0u8; KEY_LEN];
-            rng.fill_bytes(&mut secret);
-            if let Ok(secret) = SecretKey::from_bytes(secret) {
+            let mut secret = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+            rng.fill_bytes(&mut *secret);
+            if let Ok(secret) = SecretKey::from_bytes(*secret) {
                 return Keypair::from_secret(secret);
             }
         }
