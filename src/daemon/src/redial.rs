@@ -248,7 +248,7 @@ mod tests {
             let s = redial.refused(0, now, "not_allowed", u64::MAX).unwrap();
             delays.push(s.delay.as_millis());
             assert_eq!(redial.due(now).count(), 0, "nothing due before the delay");
-            now = now + s.delay;
+            now += s.delay;
             assert_eq!(redial.due(now).collect::<Vec<_>>(), vec![0]);
         }
         assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");

@@ -151,7 +151,8 @@ fn still_open(stream: &mut TcpStream) -> bool {
             err.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         ),
-        Ok(_) => false,
+        // EOF means closed; data (never sent before a request) would mean open.
+        Ok(n) => n > 0,
     }
 }
 
