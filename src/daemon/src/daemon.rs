@@ -201,9 +201,16 @@ impl WorkerEvents {
                 let addr = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
                 let peer_reason = peer_reason.map_or("", CloseReason::label);
                 let expected = matches!(reason, CloseReason::Local | CloseReason::Shutdown);
-                if let Some(retry) = retry {
-                    // Configured peers: every loss is logged (their number is bounded by the file).
-                    tracing::warn!(
+                // Configured peers: every loss is logged (their number is bounded by the file);
+                // other peers within the limiter's budget.
+                if retry.is_none() && !self.limiter.allow(LogKind::SessionDown, now) {
+                    return;
+                }
+                match retry {
+                    _ if expected => {
+                        tracing::info!(worker, peer = %public_key.short(), %addr, reason = %reason.label(), "session closed");
+                    }
+                    Some(retry) => tracing::warn!(
                         worker,
                         peer = %public_key.short(),
                         %addr,
@@ -211,19 +218,15 @@ impl WorkerEvents {
                         peer_reason = %peer_reason,
                         retry_in_ms = retry.delay.as_millis() as u64,
                         "configured peer lost, will redial"
-                    );
-                } else if !self.limiter.allow(LogKind::SessionDown, now) {
-                } else if expected {
-                    tracing::info!(worker, peer = %public_key.short(), %addr, reason = %reason.label(), "session closed");
-                } else {
-                    tracing::warn!(
+                    ),
+                    None => tracing::warn!(
                         worker,
                         peer = %public_key.short(),
                         %addr,
                         reason = %reason.label(),
                         peer_reason = %peer_reason,
                         "peer lost"
-                    );
+                    ),
                 }
             }
             Event::Message(_) => {}
