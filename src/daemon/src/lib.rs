@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod demo;
 pub mod logging;
 pub mod metrics_http;
+pub mod redial;

@@ -218,8 +218,10 @@ fn sighup_drops_a_peer_taken_off_the_allow_list() {
     wait_for(Duration::from_secs(10), || {
         metric(&server, "intentra_connections_active") >= 1.0
     });
+    // Another key replaces the client's (a list with no keys at all would be refused).
+    let other_key = keygen(dir.path(), "other.key");
     let mut file = std::fs::File::create(dir.path().join("allow.txt")).unwrap();
-    writeln!(file, "# nobody").unwrap();
+    writeln!(file, "# the client is gone\n{other_key}").unwrap();
     drop(file);
     signal(&server.child, libc::SIGHUP);
     let mut line = String::new();

@@ -195,10 +195,53 @@ impl WorkerSnapshot {
     }
 }
 
+/// A peer named in the daemon's configuration (`[[node.peers]]`) and whether a
+/// session with it is established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredPeer {
+    pub public_key: PublicKey,
+    pub addr: SocketAddr,
+    pub up: bool,
+    /// Connection attempts made so far (the first dial included).
+    pub attempts: u64,
+}
+
+/// When a peer's session last authenticated a packet, as wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSeen {
+    pub public_key: PublicKey,
+    pub addr: SocketAddr,
+    /// Seconds since the Unix epoch.
+    pub unix_seconds: u64,
+}
+
+/// What the daemon around the nodes publishes (not per worker): its configured
+/// peers and the allow-list reloads. Embedders that do not set it export none
+/// of these series.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DaemonSnapshot {
+    /// `None`: this process has no configured-peer view (no series exported).
+    pub configured_peers: Option<Vec<ConfiguredPeer>>,
+    /// `None`: no allow-list reload bookkeeping (no series exported).
+    pub allow_list: Option<AllowListReloads>,
+    /// Per worker, filled only when `metrics.per_peer` is on.
+    pub peers_seen: BTreeMap<usize, Vec<PeerSeen>>,
+}
+
+/// Allow-list reload outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AllowListReloads {
+    /// Reloads (SIGHUP) that failed and kept the previous list.
+    pub failures: u64,
+    /// Seconds since the Unix epoch of the last successful load (start-up included).
+    pub last_success_unix: f64,
+}
+
 /// The shared slot array between workers and the metrics server.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsHub {
     slots: Arc<Mutex<Vec<Option<WorkerSnapshot>>>>,
+    daemon: Arc<Mutex<DaemonSnapshot>>,
 }
 
 impl MetricsHub {
@@ -206,7 +249,25 @@ impl MetricsHub {
     pub fn new(workers: usize) -> MetricsHub {
         MetricsHub {
             slots: Arc::new(Mutex::new(vec![None; workers])),
+            daemon: Arc::default(),
         }
+    }
+
+    /// Changes the daemon-level part (configured peers, reloads, last seen).
+    pub fn update_daemon(&self, fill: impl FnOnce(&mut DaemonSnapshot)) {
+        let mut daemon = self
+            .daemon
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        fill(&mut daemon);
+    }
+
+    /// A copy of the daemon-level part.
+    pub fn daemon_snapshot(&self) -> DaemonSnapshot {
+        self.daemon
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Option<WorkerSnapshot>>> {
@@ -251,9 +312,19 @@ impl MetricsHub {
 
 /// Encodes the snapshots as OpenMetrics text (see `CONTENT_TYPE`).
 pub fn encode(snapshots: &[WorkerSnapshot], per_peer: bool) -> String {
+    encode_with_daemon(snapshots, &DaemonSnapshot::default(), per_peer)
+}
+
+/// `encode` plus the daemon-level series of `daemon`.
+pub fn encode_with_daemon(
+    snapshots: &[WorkerSnapshot],
+    daemon: &DaemonSnapshot,
+    per_peer: bool,
+) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector {
         workers: snapshots.to_vec(),
+        daemon: daemon.clone(),
         per_peer,
     }));
     let mut out = String::with_capacity(16 * 1024);
@@ -267,6 +338,7 @@ pub fn encode(snapshots: &[WorkerSnapshot], per_peer: bool) -> String {
 #[derive(Debug)]
 struct SnapshotCollector {
     workers: Vec<WorkerSnapshot>,
+    daemon: DaemonSnapshot,
     per_peer: bool,
 }
 
@@ -320,7 +392,7 @@ const COUNTERS: &[CounterFamily<Stats>] = &[
     },
     CounterFamily {
         name: "intentra_replay_rejections",
-        help: "Authenticated packets rejected as replays (counter seen or too old).",
+        help: "Data packets rejected as replays (counter already seen or older than the window), checked before authentication; the same count as intentra_packets_dropped_total{reason=\"replay\"}.",
         value: |s| s.dropped(DropReason::Replay),
     },
     CounterFamily {
@@ -374,12 +446,12 @@ const COUNTERS: &[CounterFamily<Stats>] = &[
 const LEGACY_COUNTERS: &[CounterFamily] = &[
     CounterFamily {
         name: "intentra_packets_dropped_rate_limit",
-        help: "Datagrams dropped by the per-peer rate limit before any cryptography (counter).",
+        help: "Legacy name of intentra_packets_dropped_total{reason=\"rate_limit\"}: datagrams dropped by the per-peer rate limit before any cryptography (a counter).",
         value: |s| s.dropped(DropReason::RateLimit),
     },
     CounterFamily {
         name: "intentra_packets_dropped_crypto",
-        help: "Datagrams dropped because authentication failed (counter).",
+        help: "Legacy name of intentra_packets_dropped_total{reason=\"crypto\"}: datagrams dropped because AEAD authentication failed (a counter).",
         value: |s| s.dropped(DropReason::Crypto),
     },
 ];
@@ -392,7 +464,7 @@ const GAUGES: &[CounterFamily] = &[
     },
     CounterFamily {
         name: "intentra_connections_active",
-        help: "Established sessions.",
+        help: "Established sessions on this worker.",
         value: |s| s.sessions_active,
     },
     CounterFamily {
@@ -527,14 +599,20 @@ impl SnapshotCollector {
         for worker in &self.workers {
             for peer in &worker.peers {
                 let totals = peers.entry(peer.public_key).or_default();
+                totals.addr = totals.addr.or(Some(peer.addr));
                 totals.received += peer.packets_received;
                 totals.sent += peer.packets_sent;
                 totals.drops += peer.drops;
                 totals.rtt_us = totals.rtt_us.or(peer.rtt_us);
             }
         }
-        let keys: Vec<(String, &PeerTotals)> =
-            peers.iter().map(|(key, t)| (key.to_hex(), t)).collect();
+        let keys: Vec<(String, String, &PeerTotals)> = peers
+            .iter()
+            .map(|(key, t)| {
+                let addr = t.addr.map(|a| a.to_string()).unwrap_or_default();
+                (key.to_hex(), addr, t)
+            })
+            .collect();
         let counters: [CounterFamily<PeerTotals>; 3] = [
             CounterFamily {
                 name: "intentra_peer_packets_received",
@@ -555,8 +633,8 @@ impl SnapshotCollector {
         for family in counters {
             let mut metric =
                 encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
-            for (key, totals) in &keys {
-                let labels = [("peer", key.as_str())];
+            for (key, addr, totals) in &keys {
+                let labels = [("peer", key.as_str()), ("address", addr.as_str())];
                 metric
                     .encode_family(&labels)?
                     .encode_counter::<(), _, u64>(&(family.value)(totals), None)?;
@@ -568,14 +646,82 @@ impl SnapshotCollector {
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
-        for (key, totals) in &keys {
+        for (key, addr, totals) in &keys {
             if let Some(rtt_us) = totals.rtt_us {
-                let labels = [("peer", key.as_str())];
+                let labels = [("peer", key.as_str()), ("address", addr.as_str())];
                 // Precision loss above 2^53 us (285 years) is irrelevant.
                 metric
                     .encode_family(&labels)?
                     .encode_gauge(&(rtt_us as f64 / 1e6))?;
             }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "intentra_peer_last_seen_timestamp",
+            "When a packet from this peer last authenticated (Unix time, sampled every publish interval).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        let mut seen: BTreeMap<PublicKey, &PeerSeen> = BTreeMap::new();
+        for peer in self.daemon.peers_seen.values().flatten() {
+            let entry = seen.entry(peer.public_key).or_insert(peer);
+            if peer.unix_seconds > entry.unix_seconds {
+                *entry = peer;
+            }
+        }
+        for (key, peer) in seen {
+            let (key, addr) = (key.to_hex(), peer.addr.to_string());
+            let labels = [("peer", key.as_str()), ("address", addr.as_str())];
+            metric
+                .encode_family(&labels)?
+                .encode_gauge(&as_gauge(peer.unix_seconds))?;
+        }
+        Ok(())
+    }
+
+    fn encode_daemon(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(peers) = &self.daemon.configured_peers {
+            let mut metric = encoder.encode_descriptor(
+                "intentra_configured_peer_up",
+                "1 if a session with this configured peer ([[node.peers]]) is established, else 0.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for peer in peers {
+                let (key, addr) = (peer.public_key.to_hex(), peer.addr.to_string());
+                let labels = [("peer", key.as_str()), ("address", addr.as_str())];
+                metric
+                    .encode_family(&labels)?
+                    .encode_gauge(&i64::from(peer.up))?;
+            }
+            let mut metric = encoder.encode_descriptor(
+                "intentra_configured_peer_connect_attempts",
+                "Connection attempts (handshakes started) to this configured peer, the first dial included.",
+                None,
+                MetricType::Counter,
+            )?;
+            for peer in peers {
+                let (key, addr) = (peer.public_key.to_hex(), peer.addr.to_string());
+                let labels = [("peer", key.as_str()), ("address", addr.as_str())];
+                metric
+                    .encode_family(&labels)?
+                    .encode_counter::<(), _, u64>(&peer.attempts, None)?;
+            }
+        }
+        if let Some(reloads) = self.daemon.allow_list {
+            let mut metric = encoder.encode_descriptor(
+                "intentra_allow_list_reload_failures",
+                "Allow-list reloads (SIGHUP) that failed and kept the previous list.",
+                None,
+                MetricType::Counter,
+            )?;
+            metric.encode_counter::<(), _, u64>(&reloads.failures, None)?;
+            let mut metric = encoder.encode_descriptor(
+                "intentra_allow_list_last_reload_success_timestamp",
+                "When the key file and allow-list were last loaded successfully (Unix time; start-up counts).",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            metric.encode_gauge(&reloads.last_success_unix)?;
         }
         Ok(())
     }
@@ -583,6 +729,7 @@ impl SnapshotCollector {
 
 #[derive(Debug, Default)]
 struct PeerTotals {
+    addr: Option<SocketAddr>,
     received: u64,
     sent: u64,
     drops: u64,
@@ -597,6 +744,7 @@ impl Collector for SnapshotCollector {
         if self.per_peer {
             self.encode_peers(&mut encoder)?;
         }
+        self.encode_daemon(&mut encoder)?;
         Ok(())
     }
 }
