@@ -31,7 +31,10 @@ fn exported_keys_mirror_each_other_cover_rekeys_and_open_captured_packets() {
     assert!(!initiator[0].rekey && initiator[1..].iter().all(|k| k.rekey));
     for (i, r) in initiator.iter().zip(&responder) {
         assert!(i.initiator && !r.initiator);
-        assert_eq!((i.local_index, i.remote_index), (r.remote_index, r.local_index));
+        assert_eq!(
+            (i.local_index, i.remote_index),
+            (r.remote_index, r.local_index)
+        );
         assert!(i.send == r.recv && i.recv == r.send && i.send != i.recv);
         assert_eq!(i.peer, net.public_key(1));
         assert_eq!(r.peer, net.public_key(0));
