@@ -327,3 +327,49 @@ pub fn print(report: &SessionReport, json: bool) {
         println!("  dropped: {reason:<21} {n}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_capture_uses_the_key_log_of_its_base_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("cap.pcap");
+        std::fs::write(keylog_path(&base), "").unwrap();
+        let rotated = dir.path().join("cap.pcap.3");
+        assert_eq!(default_keylog(&rotated), keylog_path(&base));
+        // Its own key log, when it has one, comes first.
+        std::fs::write(keylog_path(&rotated), "").unwrap();
+        assert_eq!(default_keylog(&rotated), keylog_path(&rotated));
+        // Not a rotation number: no fallback.
+        let other = dir.path().join("cap.pcap.x");
+        assert_eq!(default_keylog(&other), keylog_path(&other));
+    }
+
+    #[test]
+    fn an_empty_replay_fails_with_the_destinations_seen() {
+        let mut report = SessionReport::default();
+        report
+            .other_destinations
+            .insert("127.0.0.1:7700".parse().unwrap(), 12);
+        let hint = failure(
+            &report,
+            Path::new("f.pcap"),
+            Path::new("k"),
+            "127.0.0.1:1".parse().unwrap(),
+        )
+        .unwrap();
+        assert!(hint.contains("127.0.0.1:7700 (12)"), "{hint}");
+        report.datagrams_to_local = 3;
+        report.transport_packets = 3;
+        report.opened = 1;
+        assert!(failure(
+            &report,
+            Path::new("f"),
+            Path::new("k"),
+            "127.0.0.1:1".parse().unwrap()
+        )
+        .is_none());
+    }
+}

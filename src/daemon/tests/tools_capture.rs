@@ -397,6 +397,7 @@ fn a_symlink_planted_at_the_key_log_or_the_capture_is_not_followed() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("target");
     std::fs::write(&target, "precious").unwrap();
+    let target_mode = mode(&target);
     for planted in ["cap.pcap.keylog", "cap.pcap"] {
         let pcap = dir.path().join("cap.pcap");
         let _ = std::fs::remove_file(&pcap);
@@ -407,7 +408,11 @@ fn a_symlink_planted_at_the_key_log_or_the_capture_is_not_followed() {
             "{planted}"
         );
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
-        assert_eq!(mode(&target), 0o644 & mode(&target));
+        assert_eq!(
+            mode(&target),
+            target_mode,
+            "the target's mode is left alone"
+        );
         let dangling = dir.path().join(format!("{planted}.dangling"));
         let _ = std::fs::remove_file(dir.path().join(planted));
         // A dangling symlink is refused too (O_CREAT alone would create its target).

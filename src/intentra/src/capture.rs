@@ -10,8 +10,14 @@
 //! computed. When one endpoint is IPv4 and the other IPv6, the IPv4 one is written as
 //! its IPv4-mapped IPv6 address, as a dual-stack socket would see it.
 //!
-//! It never allocates per record (headers are built in a fixed array) and never does
-//! I/O beyond the writer it is given; it knows nothing of the protocol's contents.
+//! Also owns the capture's files: they are created new and private (`create_private`:
+//! O_EXCL, O_NOFOLLOW, mode 0600), the capture rotates at a size limit (`CaptureLimits`),
+//! and the key log beside it (`FILE.keylog`, PROTOCOL.md section 19) gets one line per key
+//! set the endpoint installed, in the spirit of SSLKEYLOGFILE: transport keys only.
+//!
+//! `CaptureWriter` never allocates per record (headers are built in a fixed array) and never
+//! does I/O beyond the writer it is given; nothing here knows the protocol's contents beyond
+//! the key log's fields.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
