@@ -206,6 +206,12 @@ pub struct ConfigOverrides {
     /// Write every datagram this node sends and receives to FILE as pcap (node.capture).
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
+    /// Rotate the capture to FILE.1, FILE.2, ... once it would pass BYTES (node.capture_max_bytes).
+    #[arg(long = "capture-max-bytes", value_name = "BYTES")]
+    pub capture_max_bytes: Option<u64>,
+    /// Rotated capture files kept, FILE.1 to FILE.N (node.capture_keep; default 4).
+    #[arg(long = "capture-keep", value_name = "N")]
+    pub capture_keep: Option<usize>,
 }
 
 impl ConfigOverrides {
@@ -240,6 +246,12 @@ impl ConfigOverrides {
         }
         if let Some(capture) = &self.capture {
             config.node.capture = Some(capture.clone());
+        }
+        if let Some(max) = self.capture_max_bytes {
+            config.node.capture_max_bytes = Some(max);
+        }
+        if let Some(keep) = self.capture_keep {
+            config.node.capture_keep = Some(keep);
         }
     }
 }

@@ -68,6 +68,12 @@ pub struct NodeConfig {
     /// Write received and sent datagrams to this pcap file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<PathBuf>,
+    /// Rotate the capture once it would grow past this many bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_max_bytes: Option<u64>,
+    /// Rotated capture files kept (FILE.1 ... FILE.N); default 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_keep: Option<usize>,
 }
 
 impl NodeConfig {
@@ -97,6 +103,8 @@ impl Default for NodeConfig {
             allow_list_empty_ok: false,
             peers: Vec::new(),
             capture: None,
+            capture_max_bytes: None,
+            capture_keep: None,
         }
     }
 }

@@ -123,6 +123,11 @@ pub(crate) fn node_config(
     node.io.send_slots = io.buffers;
     node.io.max_datagram = io.buffer_size;
     node.capture = config.node.capture.clone();
+    node.capture_limits = intentra::capture::CaptureLimits {
+        max_bytes: config.node.capture_max_bytes,
+        keep: (config.node.capture_keep)
+            .unwrap_or(intentra::capture::CaptureLimits::default().keep),
+    };
     node
 }
 

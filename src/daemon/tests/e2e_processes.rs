@@ -420,39 +420,97 @@ fn several_workers_share_one_port_and_sum_their_metrics() {
 }
 
 #[test]
-fn a_captured_session_replays_through_a_real_endpoint_with_the_key_and_key_log() {
+fn a_captured_session_replays_with_the_key_and_the_per_session_key_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, pcap) = captured_session(dir.path(), "120");
+    let (mut server, pcap) = captured_session(dir.path(), "120");
     let keylog = dir.path().join("session.pcap.keylog");
+    // The daemon said, at WARN, that it was capturing.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut log).unwrap();
+    let warn = log
+        .lines()
+        .find(|l| l.contains("capture is on"))
+        .unwrap_or_default();
+    assert!(warn.contains("WARN"), "{log}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&keylog).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let replay = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_intentra-replay"))
+    assert_eq!(
+        std::fs::metadata(&pcap).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // One line per session (two clients), each with the server as responder.
+    let text = std::fs::read_to_string(&keylog).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("SESSION ")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines.iter().all(|l| l.ends_with(" responder new")),
+        "{text}"
+    );
+    let server_key = dir.path().join("server.key");
+    let replay = |key: &Path, local: &str| {
+        Command::new(env!("CARGO_BIN_EXE_intentra-replay"))
             .arg(&pcap)
-            .args(["--key", dir.path().join("server.key").to_str().unwrap()])
-            .args(["--local", &server.udp.to_string(), "--json"])
-            .args(extra)
+            .args(["--key", key.to_str().unwrap()])
+            .args(["--local", local, "--json"])
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+            .unwrap()
     };
-    let report = replay(&[]);
+    let out = replay(&server_key, &server.udp.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["handshakes_completed"], 2, "{report}");
     assert_eq!(report["sessions_up"], 2, "{report}");
     assert_eq!(report["delivered_realtime"], 120, "{report}");
     assert_eq!(report["delivered_reliable"], 120, "{report}");
     assert_eq!(report["sessions_down"]["remote"], 2, "{report}");
-    // Without the right key log the handshakes cannot be reproduced: nothing is delivered.
-    std::fs::write(&keylog, "00".repeat(32)).unwrap();
-    let wrong = replay(&[]);
+    assert_eq!(report["handshake_inits"], report["handshake_inits_for_key"]);
+    assert_eq!(report["transport_packets"], report["opened"], "{report}");
+
+    // The wrong port matches nothing: exit 3, and the hint names the address that was seen.
+    let out = replay(&server_key, "127.0.0.1:1");
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no datagram is addressed to --local 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&server.udp.to_string()), "{stderr}");
+
+    // Another node's key: no HandshakeInit carries a mac1 for it.
+    keygen(dir.path(), "other.key");
+    let out = replay(&dir.path().join("other.key"), &server.udp.to_string());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mac1"));
+
+    // A key log with the wrong keys: nothing opens.
+    let wrong: String = text
+        .lines()
+        .map(|l| {
+            let mut f: Vec<String> = l.split(' ').map(str::to_string).collect();
+            if f[0] == "SESSION" {
+                f[4] = "00".repeat(32);
+            }
+            f.join(" ") + "\n"
+        })
+        .collect();
+    std::fs::write(&keylog, wrong).unwrap();
+    let out = replay(&server_key, &server.udp.to_string());
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("opened with the keys in"), "{stderr}");
+    let wrong: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(wrong["delivered_realtime"], 0, "{wrong}");
-    assert_eq!(wrong["handshakes_completed"], 0, "{wrong}");
+
+    // A seed-style key log of old is refused by name.
+    std::fs::write(&keylog, "00".repeat(32)).unwrap();
+    let out = replay(&server_key, &server.udp.to_string());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }

@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub io: DriverConfig,
     /// Record every datagram sent and received to this pcap file.
     pub capture: Option<std::path::PathBuf>,
+    /// The capture's size limit and rotation.
+    pub capture_limits: crate::capture::CaptureLimits,
 }
 
 impl NodeConfig {
@@ -59,6 +61,7 @@ impl NodeConfig {
             socket: SocketConfig::new(bind),
             io: DriverConfig::default(),
             capture: None,
+            capture_limits: Default::default(),
         }
     }
 }
@@ -363,25 +366,22 @@ impl Node {
             .map(|reason| format!("io_uring unavailable, using mmsg: {reason}"));
         let driver = opened.driver;
         let recorder = match &config.capture {
-            Some(path) => Some(Recorder::create(path, driver.local_addr())?),
+            Some(path) => Some(Recorder::create(
+                path,
+                driver.local_addr(),
+                config.capture_limits,
+            )?),
             None => None,
         };
-        // When capturing, the endpoint's randomness comes from a seed written beside the
-        // capture (like SSLKEYLOGFILE): with it and the private key, `intentra-replay` can run
-        // the captured session through a real endpoint. Without a capture, the OS supplies it.
-        let rng: Box<dyn rand_core::CryptoRngCore + Send> = match &config.capture {
-            Some(path) => {
-                let mut seed = [0u8; 32];
-                rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed);
-                crate::capture::write_keylog(&crate::capture::keylog_path(path), &seed)?;
-                Box::new(<rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed))
-            }
-            None => Box::new(OsRng),
-        };
+        // When capturing, the endpoint hands out each session's transport keys for the
+        // capture's key log (like SSLKEYLOGFILE); `flush` writes them.
+        let mut endpoint_config = config.endpoint;
+        endpoint_config.export_session_keys |= recorder.is_some();
+        let rng: Box<dyn rand_core::CryptoRngCore + Send> = Box::new(OsRng);
         let clock = quanta::Clock::new();
         let epoch = clock.raw();
         let mut node = Node {
-            endpoint: Endpoint::with_boxed_rng(config.endpoint, Timestamp::ZERO, rng),
+            endpoint: Endpoint::with_boxed_rng(endpoint_config, Timestamp::ZERO, rng),
             driver,
             deferred: DeferredSends::new(config.send_queue.max(1)),
             clock,
@@ -785,6 +785,9 @@ impl Node {
 
     fn flush(&mut self) {
         if let Some(recorder) = self.recorder.as_mut() {
+            while let Some(keys) = self.endpoint.poll_session_keys() {
+                recorder.session_keys(&keys);
+            }
             recorder.flush();
         }
         if self.driver.pending_sends() == 0 {

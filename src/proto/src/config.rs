@@ -45,6 +45,9 @@ pub struct EndpointConfig {
     pub previous_keys_linger: Duration,
     /// Control packets (handshake, ACK, keepalive, close) waiting for `poll_transmit`.
     pub control_queue: usize,
+    /// Hand out every session's transport keys through `Endpoint::poll_session_keys`, for a
+    /// capture's key log. Off by default: the keys decrypt the session.
+    pub export_session_keys: bool,
 }
 
 impl EndpointConfig {
@@ -70,6 +73,7 @@ impl EndpointConfig {
             reject_after: Duration::from_secs(180),
             previous_keys_linger: Duration::from_secs(10),
             control_queue: 4096,
+            export_session_keys: false,
         }
     }
 }

@@ -27,7 +27,7 @@ use super::keys::PublicKey;
 use super::ratelimit::TokenBucket;
 use super::reliable::{PushError, Receive, ReliableReceiver, ReliableSender};
 use super::replay::ReplayError;
-use super::session::{KeySet, OpenError, SealError, REKEY_AFTER_MESSAGES};
+use super::session::{KeySet, OpenError, SealError, SessionSecrets, REKEY_AFTER_MESSAGES};
 use super::stats::{CloseReason, DropReason, Stats};
 use super::strikes::{StrikeOutcome, Strikes};
 use super::time::Timestamp;
@@ -212,10 +212,14 @@ pub struct Endpoint {
     /// Durations of recently completed handshakes, for a histogram the caller drains.
     handshake_durations: [Duration; HANDSHAKE_LOG],
     handshake_log_len: usize,
+    /// Keys of sessions installed since the last `poll_session_keys`, when exporting them.
+    exported_keys: VecDeque<SessionSecrets>,
 }
 
 /// Completed handshakes remembered between two drains; older ones are dropped.
 const HANDSHAKE_LOG: usize = 256;
+/// Exported session keys held for the caller; past this the oldest are dropped.
+const EXPORTED_KEYS_MAX: usize = 1024;
 
 impl Endpoint {
     /// Creates an endpoint. `rng` is its only source of randomness (ephemeral keys, session
@@ -265,6 +269,7 @@ impl Endpoint {
             next_deadline: Timestamp::NEVER,
             handshake_durations: [Duration::ZERO; HANDSHAKE_LOG],
             handshake_log_len: 0,
+            exported_keys: VecDeque::new(),
             rng,
             config,
         }
@@ -626,6 +631,23 @@ impl Endpoint {
             observe(*duration);
         }
         self.handshake_log_len = 0;
+    }
+
+    /// The keys of the next session (or rekey) installed since the last call, oldest first;
+    /// always `None` unless `EndpointConfig::export_session_keys` is on.
+    pub fn poll_session_keys(&mut self) -> Option<SessionSecrets> {
+        self.exported_keys.pop_front()
+    }
+
+    /// Called wherever a key set is installed (as initiator and as responder, rekeys too).
+    fn export_keys(&mut self, secrets: impl FnOnce() -> SessionSecrets) {
+        if !self.config.export_session_keys {
+            return;
+        }
+        if self.exported_keys.len() >= EXPORTED_KEYS_MAX {
+            self.exported_keys.pop_front();
+        }
+        self.exported_keys.push_back(secrets());
     }
 
     fn record_handshake(&mut self, took: Duration) {
@@ -1000,6 +1022,7 @@ impl Endpoint {
         handshake.finish_resends = 0;
         let next_retry = handshake.next_retry;
         let keyset = KeySet::new(&keys, receiver, sender, now);
+        let peer_key = peer.public_key;
         peer.addr = src;
         let mut came_up = None;
         let retired = if rekey {
@@ -1032,6 +1055,16 @@ impl Endpoint {
                 addr,
             });
         }
+        self.export_keys(|| SessionSecrets {
+            local_index: receiver,
+            remote_index: sender,
+            send: keys.send,
+            recv: keys.recv,
+            peer: peer_key,
+            initiator: true,
+            rekey,
+            created: now,
+        });
         self.record_handshake(took);
         self.queue(PendingTx::Finish(id));
         self.next_deadline = self
@@ -1087,6 +1120,16 @@ impl Endpoint {
             return;
         }
         let keyset = KeySet::new(&keys, receiver, pending.initiator_index, now);
+        let exported = SessionSecrets {
+            local_index: receiver,
+            remote_index: pending.initiator_index,
+            send: keys.send,
+            recv: keys.recv,
+            peer: public_key,
+            initiator: false,
+            rekey: matches!(intent, FinishIntent::Rekey),
+            created: now,
+        };
         let existing = self
             .by_key
             .get(&public_key)
@@ -1143,6 +1186,7 @@ impl Endpoint {
         if let Some(slot) = self.slot_mut(receiver) {
             slot.target = SlotTarget::Keys(id);
         }
+        self.export_keys(|| exported);
         self.record_handshake(now.saturating_since(pending.created));
         self.queue_keepalive(id);
         self.next_deadline = self.next_deadline.min(now + self.config.keepalive_interval);
