@@ -875,6 +875,9 @@ impl<P: Copy + Eq + Hash> Hub<P> {
         if p.hops != 1 {
             return Err(DropReason::BadHops);
         }
+        if mode == Mode::Realtime && p.seq == 0 {
+            return Err(DropReason::BadField);
+        }
         let t = *self.by_id.get(&p.topic).ok_or(DropReason::UnknownTopic)?;
         self.stats.published_in += 1;
         // One hop: what came from another hub goes to local subscribers only.

@@ -489,10 +489,12 @@ impl<P: Copy + Eq + Hash> Member<P> {
         p: &Presence,
         sink: &mut impl Sink<P>,
     ) -> Result<(), DropReason> {
-        let tp = self
-            .presence
-            .get_mut(&p.topic)
-            .ok_or(DropReason::UnknownTopic)?;
+        if !self.subs.contains_key(&p.topic) && !self.ads.contains_key(&p.topic) {
+            return Err(DropReason::UnknownTopic);
+        }
+        let Some(tp) = self.presence.get_mut(&p.topic) else {
+            return Ok(());
+        };
         let Some(i) = tp
             .entries
             .iter()

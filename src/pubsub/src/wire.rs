@@ -548,6 +548,51 @@ mod tests {
         assert_eq!(p.origin, MemberKey([3; 32]));
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn worked_examples_match_pubsub_md() {
+        // PUBSUB.md section 9 quotes these bytes; a change here is a wire change.
+        assert_eq!(
+            hex(subscribe("md/btc-usd").as_bytes()),
+            "01163e93f5942d82fb0a6d642f6274632d757364"
+        );
+        let mut buf = [0u8; PUBLISH_HEADER_LEN + 2];
+        write_publish_header(
+            &mut buf,
+            1,
+            TopicId::of("md/btc-usd"),
+            &MemberKey([0x11; 32]),
+            258,
+        )
+        .unwrap();
+        buf[PUBLISH_HEADER_LEN..].copy_from_slice(b"hi");
+        assert_eq!(
+            hex(&buf),
+            format!(
+                "0501163e93f5942d82fb{}02010000000000006869",
+                "11".repeat(32)
+            )
+        );
+        let p = Presence {
+            topic: TopicId::of("md/btc-usd"),
+            role: Role::Subscriber,
+            reason: PresenceReason::Silent,
+            member: MemberKey([0x22; 32]),
+            hub: MemberKey([0x33; 32]),
+        };
+        assert_eq!(
+            hex(presence(&p).as_bytes()),
+            format!(
+                "070203163e93f5942d82fb{}{}",
+                "22".repeat(32),
+                "33".repeat(32)
+            )
+        );
+    }
+
     #[test]
     fn wrong_id_for_name_is_refused() {
         let mut f = subscribe("a").as_bytes().to_vec();
