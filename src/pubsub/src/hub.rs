@@ -212,6 +212,49 @@ impl<P: Copy + Eq + Hash> Hub<P> {
             .filter_map(|t| t.name.as_deref().map(|n| (t.id, n)))
     }
 
+    /// Replaces the authorization rules (a configuration reload). Every current local
+    /// membership is checked again: one the new rules no longer allow ends as if the
+    /// member had left (PRESENCE_DOWN with reason `left`), and the member is sent REFUSED.
+    pub fn set_rules(&mut self, rules: Vec<Rule>, now: Timestamp, sink: &mut impl Sink<P>) {
+        self.config.rules = rules;
+        for t in 0..self.topics.len() {
+            let Some(name) = self.topics[t].name.clone() else {
+                continue;
+            };
+            let id = self.topics[t].id;
+            for role in [Role::Subscriber, Role::Publisher] {
+                let members = match role {
+                    Role::Subscriber => self.topics[t].subs.clone(),
+                    Role::Publisher => self.topics[t].pubs.clone(),
+                };
+                for i in members {
+                    let Some(Some(p)) = self.peers.get(i) else {
+                        continue;
+                    };
+                    let (key, silent) = (p.key, p.silent);
+                    if is_allowed(&self.config.rules, &key, &name, role == Role::Publisher) {
+                        continue;
+                    }
+                    self.leave(t, i, role, now, sink);
+                    if !silent {
+                        self.announce(t, i, key, role, PresenceReason::Left, now, sink);
+                    }
+                    let action = match role {
+                        Role::Publisher => Action::Publish,
+                        Role::Subscriber => Action::Subscribe,
+                    };
+                    self.refuse(i, action, id, Some(&name), now, sink);
+                }
+            }
+        }
+    }
+
+    /// Replaces the keys of the hubs this hub links with. It applies to HUB_HELLOs that
+    /// arrive later; links already up stay up until their sessions close.
+    pub fn set_links(&mut self, links: Vec<MemberKey>) {
+        self.config.links = links;
+    }
+
     /// Whether peer `handle` is a hub-to-hub link.
     pub fn is_link(&self, handle: P) -> bool {
         self.slot_of(handle)

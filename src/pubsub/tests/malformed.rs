@@ -7,31 +7,19 @@ use intentra_pubsub::wire::{self, parse};
 use intentra_pubsub::{DropReason, Mode, TopicId};
 use proptest::prelude::*;
 
-/// A hub with a member `a` (publisher and subscriber of "t") and a link `l`.
-fn net() -> (Net, usize, usize, usize, usize) {
+/// A hub `h` with a member `a` (publisher and subscriber of "t") and a link `l`.
+fn net() -> (Net, usize, usize, usize) {
     let mut net = Net::new();
     let h = net.add_hub(|_| {});
     let l = net.add_hub(|_| {});
-    net.hub(h).config_links_for_test(l);
-    net.hub(l).config_links_for_test(h);
+    net.hub(h).set_links(vec![common::key(l)]);
+    net.hub(l).set_links(vec![common::key(h)]);
     net.connect(h, l);
     let a = net.add_member();
     net.connect(a, h);
     net.advertise(a, "t");
     net.subscribe(a, "t");
-    (net, h, l, a, a)
-}
-
-trait LinksForTest {
-    fn config_links_for_test(&mut self, other: usize);
-}
-
-impl LinksForTest for intentra_pubsub::Hub<usize> {
-    fn config_links_for_test(&mut self, other: usize) {
-        let mut c = self.config().clone();
-        c.links = vec![common::key(other)];
-        *self = intentra_pubsub::Hub::new(c);
-    }
+    (net, h, l, a)
 }
 
 #[test]
@@ -79,7 +67,7 @@ fn each_parse_failure_has_its_reason() {
     ];
     for (bytes, reason) in cases {
         assert_eq!(parse(&bytes), Err(reason), "{bytes:02x?}");
-        let (mut net, h, _, a, _) = net();
+        let (mut net, h, _, a) = net();
         net.inject(a, h, Mode::Reliable, &bytes);
         assert_eq!(net.stats(h).dropped(reason), 1, "{bytes:02x?}");
         assert_eq!(net.stats(h).dropped_total(), 1);
@@ -88,7 +76,7 @@ fn each_parse_failure_has_its_reason() {
 
 #[test]
 fn messages_a_role_does_not_accept_are_counted() {
-    let (mut net, h, l, a, _) = net();
+    let (mut net, h, l, a) = net();
     let t = TopicId::of("t");
     let p = wire::presence(&intentra_pubsub::wire::Presence {
         topic: t,
@@ -176,7 +164,7 @@ proptest! {
         reliable in any::<bool>(),
         to in 0..3usize,
     ) {
-        let (mut net, h, l, a, _) = net();
+        let (mut net, h, l, a) = net();
         let mode = if reliable { Mode::Reliable } else { Mode::Realtime };
         let before = [net.stats(h).dropped_total(), net.stats(a).dropped_total()];
         // To the hub from its member, to the hub from its link, to the member from its hub.

@@ -169,6 +169,27 @@ fn loss_duplication_and_reordering_account_for_every_number() {
 }
 
 #[test]
+fn gaps_under_random_loss_equal_the_publishes_lost() {
+    let (mut net, _h, ms) = star(2);
+    let (a, b) = (ms[0], ms[1]);
+    let t = net.advertise(a, "t");
+    net.subscribe(b, "t");
+    net.loss = 0.2; // on both legs; no heartbeats run, so every loss is a publish
+    const N: u64 = 2000;
+    for i in 0..N {
+        net.publish(a, t, Mode::Realtime, &i.to_le_bytes());
+    }
+    let evs = net.take(b);
+    let s = seqs(&evs);
+    let (first, last) = (s[0], *s.last().unwrap());
+    let st = net.stats(b);
+    // Lost before the first delivered or after the last cannot be seen as gaps.
+    assert_eq!(st.gap_missing + (first - 1) + (N - last), net.realtime_lost);
+    assert_eq!(s.len() as u64 + net.realtime_lost, N);
+    assert_eq!(st.dropped_total(), 0);
+}
+
+#[test]
 fn publisher_restart_starts_a_fresh_stream() {
     let (mut net, h, ms) = star(2);
     let (a, b) = (ms[0], ms[1]);
@@ -244,7 +265,7 @@ fn mesh(n: usize) -> (Net, Vec<usize>, Vec<usize>, usize) {
     let hubs: Vec<usize> = (0..n).map(|_| net.add_hub(|_| {})).collect();
     for &h in &hubs {
         let links = hubs.iter().filter(|&&o| o != h).map(|&o| key(o)).collect();
-        net.hub(h).config_links(links);
+        net.hub(h).set_links(links);
     }
     for (i, &x) in hubs.iter().enumerate() {
         for &y in &hubs[i + 1..] {
@@ -264,19 +285,6 @@ fn mesh(n: usize) -> (Net, Vec<usize>, Vec<usize>, usize) {
     net.connect(p, hubs[0]);
     net.advertise(p, "t");
     (net, hubs, subs, p)
-}
-
-trait SetLinks {
-    fn config_links(&mut self, links: Vec<intentra_pubsub::MemberKey>);
-}
-
-impl SetLinks for intentra_pubsub::Hub<usize> {
-    fn config_links(&mut self, links: Vec<intentra_pubsub::MemberKey>) {
-        // Hubs are configured before any session: rebuild with the links.
-        let mut c = self.config().clone();
-        c.links = links;
-        *self = intentra_pubsub::Hub::new(c);
-    }
 }
 
 #[test]
@@ -339,8 +347,8 @@ fn a_hub_without_subscribers_gets_no_relays() {
     let mut net = Net::new();
     let h1 = net.add_hub(|_| {});
     let h2 = net.add_hub(|_| {});
-    net.hub(h1).config_links(vec![key(h2)]);
-    net.hub(h2).config_links(vec![key(h1)]);
+    net.hub(h1).set_links(vec![key(h2)]);
+    net.hub(h2).set_links(vec![key(h1)]);
     net.connect(h1, h2);
     let p = net.add_member();
     let s = net.add_member();
@@ -454,8 +462,8 @@ fn presence_crosses_linked_hubs_and_follows_link_loss() {
     let mut net = Net::new();
     let h1 = net.add_hub(|_| {});
     let h2 = net.add_hub(|_| {});
-    net.hub(h1).config_links(vec![key(h2)]);
-    net.hub(h2).config_links(vec![key(h1)]);
+    net.hub(h1).set_links(vec![key(h2)]);
+    net.hub(h2).set_links(vec![key(h1)]);
     net.connect(h1, h2);
     let a = net.add_member();
     let b = net.add_member();
@@ -628,4 +636,53 @@ fn spoofed_origin_and_bad_hops_are_dropped() {
     );
     assert_eq!(net.stats(h).dropped(DropReason::WrongMode), 1);
     assert!(net.payloads(b, t).is_empty());
+}
+
+#[test]
+fn a_rules_reload_revokes_what_it_no_longer_allows() {
+    let (mut net, h, ms) = star(3);
+    let (a, b, c) = (ms[0], ms[1], ms[2]);
+    let t = net.advertise(a, "md/x");
+    net.subscribe(b, "md/x");
+    net.subscribe(c, "md/x");
+    net.take(a);
+    // Only c may still subscribe; a may still publish.
+    let rules = vec![
+        Rule {
+            key: KeyPattern::Key(key(c)),
+            topic: TopicPattern::parse("md/*"),
+            allow: Permissions {
+                publish: false,
+                subscribe: true,
+            },
+        },
+        Rule {
+            key: KeyPattern::Key(key(a)),
+            topic: TopicPattern::parse("md/x"),
+            allow: Permissions {
+                publish: true,
+                subscribe: false,
+            },
+        },
+    ];
+    let mut sink = common::NullSink::default();
+    let now = net.now;
+    net.hub(h).set_rules(rules, now, &mut sink);
+    net.absorb_from(h, sink);
+    net.settle();
+    assert!(net.take(b).contains(&Ev::Refused {
+        peer: key(h),
+        action: Action::Subscribe,
+        topic: t
+    }));
+    assert!(net.take(a).contains(&Ev::Down {
+        topic: t,
+        member: key(b),
+        role: Role::Subscriber,
+        hub: key(h),
+        reason: PresenceReason::Left,
+    }));
+    net.publish(a, t, Mode::Realtime, b"after");
+    assert!(net.payloads(b, t).is_empty());
+    assert_eq!(net.payloads(c, t).len(), 1);
 }

@@ -133,8 +133,11 @@ pub struct Packet {
     pub bytes: Vec<u8>,
 }
 
+/// A sink a test can hand to a pubsub method directly, then give to [`Net::absorb_from`].
+pub type NullSink = Collect;
+
 #[derive(Default)]
-struct Collect {
+pub struct Collect {
     out: Vec<(usize, Mode, Vec<u8>)>,
     events: Vec<Ev>,
 }
@@ -239,6 +242,11 @@ impl Net {
             Node::Hub(h) => h.stats().clone(),
             Node::Member(m) => m.stats().clone(),
         }
+    }
+
+    /// Takes what a directly driven instance put into `c`, as if node `from` sent it.
+    pub fn absorb_from(&mut self, from: usize, c: Collect) {
+        self.absorb(from, c);
     }
 
     fn absorb(&mut self, from: usize, c: Collect) {
