@@ -591,7 +591,14 @@ impl<P: Copy + Eq + Hash> Hub<P> {
             }
             (Kind::Link, Message::PresenceUp(p)) => self.on_remote_presence(i, &p, now, sink),
             (Kind::Link, Message::PresenceDown(p)) => self.on_remote_presence(i, &p, now, sink),
-            (Kind::Link, Message::Refused { action, topic }) => {
+            // A hub that refuses our HUB_HELLO never becomes a link, so a REFUSED is
+            // taken from any session with a configured link key (and only from those,
+            // so a member cannot fill the logs with refusals).
+            (_, Message::Refused { action, topic })
+                if self.peers[i]
+                    .as_ref()
+                    .is_some_and(|p| self.config.links.contains(&p.key)) =>
+            {
                 self.stats.refused += 1;
                 let peer = self.peers[i].as_ref().map_or(self.config.key, |p| p.key);
                 sink.event(Event::Refused {

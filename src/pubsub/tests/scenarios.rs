@@ -597,6 +597,23 @@ fn a_hub_hello_from_an_unconfigured_key_is_refused() {
 }
 
 #[test]
+fn a_hub_that_is_not_configured_to_link_refuses_and_the_other_hears_it() {
+    let mut net = Net::new();
+    let h1 = net.add_hub(|_| {});
+    let h2 = net.add_hub(|_| {});
+    net.hub(h1).set_links(vec![key(h2)]);
+    net.connect(h1, h2);
+    assert!(!net.hub(h1).is_link(h2) && !net.hub(h2).is_link(h1));
+    assert_eq!(net.stats(h2).refused, 1);
+    assert!(net.take(h1).contains(&Ev::Refused {
+        peer: key(h2),
+        action: Action::Link,
+        topic: intentra_pubsub::TopicId(0)
+    }));
+    assert_eq!(net.stats(h1).dropped_total(), 0);
+}
+
+#[test]
 fn last_value_cache_gives_a_new_subscriber_the_current_value_first() {
     let mut net = Net::new();
     let h = net.add_hub(|c| c.last_value_cache = true);
