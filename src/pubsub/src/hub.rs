@@ -37,11 +37,14 @@ pub struct HubConfig {
     pub last_value_cache: bool,
     /// The most topics the hub tracks (topics are never forgotten, so this bounds memory).
     pub max_topics: usize,
+    /// The most topics one member may subscribe to plus advertise, so one allowed
+    /// member cannot take the whole topic table or make every relay scan long lists.
+    pub max_memberships_per_member: usize,
 }
 
 impl HubConfig {
     /// A configuration with the defaults: no rules (everything refused), no links,
-    /// 3 s detection, 1 s heartbeats, no last-value cache, 4096 topics.
+    /// 3 s detection, 1 s heartbeats, no last-value cache, 4096 topics, 256 topics per member.
     pub fn new(key: MemberKey) -> HubConfig {
         HubConfig {
             key,
@@ -51,6 +54,7 @@ impl HubConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             last_value_cache: false,
             max_topics: 4096,
+            max_memberships_per_member: 256,
         }
     }
 }
@@ -762,23 +766,42 @@ impl<P: Copy + Eq + Hash> Hub<P> {
             Some(p) => p.key,
             None => return Err(DropReason::UnknownPeer),
         };
+        let action = match role {
+            Role::Publisher => Action::Publish,
+            Role::Subscriber => Action::Subscribe,
+        };
         if !is_allowed(&self.config.rules, &key, name, role == Role::Publisher) {
-            let action = match role {
-                Role::Publisher => Action::Publish,
-                Role::Subscriber => Action::Subscribe,
-            };
             self.refuse(i, action, id, Some(name), now, sink);
             return Ok(());
         }
-        let t = self.topic(id, name)?;
+        let t = match self.topic(id, name) {
+            Ok(t) => t,
+            Err(DropReason::TooManyTopics) => {
+                // The member is told, or it would wait for publishes that never come.
+                self.refuse(i, action, id, Some(name), now, sink);
+                return Err(DropReason::TooManyTopics);
+            }
+            Err(e) => return Err(e),
+        };
+        let already = match role {
+            Role::Subscriber => self.topics[t].subs.contains(&i),
+            Role::Publisher => self.topics[t].pubs.contains(&i),
+        };
+        if already {
+            return Ok(());
+        }
+        let held = self.peers[i]
+            .as_ref()
+            .map_or(0, |p| p.subs.len() + p.pubs.len());
+        if held >= self.config.max_memberships_per_member {
+            self.refuse(i, action, id, Some(name), now, sink);
+            return Err(DropReason::TooManyTopics);
+        }
         let topic = &mut self.topics[t];
         let list = match role {
             Role::Subscriber => &mut topic.subs,
             Role::Publisher => &mut topic.pubs,
         };
-        if list.contains(&i) {
-            return Ok(());
-        }
         list.push(i);
         let first_sub = role == Role::Subscriber && topic.subs.len() == 1;
         if let Some(Some(p)) = self.peers.get_mut(i) {

@@ -36,7 +36,8 @@ pub enum DropReason {
     NotAdvertised,
     /// An UNSUBSCRIBE/UNADVERTISE for a topic never named, or a PRESENCE for an unknown topic.
     UnknownTopic,
-    /// The hub's topic table is full ([`crate::HubConfig::max_topics`]).
+    /// The hub's topic table is full ([`crate::HubConfig::max_topics`]), or the member
+    /// holds [`crate::HubConfig::max_memberships_per_member`] topics already.
     TooManyTopics,
     /// A Realtime PUBLISH whose sequence number was already delivered.
     Duplicate,

@@ -703,3 +703,33 @@ fn a_rules_reload_revokes_what_it_no_longer_allows() {
     assert!(net.payloads(b, t).is_empty());
     assert_eq!(net.payloads(c, t).len(), 1);
 }
+
+#[test]
+fn a_member_over_its_topic_limit_is_refused() {
+    let mut net = Net::new();
+    let h = net.add_hub(|c| {
+        c.max_memberships_per_member = 2;
+        c.max_topics = 3;
+    });
+    let a = net.add_member();
+    let b = net.add_member();
+    net.connect(a, h);
+    net.connect(b, h);
+    net.subscribe(a, "t1");
+    net.advertise(a, "t2");
+    let t3 = net.subscribe(a, "t3");
+    assert!(net.take(a).contains(&Ev::Refused {
+        peer: key(h),
+        action: Action::Subscribe,
+        topic: t3
+    }));
+    // t3 was created before the limit applied: the table is full for b's fourth topic.
+    net.subscribe(b, "t1");
+    let t4 = net.subscribe(b, "t4");
+    assert!(net.take(b).contains(&Ev::Refused {
+        peer: key(h),
+        action: Action::Subscribe,
+        topic: t4
+    }));
+    assert_eq!(net.stats(h).dropped(DropReason::TooManyTopics), 2);
+}
