@@ -306,6 +306,16 @@ fn two_linked_hubs_deliver_across_without_duplicates() {
             })
             .collect();
         assert_eq!(hops, vec![if k == 0 { 1 } else { 2 }; 11], "subscriber {k}");
+        let modes: Vec<Mode> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Msg { mode, .. } => Some(*mode),
+                _ => None,
+            })
+            .collect();
+        let mut want = vec![Mode::Realtime; 10];
+        want.push(Mode::Reliable);
+        assert_eq!(modes, want, "a relay keeps the mode");
         assert_eq!(seqs(&evs), (1..=10).collect::<Vec<_>>());
     }
 }
@@ -732,4 +742,32 @@ fn a_member_over_its_topic_limit_is_refused() {
         topic: t4
     }));
     assert_eq!(net.stats(h).dropped(DropReason::TooManyTopics), 2);
+}
+
+#[test]
+fn a_restarted_hub_gets_its_state_back_from_its_members() {
+    let (mut net, h, ms) = star(2);
+    let (a, b) = (ms[0], ms[1]);
+    let t = net.advertise(a, "t");
+    net.subscribe(b, "t");
+    net.publish(a, t, Mode::Realtime, b"before");
+    net.disconnect(a, h);
+    net.disconnect(b, h);
+    let config = net.hub(h).config().clone();
+    net.nodes[h] = Node::Hub(intentra_pubsub::Hub::new(config));
+    net.connect(a, h);
+    net.connect(b, h);
+    net.take(b);
+    net.publish(a, t, Mode::Realtime, b"after");
+    let evs = net.take(b);
+    // The stream continues (seq 2) but is new to b after the close: no gap, no restart.
+    assert_eq!(seqs(&evs), vec![2]);
+    assert!(gaps(&evs).is_empty());
+    assert_eq!(
+        net.hub(h).presence(t),
+        vec![
+            (key(a), Role::Publisher, key(h)),
+            (key(b), Role::Subscriber, key(h))
+        ]
+    );
 }
