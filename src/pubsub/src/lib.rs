@@ -12,7 +12,7 @@
 //!
 //! Two roles: a [`Member`] publishes and subscribes through the hubs it has sessions
 //! with; a [`Hub`] relays, authorizes, tracks presence and links to other hubs.
-//! The wire format is specified in `PUBSUB.md` at the repository root.
+//! The wire format is specified in `PROTOCOL.md` section 19 at the repository root.
 //!
 //! The drive loop, for either role:
 //!
