@@ -161,7 +161,8 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         .iter()
         .flat_map(|&bind| std::iter::repeat_n(bind, workers))
         .collect();
-    let outbound = !config.node.peers.is_empty();
+    // A hub dials its peers from its own node (crate::hub), not from an outbound worker.
+    let outbound = !config.node.peers.is_empty() && !config.hub.enabled;
     let hub = MetricsHub::new(binds.len() + usize::from(outbound));
     let _server = match config.metrics.listen {
         Some(listen) => Some(
@@ -179,6 +180,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             identity.allow_list.clone(),
         );
         let mut cfg = node_config(&config, bind, endpoint);
+        crate::hub::adjust_node_config(&config, &mut cfg);
         if binds.len() > 1 {
             // One capture (and key log) per worker: they are independent endpoints.
             cfg.capture = cfg.capture.map(|path| {
@@ -193,7 +195,11 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         }
         tracing::info!(worker, addr = %node.local_addr(), driver = node.driver_name(), key = %node.public_key(), "listening");
         node.publish_metrics(hub.clone(), worker, publish_every, config.metrics.per_peer);
-        node.on_event(session_logger(worker));
+        if config.hub.enabled {
+            crate::hub::attach(&mut node, &config, session_logger(worker))?;
+        } else {
+            node.on_event(session_logger(worker));
+        }
         nodes.push(node);
     }
     if outbound {
