@@ -58,6 +58,12 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Run a self-contained demonstration on loopback.
     Demo(DemoArgs),
+    /// Publish on a hub's topic: stdin lines, or generated at --rate.
+    Publish(crate::pubsub_cli::PublishArgs),
+    /// Subscribe to a hub's topic: one line per message (publisher, sequence, gap).
+    Subscribe(crate::pubsub_cli::SubscribeArgs),
+    /// Show a hub topic's members, then their changes as they happen.
+    Presence(crate::pubsub_cli::PresenceArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -356,6 +362,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             crate::demo::demo(&args)?;
             Ok(())
         }
+        Command::Publish(args) => Ok(crate::pubsub_cli::publish(&args)?),
+        Command::Subscribe(args) => Ok(crate::pubsub_cli::subscribe(&args)?),
+        Command::Presence(args) => Ok(crate::pubsub_cli::presence(&args)?),
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Config {
     pub timers: TimersConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// `[hub]`: publish/subscribe hub mode (see `HubSection`).
+    #[serde(skip_serializing_if = "HubSection::is_default")]
+    pub hub: HubSection,
     /// The file this was loaded from, so validation errors can name it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -535,8 +538,10 @@ impl Config {
             timers,
             metrics,
             log,
+            hub,
             source: _,
         } = self;
+        check_hub(hub, node)?;
 
         if node.bind.is_empty() {
             return Err(("node.bind", "must list at least one address".to_owned()));
@@ -1019,6 +1024,159 @@ pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
             format!("expected an address like 127.0.0.1:9700 or \"off\", got {addr:?}")
         }),
     }
+}
+
+/// `[hub]`: run this daemon as a publish/subscribe hub (PROTOCOL.md section 19).
+///
+/// A hub runs as **one** worker on **one** socket (`node.workers = 1`, one `node.bind`):
+/// its state (topics, subscribers, presence, links) is one table that a message from
+/// any session reads and a relay to any other session writes, so sessions on several
+/// SO_REUSEPORT workers would need a lock per message and a cross-thread hand-off per
+/// relay, whose latency is the other worker's wake-up. The hub's node also dials the
+/// `[[node.peers]]` itself (no separate outbound worker), so links share that table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubSection {
+    pub enabled: bool,
+    /// Who may publish and subscribe on what; default deny.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<HubRule>,
+    /// Public keys (hex) of the hubs this hub links with. Dial them with `[[node.peers]]`
+    /// on one side (or both).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// Send each new subscriber the topic's last relayed publish.
+    pub last_value_cache: bool,
+    /// A member or link not heard from for this long is reported down (silent). The
+    /// node's keepalive is set to a third of it and its idle timeout to three times it.
+    pub detection_time_ms: u64,
+    /// Reliable messages held per peer while the transport answers WouldBlock; one more
+    /// closes the session (dropping a control message would desynchronise the peer).
+    pub backlog_per_peer: usize,
+    /// How often queued Reliable messages are retried and hub timers run.
+    pub tick_ms: u64,
+    /// Most topics the hub tracks.
+    pub max_topics: usize,
+    /// Most subscriptions plus advertisements per member.
+    pub max_memberships_per_member: usize,
+    /// Export per-topic series (subscribers, publishers); cardinality grows with topics.
+    pub per_topic_metrics: bool,
+}
+
+/// One `[[hub.rules]]` entry: `key` is a hex public key or `"*"`, `topic` an exact name
+/// or a prefix ending in `*`, `allow` a list of `"publish"` and/or `"subscribe"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubRule {
+    pub key: String,
+    pub topic: String,
+    pub allow: Vec<String>,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        HubSection {
+            enabled: false,
+            rules: Vec::new(),
+            links: Vec::new(),
+            last_value_cache: false,
+            detection_time_ms: 3000,
+            backlog_per_peer: 4096,
+            tick_ms: 5,
+            max_topics: 4096,
+            max_memberships_per_member: 256,
+            per_topic_metrics: false,
+        }
+    }
+}
+
+impl HubSection {
+    fn is_default(&self) -> bool {
+        *self == HubSection::default()
+    }
+}
+
+/// The `[hub]` checks; called from `Config::validate`.
+fn check_hub(hub: &HubSection, node: &NodeConfig) -> Result<(), (&'static str, String)> {
+    range("hub.detection_time_ms", hub.detection_time_ms, 300, 600_000)?;
+    range("hub.backlog_per_peer", hub.backlog_per_peer, 1, 1 << 20)?;
+    range("hub.tick_ms", hub.tick_ms, 1, 1000)?;
+    range("hub.max_topics", hub.max_topics, 1, 1 << 20)?;
+    range(
+        "hub.max_memberships_per_member",
+        hub.max_memberships_per_member,
+        1,
+        1 << 16,
+    )?;
+    for (i, rule) in hub.rules.iter().enumerate() {
+        if rule.key != "*" && rule.key.parse::<PublicKey>().is_err() {
+            return Err((
+                "hub.rules",
+                format!("entry {}: key must be a hex public key or \"*\", got {:?}", i + 1, rule.key),
+            ));
+        }
+        let valid = match rule.topic.strip_suffix('*') {
+            Some("") => true,
+            Some(prefix) => prefix.len() <= 128 && !prefix.chars().any(char::is_control),
+            None => intentra_pubsub::validate_topic_name(&rule.topic).is_ok(),
+        };
+        if !valid {
+            return Err((
+                "hub.rules",
+                format!(
+                    "entry {}: topic {:?} is not a topic name or a prefix ending in *",
+                    i + 1,
+                    rule.topic
+                ),
+            ));
+        }
+        if rule.allow.is_empty()
+            || rule
+                .allow
+                .iter()
+                .any(|a| a != "publish" && a != "subscribe")
+        {
+            return Err((
+                "hub.rules",
+                format!(
+                    "entry {}: allow must list \"publish\" and/or \"subscribe\", got {:?}",
+                    i + 1,
+                    rule.allow
+                ),
+            ));
+        }
+    }
+    let mut links = Vec::with_capacity(hub.links.len());
+    for link in &hub.links {
+        let key: PublicKey = link
+            .parse()
+            .map_err(|e| ("hub.links", format!("{link:?} is not a public key: {e}")))?;
+        links.push(key);
+    }
+    if let Some(dup) = first_duplicate(&links) {
+        return Err(("hub.links", format!("lists public key {dup} twice")));
+    }
+    if hub.enabled {
+        if node.workers != 1 {
+            return Err((
+                "node.workers",
+                format!(
+                    "must be 1 with hub.enabled (a hub's state is one table), got {}",
+                    node.workers
+                ),
+            ));
+        }
+        if node.bind.len() != 1 {
+            return Err((
+                "node.bind",
+                format!(
+                    "must list exactly one address with hub.enabled, got {}",
+                    node.bind.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

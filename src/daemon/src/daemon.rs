@@ -411,7 +411,8 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         .iter()
         .flat_map(|&bind| std::iter::repeat_n(bind, workers))
         .collect();
-    let outbound = !config.node.peers.is_empty();
+    // A hub dials its peers from its own node (crate::hub), not from an outbound worker.
+    let outbound = !config.node.peers.is_empty() && !config.hub.enabled;
     let hub = MetricsHub::new(binds.len() + usize::from(outbound));
     hub.update_daemon(|d| {
         d.allow_list = Some(AllowListReloads {
@@ -435,6 +436,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             identity.allow_list.clone(),
         );
         let mut cfg = node_config(&config, bind, endpoint);
+        crate::hub::adjust_node_config(&config, &mut cfg);
         if binds.len() > 1 {
             // One capture (and key log) per worker: they are independent endpoints.
             cfg.capture = cfg.capture.map(|path| {
@@ -452,6 +454,14 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         tracing::info!(worker, addr = %node.local_addr(), driver = %node.driver_name(), key = %node.public_key(), "listening");
         node.publish_metrics(hub.clone(), worker, publish_every, config.metrics.per_peer);
         let events = watch_events(&mut node, worker, &hub, &config, None);
+        if config.hub.enabled {
+            // The hub glue takes the node's event callback and hands every event on to
+            // the worker's session accounting.
+            let inner = Arc::clone(&events);
+            crate::hub::attach(&mut node, &config, move |ctx, event| {
+                lock_events(&inner).on_event(ctx.now(), event)
+            })?;
+        }
         nodes.push((node, events));
     }
     if outbound {

@@ -8,6 +8,8 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod hub;
 pub mod logging;
 pub mod metrics_http;
+pub mod pubsub_cli;
 pub mod redial;

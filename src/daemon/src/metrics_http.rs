@@ -239,7 +239,9 @@ fn serve_connection(mut stream: TcpStream, hub: &MetricsHub, per_peer: bool) -> 
             (
                 "200 OK",
                 metrics::CONTENT_TYPE,
-                metrics::encode_with_daemon(&snapshots, &daemon, per_peer),
+                crate::hub::append_metrics(metrics::encode_with_daemon(
+                    &snapshots, &daemon, per_peer,
+                )),
             )
         }
         Route::Health => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_owned()),

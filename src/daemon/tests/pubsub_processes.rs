@@ -1,0 +1,250 @@
+//! Hub mode and the pubsub tools as real processes over loopback: a hub relays from a
+//! `publish` process to two `subscribe` processes (exact messages and sequence numbers,
+//! both modes); a refused topic makes `subscribe` and `publish` exit non-zero with one
+//! line; `presence` shows members appear and disappear (one is killed); two linked hubs
+//! deliver a publish from hub A's member to hub B's subscriber once. Every wait is bounded.
+
+mod pubsub_support;
+
+use std::time::Duration;
+
+use pubsub_support::*;
+
+const T: Duration = Duration::from_secs(20);
+
+struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn make(&self, name: &str) -> (std::path::PathBuf, String) {
+        keygen(self.dir.path(), name)
+    }
+}
+
+fn one_hub(keys: &Keys, rules: Vec<(&str, &str, &str)>, detection_ms: u64) -> (Proc, String, String) {
+    let (key_file, key) = keys.make("hub.key");
+    let bind = format!("127.0.0.1:{}", free_udp());
+    let toml = hub_toml(&HubSpec {
+        bind: bind.clone(),
+        key_file: &key_file,
+        rules,
+        links: Vec::new(),
+        dial: Vec::new(),
+        detection_ms,
+    });
+    (start_hub(&[], keys.dir.path(), "hub", &toml), bind, key)
+}
+
+#[test]
+fn hub_relays_one_publisher_to_two_subscribers_exactly() {
+    let keys = Keys::new();
+    let (pub_file, pub_key) = keys.make("pub.key");
+    let (s1_file, _) = keys.make("s1.key");
+    let (s2_file, _) = keys.make("s2.key");
+    let (_hub, addr, hub_key) = one_hub(
+        &keys,
+        vec![(&pub_key, "md/*", "publish"), ("*", "md/*", "subscribe")],
+        3000,
+    );
+    let sub = |name: &str, file: &std::path::Path| {
+        let p = Proc::spawn(
+            name,
+            tool(&[], "subscribe", &addr, &hub_key, "md/btc", file, &["--count", "7"]),
+        );
+        p.wait_err(T, "connected to hub");
+        p
+    };
+    let mut s1 = sub("s1", &s1_file);
+    let mut s2 = sub("s2", &s2_file);
+    // Realtime at a rate: 5 publishes, seq 1..=5, once both subscribers are present.
+    let mut p = Proc::spawn(
+        "publish",
+        tool(
+            &[],
+            "publish",
+            &addr,
+            &hub_key,
+            "md/btc",
+            &pub_file,
+            &["--rate", "200", "--count", "5", "--wait-subscribers", "2"],
+        ),
+    );
+    assert!(p.wait_exit(T).success(), "{}", p.err_text());
+    // Reliable from stdin: two lines.
+    let mut p = Proc::spawn_with_input(
+        "publish-stdin",
+        tool(
+            &[],
+            "publish",
+            &addr,
+            &hub_key,
+            "md/btc",
+            &pub_file,
+            &["--mode", "reliable", "--wait-subscribers", "2"],
+        ),
+        "alpha\nbeta gamma\n",
+    );
+    assert!(p.wait_exit(T).success(), "{}", p.err_text());
+    let mut expected: Vec<String> = (1..=5)
+        .map(|i| format!("publisher={pub_key} seq={i} gap=0 hops=1 payload={i}"))
+        .collect();
+    expected.push(format!("publisher={pub_key} seq=- gap=0 hops=1 payload=alpha"));
+    expected.push(format!(
+        "publisher={pub_key} seq=- gap=0 hops=1 payload=beta gamma"
+    ));
+    for s in [&mut s1, &mut s2] {
+        let status = s.wait_exit(T);
+        assert!(status.success(), "{}: {}", s.name, s.err_text());
+        assert_eq!(s.out_lines(), expected, "{}", s.name);
+    }
+}
+
+#[test]
+fn refused_topics_exit_non_zero_with_one_line() {
+    let keys = Keys::new();
+    let (member_file, _) = keys.make("m.key");
+    let (_hub, addr, hub_key) = one_hub(&keys, vec![("*", "md/*", "publish,subscribe")], 3000);
+    let mut s = Proc::spawn(
+        "subscribe",
+        tool(&[], "subscribe", &addr, &hub_key, "secret/plans", &member_file, &[]),
+    );
+    let status = s.wait_exit(T);
+    assert_eq!(status.code(), Some(1), "{}", s.err_text());
+    let err = s.err_text();
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains("refused subscribing to topic \"secret/plans\""),
+        "{err}"
+    );
+    let mut p = Proc::spawn_with_input(
+        "publish",
+        tool(&[], "publish", &addr, &hub_key, "secret/plans", &member_file, &[]),
+        "x\n",
+    );
+    let status = p.wait_exit(T);
+    assert_eq!(status.code(), Some(1), "{}", p.err_text());
+    assert!(
+        p.err_text().contains("refused publishing on topic \"secret/plans\""),
+        "{}",
+        p.err_text()
+    );
+    // A handshake with the wrong hub key fails with one line too.
+    let (_, wrong) = keys.make("wrong.key");
+    let mut s = Proc::spawn(
+        "wrong-key",
+        tool(&[], "subscribe", &addr, &wrong, "md/x", &member_file, &["--timeout", "2"]),
+    );
+    assert_eq!(s.wait_exit(T).code(), Some(1));
+    assert!(s.err_text().contains("handshake with hub"), "{}", s.err_text());
+}
+
+#[test]
+fn presence_shows_members_appear_and_disappear() {
+    let keys = Keys::new();
+    let (a_file, a_key) = keys.make("a.key");
+    let (b_file, b_key) = keys.make("b.key");
+    let (w_file, w_key) = keys.make("w.key");
+    let (_hub, addr, hub_key) = one_hub(&keys, vec![("*", "*", "publish,subscribe")], 1000);
+    let a = Proc::spawn("a", tool(&[], "subscribe", &addr, &hub_key, "room", &a_file, &[]));
+    a.wait_err(T, "connected to hub");
+    let watch = Proc::spawn(
+        "presence",
+        tool(&[], "presence", &addr, &hub_key, "room", &w_file, &[]),
+    );
+    watch.wait_err(T, "changes follow");
+    let member_a = format!("member {a_key} subscriber hub={hub_key}");
+    assert_eq!(watch.out_lines(), vec![member_a.clone()], "{}", watch.err_text());
+    let b = Proc::spawn("b", tool(&[], "subscribe", &addr, &hub_key, "room", &b_file, &[]));
+    let up_b = format!("up {b_key} subscriber hub={hub_key}");
+    watch.wait_out(T, |l| l.contains(&up_b));
+    // SIGKILL: no close is sent; the hub reports it silent after the detection time.
+    b.signal(9);
+    let down_b = format!("down {b_key} subscriber hub={hub_key} reason=silent");
+    watch.wait_out(T, |l| l.contains(&down_b));
+    // A member that leaves cleanly (SIGTERM closes the session) goes down as closed.
+    a.signal(15);
+    let down_a = format!("down {a_key} subscriber hub={hub_key} reason=closed");
+    watch.wait_out(T, |l| l.contains(&down_a));
+    assert_eq!(
+        watch.out_lines(),
+        vec![member_a, up_b, down_b, down_a],
+        "{}",
+        watch.err_text()
+    );
+    let _ = w_key;
+}
+
+#[test]
+fn two_linked_hubs_deliver_once() {
+    let keys = Keys::new();
+    let (a_file, a_key) = keys.make("hub-a.key");
+    let (b_file, b_key) = keys.make("hub-b.key");
+    let (pub_file, _) = keys.make("pub.key");
+    let (sub_file, _) = keys.make("sub.key");
+    let a_addr = format!("127.0.0.1:{}", free_udp());
+    let b_addr = format!("127.0.0.1:{}", free_udp());
+    let rules = vec![("*", "*", "publish,subscribe")];
+    let hub_b = start_hub(
+        &[],
+        keys.dir.path(),
+        "hub-b",
+        &hub_toml(&HubSpec {
+            bind: b_addr.clone(),
+            key_file: &b_file,
+            rules: rules.clone(),
+            links: vec![a_key.clone()],
+            dial: Vec::new(),
+            detection_ms: 3000,
+        }),
+    );
+    let hub_a = start_hub(
+        &[],
+        keys.dir.path(),
+        "hub-a",
+        &hub_toml(&HubSpec {
+            bind: a_addr.clone(),
+            key_file: &a_file,
+            rules,
+            links: vec![b_key.clone()],
+            dial: vec![(b_addr.clone(), b_key.clone())],
+            detection_ms: 3000,
+        }),
+    );
+    hub_a.wait_err(T, "hub link up");
+    hub_b.wait_err(T, "hub link up");
+    let sub = Proc::spawn(
+        "sub-on-b",
+        tool(&[], "subscribe", &b_addr, &b_key, "t/linked", &sub_file, &[]),
+    );
+    sub.wait_err(T, "connected to hub");
+    let mut p = Proc::spawn(
+        "pub-on-a",
+        tool(
+            &[],
+            "publish",
+            &a_addr,
+            &a_key,
+            "t/linked",
+            &pub_file,
+            &["--rate", "100", "--count", "4", "--wait-subscribers", "1"],
+        ),
+    );
+    assert!(p.wait_exit(T).success(), "{}", p.err_text());
+    sub.wait_out(T, |l| l.len() >= 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = sub.out_lines();
+    assert_eq!(lines.len(), 4, "delivered once: {lines:?}");
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        assert!(
+            line.ends_with(&format!("seq={n} gap=0 hops=2 payload={n}")),
+            "{line}"
+        );
+    }
+}
