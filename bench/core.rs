@@ -14,10 +14,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use intentra_proto::config::EndpointConfig;
 use intentra_proto::endpoint::Endpoint;
 use intentra_proto::event::{Mode, PeerId};
-use intentra_proto::handshake::{FinishIntent, Initiator, Responder};
 use intentra_proto::keys::Keypair;
+use intentra_proto::noise::{FinishIntent, Initiator, Responder};
 use intentra_proto::ratelimit::TokenBucket;
-use intentra_proto::replay::ReplayWindow;
+use intentra_proto::replay_window::ReplayWindow;
 use intentra_proto::time::Timestamp;
 use intentra_proto::wire::{self, Counter, SessionIndex, MAX_DATAGRAM_LEN};
 use rand_chacha::rand_core::SeedableRng;

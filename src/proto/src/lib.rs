@@ -10,13 +10,13 @@ pub mod config;
 pub mod cookie;
 pub mod endpoint;
 pub mod event;
-pub mod handshake;
 pub mod keys;
+pub mod keyset;
+pub mod noise;
 mod noise_crypto;
 pub mod ratelimit;
 pub mod reliable;
-pub mod replay;
-pub mod session;
+pub mod replay_window;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod stats;

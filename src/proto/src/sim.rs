@@ -52,13 +52,13 @@ pub enum Record {
     Message(PeerId, Mode, Vec<u8>),
 }
 
-pub struct Node {
+pub struct SimNode {
     pub endpoint: Endpoint,
     pub addr: SocketAddr,
     pub records: Vec<Record>,
 }
 
-impl Node {
+impl SimNode {
     pub fn messages(&self, mode: Mode) -> impl Iterator<Item = &[u8]> + '_ {
         self.records.iter().filter_map(move |r| match r {
             Record::Message(_, m, bytes) if *m == mode => Some(bytes.as_slice()),
@@ -109,7 +109,7 @@ impl PartialOrd for InFlight {
 /// A simulated network of endpoints.
 pub struct Network {
     pub now: Timestamp,
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<SimNode>,
     pub link: LinkConfig,
     in_flight: BinaryHeap<InFlight>,
     rng: ChaCha20Rng,
@@ -171,7 +171,7 @@ impl Network {
             7000,
         ));
         let rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
-        self.nodes.push(Node {
+        self.nodes.push(SimNode {
             endpoint: Endpoint::new(config, self.now, rng),
             addr,
             records: Vec::new(),

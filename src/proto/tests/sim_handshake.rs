@@ -142,7 +142,7 @@ fn spoofed(i: u32) -> SocketAddr {
 /// A HandshakeInit with a valid mac1 for `responder`, as an attacker who knows its public key makes.
 fn flood_packet(net: &mut Network, responder: usize, sender: u32) -> Vec<u8> {
     let attacker = net.keypair();
-    let mut initiator = intentra_proto::handshake::Initiator::start(
+    let mut initiator = intentra_proto::noise::Initiator::start(
         &attacker,
         &net.public_key(responder),
         wire::SessionIndex::new(sender).unwrap(),

@@ -6,8 +6,8 @@
 //! copy a packet, or decide what a packet means: that is the endpoint's.
 
 use super::aead::{PacketCipher, PacketKey};
-use super::handshake::SessionKeys;
-use super::replay::{ReplayError, ReplayWindow};
+use super::noise::SessionKeys;
+use super::replay_window::{ReplayError, ReplayWindow};
 use super::time::Timestamp;
 use super::wire::{
     self, Counter, SessionIndex, TransportKind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
