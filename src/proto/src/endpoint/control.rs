@@ -33,6 +33,7 @@ pub(super) enum PendingTx {
 }
 
 impl Endpoint {
+    /// Writes the next control packet (handshake, cookie reply, ACK, keepalive, Reliable
     /// retransmission, close) into `buf`, which must hold `wire::MAX_DATAGRAM_LEN` bytes.
     pub fn poll_transmit(&mut self, now: Timestamp, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(item) = self.pending_tx.pop_front() {

@@ -66,15 +66,14 @@ impl Endpoint {
         src: SocketAddr,
         sender: SessionIndex,
         datagram: &[u8],
-    ) {
+    ) -> Result<(), DropReason> {
         // mac1 first: it costs one HMAC and proves the sender knows our public key.
         if !cookie::verify_mac(
             &self.mac1_key,
             &datagram[..init::MAC1],
             &datagram[init::MAC1..init::MAC2],
         ) {
-            self.stats.record_drop(DropReason::BadMac);
-            return;
+            return Err(DropReason::BadMac);
         }
         let mut ephemeral = [0u8; 32];
         ephemeral.copy_from_slice(&datagram[init::NOISE..init::PADDING]);
@@ -86,7 +85,7 @@ impl Endpoint {
                 .is_some_and(|r| r.src == src && r.initiator_index == sender)
         }) {
             let Some(pending) = &self.responders[position] else {
-                return;
+                return Ok(());
             };
             let local_index = pending.local_index;
             if pending.ephemeral == ephemeral {
@@ -94,7 +93,7 @@ impl Endpoint {
                     responder: position,
                     local_index,
                 });
-                return;
+                return Ok(());
             }
             self.responders[position] = None;
             self.free_index(local_index);
@@ -110,7 +109,6 @@ impl Endpoint {
                 .verify_mac2(src, &datagram[..init::MAC2], &datagram[init::MAC2..])
             {
                 // Under load, a source earns state only by proving it can receive at its address.
-                self.stats.record_drop(DropReason::BadCookie);
                 let mut mac1 = [0u8; MAC_LEN];
                 mac1.copy_from_slice(&datagram[init::MAC1..init::MAC2]);
                 self.queue(PendingTx::CookieReply {
@@ -118,7 +116,7 @@ impl Endpoint {
                     receiver: sender,
                     mac1,
                 });
-                return;
+                return Err(DropReason::BadCookie);
             }
         }
         let from_ip = self
@@ -129,16 +127,13 @@ impl Endpoint {
             .count();
         if in_flight >= self.config.handshakes_in_flight || from_ip >= self.config.handshakes_per_ip
         {
-            self.stats.record_drop(DropReason::HandshakeBudget);
-            return;
+            return Err(DropReason::HandshakeBudget);
         }
         let Some(position) = self.responders.iter().position(Option::is_none) else {
-            self.stats.record_drop(DropReason::HandshakeBudget);
-            return;
+            return Err(DropReason::HandshakeBudget);
         };
         let Some(local_index) = self.alloc_index(SlotTarget::Responder(position)) else {
-            self.stats.record_drop(DropReason::HandshakeBudget);
-            return;
+            return Err(DropReason::HandshakeBudget);
         };
         let seed = self.draw_seed();
         match Responder::accept(&self.config.keypair, datagram, sender, local_index, seed) {
@@ -156,10 +151,11 @@ impl Endpoint {
                     local_index,
                 });
                 self.next_deadline = self.next_deadline.min(now + self.config.handshake_timeout);
+                Ok(())
             }
             Err(_) => {
                 self.free_index(local_index);
-                self.stats.record_drop(DropReason::HandshakeFailed);
+                Err(DropReason::HandshakeFailed)
             }
         }
     }
@@ -171,7 +167,7 @@ impl Endpoint {
         sender: SessionIndex,
         receiver: SessionIndex,
         datagram: &[u8],
-    ) {
+    ) -> Result<(), DropReason> {
         let id = match self.lookup(receiver) {
             Some(SlotTarget::Initiator(id)) => id,
             Some(SlotTarget::Keys(id)) => {
@@ -184,28 +180,22 @@ impl Endpoint {
                             && matches!(h.phase, Phase::AwaitConfirm { .. })
                     )
                 });
-                if awaiting {
-                    self.queue(PendingTx::Finish(id));
-                } else {
-                    self.stats.record_drop(DropReason::Replay);
+                if !awaiting {
+                    return Err(DropReason::Replay);
                 }
-                return;
+                self.queue(PendingTx::Finish(id));
+                return Ok(());
             }
-            _ => {
-                self.stats.record_drop(DropReason::UnknownSession);
-                return;
-            }
+            _ => return Err(DropReason::UnknownSession),
         };
         let seed = self.draw_seed();
         let retry = self.config.handshake_retry;
         let keypair = self.config.keypair.clone();
         let Some(peer) = self.peer_mut(id) else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return;
+            return Err(DropReason::UnknownSession);
         };
         let Some(handshake) = peer.handshake.as_mut() else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return;
+            return Err(DropReason::UnknownSession);
         };
         // A rekey continues a session the responder has confirmed; otherwise this is (again)
         // the first handshake, and any unconfirmed keys from an earlier attempt are replaced.
@@ -222,22 +212,15 @@ impl Endpoint {
             Ok(fresh) => {
                 std::mem::replace(&mut handshake.phase, Phase::AwaitResponse(Box::new(fresh)))
             }
-            Err(_) => {
-                self.stats.record_drop(DropReason::HandshakeFailed);
-                return;
-            }
+            Err(_) => return Err(DropReason::HandshakeFailed),
         };
         let Phase::AwaitResponse(initiator) = phase else {
             handshake.phase = phase;
-            self.stats.record_drop(DropReason::Replay);
-            return;
+            return Err(DropReason::Replay);
         };
         let (finish_packet, keys) = match initiator.finish(datagram, sender, intent) {
             Ok(done) => done,
-            Err(_) => {
-                self.stats.record_drop(DropReason::HandshakeFailed);
-                return;
-            }
+            Err(_) => return Err(DropReason::HandshakeFailed),
         };
         handshake.phase = Phase::AwaitConfirm {
             finish: finish_packet,
@@ -286,6 +269,7 @@ impl Endpoint {
             .next_deadline
             .min(next_retry)
             .min(now + self.config.keepalive_interval);
+        Ok(())
     }
 
     pub(super) fn on_finish(
@@ -294,7 +278,7 @@ impl Endpoint {
         src: SocketAddr,
         receiver: SessionIndex,
         datagram: &[u8],
-    ) {
+    ) -> Result<(), DropReason> {
         let position = match self.lookup(receiver) {
             Some(SlotTarget::Responder(position)) => position,
             Some(SlotTarget::Keys(id)) => {
@@ -304,35 +288,28 @@ impl Endpoint {
                 let unconfirmed = self
                     .peer_mut(id)
                     .and_then(|p| p.keys_for(receiver).map(|(k, _)| !k.received_any));
-                if unconfirmed == Some(true) {
-                    self.queue_keepalive(id);
-                } else {
-                    self.stats.record_drop(DropReason::Replay);
+                if unconfirmed != Some(true) {
+                    return Err(DropReason::Replay);
                 }
-                return;
+                self.queue_keepalive(id);
+                return Ok(());
             }
-            _ => {
-                self.stats.record_drop(DropReason::UnknownSession);
-                return;
-            }
+            _ => return Err(DropReason::UnknownSession),
         };
         let Some(pending) = self.responders.get_mut(position).and_then(Option::take) else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return;
+            return Err(DropReason::UnknownSession);
         };
         let finished = pending.responder.finish(datagram);
         let (public_key, keys, intent) = match finished {
             Ok(done) => done,
             Err(_) => {
                 self.free_index(receiver);
-                self.stats.record_drop(DropReason::HandshakeFailed);
-                return;
+                return Err(DropReason::HandshakeFailed);
             }
         };
         if !self.allowed(&public_key) || public_key == self.config.keypair.public {
             self.free_index(receiver);
-            self.stats.record_drop(DropReason::NotAllowed);
-            return;
+            return Err(DropReason::NotAllowed);
         }
         let keyset = KeySet::new(&keys, receiver, pending.initiator_index, now);
         let existing = self
@@ -345,7 +322,7 @@ impl Endpoint {
                 let linger = now + self.config.previous_keys_linger;
                 let Some(peer) = self.peer_mut(id) else {
                     self.free_index(receiver);
-                    return;
+                    return Err(DropReason::UnknownSession);
                 };
                 let retired = peer.previous.take().map(|k| k.local_index);
                 peer.previous = peer.current.replace(keyset);
@@ -367,8 +344,7 @@ impl Endpoint {
             (None, FinishIntent::NewSession) => {
                 let Some(id) = self.insert_peer(now, public_key, src) else {
                     self.free_index(receiver);
-                    self.stats.record_drop(DropReason::HandshakeBudget);
-                    return;
+                    return Err(DropReason::HandshakeBudget);
                 };
                 if let Some(peer) = self.peer_mut(id) {
                     peer.current = Some(keyset);
@@ -384,8 +360,7 @@ impl Endpoint {
             (None, FinishIntent::Rekey) => {
                 // A rekey of a session we do not have: the initiator will time out and start over.
                 self.free_index(receiver);
-                self.stats.record_drop(DropReason::HandshakeFailed);
-                return;
+                return Err(DropReason::HandshakeFailed);
             }
         };
         if let Some(slot) = self.slot_mut(receiver) {
@@ -394,6 +369,7 @@ impl Endpoint {
         self.record_handshake(now.saturating_since(pending.created));
         self.queue_keepalive(id);
         self.next_deadline = self.next_deadline.min(now + self.config.keepalive_interval);
+        Ok(())
     }
 
     pub(super) fn on_cookie_reply(
@@ -401,31 +377,27 @@ impl Endpoint {
         now: Timestamp,
         receiver: SessionIndex,
         datagram: &[u8],
-    ) {
+    ) -> Result<(), DropReason> {
         let Some(SlotTarget::Initiator(id)) = self.lookup(receiver) else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return;
+            return Err(DropReason::UnknownSession);
         };
         let Some(peer) = self.peer_mut(id) else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return;
+            return Err(DropReason::UnknownSession);
         };
         let Some(InitiatorHandshake {
             phase: Phase::AwaitResponse(initiator),
             ..
         }) = peer.handshake.as_ref()
         else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return;
+            return Err(DropReason::UnknownSession);
         };
         let key = CookieReplyKey::new(&peer.public_key);
-        match key.open_cookie_reply(datagram, &initiator.mac1()) {
-            Some(cookie) => {
-                peer.cookie = Some((cookie, now + COOKIE_USE_FOR));
-                self.queue(PendingTx::Init(id));
-            }
-            None => self.stats.record_drop(DropReason::Crypto),
-        }
+        let cookie = key
+            .open_cookie_reply(datagram, &initiator.mac1())
+            .ok_or(DropReason::Crypto)?;
+        peer.cookie = Some((cookie, now + COOKIE_USE_FOR));
+        self.queue(PendingTx::Init(id));
+        Ok(())
     }
 
     pub(super) fn start_handshake(&mut self, now: Timestamp, id: PeerId) -> bool {

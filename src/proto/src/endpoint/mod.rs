@@ -208,13 +208,24 @@ impl Endpoint {
     ) -> Option<Message<'b>> {
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
-        let header = match wire::parse_header(datagram) {
-            Ok(header) => header,
-            Err(_) => {
-                self.stats.record_drop(DropReason::Malformed);
-                return None;
+        // The one place a rejected datagram is counted: every handler says why it refused.
+        match self.dispatch(now, src, datagram) {
+            Ok(message) => message,
+            Err(reason) => {
+                self.stats.record_drop(reason);
+                None
             }
-        };
+        }
+    }
+
+    /// Parses the header and hands the datagram to the handler of its type.
+    fn dispatch<'b>(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        datagram: &'b mut [u8],
+    ) -> Result<Option<Message<'b>>, DropReason> {
+        let header = wire::parse_header(datagram).map_err(|_| DropReason::Malformed)?;
         match header {
             Header::Transport {
                 kind,
@@ -222,26 +233,19 @@ impl Endpoint {
                 counter,
             } => self.on_transport(now, src, kind, receiver, counter, datagram),
             Header::HandshakeInit { sender } => {
-                self.on_init(now, src, sender, datagram);
-                None
+                self.on_init(now, src, sender, datagram).map(|()| None)
             }
-            Header::HandshakeResponse { sender, receiver } => {
-                self.on_response(now, src, sender, receiver, datagram);
-                None
-            }
+            Header::HandshakeResponse { sender, receiver } => self
+                .on_response(now, src, sender, receiver, datagram)
+                .map(|()| None),
             Header::HandshakeFinish { receiver } => {
-                self.on_finish(now, src, receiver, datagram);
-                None
+                self.on_finish(now, src, receiver, datagram).map(|()| None)
             }
             Header::CookieReply { receiver } => {
-                self.on_cookie_reply(now, receiver, datagram);
-                None
+                self.on_cookie_reply(now, receiver, datagram).map(|()| None)
             }
         }
     }
-
-    /// Seals `payload` for `peer` straight into `buf` and returns what to send. Reliable
-    /// messages are also kept for retransmission; when the peer's bound is reached the
 
     // ----- outputs ------------------------------------------------------------------------
 
@@ -293,7 +297,6 @@ impl Endpoint {
         None
     }
 
-    /// Writes the next control packet (handshake, cookie reply, ACK, keepalive, Reliable
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         (self.next_deadline != Timestamp::NEVER).then_some(self.next_deadline)

@@ -12,6 +12,8 @@ use crate::stats::CloseReason;
 use crate::time::Timestamp;
 
 impl Endpoint {
+    /// Runs every timer that is due: handshake retransmissions and timeouts, keepalives,
+    /// idle timeouts, Reliable retransmissions, rekeys and the expiry of replaced keys.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         if now < self.next_deadline {
             return;

@@ -19,6 +19,9 @@ use crate::wire::{
 };
 
 impl Endpoint {
+    /// Seals `payload` for `peer` straight into `buf` and returns what to send. Reliable
+    /// messages are also kept for retransmission; when the peer's bound is reached the
+    /// answer is `WouldBlock` and nothing is sent.
     pub fn send(
         &mut self,
         now: Timestamp,
@@ -85,8 +88,6 @@ impl Endpoint {
         Ok(Transmit { dst, len })
     }
 
-    /// Runs every timer that is due: handshake retransmissions and timeouts, keepalives,
-
     pub(super) fn on_transport<'b>(
         &mut self,
         now: Timestamp,
@@ -95,25 +96,21 @@ impl Endpoint {
         receiver: SessionIndex,
         counter: Counter,
         datagram: &'b mut [u8],
-    ) -> Option<Message<'b>> {
+    ) -> Result<Option<Message<'b>>, DropReason> {
         let Some(SlotTarget::Keys(id)) = self.lookup(receiver) else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return None;
+            return Err(DropReason::UnknownSession);
         };
         let Some(peer) = peer_in(&mut self.peers, id).filter(|p| p.closing.is_none()) else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return None;
+            return Err(DropReason::UnknownSession);
         };
         // The token bucket comes before any cryptography: a flood costs us one integer check.
         if !peer.bucket.try_take(now) {
             peer.drops += 1;
-            self.stats.record_drop(DropReason::RateLimit);
-            return None;
+            return Err(DropReason::RateLimit);
         }
         let from_peer = src == peer.addr;
         let Some((keys, role)) = peer.keys_for(receiver) else {
-            self.stats.record_drop(DropReason::UnknownSession);
-            return None;
+            return Err(DropReason::UnknownSession);
         };
         let opened = keys.open(counter, datagram);
         let plaintext_len = match opened {
@@ -134,13 +131,12 @@ impl Endpoint {
                     }
                 };
                 peer.drops += 1;
-                self.stats.record_drop(reason);
                 // Strikes only from the session's authenticated address, so that a spoofer
                 // elsewhere cannot close an honest session by sending garbage at its index.
                 if from_peer && violation {
                     self.strike(now, id);
                 }
-                return None;
+                return Err(reason);
             }
         };
         peer.last_received = now;
@@ -175,6 +171,7 @@ impl Endpoint {
         }
         let body_end = TRANSPORT_HEADER_LEN + plaintext_len;
         let mut violation = false;
+        let mut rejected = None;
         let mut delivered = None;
         match kind {
             TransportKind::Realtime => {
@@ -193,7 +190,7 @@ impl Endpoint {
                     Receive::Buffered | Receive::Duplicate => {}
                     Receive::NoRoom => {
                         peer.drops += 1;
-                        self.stats.record_drop(DropReason::ReorderBufferFull);
+                        rejected = Some(DropReason::ReorderBufferFull);
                     }
                 }
                 if !peer.ack_queued && self.pending_tx.len() < self.config.control_queue {
@@ -222,25 +219,29 @@ impl Endpoint {
                     self.free_index(index);
                 }
                 self.close_peer(now, id, CloseReason::Remote, false);
-                return None;
+                return Ok(None);
             }
         }
         if let Some(index) = retired {
             self.free_index(index);
         }
         if violation {
-            self.stats.record_drop(DropReason::Malformed);
             self.strike(now, id);
-            return None;
+            return Err(DropReason::Malformed);
         }
-        let (mode, start) = delivered?;
+        if let Some(reason) = rejected {
+            return Err(reason);
+        }
+        let Some((mode, start)) = delivered else {
+            return Ok(None);
+        };
         self.stats.messages_delivered += 1;
         self.stats.bytes_delivered += (body_end - start) as u64;
-        Some(Message {
+        Ok(Some(Message {
             peer: id,
             mode,
             payload: &datagram[start..body_end],
-        })
+        }))
     }
 
     pub(super) fn strike(&mut self, now: Timestamp, id: PeerId) {
