@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use super::handshake::{InitiatorHandshake, Phase};
+use super::timers::Timer;
 use super::{Endpoint, QueuedEvent};
 use crate::event::{PeerId, Transmit};
 use crate::stats::CloseReason;
@@ -127,8 +128,9 @@ impl Endpoint {
                 let Some(segment) = peer.sender.poll_retransmit(now) else {
                     peer.retransmit_queued = false;
                     if let Some(at) = peer.sender.next_timeout() {
-                        self.next_deadline = self.next_deadline.min(at);
+                        peer.timers.arm(Timer::Retransmit, at);
                     }
+                    self.schedule(id);
                     return None;
                 };
                 let body_at = TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::control::PendingTx;
 use super::peers::SlotTarget;
+use super::timers::Timer;
 use super::{Endpoint, QueuedEvent};
 use crate::cookie::{self, CookieReplyKey, COOKIE_SECRET_LIFETIME};
 use crate::event::PeerId;
@@ -150,7 +151,7 @@ impl Endpoint {
                     responder: position,
                     local_index,
                 });
-                self.next_deadline = self.next_deadline.min(now + self.config.handshake_timeout);
+                self.schedule_responder(position, local_index, now + self.config.handshake_timeout);
                 Ok(())
             }
             Err(_) => {
@@ -265,10 +266,8 @@ impl Endpoint {
         }
         self.record_handshake(took);
         self.queue(PendingTx::Finish(id));
-        self.next_deadline = self
-            .next_deadline
-            .min(next_retry)
-            .min(now + self.config.keepalive_interval);
+        self.arm(id, Timer::HandshakeRetry, next_retry);
+        self.arm(id, Timer::Keepalive, now + self.config.keepalive_interval);
         Ok(())
     }
 
@@ -332,7 +331,7 @@ impl Endpoint {
                     self.free_index(index);
                 }
                 self.stats.rekeys += 1;
-                self.next_deadline = self.next_deadline.min(linger);
+                self.arm(id, Timer::PreviousKeys, linger);
                 id
             }
             (Some(id), FinishIntent::NewSession) => {
@@ -368,7 +367,7 @@ impl Endpoint {
         }
         self.record_handshake(now.saturating_since(pending.created));
         self.queue_keepalive(id);
-        self.next_deadline = self.next_deadline.min(now + self.config.keepalive_interval);
+        self.arm(id, Timer::Keepalive, now + self.config.keepalive_interval);
         Ok(())
     }
 
@@ -432,7 +431,7 @@ impl Endpoint {
         }
         self.stats.handshakes_initiated += 1;
         self.queue(PendingTx::Init(id));
-        self.next_deadline = self.next_deadline.min(now + retry);
+        self.arm(id, Timer::HandshakeRetry, now + retry);
         true
     }
 

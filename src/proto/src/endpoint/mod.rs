@@ -27,6 +27,7 @@ use rand_core::CryptoRngCore;
 use self::control::PendingTx;
 use self::handshake::PendingResponder;
 use self::peers::{PeerEntry, Slot, SlotTarget, MAX_SLOTS};
+use self::timers::WakeHeap;
 use super::config::EndpointConfig;
 use super::cookie::{self, CookieReplyKey, CookieSecrets};
 use super::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo};
@@ -67,7 +68,15 @@ pub struct Endpoint {
     /// Peers whose reorder buffer holds in-order messages not yet handed out.
     ready: VecDeque<PeerId>,
     stats: Stats,
-    next_deadline: Timestamp,
+    /// Wake-ups of peers and responder handshakes, earliest first.
+    wakes: WakeHeap,
+    /// When the cookie secrets are next looked at; armed by the first `handle_timeout`.
+    cookie_rotation: Timestamp,
+    /// While timers run, the earliest a new wake-up may be (see `handle_timeout`).
+    timer_floor: Timestamp,
+    /// Peer visits by `handle_timeout`, so tests can check timer work stays proportional.
+    #[cfg(test)]
+    timer_visits: u64,
     /// Durations of recently completed handshakes, for a histogram the caller drains.
     handshake_durations: [Duration; HANDSHAKE_LOG],
     handshake_log_len: usize,
@@ -121,7 +130,16 @@ impl Endpoint {
             events: VecDeque::new(),
             ready: VecDeque::new(),
             stats: Stats::default(),
-            next_deadline: Timestamp::NEVER,
+            wakes: WakeHeap::with_capacity(
+                config
+                    .max_peers
+                    .min(slot_count)
+                    .saturating_add(config.handshakes_in_flight),
+            ),
+            cookie_rotation: Timestamp::NEVER,
+            timer_floor: Timestamp::ZERO,
+            #[cfg(test)]
+            timer_visits: 0,
             handshake_durations: [Duration::ZERO; HANDSHAKE_LOG],
             handshake_log_len: 0,
             rng,
@@ -299,7 +317,11 @@ impl Endpoint {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        (self.next_deadline != Timestamp::NEVER).then_some(self.next_deadline)
+        let next = self
+            .wakes
+            .peek()
+            .map_or(self.cookie_rotation, |at| at.min(self.cookie_rotation));
+        (next != Timestamp::NEVER).then_some(next)
     }
 
     /// Whether control packets are waiting for `poll_transmit`.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use super::handshake::InitiatorHandshake;
+use super::timers::{Timer, TimerTable};
 use super::{Endpoint, QueuedEvent};
 use crate::event::PeerId;
 use crate::keys::PublicKey;
@@ -70,6 +71,10 @@ pub(super) struct Peer {
     pub(super) packets_received: u64,
     pub(super) packets_sent: u64,
     pub(super) drops: u64,
+    /// Deadlines by concern; the peer's next wake-up is their minimum.
+    pub(super) timers: TimerTable,
+    /// The earliest wake-up of this peer in the endpoint's heap (`NEVER` if none).
+    pub(super) scheduled: Timestamp,
 }
 
 impl Peer {
@@ -110,15 +115,6 @@ impl Endpoint {
 
     pub(super) fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
         peer_in(&mut self.peers, id)
-    }
-
-    pub(super) fn peer_id_at(&self, slot: usize) -> Option<PeerId> {
-        let entry = self.peers.get(slot)?;
-        entry.peer.as_ref()?;
-        Some(PeerId {
-            slot: slot as u32,
-            generation: entry.generation,
-        })
     }
 
     /// Handles of all live peers. Allocates: only for rare, whole-endpoint operations.
@@ -172,6 +168,8 @@ impl Endpoint {
             packets_received: 0,
             packets_sent: 0,
             drops: 0,
+            timers: TimerTable::default(),
+            scheduled: Timestamp::NEVER,
         });
         let id = match self.free_peers.pop() {
             Some(slot) => {
@@ -195,7 +193,7 @@ impl Endpoint {
             }
         };
         self.by_key.insert(public_key, id);
-        self.next_deadline = self.next_deadline.min(now + self.config.keepalive_interval);
+        self.arm(id, Timer::Keepalive, now + self.config.keepalive_interval);
         Some(id)
     }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use super::control::PendingTx;
 use super::handshake::Phase;
 use super::peers::{peer_in, KeyRole, SlotTarget};
+use super::timers::Timer;
 use super::Endpoint;
 use crate::event::{Message, Mode, PeerId, SendError, Transmit};
 use crate::keyset::{self, OpenError, SealError, REKEY_AFTER_MESSAGES};
@@ -67,7 +68,7 @@ impl Endpoint {
             };
             buf[TRANSPORT_HEADER_LEN..body_at].copy_from_slice(&seq.to_le_bytes());
             if let Some(at) = peer.sender.next_timeout() {
-                self.next_deadline = self.next_deadline.min(at);
+                peer.timers.arm(Timer::Retransmit, at);
             }
         }
         buf[body_at..body_at + payload.len()].copy_from_slice(payload);
@@ -77,7 +78,7 @@ impl Endpoint {
             SealError::CounterExhausted => SendError::KeysExhausted,
         })?;
         if keys.messages_sent() >= REKEY_AFTER_MESSAGES {
-            self.next_deadline = now;
+            peer.timers.arm(Timer::Rekey, now);
         }
         peer.last_sent = now;
         peer.packets_sent += 1;
@@ -85,6 +86,7 @@ impl Endpoint {
         self.stats.aead_seals += 1;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;
+        self.schedule(peer_id);
         Ok(Transmit { dst, len })
     }
 
@@ -156,7 +158,7 @@ impl Endpoint {
                 peer.previous_expires = now + self.config.previous_keys_linger;
                 peer.handshake = None;
                 self.stats.rekeys += 1;
-                self.next_deadline = self.next_deadline.min(peer.previous_expires);
+                peer.timers.arm(Timer::PreviousKeys, peer.previous_expires);
             }
             KeyRole::Current => {
                 if matches!(
@@ -203,7 +205,7 @@ impl Endpoint {
                 match ack.map(|ack| peer.sender.on_ack(now, ack)) {
                     Some(Ok(_)) => {
                         if let Some(at) = peer.sender.next_timeout() {
-                            self.next_deadline = self.next_deadline.min(at);
+                            peer.timers.arm(Timer::Retransmit, at);
                         }
                     }
                     // Authenticated, yet it acknowledges what we never sent: a broken or
@@ -222,6 +224,7 @@ impl Endpoint {
                 return Ok(None);
             }
         }
+        self.schedule(id);
         if let Some(index) = retired {
             self.free_index(index);
         }
