@@ -147,10 +147,12 @@ impl Endpoint {
         }
     }
 
+    /// This endpoint's static public key.
     pub fn public_key(&self) -> PublicKey {
         self.config.keypair.public
     }
 
+    /// The configuration in force (the allow-list as last set).
     pub fn config(&self) -> &EndpointConfig {
         &self.config
     }
@@ -359,6 +361,7 @@ impl Endpoint {
             })
     }
 
+    /// A snapshot of one peer, or `None` for a stale handle.
     pub fn peer_info(&self, id: PeerId) -> Option<PeerInfo> {
         let peer = self.peer(id)?;
         Some(PeerInfo {
@@ -373,6 +376,7 @@ impl Endpoint {
         })
     }
 
+    /// The handle of the peer with this static key, if there is one.
     pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
         self.by_key.get(key).copied()
     }
