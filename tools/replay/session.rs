@@ -10,12 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use intentra::capture::{keylog_path, read_keylog};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::endpoint::Endpoint;
-use intentra::proto::event::{Event, Mode};
-use intentra::proto::stats::DropReason;
-use intentra::proto::time::Timestamp;
 use intentra::proto::wire::MAX_DATAGRAM_LEN;
+use intentra::proto::DropReason;
+use intentra::proto::Endpoint;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Timestamp;
+use intentra::proto::{Event, Mode};
 use intentra_daemon::config::{read_allow_list, read_key_file, Config};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;

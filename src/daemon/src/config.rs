@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use intentra::proto::keys::{KeyError, Keypair, PublicKey, SecretKey};
+use intentra::proto::{KeyError, Keypair, PublicKey, SecretKey};
 
 /// The config file, the allow-list and the key file are small; a larger file
 /// is a mistake (wrong path) and must not be slurped into memory.

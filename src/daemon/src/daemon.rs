@@ -17,11 +17,11 @@ use crate::logging::{LogKind, LogLimiter};
 use crate::metrics_http;
 use intentra::metrics::MetricsHub;
 use intentra::node::{Node, NodeConfig, ShutdownHandle};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::Event;
-use intentra::proto::keys::{Keypair, PublicKey};
-use intentra::proto::reliable::ReliableConfig;
-use intentra::proto::strikes::StrikePolicy;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Event;
+use intentra::proto::ReliableConfig;
+use intentra::proto::StrikePolicy;
+use intentra::proto::{Keypair, PublicKey};
 use intentra::udp::{DriverKind, IdleStrategy};
 
 /// A failure of a run function. `cli` maps `Config` to exit code 2 and
@@ -256,7 +256,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                             watch.log(worker, &node.stats());
                         }
                     }
-                    node.close_all(intentra::proto::stats::CloseReason::Shutdown);
+                    node.close_all(intentra::proto::CloseReason::Shutdown);
                     tracing::info!(worker, "closed every session, exiting");
                     Ok(())
                 })
@@ -275,15 +275,14 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
 /// kind per second, however hard an attacker pushes.
 #[derive(Default)]
 struct EventWatch {
-    last: intentra::proto::stats::Stats,
+    last: intentra::proto::Stats,
 }
 
 impl EventWatch {
-    fn log(&mut self, worker: usize, now: &intentra::proto::stats::Stats) {
-        use intentra::proto::stats::{CloseReason, DropReason};
-        let delta = |f: &dyn Fn(&intentra::proto::stats::Stats) -> u64| {
-            f(now).saturating_sub(f(&self.last))
-        };
+    fn log(&mut self, worker: usize, now: &intentra::proto::Stats) {
+        use intentra::proto::{CloseReason, DropReason};
+        let delta =
+            |f: &dyn Fn(&intentra::proto::Stats) -> u64| f(now).saturating_sub(f(&self.last));
         let rekeys = delta(&|s| s.rekeys);
         if rekeys > 0 {
             tracing::info!(worker, rekeys, "sessions rekeyed");

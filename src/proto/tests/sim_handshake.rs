@@ -3,11 +3,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::event::Mode;
 use intentra_proto::sim::{Network, Record};
-use intentra_proto::stats::{CloseReason, DropReason};
 use intentra_proto::wire::{self, init, PacketType};
+use intentra_proto::EndpointConfig;
+use intentra_proto::Mode;
+use intentra_proto::{CloseReason, DropReason};
 
 fn up(net: &Network, a: usize, b: usize) -> bool {
     net.nodes[a].ups() >= 1 && net.nodes[b].ups() >= 1
@@ -142,7 +142,7 @@ fn spoofed(i: u32) -> SocketAddr {
 /// A HandshakeInit with a valid mac1 for `responder`, as an attacker who knows its public key makes.
 fn flood_packet(net: &mut Network, responder: usize, sender: u32) -> Vec<u8> {
     let attacker = net.keypair();
-    let mut initiator = intentra_proto::noise::Initiator::start(
+    let mut initiator = intentra_proto::internals::Initiator::start(
         &attacker,
         &net.public_key(responder),
         wire::SessionIndex::new(sender).unwrap(),
@@ -253,7 +253,7 @@ fn responder_keys_are_never_all_zero() {
     let mut net = Network::new(10);
     let b = net.add_default();
     assert_ne!(net.public_key(b).0, [0u8; 32]);
-    assert!(intentra_proto::keys::SecretKey::from_bytes([0; 32]).is_err());
+    assert!(intentra_proto::SecretKey::from_bytes([0; 32]).is_err());
 }
 
 #[test]
@@ -387,12 +387,12 @@ fn a_forged_handshake_finish_costs_a_restart_not_the_session() {
         "the application saw one session come up"
     );
     let pa = net.peer_of(a, b).unwrap();
-    net.send(a, pa, intentra_proto::event::Mode::Realtime, b"works")
+    net.send(a, pa, intentra_proto::Mode::Realtime, b"works")
         .unwrap();
     net.run_for(Duration::from_millis(5), 1_000);
     assert_eq!(
         net.nodes[b]
-            .messages(intentra_proto::event::Mode::Realtime)
+            .messages(intentra_proto::Mode::Realtime)
             .count(),
         1
     );
@@ -420,17 +420,12 @@ fn a_new_allow_list_closes_removed_peers_and_keeps_the_others() {
     );
     assert_eq!(net.nodes[removed].downs(), [CloseReason::Remote]);
     let pk = net.peer_of(kept, hub).unwrap();
-    net.send(
-        kept,
-        pk,
-        intentra_proto::event::Mode::Realtime,
-        b"still here",
-    )
-    .unwrap();
+    net.send(kept, pk, intentra_proto::Mode::Realtime, b"still here")
+        .unwrap();
     net.run_for(Duration::from_millis(5), 1_000);
     assert_eq!(
         net.nodes[hub]
-            .messages(intentra_proto::event::Mode::Realtime)
+            .messages(intentra_proto::Mode::Realtime)
             .count(),
         1
     );
