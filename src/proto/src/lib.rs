@@ -96,27 +96,28 @@
 //! scenario tests run on; [`internals`] exposes the building blocks below the endpoint for
 //! benchmarks and fuzzing.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-pub mod aead;
-pub mod config;
-pub mod cookie;
-pub mod endpoint;
-pub mod event;
-pub mod keys;
-pub mod keyset;
-pub mod noise;
+mod aead;
+mod config;
+mod cookie;
+mod endpoint;
+mod event;
+mod keys;
+mod keyset;
+mod noise;
 mod noise_crypto;
-pub mod ratelimit;
+mod ratelimit;
 // Its inspection methods serve its unit tests; `ReliableConfig`'s fields carry its docs.
 #[cfg_attr(not(test), allow(dead_code))]
 #[allow(missing_docs)]
-pub mod reliable;
-pub mod replay_window;
+mod reliable;
+mod replay_window;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod stats;
-pub mod strikes;
-pub mod time;
+mod stats;
+mod strikes;
+mod time;
 pub mod wire;
 
 pub use crate::config::EndpointConfig;
