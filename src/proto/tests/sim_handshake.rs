@@ -202,7 +202,7 @@ fn under_load_without_always_cookie_state_is_bounded_by_the_threshold() {
 
 #[test]
 fn the_per_ip_budget_counts_handshakes_in_flight_not_handshakes_ever() {
-    // The original design counted every handshake per IP and locked out a peer for good.
+    // A budget of handshakes ever made, rather than in flight, would lock a peer out for good.
     let mut net = Network::new(8);
     let b = net.add_default();
     let per_ip = net.nodes[b].endpoint.config().handshakes_per_ip;
@@ -258,7 +258,7 @@ fn responder_keys_are_never_all_zero() {
 
 #[test]
 fn handshakes_without_a_valid_mac1_create_no_state_and_get_no_answer() {
-    // The original design created state for every source address before any check.
+    // State for a source that has not proven it knows our key would let anyone exhaust memory.
     let mut net = Network::new(11);
     let b = net.add_default();
     net.capture = Some(Vec::new());

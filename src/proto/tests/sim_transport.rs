@@ -146,7 +146,7 @@ fn a_forged_ack_is_rejected_by_authentication() {
 
 #[test]
 fn every_packet_of_a_direction_has_a_fresh_counter() {
-    // The original design sealed every ACK with the same nonce; with GCM that breaks authenticity.
+    // One nonce used twice under AES-GCM breaks authenticity: no two packets may share a counter.
     let (mut net, pa, pb) = pair(6, |_| {});
     net.capture = Some(Vec::new());
     for i in 0..200u32 {
