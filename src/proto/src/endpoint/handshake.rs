@@ -20,6 +20,7 @@ use crate::wire::{finish, init, SessionIndex, MAC_LEN};
 pub(super) const COOKIE_USE_FOR: Duration =
     Duration::from_secs(COOKIE_SECRET_LIFETIME.as_secs() - 10);
 
+/// A responder handshake between HandshakeResponse and HandshakeFinish.
 pub(super) struct PendingResponder {
     pub(super) responder: Box<Responder>,
     pub(super) src: SocketAddr,
@@ -30,6 +31,7 @@ pub(super) struct PendingResponder {
     pub(super) created: Timestamp,
 }
 
+/// Where an initiator handshake stands.
 pub(super) enum Phase {
     AwaitResponse(Box<Initiator>),
     /// Keys are derived; HandshakeFinish is resent until the responder's first packet confirms it.
@@ -38,6 +40,7 @@ pub(super) enum Phase {
     },
 }
 
+/// A handshake this side started, first session or rekey, with its retransmission state.
 pub(super) struct InitiatorHandshake {
     pub(super) phase: Phase,
     pub(super) local_index: SessionIndex,

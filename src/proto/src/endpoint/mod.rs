@@ -12,6 +12,13 @@
 //! attempted for a peer whose token bucket is empty, and no handshake state
 //! exists for a source that has not passed mac1, the cookie check under load,
 //! and the in-flight budgets.
+//!
+//! One `impl Endpoint`, split by concern: `peers` (the peer slab and the session-index
+//! table), `handshake` (initiator and responder), `transport` (the data path), `timers`
+//! (per-peer timer tables and the wake-up heap) and `control` (the packets `poll_transmit`
+//! writes). Every packet handler returns `Result<_, DropReason>`, and `handle_datagram` is
+//! the one place a rejection is counted, so no refused datagram goes uncounted.
+
 mod control;
 mod handshake;
 mod peers;
@@ -36,6 +43,7 @@ use super::stats::{CloseReason, DropReason, Stats};
 use super::time::Timestamp;
 use super::wire::{self, Header};
 
+/// An event waiting for `poll_event`, owned (a `Message` is produced on the way out).
 enum QueuedEvent {
     Up {
         peer: PeerId,

@@ -19,6 +19,7 @@ use crate::wire::{SessionIndex, COOKIE_LEN};
 /// Session indexes are `generation << 16 | slot`, so at most this many slots.
 pub(super) const MAX_SLOTS: usize = u16::MAX as usize;
 
+/// What a session index routes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotTarget {
     Free,
@@ -30,12 +31,14 @@ pub(super) enum SlotTarget {
     Keys(PeerId),
 }
 
+/// One entry of the session-index table: the full index it was issued as, and its target.
 #[derive(Clone, Copy)]
 pub(super) struct Slot {
     pub(super) index: u32,
     pub(super) target: SlotTarget,
 }
 
+/// Which of a peer's key sets a packet opened under.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum KeyRole {
     Current,
@@ -43,6 +46,7 @@ pub(super) enum KeyRole {
     Next,
 }
 
+/// Everything one endpoint knows about one peer.
 pub(super) struct Peer {
     pub(super) public_key: PublicKey,
     pub(super) addr: SocketAddr,
@@ -100,6 +104,7 @@ impl Peer {
     }
 }
 
+/// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
 pub(super) struct PeerEntry {
     pub(super) generation: u32,
     pub(super) peer: Option<Box<Peer>>,
