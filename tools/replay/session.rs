@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use intentra::capture::{keylog_path, read_keylog, LoggedSession};
-use intentra::proto::aead::{PacketCipher, PacketKey};
-use intentra::proto::cookie::{mac1_key, verify_init_mac1};
-use intentra::proto::replay::ReplayWindow;
-use intentra::proto::stats::CloseReason;
+use intentra::proto::internals::ReplayWindow;
+use intentra::proto::internals::{mac1_key, verify_init_mac1};
+use intentra::proto::internals::{PacketCipher, PacketKey};
 use intentra::proto::wire::{parse_header, Header, TransportKind};
+use intentra::proto::CloseReason;
 use intentra_daemon::config::read_key_file;
 use serde::Serialize;
 

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, ConfigError, IdleMode, IoDriver, LogFormat};
 use crate::daemon::{self, DaemonError};
-use intentra::proto::keys::{Keypair, PublicKey};
+use intentra::proto::{Keypair, PublicKey};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -793,7 +793,7 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use intentra::metrics::{encode, WorkerSnapshot};
-    use intentra::proto::stats::{CloseReason, DropReason};
+    use intentra::proto::{CloseReason, DropReason};
 
     #[test]
     fn clap_definition_is_consistent() {

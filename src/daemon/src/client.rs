@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::cli::{ConnectArgs, DeliveryMode};
 use crate::config::Config;
 use intentra::node::Node;
-use intentra::proto::event::{Event, Mode};
-use intentra::proto::keys::Keypair;
+use intentra::proto::Keypair;
+use intentra::proto::{Event, Mode};
 
 use crate::daemon::{endpoint_config, node_config, runtime_error, DaemonError};
 
@@ -44,8 +44,9 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
             }
         }
         Event::PeerUp { .. } => {}
+        _ => {}
     });
-    let peer_gone = |down: &std::sync::Mutex<Option<intentra::proto::stats::CloseReason>>| {
+    let peer_gone = |down: &std::sync::Mutex<Option<intentra::proto::CloseReason>>| {
         down.lock().ok().and_then(|d| *d)
     };
     let peer = node
@@ -77,7 +78,7 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
             loop {
                 match node.send(peer, mode, line.as_bytes()) {
                     Ok(()) => break,
-                    Err(intentra::proto::event::SendError::WouldBlock) => {
+                    Err(intentra::proto::SendError::WouldBlock) => {
                         node.turn(Duration::from_millis(1)).map_err(runtime_error)?;
                     }
                     Err(err) => return Err(runtime_error(err)),
@@ -104,7 +105,7 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
             }
             match node.send(peer, mode, &payload) {
                 Ok(()) => sent += 1,
-                Err(intentra::proto::event::SendError::WouldBlock) => {
+                Err(intentra::proto::SendError::WouldBlock) => {
                     blocked += 1;
                     node.turn(Duration::from_millis(1)).map_err(runtime_error)?;
                 }
@@ -118,7 +119,7 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
             .is_none_or(|p| p.reliable_queued_bytes == 0)
     })
     .map_err(runtime_error)?;
-    node.close_all(intentra::proto::stats::CloseReason::Local);
+    node.close_all(intentra::proto::CloseReason::Local);
     println!(
         "sent={sent} would_block={blocked} received={}",
         received.load(Ordering::Relaxed)

@@ -22,13 +22,13 @@ use crate::metrics_http;
 use crate::redial::{Redial, RedialPolicy};
 use intentra::metrics::{AllowListReloads, MetricsHub, PeerSeen};
 use intentra::node::{Node, NodeConfig, ShutdownHandle};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::{ConnectError, Event, PeerId};
-use intentra::proto::keys::{Keypair, PublicKey};
-use intentra::proto::reliable::ReliableConfig;
-use intentra::proto::stats::CloseReason;
-use intentra::proto::strikes::StrikePolicy;
-use intentra::proto::time::Timestamp;
+use intentra::proto::CloseReason;
+use intentra::proto::EndpointConfig;
+use intentra::proto::ReliableConfig;
+use intentra::proto::StrikePolicy;
+use intentra::proto::Timestamp;
+use intentra::proto::{ConnectError, Event, PeerId};
+use intentra::proto::{Keypair, PublicKey};
 use intentra::udp::{DriverKind, IdleStrategy};
 
 /// A failure of a run function. `cli` maps `Config` to exit code 2 and
@@ -235,6 +235,7 @@ impl WorkerEvents {
                 }
             }
             Event::Message(_) => {}
+            _ => {}
         }
     }
 
@@ -331,6 +332,7 @@ fn connect_error_label(err: ConnectError) -> &'static str {
         ConnectError::NoFreeIndex => "no_free_index",
         ConnectError::SelfConnect => "self_connect",
         ConnectError::NotAllowed => "not_allowed",
+        _ => "other",
     }
 }
 
@@ -572,15 +574,14 @@ type AllowList = Option<HashSet<PublicKey>>;
 /// kind per second, however hard an attacker pushes.
 #[derive(Default)]
 struct EventWatch {
-    last: intentra::proto::stats::Stats,
+    last: intentra::proto::Stats,
 }
 
 impl EventWatch {
-    fn log(&mut self, worker: usize, now: &intentra::proto::stats::Stats) {
-        use intentra::proto::stats::DropReason;
-        let delta = |f: &dyn Fn(&intentra::proto::stats::Stats) -> u64| {
-            f(now).saturating_sub(f(&self.last))
-        };
+    fn log(&mut self, worker: usize, now: &intentra::proto::Stats) {
+        use intentra::proto::DropReason;
+        let delta =
+            |f: &dyn Fn(&intentra::proto::Stats) -> u64| f(now).saturating_sub(f(&self.last));
         let rekeys = delta(&|s| s.rekeys);
         if rekeys > 0 {
             tracing::info!(worker, rekeys, "sessions rekeyed");

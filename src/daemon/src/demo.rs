@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use crate::cli::DemoArgs;
 use intentra::metrics::MetricsHub;
 use intentra::node::{Node, NodeConfig};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::{Event, Mode};
-use intentra::proto::keys::Keypair;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Keypair;
+use intentra::proto::{Event, Mode};
 
 use crate::daemon::{runtime_error, DaemonError};
 
@@ -99,7 +99,7 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
             let payload = format!("reliable {}", sent[1]);
             match client.send(peer, Mode::Reliable, payload.as_bytes()) {
                 Ok(()) => sent[1] += 1,
-                Err(intentra::proto::event::SendError::WouldBlock) => would_block += 1,
+                Err(intentra::proto::SendError::WouldBlock) => would_block += 1,
                 Err(err) => return Err(runtime_error(err)),
             }
         }
@@ -124,7 +124,7 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
             break;
         }
     }
-    client.close_all(intentra::proto::stats::CloseReason::Local);
+    client.close_all(intentra::proto::CloseReason::Local);
     for _ in 0..10 {
         server
             .turn(Duration::from_millis(1))

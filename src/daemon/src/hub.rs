@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use intentra::node::{Context, Node, NodeConfig};
-use intentra::proto::event::{Event, Mode as TransportMode, PeerId, SendError};
-use intentra::proto::keys::PublicKey;
+use intentra::proto::PublicKey;
+use intentra::proto::{Event, Mode as TransportMode, PeerId, SendError};
 use intentra_pubsub::{
     DropReason, Event as PubsubEvent, Hub, HubConfig, KeyPattern, MemberKey, Mode, Permissions,
     Rule, Sink, Stats, Timestamp, TopicPattern,
@@ -156,7 +156,12 @@ pub fn append_metrics(mut body: String) -> String {
     let one = |v: u64| [(String::new(), v)];
     let drops: Vec<(String, u64)> = DropReason::ALL
         .iter()
-        .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), m.stats.dropped(*r)))
+        .map(|r| {
+            (
+                format!("{{reason=\"{}\"}}", r.as_str()),
+                m.stats.dropped(*r),
+            )
+        })
         .collect();
     counter(
         "intentra_pubsub_dropped",
@@ -212,8 +217,14 @@ pub fn append_metrics(mut body: String) -> String {
         "intentra_pubsub_send_failed",
         "Hub outputs the node could not send, by mode.",
         &[
-            ("{mode=\"realtime\"}".to_owned(), m.glue.realtime_send_failed),
-            ("{mode=\"reliable\"}".to_owned(), m.glue.reliable_send_failed),
+            (
+                "{mode=\"realtime\"}".to_owned(),
+                m.glue.realtime_send_failed,
+            ),
+            (
+                "{mode=\"reliable\"}".to_owned(),
+                m.glue.reliable_send_failed,
+            ),
         ],
     );
     let mut gauge = |name: &str, help: &str, samples: &[(String, u64)]| {
@@ -490,6 +501,7 @@ impl Glue {
                     hub.handle_message(peer, mode, payload, now, out);
                 });
             }
+            _ => {}
         }
     }
 

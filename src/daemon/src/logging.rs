@@ -12,7 +12,7 @@ use core::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use intentra::proto::time::Timestamp;
+use intentra::proto::Timestamp;
 
 /// Why logging could not be set up. Display is one line.
 #[derive(Debug)]

@@ -15,9 +15,9 @@ use core::time::Duration;
 use std::net::SocketAddr;
 
 use intentra::metrics::ConfiguredPeer;
-use intentra::proto::event::PeerId;
-use intentra::proto::keys::PublicKey;
-use intentra::proto::time::Timestamp;
+use intentra::proto::PeerId;
+use intentra::proto::PublicKey;
+use intentra::proto::Timestamp;
 
 /// The back-off bounds (`timers.redial_initial_ms`, `timers.redial_max_ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +205,7 @@ fn schedule(target: &mut Target, policy: RedialPolicy, now: Timestamp, random: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use intentra::proto::keys::Keypair;
+    use intentra::proto::Keypair;
 
     fn policy() -> RedialPolicy {
         RedialPolicy {
@@ -219,7 +219,7 @@ mod tests {
     }
 
     fn key_pair(byte: u8) -> Keypair {
-        Keypair::from_secret(intentra::proto::keys::SecretKey::from_bytes([byte; 32]).unwrap())
+        Keypair::from_secret(intentra::proto::SecretKey::from_bytes([byte; 32]).unwrap())
     }
 
     fn key(byte: u8) -> PublicKey {
@@ -264,8 +264,8 @@ mod tests {
         let ids: Vec<PeerId> = {
             // Real ids come from an endpoint; make two by connecting a throwaway one.
             use rand_core::SeedableRng;
-            let config = intentra::proto::config::EndpointConfig::new(key_pair(9));
-            let mut endpoint = intentra::proto::endpoint::Endpoint::new(
+            let config = intentra::proto::EndpointConfig::new(key_pair(9));
+            let mut endpoint = intentra::proto::Endpoint::new(
                 config,
                 ms(0),
                 rand_chacha::ChaCha20Rng::seed_from_u64(1),

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use intentra::node::{Node, NodeConfig};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::{Event, Mode, SendError};
-use intentra::proto::keys::Keypair;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Keypair;
+use intentra::proto::{Event, Mode, SendError};
 use intentra::udp::DriverKind;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use intentra::metrics::{encode, PeerSnapshot, WorkerSnapshot};
-use intentra::proto::keys::PublicKey;
+use intentra::proto::PublicKey;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn script(name: &str) -> PathBuf {

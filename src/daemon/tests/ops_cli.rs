@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use intentra::metrics::{MetricsHub, WorkerSnapshot};
-use intentra::proto::stats::DropReason;
+use intentra::proto::DropReason;
 use intentra_daemon::metrics_http::spawn_metrics_server;
 
 fn bin() -> Command {

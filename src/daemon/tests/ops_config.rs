@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use intentra::proto::keys::{Keypair, SecretKey};
+use intentra::proto::{Keypair, SecretKey};
 use intentra_daemon::config::{
     read_allow_list, read_key_file, write_key_file, Config, ConfigError, IdleMode, IoDriver,
     LogFormat,

@@ -485,9 +485,9 @@ fn a_record_larger_than_the_limit_still_gets_a_file_of_its_own() {
 #[test]
 fn key_log_lines_round_trip_and_bad_lines_are_named() {
     use intentra::capture::{keylog_line, parse_keylog};
-    use intentra::proto::keys::PublicKey;
-    use intentra::proto::session::SessionSecrets;
-    use intentra::proto::time::Timestamp;
+    use intentra::proto::PublicKey;
+    use intentra::proto::SessionSecrets;
+    use intentra::proto::Timestamp;
     let secrets = SessionSecrets {
         local_index: SessionIndex::new(0x0a0b_0c0d).unwrap(),
         remote_index: SessionIndex::new(7).unwrap(),

@@ -24,7 +24,7 @@ use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
-use intentra_proto::session::SessionSecrets;
+use intentra_proto::SessionSecrets;
 
 /// LINKTYPE_RAW: the record data starts with an IP header.
 pub const LINKTYPE_RAW: u32 = 101;

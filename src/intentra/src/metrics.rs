@@ -21,8 +21,8 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use intentra_proto::keys::PublicKey;
-use intentra_proto::stats::{CloseReason, DropReason, Stats};
+use intentra_proto::PublicKey;
+use intentra_proto::{CloseReason, DropReason, Stats};
 
 /// The content type of `encode`'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

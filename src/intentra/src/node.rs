@@ -18,13 +18,13 @@ use rand_core::OsRng;
 
 use crate::capture::Recorder;
 use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::endpoint::Endpoint;
-use intentra_proto::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
-use intentra_proto::keys::PublicKey;
-use intentra_proto::stats::{CloseReason, DropReason, Stats};
-use intentra_proto::time::Timestamp;
 use intentra_proto::wire::MAX_DATAGRAM_LEN;
+use intentra_proto::Endpoint;
+use intentra_proto::EndpointConfig;
+use intentra_proto::PublicKey;
+use intentra_proto::Timestamp;
+use intentra_proto::{CloseReason, DropReason, Stats};
+use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
 use intentra_udp::{
     self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait,
 };
@@ -317,9 +317,9 @@ impl ShutdownHandle {
 /// An intentra node: an endpoint on a UDP socket, driven by one thread.
 ///
 /// ```no_run
-/// use intentra::proto::config::EndpointConfig;
-/// use intentra::proto::event::{Event, Mode};
-/// use intentra::proto::keys::Keypair;
+/// use intentra::proto::EndpointConfig;
+/// use intentra::proto::{Event, Mode};
+/// use intentra::proto::Keypair;
 /// use intentra::node::{Node, NodeConfig};
 ///
 /// let keys = Keypair::generate(&mut rand_core::OsRng);
@@ -760,6 +760,8 @@ impl Node {
                     reason,
                     peer_reason,
                 }),
+                // An event this loop does not know yet carries nothing it must act on.
+                Some(_) => continue,
             };
             let Some(handler) = self.on_event.as_mut() else {
                 continue;

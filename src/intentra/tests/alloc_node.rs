@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use intentra::node::{Node, NodeConfig};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::Mode;
-use intentra::proto::keys::Keypair;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Keypair;
+use intentra::proto::Mode;
 use intentra::udp::DriverKind;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -30,7 +30,7 @@ fn node(kind: DriverKind, seed: u64) -> Node {
 fn traffic(
     a: &mut Node,
     b: &mut Node,
-    peer: intentra::proto::event::PeerId,
+    peer: intentra::proto::PeerId,
     count: u32,
     delivered: &Arc<Mutex<u64>>,
 ) -> u64 {

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use intentra_proto::aead::{PacketCipher, PacketKey};
-use intentra_proto::event::Mode;
-use intentra_proto::session::SessionSecrets;
+use intentra_proto::internals::{PacketCipher, PacketKey};
 use intentra_proto::sim::Network;
 use intentra_proto::wire::{parse_header, Header};
+use intentra_proto::Mode;
+use intentra_proto::SessionSecrets;
 
 fn drain(net: &mut Network, node: usize) -> Vec<SessionSecrets> {
     std::iter::from_fn(|| net.nodes[node].endpoint.poll_session_keys()).collect()

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::event::{Mode, PeerId, SendError};
 use intentra_proto::sim::Network;
+use intentra_proto::EndpointConfig;
+use intentra_proto::{Mode, PeerId, SendError};
 
 fn pair(seed: u64, tweak: impl Fn(&mut EndpointConfig)) -> (Network, PeerId, PeerId) {
     Network::connected_pair(seed, tweak)

@@ -6,9 +6,9 @@
 //! copy a packet, or decide what a packet means: that is the endpoint's.
 
 use super::aead::{PacketCipher, PacketKey};
-use super::handshake::SessionKeys;
 use super::keys::PublicKey;
-use super::replay::{ReplayError, ReplayWindow};
+use super::noise::SessionKeys;
+use super::replay_window::{ReplayError, ReplayWindow};
 use super::time::Timestamp;
 use super::wire::{
     self, Counter, SessionIndex, TransportKind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
@@ -41,9 +41,13 @@ pub enum OpenError {
 /// ephemeral keys or cookie secrets.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SessionSecrets {
+    /// The logging endpoint's index of this key set: packets to it carry it as `receiver`.
     pub local_index: SessionIndex,
+    /// The peer's index: packets from the logging endpoint carry it.
     pub remote_index: SessionIndex,
+    /// The key of packets the logging endpoint sends.
     pub send: [u8; 32],
+    /// The key of packets the logging endpoint receives.
     pub recv: [u8; 32],
     /// The peer's static public key.
     pub peer: PublicKey,
@@ -51,6 +55,7 @@ pub struct SessionSecrets {
     pub initiator: bool,
     /// A rekey of a session that goes on, not a new session.
     pub rekey: bool,
+    /// When the key set was installed.
     pub created: Timestamp,
 }
 
