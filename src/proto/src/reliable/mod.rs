@@ -1,0 +1,89 @@
+//! Reliable delivery for one peer: in order, exactly once, retransmitted with selective ACKs.
+//!
+//! Owns the sequence space, the retransmission queue and timers (RFC 6298 RTO with
+//! Karn's rule, exponential backoff, SACK-driven fast retransmit) of a
+//! `ReliableSender`, and the reorder buffer and ACK contents of a `ReliableReceiver`.
+//! It is sans-IO and must never read a clock (every instant is a `Timestamp`
+//! argument), never build, seal or send packets, never decide when ACKs go out
+//! (that is the endpoint's policy), never allocate after `new()` and never panic
+//! on anything a peer sends: ACKs and segments are authenticated but may still be
+//! buggy or malicious.
+//!
+//! Split by concern: `send` (the sender), `recv` (the receiver), `storage` (the
+//! byte arenas both keep payloads in) and `rtt` (the RFC 6298 estimator).
+//!
+//! Storage is fixed at construction: `MAX_IN_FLIGHT` slots indexed by
+//! `seq % MAX_IN_FLIGHT` plus a byte arena of twice the configured byte bound.
+//! The doubling buys amortised O(1) appends: payloads are appended at the arena's
+//! tail, and only when the tail is too short are the live payloads slid to the
+//! front (a bounded `copy_within`, at most `max_queued_bytes` bytes, at most once
+//! per `max_queued_bytes` bytes appended).
+
+use core::time::Duration;
+
+use crate::time::Timestamp;
+
+mod recv;
+mod rtt;
+mod send;
+mod storage;
+#[cfg(test)]
+mod test_util;
+#[cfg(test)]
+mod tests;
+
+pub use recv::{Receive, ReliableReceiver};
+pub use send::{AckError, AckOutcome, PushError, ReliableSender, Segment};
+
+/// At most this many segments unacknowledged (the selective bitmap spans 64 beyond the cumulative point).
+///
+/// The sender counts the span from its oldest unacknowledged segment to its next
+/// sequence number, not just the live segments: every sequence number it may send
+/// then lies within the receiver's window `next_expected + 64`, whatever was lost.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// `MAX_IN_FLIGHT` in sequence-number arithmetic.
+const WINDOW: u64 = MAX_IN_FLIGHT as u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReliableConfig {
+    /// Bytes of unacknowledged payload a sender may hold, and bytes of out-of-order payload a receiver may buffer. Default 512 (the original design's bound).
+    ///
+    /// The sender counts every payload from its oldest unacknowledged segment on,
+    /// selectively acknowledged ones included (see `ReliableSender::queued_bytes`), so
+    /// a receiver with the same bound never refuses a segment for lack of room.
+    /// Each side preallocates twice this many bytes.
+    pub max_queued_bytes: usize,
+    /// The RTO before the first RTT sample. Default 50 ms.
+    pub initial_rto: Duration,
+    /// Lower clamp of the RTO. Default 5 ms. Treated as at least 1 ns so a
+    /// retransmitted segment is never due again at the same instant.
+    pub min_rto: Duration,
+    /// Upper clamp of the RTO and of every backoff. Default 1 s. Treated as at least `min_rto`.
+    pub max_rto: Duration,
+}
+
+impl Default for ReliableConfig {
+    fn default() -> Self {
+        ReliableConfig {
+            max_queued_bytes: 512,
+            initial_rto: Duration::from_millis(50),
+            min_rto: Duration::from_millis(5),
+            max_rto: Duration::from_secs(1),
+        }
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn after(now: Timestamp, interval: u64) -> Timestamp {
+    Timestamp::from_nanos(now.as_nanos().saturating_add(interval))
+}
+
+/// The slot a sequence number lives in. In range for any `seq`.
+fn slot_index(seq: u64) -> usize {
+    // The remainder is < 64, so the cast is lossless.
+    (seq % WINDOW) as usize
+}
