@@ -9,17 +9,19 @@ use crate::wire::Ack;
 /// What to do with an arriving segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Receive {
-    /// seq is the next expected: deliver the payload you hold now (in place), then drain `pop_ready`.
+    /// seq is the next expected and nothing waits before it: deliver the payload you hold now (in place), then drain `pop_ready`.
     Deliver,
-    /// stored out of order; will come out of `pop_ready` once the gap fills.
+    /// Stored: either out of order (it comes out of `pop_ready` once the gap fills), or
+    /// in order behind messages still waiting for `pop_ready`.
     Buffered,
     /// already delivered or already buffered: drop it (still acknowledge).
     Duplicate,
-    /// beyond next_expected + 64 or no room in the reorder buffer: dropped, the sender will retransmit.
+    /// Beyond the slots (64 above the oldest undelivered message) or no room in the
+    /// reorder buffer: dropped, the sender will retransmit.
     NoRoom,
 }
 
-/// One out-of-order payload held by the receiver.
+/// One payload held by the receiver: out of order, or in order and waiting for `pop_ready`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Held {
     seq: u64,
@@ -36,24 +38,42 @@ impl Spanned for Held {
 }
 
 /// The receiving half of one peer's Reliable stream.
+///
+/// Two points split the sequence space: `next_pop` (the oldest message not yet handed
+/// to the application) and `next_expected` (the oldest not yet received, what the ACK
+/// says). Everything in `next_pop..next_expected` is held and ready; what is held above
+/// `next_expected` waits for a gap. Only the second kind counts against the reorder
+/// budget (`max_reorder`): a message leaves it the moment its gap fills, not when the
+/// application gets round to popping it, because the ACK has already told the sender
+/// it arrived and the sender has reused that room for new data.
 #[derive(Clone)]
 #[cfg_attr(test, derive(PartialEq))]
 pub struct ReliableReceiver {
-    max_buffered: usize,
-    /// Holds sequence numbers in `next_expected..=next_expected + 64`; the two ends
-    /// share a slot, so whichever arrives second is refused.
+    /// Out-of-order bytes this receiver accepts: the window a sender must respect.
+    max_reorder: usize,
+    /// Every byte held, ready or not: `2 * max_reorder`, room for one window waiting
+    /// for a gap and one window the application has not popped yet.
+    max_held: usize,
+    /// Holds sequence numbers in `next_pop..=next_pop + 64`; the two ends share a
+    /// slot, so whichever arrives second is refused.
     pub(super) slots: [Option<Held>; MAX_IN_FLIGHT],
     arena: Arena,
+    next_pop: u64,
     next_expected: u64,
-    buffered: usize,
+    /// Bytes held above `next_expected` (`<= max_reorder`).
+    reorder_bytes: usize,
+    /// Bytes held in `next_pop..next_expected`.
+    ready_bytes: usize,
     ack_needed: bool,
 }
 
 impl fmt::Debug for ReliableReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReliableReceiver")
+            .field("next_pop", &self.next_pop)
             .field("next_expected", &self.next_expected)
-            .field("buffered", &self.buffered)
+            .field("reorder_bytes", &self.reorder_bytes)
+            .field("ready_bytes", &self.ready_bytes)
             .field("ack_needed", &self.ack_needed)
             .finish_non_exhaustive()
     }
@@ -61,12 +81,17 @@ impl fmt::Debug for ReliableReceiver {
 
 impl ReliableReceiver {
     pub fn new(config: ReliableConfig) -> Self {
+        let max_reorder = config.max_queued_bytes;
+        let max_held = max_reorder.saturating_mul(2);
         ReliableReceiver {
-            max_buffered: config.max_queued_bytes,
+            max_reorder,
+            max_held,
             slots: [None; MAX_IN_FLIGHT],
-            arena: Arena::new(config.max_queued_bytes),
+            arena: Arena::new(max_held),
+            next_pop: 0,
             next_expected: 0,
-            buffered: 0,
+            reorder_bytes: 0,
+            ready_bytes: 0,
             ack_needed: false,
         }
     }
@@ -76,60 +101,48 @@ impl ReliableReceiver {
         if seq < self.next_expected || self.holds(seq) {
             return Receive::Duplicate;
         }
-        if seq == self.next_expected {
-            // A sender never assigns u64::MAX, so refusing it keeps `next_expected`
-            // from overflowing (and a second delivery of the same number impossible).
-            return match seq.checked_add(1) {
-                Some(next) => {
-                    self.next_expected = next;
-                    Receive::Deliver
-                }
-                None => Receive::NoRoom,
-            };
-        }
-        if seq - self.next_expected > WINDOW {
-            return Receive::NoRoom;
-        }
-        let index = slot_index(seq);
-        if !matches!(self.slots.get(index), Some(None)) {
-            // Occupied by `next_expected` itself (ready but not yet popped), 64 below.
-            return Receive::NoRoom;
-        }
-        if payload.len() > self.max_buffered.saturating_sub(self.buffered) {
-            return Receive::NoRoom;
-        }
-        let Some(span) = self.arena.store(payload, &mut self.slots) else {
+        // A sender never assigns u64::MAX, so refusing it keeps `next_expected` from
+        // overflowing (and a second delivery of the same number impossible).
+        let Some(after_seq) = seq.checked_add(1) else {
             return Receive::NoRoom;
         };
-        if let Some(slot) = self.slots.get_mut(index) {
-            *slot = Some(Held { seq, span });
-            self.buffered += payload.len();
-            Receive::Buffered
-        } else {
-            Receive::NoRoom
+        let in_order = seq == self.next_expected;
+        if in_order && self.next_pop == seq {
+            self.next_pop = after_seq;
+            self.next_expected = after_seq;
+            self.release_filled_gap();
+            return Receive::Deliver;
         }
+        if !self.store(seq, payload, in_order) {
+            return Receive::NoRoom;
+        }
+        if in_order {
+            self.next_expected = after_seq;
+            self.release_filled_gap();
+        }
+        Receive::Buffered
     }
 
     /// Whether `pop_ready` has a message.
     pub fn has_ready(&self) -> bool {
-        let next = self.next_expected;
-        self.slots
-            .get(slot_index(next))
-            .is_some_and(|slot| slot.is_some_and(|held| held.seq == next))
+        self.next_pop < self.next_expected
     }
 
-    /// After a `Deliver`: the next buffered in-order payload, advancing next_expected. The slice stays valid until the next &mut call. None when the next seq is missing.
+    /// The next in-order payload waiting for the application (after a `Deliver`, or an
+    /// in-order `Buffered`). The slice stays valid until the next &mut call. None when
+    /// the next seq has not arrived.
     pub fn pop_ready(&mut self) -> Option<&[u8]> {
-        let next = self.next_expected;
+        if !self.has_ready() {
+            return None;
+        }
+        let next = self.next_pop;
         let slot = self.slots.get_mut(slot_index(next))?;
         let held = slot.filter(|held| held.seq == next)?;
-        // Buffered sequence numbers are above a delivered one, so never u64::MAX... but
-        // stay total anyway.
-        let after_next = next.checked_add(1)?;
         *slot = None;
-        self.next_expected = after_next;
-        self.buffered = self.buffered.saturating_sub(held.span.len);
-        if self.buffered == 0 && self.slots.iter().all(Option::is_none) {
+        // `next < next_expected`, so this cannot overflow.
+        self.next_pop = next.saturating_add(1);
+        self.ready_bytes = self.ready_bytes.saturating_sub(held.span.len);
+        if self.buffered_bytes() == 0 && self.slots.iter().all(Option::is_none) {
             // Only forgets the tail position: the bytes returned below stay intact
             // until the next &mut call, which the borrow already forbids.
             self.arena.reset();
@@ -137,18 +150,11 @@ impl ReliableReceiver {
         Some(self.arena.get(held.span))
     }
 
-    /// The ACK describing what has arrived (also counts Buffered segments in the selective bitmap).
-    ///
-    /// Segments already buffered in order but not yet popped count as received
-    /// cumulatively, so the sender need not resend what only waits for `pop_ready`.
+    /// The ACK describing what has arrived: `next_expected` counts the messages only
+    /// waiting for `pop_ready` as received, so the sender need not resend them, and the
+    /// bitmap names what is held above it.
     pub fn ack(&self) -> Ack {
-        let mut next_expected = self.next_expected;
-        while self.holds(next_expected) {
-            match next_expected.checked_add(1) {
-                Some(next) => next_expected = next,
-                None => break,
-            }
-        }
+        let next_expected = self.next_expected;
         let mut selective = 0u64;
         for bit in 0..WINDOW {
             let seq = next_expected.checked_add(1 + bit);
@@ -171,12 +177,72 @@ impl ReliableReceiver {
         self.ack_needed = false;
     }
 
+    /// Every payload byte held: out of order, and in order waiting for `pop_ready`.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffered
+        self.reorder_bytes + self.ready_bytes
     }
 
+    /// Bytes held out of order, counted against the reorder budget (`receive_window`).
+    pub fn reorder_bytes(&self) -> usize {
+        self.reorder_bytes
+    }
+
+    /// The lowest sequence number not yet received (the ACK's cumulative point).
     pub fn next_expected(&self) -> u64 {
         self.next_expected
+    }
+
+    /// The next sequence number `pop_ready` (or a `Deliver`) hands to the application.
+    pub fn next_delivery(&self) -> u64 {
+        self.next_pop
+    }
+
+    /// Copies `payload` in for `seq`. Out of order it must fit the reorder budget; in
+    /// order it only needs room in the whole store.
+    fn store(&mut self, seq: u64, payload: &[u8], in_order: bool) -> bool {
+        if seq - self.next_pop > WINDOW {
+            return false;
+        }
+        let index = slot_index(seq);
+        if !matches!(self.slots.get(index), Some(None)) {
+            // Occupied by `next_pop` itself (ready but not yet popped), 64 below.
+            return false;
+        }
+        let reorder_full = payload.len() > self.max_reorder.saturating_sub(self.reorder_bytes);
+        let held_full = payload.len() > self.max_held.saturating_sub(self.buffered_bytes());
+        if held_full || (!in_order && reorder_full) {
+            return false;
+        }
+        let Some(span) = self.arena.store(payload, &mut self.slots) else {
+            return false;
+        };
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        *slot = Some(Held { seq, span });
+        if in_order {
+            self.ready_bytes += payload.len();
+        } else {
+            self.reorder_bytes += payload.len();
+        }
+        true
+    }
+
+    /// After `next_expected` moved: what was held right above it is in order now, so
+    /// it moves from the reorder budget to the ready bytes at once.
+    fn release_filled_gap(&mut self) {
+        while let Some(Some(held)) = self.slots.get(slot_index(self.next_expected)) {
+            if held.seq != self.next_expected {
+                break;
+            }
+            let len = held.span.len;
+            self.reorder_bytes = self.reorder_bytes.saturating_sub(len);
+            self.ready_bytes += len;
+            match self.next_expected.checked_add(1) {
+                Some(next) => self.next_expected = next,
+                None => break,
+            }
+        }
     }
 
     fn holds(&self, seq: u64) -> bool {
@@ -246,7 +312,7 @@ mod tests {
         assert_eq!(receiver.on_segment(3, b"3"), Receive::Buffered);
         assert_eq!(receiver.on_segment(0, b"0"), Receive::Deliver);
         // 1 waits for pop_ready; the ACK already counts it.
-        assert_eq!(receiver.next_expected(), 1);
+        assert_eq!((receiver.next_delivery(), receiver.next_expected()), (1, 2));
         assert_eq!(receiver.ack(), ack(2, 0b1));
         // 65 would share seq 1's slot while 1 is unpopped.
         assert_eq!(receiver.on_segment(65, b"65"), Receive::NoRoom);
@@ -283,5 +349,28 @@ mod tests {
         assert_eq!(receiver.ack(), ack(61, 0));
         assert_eq!(receiver.pop_ready(), Some(&payload(60)[..]));
         assert_eq!(receiver.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn in_order_bytes_leave_the_reorder_budget_as_soon_as_the_gap_fills() {
+        // The scenario seen through a lossy proxy: seq 1 waits behind lost seq 0; the
+        // retransmitted 0 fills the gap, the ACK already counts 1 as received, and the
+        // sender's next 300 bytes (seq 2) arrive before the application popped seq 1.
+        let mut receiver = ReliableReceiver::new(config(512));
+        assert_eq!(receiver.on_segment(1, &[1; 300]), Receive::Buffered);
+        assert_eq!(receiver.on_segment(0, &[0; 10]), Receive::Deliver);
+        assert_eq!(receiver.ack(), ack(2, 0));
+        assert_eq!(receiver.on_segment(2, &[2; 300]), Receive::Buffered);
+        assert_eq!(receiver.ack(), ack(3, 0));
+        // Out-of-order bytes still have the whole reorder budget, and no more.
+        assert_eq!(receiver.on_segment(4, &[4; 300]), Receive::Buffered);
+        assert_eq!(receiver.on_segment(5, &[5; 300]), Receive::NoRoom);
+        assert_eq!(receiver.pop_ready(), Some(&[1u8; 300][..]));
+        assert_eq!(receiver.pop_ready(), Some(&[2u8; 300][..]));
+        assert_eq!(receiver.pop_ready(), None);
+        assert_eq!(receiver.on_segment(3, &[3; 300]), Receive::Deliver);
+        assert_eq!(receiver.pop_ready(), Some(&[4u8; 300][..]));
+        assert_eq!(receiver.buffered_bytes(), 0);
+        assert_eq!(receiver.ack(), ack(5, 0));
     }
 }

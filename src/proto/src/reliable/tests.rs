@@ -138,7 +138,7 @@ fn simulate(
                 Receive::Duplicate => report.duplicates += 1,
                 Receive::NoRoom => report.no_room += 1,
             }
-            assert!(receiver.buffered_bytes() <= receiver_config.max_queued_bytes);
+            assert!(receiver.reorder_bytes() <= receiver_config.max_queued_bytes);
         }
         if receiver.ack_needed() {
             acks.send(&mut rng, now, receiver.ack());
@@ -283,7 +283,7 @@ proptest! {
                     }
                 }
                 Op::Pop => {
-                    let expected = receiver.next_expected();
+                    let expected = receiver.next_delivery();
                     if let Some(payload) = receiver.pop_ready() {
                         prop_assert!(payload.iter().all(|&b| b == expected as u8));
                     }
@@ -291,7 +291,8 @@ proptest! {
             }
             prop_assert!(sender.queued_bytes() <= max);
             prop_assert!(sender.in_flight() <= MAX_IN_FLIGHT);
-            prop_assert!(receiver.buffered_bytes() <= max);
+            prop_assert!(receiver.reorder_bytes() <= max);
+            prop_assert!(receiver.buffered_bytes() <= 2 * max);
             let live_bytes: usize = sender.slots.iter().flatten().map(|s| s.span.len).sum();
             prop_assert_eq!(live_bytes, sender.unacked_bytes());
             prop_assert!(sender.unacked_bytes() <= sender.queued_bytes());
