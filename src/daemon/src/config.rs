@@ -182,7 +182,7 @@ impl Default for LimitsConfig {
             strike_threshold: 10,
             strike_decay_ms: 10_000,
             max_peers: 4096,
-            reliable_queue_bytes: 512,
+            reliable_queue_bytes: intentra::proto::reliable::DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -561,7 +561,7 @@ impl Config {
             "limits.reliable_queue_bytes",
             limits.reliable_queue_bytes,
             1,
-            1 << 30,
+            intentra::proto::reliable::MAX_QUEUE_BYTES,
         )?;
 
         range("timers.keepalive_ms", timers.keepalive_ms, 10, 60_000)?;

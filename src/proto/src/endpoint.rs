@@ -425,7 +425,7 @@ impl Endpoint {
                     self.stats.send_would_block += 1;
                     return Err(SendError::WouldBlock);
                 }
-                Err(PushError::TooLarge) => return Err(SendError::TooLarge),
+                Err(PushError::ExceedsBound { .. }) => return Err(SendError::ExceedsQueueBound),
             };
             buf[TRANSPORT_HEADER_LEN..body_at].copy_from_slice(&seq.to_le_bytes());
             if let Some(at) = peer.sender.next_timeout() {

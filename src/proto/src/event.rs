@@ -84,6 +84,9 @@ pub enum SendError {
     NotEstablished,
     /// Larger than a datagram can carry in this mode.
     TooLarge,
+    /// A Reliable message larger than the configured queue bound
+    /// (`ReliableConfig::max_queued_bytes`): it can never fit, unlike `WouldBlock`.
+    ExceedsQueueBound,
     /// The peer's Reliable buffer is full: try again once ACKs free it. Nothing was sent.
     WouldBlock,
     /// The caller's buffer cannot hold the packet.
@@ -98,6 +101,9 @@ impl fmt::Display for SendError {
             SendError::UnknownPeer => "unknown peer",
             SendError::NotEstablished => "session not established",
             SendError::TooLarge => "message too large",
+            SendError::ExceedsQueueBound => {
+                "reliable message larger than the configured queue bound: it can never be sent"
+            }
             SendError::WouldBlock => "reliable queue full, would block",
             SendError::BufferTooSmall => "send buffer too small",
             SendError::KeysExhausted => "session keys exhausted",

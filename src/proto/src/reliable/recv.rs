@@ -81,7 +81,7 @@ impl fmt::Debug for ReliableReceiver {
 
 impl ReliableReceiver {
     pub fn new(config: ReliableConfig) -> Self {
-        let max_reorder = config.max_queued_bytes;
+        let max_reorder = config.queue_bound();
         let max_held = max_reorder.saturating_mul(2);
         ReliableReceiver {
             max_reorder,
@@ -180,6 +180,12 @@ impl ReliableReceiver {
     /// Every payload byte held: out of order, and in order waiting for `pop_ready`.
     pub fn buffered_bytes(&self) -> usize {
         self.reorder_bytes + self.ready_bytes
+    }
+
+    /// Bytes allocated to store payloads: grows with use up to a bound set by the
+    /// configuration (`3 * max_queued_bytes`), and is kept once grown.
+    pub fn allocated_bytes(&self) -> usize {
+        self.arena.allocated()
     }
 
     /// Bytes held out of order, counted against the reorder budget (`receive_window`).
@@ -372,5 +378,30 @@ mod tests {
         assert_eq!(receiver.pop_ready(), Some(&[4u8; 300][..]));
         assert_eq!(receiver.buffered_bytes(), 0);
         assert_eq!(receiver.ack(), ack(5, 0));
+    }
+
+    #[test]
+    fn reorder_storage_is_allocated_as_segments_arrive_not_up_front() {
+        use crate::reliable::MAX_QUEUE_BYTES;
+        let mut receiver = ReliableReceiver::new(config(MAX_QUEUE_BYTES));
+        assert_eq!(receiver.allocated_bytes(), 0);
+        // In-order segments are delivered in place and need no storage at all.
+        for seq in 0..100 {
+            assert_eq!(receiver.on_segment(seq, &[1; 1_000]), Receive::Deliver);
+        }
+        assert_eq!(receiver.allocated_bytes(), 0);
+        // A steady trickle of one reordered pair at a time stays small.
+        for seq in (100..2_000u64).step_by(2) {
+            assert_eq!(receiver.on_segment(seq + 1, &[2; 100]), Receive::Buffered);
+            assert_eq!(receiver.on_segment(seq, &[2; 100]), Receive::Deliver);
+            assert_eq!(receiver.pop_ready(), Some(&[2u8; 100][..]));
+        }
+        let grown = receiver.allocated_bytes();
+        assert!(grown > 0 && grown <= 1024, "{grown}");
+        // Everything it may ever hold stays within three times the bound.
+        for seq in 2_001..2_065u64 {
+            receiver.on_segment(seq, &[3; 1_412]);
+        }
+        assert!(receiver.allocated_bytes() <= 3 * MAX_QUEUE_BYTES);
     }
 }

@@ -16,16 +16,20 @@ const FAST_RETRANSMIT_THRESHOLD: u32 = 3;
 pub enum PushError {
     /// queue full now; try again after ACKs arrive
     WouldBlock,
-    /// larger than max_queued_bytes: can never be sent
-    TooLarge,
+    /// Larger than the configured queue bound (`bound` bytes): it can never fit, however
+    /// many ACKs arrive. Not to be retried; the bound (or the message) must change.
+    ExceedsBound { bound: usize },
 }
 
 impl fmt::Display for PushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PushError::WouldBlock => "reliable send queue full",
-            PushError::TooLarge => "reliable payload larger than the send queue",
-        })
+        match self {
+            PushError::WouldBlock => f.write_str("reliable send queue full now"),
+            PushError::ExceedsBound { bound } => write!(
+                f,
+                "reliable message larger than the configured queue bound of {bound} bytes: it can never be sent"
+            ),
+        }
     }
 }
 
@@ -149,9 +153,9 @@ impl ReliableSender {
     pub fn new(config: ReliableConfig) -> Self {
         ReliableSender {
             rtt: RttEstimator::new(&config),
-            max_queued: config.max_queued_bytes,
+            max_queued: config.queue_bound(),
             slots: [None; MAX_IN_FLIGHT],
-            arena: Arena::new(config.max_queued_bytes),
+            arena: Arena::new(config.queue_bound()),
             base: 0,
             next_seq: 0,
             window_lens: [0; MAX_IN_FLIGHT],
@@ -168,7 +172,9 @@ impl ReliableSender {
     /// segment and the next one; nothing is stored then.
     pub fn push(&mut self, now: Timestamp, payload: &[u8]) -> Result<u64, PushError> {
         if payload.len() > self.max_queued {
-            return Err(PushError::TooLarge);
+            return Err(PushError::ExceedsBound {
+                bound: self.max_queued,
+            });
         }
         let window_full = self.next_seq.saturating_sub(self.base) >= WINDOW;
         let bytes_full = payload.len() > self.max_queued.saturating_sub(self.queued);
@@ -290,6 +296,12 @@ impl ReliableSender {
         self.queued
     }
 
+    /// Bytes allocated to store payloads: grows with use up to a bound set by the
+    /// configuration, and is kept once grown.
+    pub fn allocated_bytes(&self) -> usize {
+        self.arena.allocated()
+    }
+
     /// Bytes held for retransmission: payloads not yet acknowledged in any way.
     pub fn unacked_bytes(&self) -> usize {
         self.unacked
@@ -374,6 +386,7 @@ impl ReliableSender {
 mod tests {
     use super::*;
     use crate::reliable::test_util::*;
+    use crate::reliable::{Receive, ReliableReceiver};
 
     #[test]
     fn push_blocks_on_the_byte_bound_and_resumes_after_an_ack() {
@@ -389,7 +402,10 @@ mod tests {
         assert_eq!(outcome.bytes_freed, 60);
         assert_eq!(sender.push(t(10), &[3; 60]), Ok(3));
         assert_eq!(sender.push(t(10), &[4; 1]), Err(PushError::WouldBlock));
-        assert_eq!(sender.push(t(10), &[4; 101]), Err(PushError::TooLarge));
+        assert_eq!(
+            sender.push(t(10), &[4; 101]),
+            Err(PushError::ExceedsBound { bound: 100 })
+        );
     }
 
     #[test]
@@ -428,13 +444,84 @@ mod tests {
     }
 
     #[test]
+    fn the_default_bound_holds_a_message_of_the_maximum_payload() {
+        use crate::wire::MAX_RELIABLE_PAYLOAD;
+        let mut sender = ReliableSender::new(ReliableConfig::default());
+        assert!(sender.push(t(0), &[1; MAX_RELIABLE_PAYLOAD]).is_ok());
+        let mut receiver = ReliableReceiver::new(ReliableConfig::default());
+        assert_eq!(
+            receiver.on_segment(1, &[1; MAX_RELIABLE_PAYLOAD]),
+            Receive::Buffered
+        );
+    }
+
+    #[test]
+    fn a_huge_configured_bound_is_capped_at_what_can_ever_be_in_flight() {
+        use crate::reliable::MAX_QUEUE_BYTES;
+        let huge = config(1 << 30);
+        assert_eq!(huge.queue_bound(), MAX_QUEUE_BYTES);
+        let mut sender = ReliableSender::new(huge);
+        assert_eq!(
+            sender.push(t(0), &vec![0; MAX_QUEUE_BYTES + 1]),
+            Err(PushError::ExceedsBound {
+                bound: MAX_QUEUE_BYTES
+            })
+        );
+        assert_eq!(config(512).queue_bound(), 512);
+    }
+
+    #[test]
+    fn storage_is_allocated_as_payloads_arrive_not_up_front() {
+        use crate::reliable::MAX_QUEUE_BYTES;
+        let mut sender = ReliableSender::new(config(MAX_QUEUE_BYTES));
+        assert_eq!(sender.allocated_bytes(), 0);
+        // A steady stream of 100-byte messages, two in flight at a time.
+        let mut grown = 0;
+        for seq in 0..2_000u64 {
+            assert_eq!(sender.push(t(seq), &[seq as u8; 100]), Ok(seq));
+            if seq > 0 {
+                sender.on_ack(t(seq), ack(seq, 0)).unwrap();
+            }
+            if seq == 100 {
+                grown = sender.allocated_bytes();
+            }
+        }
+        assert!(grown > 0 && grown <= 1024, "{grown}");
+        assert_eq!(
+            sender.allocated_bytes(),
+            grown,
+            "steady state allocates no more"
+        );
+        // A burst up to the bound grows storage to hold it, and no further.
+        sender.on_ack(t(3_000), ack(2_000, 0)).unwrap();
+        for seq in 2_000..2_064u64 {
+            assert!(sender.push(t(3_000), &[1; 1_400]).is_ok(), "{seq}");
+        }
+        let bound = MAX_QUEUE_BYTES + MAX_QUEUE_BYTES / 2;
+        assert!(
+            sender.allocated_bytes() <= bound,
+            "{}",
+            sender.allocated_bytes()
+        );
+    }
+
+    #[test]
     fn too_large_is_permanent() {
         let mut sender = ReliableSender::new(config(512));
-        assert_eq!(sender.push(t(0), &[0; 513]), Err(PushError::TooLarge));
+        assert_eq!(
+            sender.push(t(0), &[0; 513]),
+            Err(PushError::ExceedsBound { bound: 512 })
+        );
         assert_eq!(sender.push(t(0), &[0; 512]), Ok(0));
-        assert_eq!(sender.push(t(0), &[0; 513]), Err(PushError::TooLarge));
+        assert_eq!(
+            sender.push(t(0), &[0; 513]),
+            Err(PushError::ExceedsBound { bound: 512 })
+        );
         let mut zero = ReliableSender::new(config(0));
-        assert_eq!(zero.push(t(0), &[0]), Err(PushError::TooLarge));
+        assert_eq!(
+            zero.push(t(0), &[0]),
+            Err(PushError::ExceedsBound { bound: 0 })
+        );
         assert_eq!(zero.push(t(0), &[]), Ok(0));
     }
 

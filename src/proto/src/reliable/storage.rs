@@ -26,33 +26,48 @@ pub(super) trait Spanned {
     fn span_mut(&mut self) -> &mut Span;
 }
 
-/// A fixed byte buffer holding at most `capacity / 2` live bytes (the owner enforces
-/// that bound), appended at the tail and compacted on demand.
+/// A byte buffer holding at most `max_live` live bytes (the owner enforces that
+/// bound), appended at the tail and compacted on demand.
+///
+/// Allocated as it is used: it starts empty and grows (by doubling) only when
+/// compacting would not free enough room, up to `max_live * 3 / 2`. That slack keeps
+/// appends amortised O(1): at the cap a compaction frees at least a third of the
+/// buffer. Once grown it keeps its size, so a steady state allocates nothing.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Arena {
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
+    /// The most `buf` may grow to.
+    limit: usize,
     /// One past the last byte ever appended since the last compaction or reset.
     tail: usize,
 }
 
+/// The first allocation, so that tiny payloads do not grow the buffer byte by byte.
+const MIN_ALLOCATION: usize = 256;
+
 impl Arena {
     pub(super) fn new(max_live: usize) -> Self {
         Arena {
-            buf: vec![0u8; max_live.saturating_mul(2)].into_boxed_slice(),
+            buf: Vec::new(),
+            limit: max_live.saturating_add(max_live / 2),
             tail: 0,
         }
     }
 
     /// Copies `data` in and returns where it went. The caller guarantees that the live
-    /// spans in `slots` plus `data` fit in half the arena, so compaction always makes
-    /// room; `None` means that guarantee was broken and nothing was stored.
+    /// spans in `slots` plus `data` are at most `max_live`, so growing or compacting
+    /// always makes room; `None` means that guarantee was broken and nothing was stored.
     pub(super) fn store<T: Spanned>(
         &mut self,
         data: &[u8],
         slots: &mut [Option<T>],
     ) -> Option<Span> {
         if self.buf.len().saturating_sub(self.tail) < data.len() {
-            self.compact(slots);
+            let live: usize = slots.iter().flatten().map(|slot| slot.span().len).sum();
+            self.grow_for(live.saturating_add(data.len()));
+            if self.buf.len().saturating_sub(self.tail) < data.len() {
+                self.compact(slots);
+            }
         }
         let span = Span {
             off: self.tail,
@@ -63,6 +78,29 @@ impl Arena {
             .copy_from_slice(data);
         self.tail = span.end();
         Some(span)
+    }
+
+    /// Grows the buffer when `needed` live bytes would fill more than half of it (so a
+    /// compaction would free too little), doubling, capped at `limit`.
+    fn grow_for(&mut self, needed: usize) {
+        let len = self.buf.len();
+        if len >= self.limit || needed.saturating_mul(2) <= len {
+            return;
+        }
+        let target = len
+            .saturating_mul(2)
+            .max(needed.saturating_mul(2))
+            .max(MIN_ALLOCATION)
+            .min(self.limit);
+        // `reserve_exact`, so the allocation is what the bound says and not a Vec's
+        // own doubling beyond it.
+        self.buf.reserve_exact(target - len);
+        self.buf.resize(target, 0);
+    }
+
+    /// Bytes allocated for payloads.
+    pub(super) fn allocated(&self) -> usize {
+        self.buf.len()
     }
 
     pub(super) fn get(&self, span: Span) -> &[u8] {
@@ -123,7 +161,8 @@ impl Arena {
 impl fmt::Debug for Arena {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Arena")
-            .field("capacity", &self.buf.len())
+            .field("allocated", &self.buf.len())
+            .field("limit", &self.limit)
             .field("tail", &self.tail)
             .finish()
     }

@@ -118,7 +118,7 @@ fn simulate(
                     pushed += 1;
                 }
                 Err(PushError::WouldBlock) => break,
-                Err(PushError::TooLarge) => panic!("message {pushed} too large"),
+                Err(PushError::ExceedsBound { .. }) => panic!("message {pushed} too large"),
             }
         }
         while let Some(segment) = sender.poll_retransmit(now) {
@@ -249,7 +249,7 @@ proptest! {
                     let before = sender.next_seq();
                     match sender.push(t(now), &vec![0xA5; len]) {
                         Ok(seq) => prop_assert_eq!(seq, before),
-                        Err(PushError::TooLarge) => prop_assert!(len > max),
+                        Err(PushError::ExceedsBound { bound }) => prop_assert!(len > bound && bound == max),
                         Err(PushError::WouldBlock) => {}
                     }
                 }
