@@ -25,7 +25,7 @@ use super::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendErr
 use super::handshake::{FinishIntent, Initiator, Responder};
 use super::keys::PublicKey;
 use super::ratelimit::TokenBucket;
-use super::reliable::{PushError, Receive, ReliableReceiver, ReliableSender};
+use super::reliable::{PushError, Pushed, Receive, ReliableReceiver, ReliableSender};
 use super::replay::ReplayError;
 use super::session::{KeySet, OpenError, SealError, REKEY_AFTER_MESSAGES};
 use super::stats::{CloseReason, DropReason, Stats};
@@ -420,7 +420,15 @@ impl Endpoint {
         }
         if mode == Mode::Reliable {
             let seq = match peer.sender.push(now, payload) {
-                Ok(seq) => seq,
+                Ok(Pushed {
+                    seq,
+                    send_now: true,
+                }) => seq,
+                // Stored beyond the peer's receive window: the retransmission path
+                // sends it once ACKs open the window.
+                Ok(Pushed {
+                    send_now: false, ..
+                }) => return Err(SendError::Queued),
                 Err(PushError::WouldBlock) => {
                     self.stats.send_would_block += 1;
                     return Err(SendError::WouldBlock);

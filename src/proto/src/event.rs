@@ -89,6 +89,9 @@ pub enum SendError {
     ExceedsQueueBound,
     /// The peer's Reliable buffer is full: try again once ACKs free it. Nothing was sent.
     WouldBlock,
+    /// Not a failure: the Reliable message was accepted and waits beyond the peer's
+    /// receive window; it goes out once ACKs open the window. Do not send it again.
+    Queued,
     /// The caller's buffer cannot hold the packet.
     BufferTooSmall,
     /// The session's keys are spent and no rekey succeeded.
@@ -105,6 +108,7 @@ impl fmt::Display for SendError {
                 "reliable message larger than the configured queue bound: it can never be sent"
             }
             SendError::WouldBlock => "reliable queue full, would block",
+            SendError::Queued => "reliable message queued until the peer's window opens",
             SendError::BufferTooSmall => "send buffer too small",
             SendError::KeysExhausted => "session keys exhausted",
         })

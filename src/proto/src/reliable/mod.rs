@@ -36,7 +36,7 @@ mod test_util;
 mod tests;
 
 pub use recv::{Receive, ReliableReceiver};
-pub use send::{AckError, AckOutcome, PushError, ReliableSender, Segment};
+pub use send::{AckError, AckOutcome, PushError, Pushed, ReliableSender, Segment};
 
 /// At most this many segments unacknowledged (the selective bitmap spans 64 beyond the cumulative point).
 ///

@@ -188,6 +188,13 @@ impl ReliableReceiver {
         self.arena.allocated()
     }
 
+    /// The receive window to advertise to the peer (in its handshake): the bytes this
+    /// receiver buffers out of order. A sender that keeps `window_bytes()` within it
+    /// is never refused for lack of room while the application keeps popping.
+    pub fn receive_window(&self) -> usize {
+        self.max_reorder
+    }
+
     /// Bytes held out of order, counted against the reorder budget (`receive_window`).
     pub fn reorder_bytes(&self) -> usize {
         self.reorder_bytes

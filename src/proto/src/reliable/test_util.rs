@@ -1,6 +1,6 @@
 //! Helpers shared by the unit tests of every Reliable file.
 
-use super::ReliableConfig;
+use super::{PushError, Pushed, ReliableConfig};
 use crate::time::Timestamp;
 use crate::wire::Ack;
 
@@ -20,4 +20,12 @@ pub(super) fn config(max_queued_bytes: usize) -> ReliableConfig {
         max_queued_bytes,
         ..ReliableConfig::default()
     }
+}
+
+/// What `push` answers for a message transmitted at once.
+pub(super) fn sent_now(seq: u64) -> Result<Pushed, PushError> {
+    Ok(Pushed {
+        seq,
+        send_now: true,
+    })
 }
