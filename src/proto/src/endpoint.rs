@@ -752,7 +752,7 @@ impl Endpoint {
             TransportKind::Reliable => {
                 let seq = wire::read_u64(datagram, TRANSPORT_HEADER_LEN);
                 let body = &datagram[TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN..body_end];
-                match peer.receiver.on_segment(seq, body) {
+                match peer.receiver.on_segment(now, seq, body) {
                     Receive::Deliver => {
                         delivered = Some((Mode::Reliable, TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN));
                         if peer.receiver.has_ready() {

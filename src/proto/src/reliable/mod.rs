@@ -75,6 +75,10 @@ pub struct ReliableConfig {
     pub min_rto: Duration,
     /// Upper clamp of the RTO and of every backoff. Default 1 s. Treated as at least `min_rto`.
     pub max_rto: Duration,
+    /// How long the receiver's ACK for in-order data may wait to cover more
+    /// (`ReliableReceiver::ack_deadline`). Default 1 ms: well under `min_rto`, and
+    /// at 1000 Hz it folds a burst into one ACK. Out-of-order data is acknowledged at once.
+    pub ack_delay: Duration,
 }
 
 impl Default for ReliableConfig {
@@ -84,6 +88,7 @@ impl Default for ReliableConfig {
             initial_rto: Duration::from_millis(50),
             min_rto: Duration::from_millis(5),
             max_rto: Duration::from_secs(1),
+            ack_delay: Duration::from_millis(1),
         }
     }
 }

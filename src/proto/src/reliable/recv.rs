@@ -3,7 +3,8 @@
 use core::fmt;
 
 use super::storage::{Arena, Span, Spanned};
-use super::{slot_index, ReliableConfig, MAX_IN_FLIGHT, WINDOW};
+use super::{after, nanos, slot_index, ReliableConfig, MAX_IN_FLIGHT, WINDOW};
+use crate::time::Timestamp;
 use crate::wire::Ack;
 
 /// What to do with an arriving segment.
@@ -64,7 +65,19 @@ pub struct ReliableReceiver {
     reorder_bytes: usize,
     /// Bytes held in `next_pop..next_expected`.
     ready_bytes: usize,
-    ack_needed: bool,
+    /// What arrived since the last ACK was taken, if anything did.
+    pending_ack: Option<PendingAck>,
+    /// How long an ACK for in-order data may wait for more, in ns.
+    ack_delay: u64,
+}
+
+/// Arrivals not yet acknowledged, coalesced into the next ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingAck {
+    /// When the ACK should be sent at the latest.
+    due: Timestamp,
+    /// Payload bytes of the segments it will acknowledge.
+    bytes: usize,
 }
 
 impl fmt::Debug for ReliableReceiver {
@@ -74,7 +87,7 @@ impl fmt::Debug for ReliableReceiver {
             .field("next_expected", &self.next_expected)
             .field("reorder_bytes", &self.reorder_bytes)
             .field("ready_bytes", &self.ready_bytes)
-            .field("ack_needed", &self.ack_needed)
+            .field("pending_ack", &self.pending_ack)
             .finish_non_exhaustive()
     }
 }
@@ -92,12 +105,21 @@ impl ReliableReceiver {
             next_expected: 0,
             reorder_bytes: 0,
             ready_bytes: 0,
-            ack_needed: false,
+            pending_ack: None,
+            ack_delay: nanos(config.ack_delay),
         }
     }
 
-    pub fn on_segment(&mut self, seq: u64, payload: &[u8]) -> Receive {
-        self.ack_needed = true;
+    /// Takes in segment `seq`, arrived at `now`, and notes that the next ACK must cover it.
+    pub fn on_segment(&mut self, now: Timestamp, seq: u64, payload: &[u8]) -> Receive {
+        let was_expected = self.next_expected;
+        let outcome = self.accept(seq, payload);
+        let urgent = self.ack_is_urgent(seq, was_expected, outcome);
+        self.note_for_ack(now, payload.len(), urgent);
+        outcome
+    }
+
+    fn accept(&mut self, seq: u64, payload: &[u8]) -> Receive {
         if seq < self.next_expected || self.holds(seq) {
             return Receive::Duplicate;
         }
@@ -168,13 +190,31 @@ impl ReliableReceiver {
         }
     }
 
-    /// true after any on_segment (incl. duplicates: the sender may have lost our ACK); cleared by ack_sent().
-    pub fn ack_needed(&self) -> bool {
-        self.ack_needed
+    /// Whether anything arrived since the last ACK was taken (duplicates included: the
+    /// sender may have lost our ACK).
+    pub fn ack_pending(&self) -> bool {
+        self.pending_ack.is_some()
     }
 
+    /// When the pending ACK should go out at the latest: at once (the arrival time)
+    /// when the sender needs to hear soon (a hole, a duplicate, a gap just filled,
+    /// half the receive window unacknowledged), else `ack_delay` after the first
+    /// in-order arrival it covers. None when no ACK is pending.
+    pub fn ack_deadline(&self) -> Option<Timestamp> {
+        self.pending_ack.map(|pending| pending.due)
+    }
+
+    /// One ACK covering everything received so far, if anything arrived since the
+    /// last one; clears the pending state. Call once per received batch (or at
+    /// `ack_deadline`) instead of once per segment.
+    pub fn take_ack(&mut self) -> Option<Ack> {
+        self.pending_ack.take()?;
+        Some(self.ack())
+    }
+
+    /// Clears the pending state after the caller sent `ack()` itself.
     pub fn ack_sent(&mut self) {
-        self.ack_needed = false;
+        self.pending_ack = None;
     }
 
     /// Every payload byte held: out of order, and in order waiting for `pop_ready`.
@@ -258,6 +298,30 @@ impl ReliableReceiver {
         }
     }
 
+    /// Whether the ACK for this arrival should not wait: anything but in-order data
+    /// with no hole above it tells the sender something it acts on (fast retransmit,
+    /// stopping a retransmission).
+    fn ack_is_urgent(&self, seq: u64, was_expected: u64, outcome: Receive) -> bool {
+        let in_order =
+            seq == was_expected && matches!(outcome, Receive::Deliver | Receive::Buffered);
+        let gap_filled = self.next_expected > seq.saturating_add(1);
+        !in_order || gap_filled || self.ack().selective != 0
+    }
+
+    fn note_for_ack(&mut self, now: Timestamp, len: usize, urgent: bool) {
+        let delayed = after(now, self.ack_delay);
+        let mut pending = self.pending_ack.unwrap_or(PendingAck {
+            due: delayed,
+            bytes: 0,
+        });
+        pending.bytes = pending.bytes.saturating_add(len);
+        // Half a window unacknowledged: the sender may be about to stall on it.
+        if urgent || pending.bytes >= self.max_reorder / 2 {
+            pending.due = pending.due.min(now);
+        }
+        self.pending_ack = Some(pending);
+    }
+
     fn holds(&self, seq: u64) -> bool {
         matches!(self.slots.get(slot_index(seq)), Some(Some(held)) if held.seq == seq)
     }
@@ -267,53 +331,54 @@ impl ReliableReceiver {
 mod tests {
     use super::*;
     use crate::reliable::test_util::*;
+    use core::time::Duration;
 
     #[test]
     fn receiver_orders_buffers_and_rejects_duplicates() {
         let mut receiver = ReliableReceiver::new(config(512));
-        assert!(!receiver.ack_needed());
+        assert!(!receiver.ack_pending());
         assert_eq!(receiver.ack(), ack(0, 0));
-        assert_eq!(receiver.on_segment(2, b"two"), Receive::Buffered);
-        assert!(receiver.ack_needed());
+        assert_eq!(receiver.on_segment(t(0), 2, b"two"), Receive::Buffered);
+        assert!(receiver.ack_pending());
         receiver.ack_sent();
-        assert!(!receiver.ack_needed());
-        assert_eq!(receiver.on_segment(2, b"two"), Receive::Duplicate);
-        assert!(receiver.ack_needed(), "a duplicate still needs an ACK");
-        assert_eq!(receiver.on_segment(4, b"four"), Receive::Buffered);
+        assert!(!receiver.ack_pending());
+        assert_eq!(receiver.on_segment(t(0), 2, b"two"), Receive::Duplicate);
+        assert!(receiver.ack_pending(), "a duplicate still needs an ACK");
+        assert_eq!(receiver.on_segment(t(0), 4, b"four"), Receive::Buffered);
         assert_eq!(receiver.buffered_bytes(), 7);
         // Bit i = next_expected + 1 + i: seqs 2 and 4 are bits 1 and 3.
         assert_eq!(receiver.ack(), ack(0, 0b1010));
         assert_eq!(receiver.pop_ready(), None, "seq 0 still missing");
-        assert_eq!(receiver.on_segment(0, b"zero"), Receive::Deliver);
+        assert_eq!(receiver.on_segment(t(0), 0, b"zero"), Receive::Deliver);
         assert_eq!(receiver.next_expected(), 1);
         assert_eq!(receiver.pop_ready(), None, "seq 1 still missing");
         assert_eq!(receiver.ack(), ack(1, 0b101));
-        assert_eq!(receiver.on_segment(0, b"zero"), Receive::Duplicate);
-        assert_eq!(receiver.on_segment(1, b"one"), Receive::Deliver);
+        assert_eq!(receiver.on_segment(t(0), 0, b"zero"), Receive::Duplicate);
+        assert_eq!(receiver.on_segment(t(0), 1, b"one"), Receive::Deliver);
         assert_eq!(receiver.pop_ready(), Some(&b"two"[..]));
         assert_eq!(receiver.pop_ready(), None);
         assert_eq!(receiver.next_expected(), 3);
-        assert_eq!(receiver.on_segment(3, b"three"), Receive::Deliver);
+        assert_eq!(receiver.on_segment(t(0), 3, b"three"), Receive::Deliver);
         assert_eq!(receiver.pop_ready(), Some(&b"four"[..]));
         assert_eq!(receiver.pop_ready(), None);
         assert_eq!(receiver.buffered_bytes(), 0);
         assert_eq!(receiver.ack(), ack(5, 0));
-        assert_eq!(receiver.on_segment(4, b"four"), Receive::Duplicate);
+        assert_eq!(receiver.on_segment(t(0), 4, b"four"), Receive::Duplicate);
     }
 
     #[test]
     fn receiver_window_and_byte_bound() {
         let mut receiver = ReliableReceiver::new(config(10));
         // next_expected + 64 is the last in the window (bit 63).
-        assert_eq!(receiver.on_segment(65, b""), Receive::NoRoom);
-        assert_eq!(receiver.on_segment(u64::MAX, b""), Receive::NoRoom);
-        assert_eq!(receiver.on_segment(64, b"x"), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 65, b""), Receive::NoRoom);
+        assert_eq!(receiver.on_segment(t(0), u64::MAX, b""), Receive::NoRoom);
+        assert_eq!(receiver.on_segment(t(0), 64, b"x"), Receive::Buffered);
         assert_eq!(receiver.ack(), ack(0, 1 << 63));
-        assert_eq!(receiver.on_segment(5, &[0; 9]), Receive::Buffered);
-        assert_eq!(receiver.on_segment(6, b"y"), Receive::NoRoom);
+        assert_eq!(receiver.on_segment(t(0), 5, &[0; 9]), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 6, b"y"), Receive::NoRoom);
         assert_eq!(receiver.buffered_bytes(), 10);
         // In-order segments need no buffer space, however large.
-        assert_eq!(receiver.on_segment(0, &[0; 100]), Receive::Deliver);
+        assert_eq!(receiver.on_segment(t(0), 0, &[0; 100]), Receive::Deliver);
         // Seq 0 and 64 share a slot; seq 0 was delivered, so 64 stays buffered.
         assert_eq!(receiver.ack(), ack(1, (1 << 62) | (1 << 3)));
     }
@@ -321,17 +386,17 @@ mod tests {
     #[test]
     fn ack_counts_ready_but_unpopped_segments_cumulatively() {
         let mut receiver = ReliableReceiver::new(config(512));
-        assert_eq!(receiver.on_segment(1, b"1"), Receive::Buffered);
-        assert_eq!(receiver.on_segment(3, b"3"), Receive::Buffered);
-        assert_eq!(receiver.on_segment(0, b"0"), Receive::Deliver);
+        assert_eq!(receiver.on_segment(t(0), 1, b"1"), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 3, b"3"), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 0, b"0"), Receive::Deliver);
         // 1 waits for pop_ready; the ACK already counts it.
         assert_eq!((receiver.next_delivery(), receiver.next_expected()), (1, 2));
         assert_eq!(receiver.ack(), ack(2, 0b1));
         // 65 would share seq 1's slot while 1 is unpopped.
-        assert_eq!(receiver.on_segment(65, b"65"), Receive::NoRoom);
-        assert_eq!(receiver.on_segment(1, b"1"), Receive::Duplicate);
+        assert_eq!(receiver.on_segment(t(0), 65, b"65"), Receive::NoRoom);
+        assert_eq!(receiver.on_segment(t(0), 1, b"1"), Receive::Duplicate);
         assert_eq!(receiver.pop_ready(), Some(&b"1"[..]));
-        assert_eq!(receiver.on_segment(65, b"65"), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 65, b"65"), Receive::Buffered);
     }
 
     #[test]
@@ -340,13 +405,22 @@ mod tests {
         // the arena never empties and its tail wraps by compaction every few rounds.
         let mut receiver = ReliableReceiver::new(config(20));
         let payload = |seq: u64| [seq as u8 + 1; 5];
-        assert_eq!(receiver.on_segment(60, &payload(60)), Receive::Buffered);
+        assert_eq!(
+            receiver.on_segment(t(0), 60, &payload(60)),
+            Receive::Buffered
+        );
         for round in 0..19u64 {
             let base = 3 * round;
             for seq in [base + 2, base + 1] {
-                assert_eq!(receiver.on_segment(seq, &payload(seq)), Receive::Buffered);
+                assert_eq!(
+                    receiver.on_segment(t(0), seq, &payload(seq)),
+                    Receive::Buffered
+                );
             }
-            assert_eq!(receiver.on_segment(base, &payload(base)), Receive::Deliver);
+            assert_eq!(
+                receiver.on_segment(t(0), base, &payload(base)),
+                Receive::Deliver
+            );
             for seq in [base + 1, base + 2] {
                 assert_eq!(receiver.pop_ready(), Some(&payload(seq)[..]), "{seq}");
             }
@@ -356,9 +430,15 @@ mod tests {
         assert_eq!(receiver.buffered_bytes(), 5);
         assert_eq!(receiver.ack(), ack(57, 1 << 2));
         for seq in 57..60 {
-            assert_eq!(receiver.on_segment(seq, &payload(seq)), Receive::Deliver);
+            assert_eq!(
+                receiver.on_segment(t(0), seq, &payload(seq)),
+                Receive::Deliver
+            );
         }
-        assert_eq!(receiver.on_segment(60, &payload(60)), Receive::Duplicate);
+        assert_eq!(
+            receiver.on_segment(t(0), 60, &payload(60)),
+            Receive::Duplicate
+        );
         assert_eq!(receiver.ack(), ack(61, 0));
         assert_eq!(receiver.pop_ready(), Some(&payload(60)[..]));
         assert_eq!(receiver.buffered_bytes(), 0);
@@ -370,18 +450,18 @@ mod tests {
         // retransmitted 0 fills the gap, the ACK already counts 1 as received, and the
         // sender's next 300 bytes (seq 2) arrive before the application popped seq 1.
         let mut receiver = ReliableReceiver::new(config(512));
-        assert_eq!(receiver.on_segment(1, &[1; 300]), Receive::Buffered);
-        assert_eq!(receiver.on_segment(0, &[0; 10]), Receive::Deliver);
+        assert_eq!(receiver.on_segment(t(0), 1, &[1; 300]), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 0, &[0; 10]), Receive::Deliver);
         assert_eq!(receiver.ack(), ack(2, 0));
-        assert_eq!(receiver.on_segment(2, &[2; 300]), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 2, &[2; 300]), Receive::Buffered);
         assert_eq!(receiver.ack(), ack(3, 0));
         // Out-of-order bytes still have the whole reorder budget, and no more.
-        assert_eq!(receiver.on_segment(4, &[4; 300]), Receive::Buffered);
-        assert_eq!(receiver.on_segment(5, &[5; 300]), Receive::NoRoom);
+        assert_eq!(receiver.on_segment(t(0), 4, &[4; 300]), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 5, &[5; 300]), Receive::NoRoom);
         assert_eq!(receiver.pop_ready(), Some(&[1u8; 300][..]));
         assert_eq!(receiver.pop_ready(), Some(&[2u8; 300][..]));
         assert_eq!(receiver.pop_ready(), None);
-        assert_eq!(receiver.on_segment(3, &[3; 300]), Receive::Deliver);
+        assert_eq!(receiver.on_segment(t(0), 3, &[3; 300]), Receive::Deliver);
         assert_eq!(receiver.pop_ready(), Some(&[4u8; 300][..]));
         assert_eq!(receiver.buffered_bytes(), 0);
         assert_eq!(receiver.ack(), ack(5, 0));
@@ -394,21 +474,72 @@ mod tests {
         assert_eq!(receiver.allocated_bytes(), 0);
         // In-order segments are delivered in place and need no storage at all.
         for seq in 0..100 {
-            assert_eq!(receiver.on_segment(seq, &[1; 1_000]), Receive::Deliver);
+            assert_eq!(
+                receiver.on_segment(t(0), seq, &[1; 1_000]),
+                Receive::Deliver
+            );
         }
         assert_eq!(receiver.allocated_bytes(), 0);
         // A steady trickle of one reordered pair at a time stays small.
         for seq in (100..2_000u64).step_by(2) {
-            assert_eq!(receiver.on_segment(seq + 1, &[2; 100]), Receive::Buffered);
-            assert_eq!(receiver.on_segment(seq, &[2; 100]), Receive::Deliver);
+            assert_eq!(
+                receiver.on_segment(t(0), seq + 1, &[2; 100]),
+                Receive::Buffered
+            );
+            assert_eq!(receiver.on_segment(t(0), seq, &[2; 100]), Receive::Deliver);
             assert_eq!(receiver.pop_ready(), Some(&[2u8; 100][..]));
         }
         let grown = receiver.allocated_bytes();
         assert!(grown > 0 && grown <= 1024, "{grown}");
         // Everything it may ever hold stays within three times the bound.
         for seq in 2_001..2_065u64 {
-            receiver.on_segment(seq, &[3; 1_412]);
+            receiver.on_segment(t(0), seq, &[3; 1_412]);
         }
         assert!(receiver.allocated_bytes() <= 3 * MAX_QUEUE_BYTES);
+    }
+
+    #[test]
+    fn one_ack_covers_everything_since_the_last_and_in_order_data_may_wait() {
+        let cfg = ReliableConfig {
+            ack_delay: Duration::from_millis(2),
+            ..config(4_096)
+        };
+        let mut receiver = ReliableReceiver::new(cfg);
+        assert!(!receiver.ack_pending());
+        assert_eq!((receiver.ack_deadline(), receiver.take_ack()), (None, None));
+        // A batch of in-order segments: one ACK, which may wait for the delay.
+        for seq in 0..5 {
+            assert_eq!(receiver.on_segment(t(10), seq, b"x"), Receive::Deliver);
+        }
+        assert!(receiver.ack_pending());
+        assert_eq!(receiver.ack_deadline(), Some(t(12)));
+        assert_eq!(receiver.on_segment(t(11), 5, b"x"), Receive::Deliver);
+        assert_eq!(
+            receiver.ack_deadline(),
+            Some(t(12)),
+            "the first arrival sets it"
+        );
+        assert_eq!(receiver.take_ack(), Some(ack(6, 0)));
+        assert!(!receiver.ack_pending());
+        assert_eq!(receiver.take_ack(), None, "nothing new, no ACK");
+        // A hole: the sender needs the selective bits soon, for fast retransmit.
+        assert_eq!(receiver.on_segment(t(20), 7, b"x"), Receive::Buffered);
+        assert_eq!(receiver.ack_deadline(), Some(t(20)));
+        assert_eq!(receiver.take_ack(), Some(ack(6, 0b1)));
+        // The gap filled: the sender should stop retransmitting at once.
+        assert_eq!(receiver.on_segment(t(30), 6, b"x"), Receive::Deliver);
+        assert_eq!(receiver.ack_deadline(), Some(t(30)));
+        assert_eq!(receiver.take_ack(), Some(ack(8, 0)));
+        assert_eq!(receiver.pop_ready(), Some(&b"x"[..]));
+        // A duplicate: our last ACK was probably lost.
+        assert_eq!(receiver.on_segment(t(40), 2, b"x"), Receive::Duplicate);
+        assert_eq!(receiver.ack_deadline(), Some(t(40)));
+        receiver.ack_sent();
+        assert!(!receiver.ack_pending());
+        // Half the receive window unacknowledged: do not make the sender stall.
+        assert_eq!(receiver.on_segment(t(50), 8, &[0; 1_000]), Receive::Deliver);
+        assert_eq!(receiver.ack_deadline(), Some(t(52)));
+        assert_eq!(receiver.on_segment(t(51), 9, &[0; 1_048]), Receive::Deliver);
+        assert_eq!(receiver.ack_deadline(), Some(t(51)));
     }
 }

@@ -66,7 +66,7 @@ fn the_default_bound_holds_a_message_of_the_maximum_payload() {
     assert!(sender.push(t(0), &[1; MAX_RELIABLE_PAYLOAD]).is_ok());
     let mut receiver = ReliableReceiver::new(ReliableConfig::default());
     assert_eq!(
-        receiver.on_segment(1, &[1; MAX_RELIABLE_PAYLOAD]),
+        receiver.on_segment(t(0), 1, &[1; MAX_RELIABLE_PAYLOAD]),
         Receive::Buffered
     );
 }

@@ -145,7 +145,7 @@ fn simulate_window(
             data.send(&mut rng, now, copy);
         }
         for (seq, payload) in data.arrived(now) {
-            match receiver.on_segment(seq, &payload) {
+            match receiver.on_segment(now, seq, &payload) {
                 Receive::Deliver => {
                     check_delivery(&payload);
                     while let Some(ready) = receiver.pop_ready() {
@@ -158,9 +158,8 @@ fn simulate_window(
             }
             assert!(receiver.reorder_bytes() <= receiver_config.max_queued_bytes);
         }
-        if receiver.ack_needed() {
-            acks.send(&mut rng, now, receiver.ack());
-            receiver.ack_sent();
+        if let Some(ack) = receiver.take_ack() {
+            acks.send(&mut rng, now, ack);
         }
         for arrived in acks.arrived(now) {
             sender
@@ -309,7 +308,7 @@ proptest! {
                 }
                 Op::Segment(seq, len) => {
                     let expected = receiver.next_expected();
-                    let result = receiver.on_segment(seq, &vec![seq as u8; len]);
+                    let result = receiver.on_segment(t(now), seq, &vec![seq as u8; len]);
                     if result == Receive::Deliver {
                         prop_assert_eq!(seq, expected);
                     }
