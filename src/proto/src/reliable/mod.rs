@@ -26,6 +26,8 @@ use core::time::Duration;
 use crate::time::Timestamp;
 use crate::wire::MAX_RELIABLE_PAYLOAD;
 
+#[cfg(any(test, feature = "sim"))]
+pub mod fuzz;
 mod recv;
 mod rtt;
 mod send;
