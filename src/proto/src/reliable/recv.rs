@@ -1,4 +1,8 @@
-//! The receiving half: the reorder buffer and what the ACK says.
+//! The receiving half: the reorder buffer, what the ACK says, and when it is due.
+//!
+//! Owns out-of-order payloads and in-order ones the application has not popped.
+//! It decides what an ACK contains and how long it may wait (`ack_deadline`), never
+//! whether it is sent: that is the endpoint's policy.
 
 use core::fmt;
 

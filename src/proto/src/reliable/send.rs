@@ -1,4 +1,9 @@
-//! The sending half: sequence numbers, the retransmission queue, timers and fast retransmit.
+//! The sending half: sequence numbers, the queue, the peer's window, timers and fast retransmit.
+//!
+//! Owns every message from `push` until an ACK covers it. It transmits nothing
+//! itself: `push` says whether the caller sends the first copy now, and
+//! `poll_retransmit` hands out what is due (timeouts, fast retransmits, and first
+//! transmissions that waited for the peer's window).
 
 use core::fmt;
 use core::time::Duration;
