@@ -215,7 +215,7 @@ impl Default for LimitsConfig {
             strike_threshold: 10,
             strike_decay_ms: 10_000,
             max_peers: 4096,
-            reliable_queue_bytes: 512,
+            reliable_queue_bytes: intentra::proto::DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -759,8 +759,9 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Upper bound of `limits.reliable_queue_bytes` (per peer).
-pub const MAX_RELIABLE_QUEUE_BYTES: usize = 16 << 20;
+/// Upper bound of `limits.reliable_queue_bytes` (per peer): more than the Reliable
+/// sender can ever have in flight (64 segments of the largest payload) is never used.
+pub const MAX_RELIABLE_QUEUE_BYTES: usize = intentra::proto::MAX_QUEUE_BYTES;
 /// Upper bound of `limits.reliable_queue_bytes` x `limits.max_peers`.
 pub const MAX_RELIABLE_TOTAL_BYTES: usize = 4 << 30;
 /// Upper bound of `io.buffers` x `io.buffer_size` (per worker).

@@ -148,7 +148,7 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
         println!("{summary}");
     } else {
         println!(
-            "client -> server: {} realtime and {} reliable sent ({} times the 512-byte reliable window said would-block and the client retried)",
+            "client -> server: {} realtime and {} reliable sent ({} times the reliable window said would-block and the client retried)",
             sent[0], sent[1], would_block
         );
         println!(

@@ -101,8 +101,14 @@ pub enum SendError {
     NotEstablished,
     /// Larger than a datagram can carry in this mode.
     TooLarge,
+    /// A Reliable message larger than the configured queue bound
+    /// (`ReliableConfig::max_queued_bytes`): it can never fit, unlike `WouldBlock`.
+    ExceedsQueueBound,
     /// The peer's Reliable buffer is full: try again once ACKs free it. Nothing was sent.
     WouldBlock,
+    /// Not a failure: the Reliable message was accepted and waits beyond the peer's
+    /// receive window; it goes out once ACKs open the window. Do not send it again.
+    Queued,
     /// The caller's buffer cannot hold the packet.
     BufferTooSmall,
     /// The session's keys are spent and no rekey succeeded.
@@ -115,7 +121,11 @@ impl fmt::Display for SendError {
             SendError::UnknownPeer => "unknown peer",
             SendError::NotEstablished => "session not established",
             SendError::TooLarge => "message too large",
+            SendError::ExceedsQueueBound => {
+                "reliable message larger than the configured queue bound: it can never be sent"
+            }
             SendError::WouldBlock => "reliable queue full, would block",
+            SendError::Queued => "reliable message queued until the peer's window opens",
             SendError::BufferTooSmall => "send buffer too small",
             SendError::KeysExhausted => "session keys exhausted",
         })

@@ -125,7 +125,7 @@ pub use crate::endpoint::Endpoint;
 pub use crate::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Transmit};
 pub use crate::keys::{KeyError, Keypair, PublicKey, SecretKey, KEY_LEN};
 pub use crate::keyset::SessionSecrets;
-pub use crate::reliable::ReliableConfig;
+pub use crate::reliable::{ReliableConfig, DEFAULT_QUEUE_BYTES, MAX_QUEUE_BYTES};
 pub use crate::stats::{CloseReason, DropReason, Stats};
 pub use crate::strikes::StrikePolicy;
 pub use crate::time::Timestamp;
@@ -141,6 +141,9 @@ pub mod internals {
     pub use crate::cookie::{init_mac1, mac1_key, verify_init_mac1, write_init_macs};
     pub use crate::noise::{FinishIntent, Initiator, Responder, SessionKeys};
     pub use crate::ratelimit::TokenBucket;
+    /// The Reliable sender and receiver alone, driven by operations read from bytes.
+    #[cfg(feature = "sim")]
+    pub use crate::reliable::fuzz::fuzz_reliable;
     pub use crate::replay_window::{ReplayError, ReplayWindow, REPLAY_WINDOW};
     pub use crate::strikes::{StrikeOutcome, Strikes};
 }

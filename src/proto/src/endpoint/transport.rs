@@ -9,7 +9,7 @@ use super::timers::Timer;
 use super::Endpoint;
 use crate::event::{Message, Mode, PeerId, SendError, Transmit};
 use crate::keyset::{self, OpenError, SealError, REKEY_AFTER_MESSAGES};
-use crate::reliable::{PushError, Receive};
+use crate::reliable::{PushError, Pushed, Receive};
 use crate::replay_window::ReplayError;
 use crate::stats::{CloseReason, DropReason};
 use crate::strikes::StrikeOutcome;
@@ -59,12 +59,25 @@ impl Endpoint {
         }
         if mode == Mode::Reliable {
             let seq = match peer.sender.push(now, payload) {
-                Ok(seq) => seq,
+                Ok(Pushed {
+                    seq,
+                    send_now: true,
+                }) => seq,
+                // Stored beyond the peer's receive window: the retransmission path
+                // sends it once ACKs open the window.
+                Ok(Pushed {
+                    send_now: false, ..
+                }) => {
+                    if let Some(at) = peer.sender.next_timeout() {
+                        peer.timers.arm(Timer::Retransmit, at);
+                    }
+                    return Err(SendError::Queued);
+                }
                 Err(PushError::WouldBlock) => {
                     self.stats.send_would_block += 1;
                     return Err(SendError::WouldBlock);
                 }
-                Err(PushError::TooLarge) => return Err(SendError::TooLarge),
+                Err(PushError::ExceedsBound { .. }) => return Err(SendError::ExceedsQueueBound),
             };
             buf[TRANSPORT_HEADER_LEN..body_at].copy_from_slice(&seq.to_le_bytes());
             if let Some(at) = peer.sender.next_timeout() {
@@ -182,7 +195,7 @@ impl Endpoint {
             TransportKind::Reliable => {
                 let seq = wire::read_u64(datagram, TRANSPORT_HEADER_LEN);
                 let body = &datagram[TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN..body_end];
-                match peer.receiver.on_segment(seq, body) {
+                match peer.receiver.on_segment(now, seq, body) {
                     Receive::Deliver => {
                         delivered = Some((Mode::Reliable, TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN));
                         if peer.receiver.has_ready() {
