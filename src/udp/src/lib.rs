@@ -27,6 +27,7 @@ pub mod sendq;
 pub mod socket;
 mod sys;
 pub mod uring;
+pub mod waker;
 
 use std::fmt;
 use std::io;
@@ -40,6 +41,7 @@ pub use ring::{BufferRing, RingLayout, SlotIndex};
 pub use sendq::{CommitError, SendSlot};
 pub use socket::{open_udp, ForceFallback, SocketCaps, SocketConfig, SocketWarning};
 pub use uring::UringUnavailable;
+pub use waker::Waker;
 
 /// Why `open_driver` did not run the driver asked for.
 pub type FallbackReason = UringUnavailable;
@@ -88,6 +90,8 @@ pub struct RecvStats {
     /// Receive errors absorbed (a pending ICMP error, an unreadable source
     /// address, a failed multishot re-arm); each may have cost a datagram.
     pub errors: usize,
+    /// The driver's waker (see [`Driver::set_waker`]) ended the wait.
+    pub woken: bool,
 }
 
 impl std::ops::AddAssign for RecvStats {
@@ -97,6 +101,7 @@ impl std::ops::AddAssign for RecvStats {
         self.truncated += o.truncated;
         self.gro_buffers += o.gro_buffers;
         self.errors += o.errors;
+        self.woken |= o.woken;
     }
 }
 
@@ -273,6 +278,10 @@ pub trait Driver: Send {
 
     /// Whether sends currently use GSO (false after a run-time refusal).
     fn gso_active(&self) -> bool;
+
+    /// Also ends `recv_batch`'s wait when `waker` is woken (from any thread);
+    /// the batch then reports `woken`. `None` stops watching.
+    fn set_waker(&mut self, waker: Option<std::sync::Arc<Waker>>);
 }
 
 /// Hands one received buffer to the callback: once, or once per segment when
