@@ -590,6 +590,11 @@ impl Handle {
         self.shared.waker.wake();
     }
 
+    /// Wakes the loop without queueing anything (e.g. after setting a flag it checks).
+    pub fn wake(&self) {
+        self.shared.waker.wake();
+    }
+
     /// What the loop did with the queued commands, as of its last batch.
     pub fn stats(&self) -> HandleStats {
         *self
