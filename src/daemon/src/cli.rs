@@ -327,9 +327,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Connect(args) => {
-            let config = effective_config(args.config.as_deref(), &args.overrides)?;
+            let mut config = effective_config(args.config.as_deref(), &args.overrides)?;
             if let Some(key) = &config.node.key_file {
                 config::read_key_file(key)?;
+            }
+            // A client's session events are logged when --log-level asks for them; by
+            // default stderr carries only warnings and the one-line result.
+            if args.overrides.log_level.is_none() {
+                config.log.level = "warn".into();
             }
             init_logging(&config)?;
             crate::client::connect(config, &args)?;

@@ -370,6 +370,15 @@ fn connect_rate_0_sends_each_stdin_line_and_sigint_prints_the_summary() {
     wait_for(Duration::from_secs(5), || {
         metric(&server, "intentra_connections_active") == 0.0
     });
+    // --log-level logs the session's events.
+    let out = connect(
+        &server,
+        &["--rate", "100", "--count", "5", "--log-level", "info"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("first authenticated packet"), "{stderr}");
+    assert!(stderr.contains("session closed"), "{stderr}");
 }
 
 /// Serves with `--capture`, runs a Realtime and a Reliable client of `count` messages each,
