@@ -157,7 +157,11 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
         CloseReason::Local
     };
     node.close_all(reason);
-    tracing::info!(sent, received = received.load(Ordering::Relaxed), "session closed");
+    tracing::info!(
+        sent,
+        received = received.load(Ordering::Relaxed),
+        "session closed"
+    );
     println!(
         "sent={sent} would_block={blocked} received={}",
         received.load(Ordering::Relaxed)

@@ -74,10 +74,8 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
     let client_config = EndpointConfig::new(Keypair::generate(&mut rng));
     let (limit_pps, limit_burst) = (server_config.rate_pps, server_config.rate_burst);
     let window = client_config.reliable.max_queued_bytes;
-    let mut server =
-        Node::bind(NodeConfig::new(loopback, server_config)).map_err(runtime_error)?;
-    let mut client =
-        Node::bind(NodeConfig::new(loopback, client_config)).map_err(runtime_error)?;
+    let mut server = Node::bind(NodeConfig::new(loopback, server_config)).map_err(runtime_error)?;
+    let mut client = Node::bind(NodeConfig::new(loopback, client_config)).map_err(runtime_error)?;
     // Publishing keeps the batch-size and handshake-duration histograms for the printout.
     server.publish_metrics(MetricsHub::new(1), 0, Duration::from_millis(10), false);
     let say = !args.json;

@@ -293,8 +293,14 @@ fn the_demo_passes_run_after_run_and_explains_its_losses() {
         let lost_at_server = 1000 - value["realtime_received_by_server"].as_u64().unwrap();
         let lost_at_client = value["realtime_published_by_server"].as_u64().unwrap()
             - value["realtime_received_by_client"].as_u64().unwrap();
-        assert!(lost_at_server == 0 || value["server_dropped"].as_u64().unwrap() > 0, "{value}");
-        assert!(lost_at_client == 0 || value["client_dropped"].as_u64().unwrap() > 0, "{value}");
+        assert!(
+            lost_at_server == 0 || value["server_dropped"].as_u64().unwrap() > 0,
+            "{value}"
+        );
+        assert!(
+            lost_at_client == 0 || value["client_dropped"].as_u64().unwrap() > 0,
+            "{value}"
+        );
     }
 }
 

@@ -92,7 +92,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     mode: Mode::Reliable,
                     ..
                 }) => break,
-                Ok(NodeEvent::PeerUp { addr, .. }) => println!("subscriber: session up with {addr}"),
+                Ok(NodeEvent::PeerUp { addr, .. }) => {
+                    println!("subscriber: session up with {addr}")
+                }
                 Ok(_) | Err(RecvError::Timeout) => {}
                 Err(err) => {
                     eprintln!("subscriber: {err}");

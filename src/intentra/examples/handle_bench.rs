@@ -35,7 +35,12 @@ fn thread_cpu() -> f64 {
     // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -59,7 +64,13 @@ fn pair() -> (Node, Node, PeerId) {
     (a, b, peer)
 }
 
-fn receiver(mut b: Node) -> (Arc<AtomicU64>, intentra::node::ShutdownHandle, std::thread::JoinHandle<()>) {
+fn receiver(
+    mut b: Node,
+) -> (
+    Arc<AtomicU64>,
+    intentra::node::ShutdownHandle,
+    std::thread::JoinHandle<()>,
+) {
     let delivered = Arc::new(AtomicU64::new(0));
     let counter = delivered.clone();
     b.on_message(move |_, _, _| {
@@ -131,7 +142,9 @@ fn inside_loop(n: u64, size: usize) -> Run {
     let a_thread = std::thread::spawn(move || {
         let cpu = thread_cpu();
         let finished = a
-            .run_until(Duration::from_secs(120), |_| done.load(Ordering::Relaxed) >= n)
+            .run_until(Duration::from_secs(120), |_| {
+                done.load(Ordering::Relaxed) >= n
+            })
             .unwrap();
         assert!(finished);
         (thread_cpu() - cpu, start.elapsed())
@@ -159,14 +172,20 @@ fn spread(values: &[f64]) -> String {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     println!("{n} Realtime messages per run, {runs} runs; median (min, max)");
     println!("| path | size | messages/s | loop CPU ns/message | delivered (last run) |");
     println!("|---|---|---|---|---|");
     for size in [64usize, 128] {
         for (name, f) in [
-            ("Handle, one producer thread", through_handle as fn(u64, usize) -> Run),
+            (
+                "Handle, one producer thread",
+                through_handle as fn(u64, usize) -> Run,
+            ),
             ("inside the loop (tick)", inside_loop),
         ] {
             let results: Vec<Run> = (0..runs).map(|_| f(n, size)).collect();

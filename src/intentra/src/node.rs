@@ -19,8 +19,8 @@ use rand_core::OsRng;
 
 use crate::capture::Recorder;
 use crate::handle::{
-    event_queue, Batch, Command, EventDrops, EventSink, Events, Handle, HandleConfig,
-    HandleShared, HandleStats, NodeEvent,
+    event_queue, Batch, Command, EventDrops, EventSink, Events, Handle, HandleConfig, HandleShared,
+    HandleStats, NodeEvent,
 };
 use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
 use intentra_proto::config::EndpointConfig;
@@ -755,18 +755,12 @@ impl Node {
 
     /// What the loop did with the commands `Handle`s queued.
     pub fn handle_stats(&self) -> HandleStats {
-        self.handles
-            .as_ref()
-            .map(|h| h.stats)
-            .unwrap_or_default()
+        self.handles.as_ref().map(|h| h.stats).unwrap_or_default()
     }
 
     /// Called for a peer whose Reliable window said `WouldBlock` once ACKs have freed room
     /// for a message that size (and its `send_when_writable` messages have gone out).
-    pub fn on_writable(
-        &mut self,
-        handler: impl FnMut(&mut Context<'_>, PeerId) + Send + 'static,
-    ) {
+    pub fn on_writable(&mut self, handler: impl FnMut(&mut Context<'_>, PeerId) + Send + 'static) {
         self.on_writable = Some(Box::new(handler));
     }
 
@@ -1101,10 +1095,9 @@ impl Node {
             };
             if let Some(events) = self.events.as_ref() {
                 match event {
-                    OwnedEvent::Message(peer, mode, len) => events.push(
-                        NodeEvent::Message { peer, mode, len },
-                        &self.scratch[..len],
-                    ),
+                    OwnedEvent::Message(peer, mode, len) => {
+                        events.push(NodeEvent::Message { peer, mode, len }, &self.scratch[..len])
+                    }
                     OwnedEvent::Other(Event::PeerUp {
                         peer,
                         public_key,
@@ -1196,11 +1189,12 @@ impl Node {
                 } => {
                     let payload = inbox.payload(at, len);
                     let mut attempt = |backlog: &mut Backlog| match mode {
-                        Mode::Realtime => match send_one(endpoint, &mut sink, now, peer, mode, payload)
-                        {
-                            Ok(()) => Outcome::Sent,
-                            Err(err) => Outcome::Failed(err),
-                        },
+                        Mode::Realtime => {
+                            match send_one(endpoint, &mut sink, now, peer, mode, payload) {
+                                Ok(()) => Outcome::Sent,
+                                Err(err) => Outcome::Failed(err),
+                            }
+                        }
                         Mode::Reliable => send_or_defer(
                             endpoint,
                             &mut sink,
@@ -1304,20 +1298,18 @@ impl Node {
             let Some(&peer) = backlog.scratch.get(i) else {
                 break;
             };
-            loop {
-                let Some(head) = backlog.queues.get(&peer).and_then(|q| q.front().copied())
-                else {
-                    break;
-                };
+            while let Some(head) = backlog.queues.get(&peer).and_then(|q| q.front().copied()) {
                 let at = head.slot as usize * DEFERRED_SLOT;
-                let payload = backlog.slots.get(at..at + usize::from(head.len)).unwrap_or(&[]);
+                let payload = backlog
+                    .slots
+                    .get(at..at + usize::from(head.len))
+                    .unwrap_or(&[]);
                 let mut sink = Sink::driver(driver.as_mut(), recorder);
-                let mut attempt = || {
-                    match send_one(endpoint, &mut sink, now, peer, Mode::Reliable, payload) {
+                let mut attempt =
+                    || match send_one(endpoint, &mut sink, now, peer, Mode::Reliable, payload) {
                         Err(SendError::WouldBlock) => None,
                         result => Some(result),
-                    }
-                };
+                    };
                 // None: blocked still; Some(None): abandoned; Some(Some(r)): done.
                 let step = match (head.waiter, handles.as_ref()) {
                     (Some(w), Some(h)) => match h.shared.waiters.settle(w as usize, attempt) {

@@ -181,7 +181,11 @@ fn events_reach_a_reader_thread_and_overflow_is_counted() {
     });
     let (n, mut events) = reader.join().unwrap();
     got += n;
-    assert_eq!(got + drops.messages_no_slot + drops.messages_no_bytes, 100, "{drops:?}");
+    assert_eq!(
+        got + drops.messages_no_slot + drops.messages_no_bytes,
+        100,
+        "{drops:?}"
+    );
     assert!(drops.messages_no_slot > 0);
     a.send(peer, Mode::Realtime, &[7u8; 100]).unwrap();
     for _ in 0..20 {
