@@ -60,7 +60,9 @@ fn loss_line(what: &str, sent: u64, got: u64, receiver: &str, drops: &Stats) -> 
     }
     let lost = sent - got;
     let reasons = match drop_reasons(drops) {
-        Some(r) => format!("{receiver} dropped packets for: {r}"),
+        Some(r) => format!(
+            "{receiver}'s drop counters (packets of both modes; dropped Reliable ones were retransmitted): {r}"
+        ),
         None => format!("{receiver} counted no drop (lost in the kernel's socket buffer)"),
     };
     format!("{what}: {got} of {sent} received, {lost} lost; {reasons}")
