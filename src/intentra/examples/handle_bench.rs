@@ -48,6 +48,8 @@ struct Run {
     messages_per_s: f64,
     loop_cpu_ns_per_msg: f64,
     delivered: u64,
+    /// Messages per loop batch (Handle: per command-queue take; loop: per tick).
+    per_batch: f64,
 }
 
 fn pair() -> (Node, Node, PeerId) {
@@ -106,6 +108,7 @@ fn through_handle(n: u64, size: usize) -> Run {
         std::thread::yield_now();
     }
     let elapsed = start.elapsed();
+    let stats = handle.stats();
     a_stop.shutdown();
     handle.wake();
     let (cpu, _a) = a_thread.join().unwrap();
@@ -116,6 +119,7 @@ fn through_handle(n: u64, size: usize) -> Run {
         messages_per_s: n as f64 / elapsed.as_secs_f64(),
         loop_cpu_ns_per_msg: cpu * 1e9 / n as f64,
         delivered: delivered.load(Ordering::Relaxed),
+        per_batch: stats.commands as f64 / stats.batches.max(1) as f64,
     }
 }
 
@@ -158,6 +162,7 @@ fn inside_loop(n: u64, size: usize) -> Run {
         messages_per_s: n as f64 / elapsed.as_secs_f64(),
         loop_cpu_ns_per_msg: cpu * 1e9 / n as f64,
         delivered: delivered.load(Ordering::Relaxed),
+        per_batch: 64.0,
     }
 }
 
@@ -178,8 +183,8 @@ fn main() {
         .unwrap_or(1_000_000);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     println!("{n} Realtime messages per run, {runs} runs; median (min, max)");
-    println!("| path | size | messages/s | loop CPU ns/message | delivered (last run) |");
-    println!("|---|---|---|---|---|");
+    println!("| path | size | messages/s | loop CPU ns/message | messages per loop batch | delivered (last run) |");
+    println!("|---|---|---|---|---|---|");
     for size in [64usize, 128] {
         for (name, f) in [
             (
@@ -192,10 +197,12 @@ fn main() {
             let rate: Vec<f64> = results.iter().map(|r| r.messages_per_s).collect();
             let cpu: Vec<f64> = results.iter().map(|r| r.loop_cpu_ns_per_msg).collect();
             let delivered = results.last().map_or(0, |r| r.delivered);
+            let batch: Vec<f64> = results.iter().map(|r| r.per_batch).collect();
             println!(
-                "| {name} | {size} B | {} | {} | {delivered} of {n} |",
+                "| {name} | {size} B | {} | {} | {} | {delivered} of {n} |",
                 spread(&rate),
-                spread(&cpu)
+                spread(&cpu),
+                spread(&batch)
             );
         }
     }
