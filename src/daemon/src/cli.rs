@@ -140,9 +140,9 @@ pub struct ConnectArgs {
     /// The peer's public key (64 hex characters).
     #[arg(long = "peer-key", value_name = "HEX")]
     pub peer_key: PublicKey,
-    /// Messages per second.
+    /// Messages per second; 0 sends one message per line read from stdin instead.
     #[arg(long, value_name = "HZ", default_value_t = 200,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub rate: u32,
     /// Delivery mode.
     #[arg(long, value_enum, default_value_t = DeliveryMode::Realtime)]
@@ -154,6 +154,9 @@ pub struct ConnectArgs {
     /// Number of messages to send; until interrupted if omitted.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Seconds to wait for the peer's first authenticated packet before giving up.
+    #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
     /// Configuration file (TOML); built-in defaults if omitted.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -169,6 +172,13 @@ pub struct DemoArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Updates per second each way; 0 sends as fast as the loops go (exceeding the
+    /// default 10,000 packets/s per-peer rate limit on purpose).
+    #[arg(long, value_name = "HZ", default_value_t = 2000)]
+    pub rate: u32,
+    /// Also print the server's full metrics (Prometheus text format).
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// `--metrics ADDR` or `--metrics off`.
@@ -350,9 +360,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Connect(args) => {
-            let config = effective_config(args.config.as_deref(), &args.overrides)?;
+            let mut config = effective_config(args.config.as_deref(), &args.overrides)?;
             if let Some(key) = &config.node.key_file {
                 config::read_key_file(key)?;
+            }
+            // A client's session events are logged when --log-level asks for them; by
+            // default stderr carries only warnings and the one-line result.
+            if args.overrides.log_level.is_none() {
+                config.log.level = "warn".into();
             }
             init_logging(&config)?;
             crate::client::connect(config, &args)?;

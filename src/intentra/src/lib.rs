@@ -5,5 +5,6 @@ pub use intentra_proto as proto;
 pub use intentra_udp as udp;
 
 pub mod capture;
+pub mod handle;
 pub mod metrics;
 pub mod node;

@@ -8,6 +8,7 @@
 //! anything but the socket wait, and it publishes metrics by copying counters
 //! into the hub a few times a second, never per packet.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,16 +18,18 @@ use std::time::Duration;
 use rand_core::OsRng;
 
 use crate::capture::Recorder;
+use crate::handle::{
+    event_queue, Batch, Command, EventDrops, EventSink, Events, Handle, HandleConfig, HandleShared,
+    HandleStats, NodeEvent,
+};
 use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
-use intentra_proto::wire::MAX_DATAGRAM_LEN;
-use intentra_proto::Endpoint;
-use intentra_proto::EndpointConfig;
-use intentra_proto::PublicKey;
-use intentra_proto::Timestamp;
-use intentra_proto::{CloseReason, DropReason, Stats};
+use intentra_proto::wire::{MAX_DATAGRAM_LEN, MAX_RELIABLE_PAYLOAD};
+use intentra_proto::{
+    CloseReason, DropReason, Endpoint, EndpointConfig, PublicKey, Stats, Timestamp,
+};
 use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
 use intentra_udp::{
-    self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait,
+    self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait, Waker,
 };
 
 pub use intentra_udp::IdleStrategy;
@@ -48,6 +51,9 @@ pub struct NodeConfig {
     pub capture: Option<std::path::PathBuf>,
     /// The capture's size limit and rotation.
     pub capture_limits: crate::capture::CaptureLimits,
+    /// Bounds of the cross-thread queues ([`Handle`], [`Events`]) and of the per-peer
+    /// deferred Reliable sends.
+    pub handle: HandleConfig,
 }
 
 impl NodeConfig {
@@ -62,6 +68,7 @@ impl NodeConfig {
             io: DriverConfig::default(),
             capture: None,
             capture_limits: Default::default(),
+            handle: HandleConfig::default(),
         }
     }
 }
@@ -178,10 +185,164 @@ impl Sink<'_> {
     }
 }
 
+/// One Reliable message waiting for room in its peer's window.
+#[derive(Debug, Clone, Copy)]
+struct DeferredMsg {
+    slot: u32,
+    len: u16,
+    /// The `send_timeout` waiter to settle when it goes (or fails).
+    waiter: Option<u32>,
+    /// Queued by a `Handle` (counted in its stats) rather than a callback.
+    from_handle: bool,
+}
+
+/// Backpressure state: the peers whose Reliable window said `WouldBlock` (for
+/// `Writable`), and the Reliable messages waiting for room, in per-peer queues over
+/// one pool of slots allocated at bind.
+pub(crate) struct Backlog {
+    /// Blocked peers and the smallest message their window refused.
+    blocked: HashMap<PeerId, usize>,
+    queues: HashMap<PeerId, VecDeque<DeferredMsg>>,
+    slots: Vec<u8>,
+    free: Vec<u32>,
+    per_peer: usize,
+    scratch: Vec<PeerId>,
+    writable: Vec<PeerId>,
+}
+
+const DEFERRED_SLOT: usize = MAX_RELIABLE_PAYLOAD;
+
+impl Backlog {
+    fn new(config: &HandleConfig) -> Backlog {
+        let total = config.deferred_total.min(u32::MAX as usize);
+        Backlog {
+            blocked: HashMap::with_capacity(64),
+            queues: HashMap::with_capacity(64),
+            slots: vec![0u8; total * DEFERRED_SLOT],
+            free: (0..total as u32).rev().collect(),
+            per_peer: config.deferred_per_peer,
+            scratch: Vec::with_capacity(64),
+            writable: Vec::with_capacity(64),
+        }
+    }
+
+    fn note_would_block(&mut self, peer: PeerId, len: usize) {
+        let need = self.blocked.entry(peer).or_insert(len);
+        *need = (*need).min(len);
+    }
+
+    fn has_queue(&self, peer: PeerId) -> bool {
+        self.queues.get(&peer).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Holds a copy of `payload` behind the peer's other deferred messages; false when the
+    /// peer's queue or the pool is full.
+    fn defer(
+        &mut self,
+        peer: PeerId,
+        payload: &[u8],
+        waiter: Option<u32>,
+        from_handle: bool,
+    ) -> bool {
+        if payload.len() > DEFERRED_SLOT {
+            return false;
+        }
+        let per_peer = self.per_peer;
+        let queue = self
+            .queues
+            .entry(peer)
+            .or_insert_with(|| VecDeque::with_capacity(per_peer));
+        if queue.len() >= per_peer {
+            return false;
+        }
+        let Some(slot) = self.free.pop() else {
+            return false;
+        };
+        let at = slot as usize * DEFERRED_SLOT;
+        let Some(out) = self.slots.get_mut(at..at + payload.len()) else {
+            self.free.push(slot);
+            return false;
+        };
+        out.copy_from_slice(payload);
+        queue.push_back(DeferredMsg {
+            slot,
+            len: payload.len() as u16,
+            waiter,
+            from_handle,
+        });
+        self.note_would_block(peer, payload.len());
+        true
+    }
+
+    /// Messages waiting for room, over every peer.
+    fn deferred_len(&self) -> usize {
+        self.queues.values().map(VecDeque::len).sum()
+    }
+}
+
+/// What a Reliable send that may wait for room did.
+enum Outcome {
+    Sent,
+    Deferred,
+    Failed(SendError),
+}
+
+/// Sends, and remembers a `WouldBlock` so that `Writable` fires once there is room.
+fn send_noted(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
+    now: Timestamp,
+    peer: PeerId,
+    mode: Mode,
+    payload: &[u8],
+) -> Result<(), SendError> {
+    let result = send_one(endpoint, sink, now, peer, mode, payload);
+    if result == Err(SendError::WouldBlock) {
+        backlog.note_would_block(peer, payload.len());
+    }
+    result
+}
+
+/// A Reliable send that waits (in the peer's deferred queue) when the window is full, and
+/// goes behind whatever already waits there, so the peer's messages keep their order.
+#[allow(clippy::too_many_arguments)]
+fn send_or_defer(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
+    now: Timestamp,
+    peer: PeerId,
+    payload: &[u8],
+    waiter: Option<u32>,
+    from_handle: bool,
+) -> Outcome {
+    if backlog.has_queue(peer) {
+        return if backlog.defer(peer, payload, waiter, from_handle) {
+            Outcome::Deferred
+        } else {
+            Outcome::Failed(SendError::WouldBlock)
+        };
+    }
+    match send_one(endpoint, sink, now, peer, Mode::Reliable, payload) {
+        Ok(()) => Outcome::Sent,
+        Err(SendError::WouldBlock) => {
+            backlog.note_would_block(peer, payload.len());
+            if backlog.defer(peer, payload, waiter, from_handle) {
+                Outcome::Deferred
+            } else {
+                Outcome::Failed(SendError::WouldBlock)
+            }
+        }
+        Err(err) => Outcome::Failed(err),
+    }
+}
+
 /// What a callback may do: send, publish, close, inspect. Borrowed for the call only.
 pub struct Context<'a> {
     endpoint: &'a mut Endpoint,
     sink: Sink<'a>,
+    backlog: &'a mut Backlog,
     now: Timestamp,
 }
 
@@ -198,14 +359,57 @@ impl Context<'_> {
         self.now
     }
 
-    /// Seals and queues one message to one peer.
+    /// Seals and queues one message to one peer. A Reliable `WouldBlock` is remembered:
+    /// the node's `on_writable` callback (and `NodeEvent::Writable`) fires for the peer
+    /// once ACKs have freed room for a message that size.
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
-        send_one(self.endpoint, &mut self.sink, self.now, peer, mode, payload)
+        send_noted(
+            self.endpoint,
+            &mut self.sink,
+            self.backlog,
+            self.now,
+            peer,
+            mode,
+            payload,
+        )
+    }
+
+    /// Sends a Reliable message now, or, when the peer's window is full, holds a copy in
+    /// the peer's bounded deferred queue (`HandleConfig::deferred_per_peer`, allocated at
+    /// bind) and sends it, in order, as soon as ACKs free room. `Ok` means sent or held;
+    /// `Err(WouldBlock)` means the deferred queue is full too and nothing was kept. A
+    /// plain `send` to the same peer while messages wait would overtake them.
+    pub fn send_when_writable(&mut self, peer: PeerId, payload: &[u8]) -> Result<(), SendError> {
+        match send_or_defer(
+            self.endpoint,
+            &mut self.sink,
+            self.backlog,
+            self.now,
+            peer,
+            payload,
+            None,
+            false,
+        ) {
+            Outcome::Sent | Outcome::Deferred => Ok(()),
+            Outcome::Failed(err) => Err(err),
+        }
+    }
+
+    /// Reliable messages held by `send_when_writable` for `peer`, not yet sent.
+    pub fn deferred(&self, peer: PeerId) -> usize {
+        self.backlog.queues.get(&peer).map_or(0, VecDeque::len)
     }
 
     /// Sends `payload` to every established peer (fan-out); sends are flushed in batches.
     pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
-        publish_all(self.endpoint, &mut self.sink, self.now, mode, payload)
+        publish_all(
+            self.endpoint,
+            &mut self.sink,
+            self.backlog,
+            self.now,
+            mode,
+            payload,
+        )
     }
 
     pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
@@ -255,6 +459,7 @@ fn send_one(
 fn publish_all(
     endpoint: &mut Endpoint,
     sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
     now: Timestamp,
     mode: Mode,
     payload: &[u8],
@@ -262,7 +467,7 @@ fn publish_all(
     let mut report = PublishReport::default();
     let mut next = endpoint.next_established(None);
     while let Some(peer) = next {
-        match send_one(endpoint, sink, now, peer, mode, payload) {
+        match send_noted(endpoint, sink, backlog, now, peer, mode, payload) {
             Ok(()) => report.sent += 1,
             Err(SendError::WouldBlock) => report.would_block += 1,
             Err(_) => report.failed += 1,
@@ -274,6 +479,14 @@ fn publish_all(
 
 type EventHandler = Box<dyn FnMut(&mut Context<'_>, &Event<'_>) + Send>;
 type TickHandler = Box<dyn FnMut(&mut Context<'_>) + Send>;
+type WritableHandler = Box<dyn FnMut(&mut Context<'_>, PeerId) + Send>;
+
+/// The loop's side of the handles: the shared queues, the batch it swaps in, its counts.
+struct HandleState {
+    shared: Arc<HandleShared>,
+    inbox: Batch<Command>,
+    stats: HandleStats,
+}
 
 struct Tick {
     every: Duration,
@@ -351,6 +564,25 @@ pub struct Node {
     scratch: Box<[u8; MAX_DATAGRAM_LEN]>,
     driver_note: Option<String>,
     recorder: Option<Recorder>,
+    handle_config: HandleConfig,
+    waker: Arc<Waker>,
+    /// The last receive batch ended because the waker fired.
+    woken: bool,
+    handles: Option<HandleState>,
+    events: Option<EventSink>,
+    backlog: Backlog,
+    on_writable: Option<WritableHandler>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(handles) = &self.handles {
+            handles.shared.commands.close();
+        }
+        if let Some(events) = &self.events {
+            events.close();
+        }
+    }
 }
 
 impl Node {
@@ -394,6 +626,13 @@ impl Node {
             scratch: Box::new([0u8; MAX_DATAGRAM_LEN]),
             driver_note: note,
             recorder,
+            handle_config: config.handle,
+            waker: Arc::new(Waker::new()?),
+            woken: false,
+            handles: None,
+            events: None,
+            backlog: Backlog::new(&config.handle),
+            on_writable: None,
         };
         let now = node.now();
         node.endpoint.handle_timeout(now);
@@ -469,6 +708,65 @@ impl Node {
         self.shutdown.clone()
     }
 
+    /// A [`Handle`] to this node for other threads (the same queue for every call and
+    /// clone). The first call allocates the command queue (`NodeConfig::handle`) and has
+    /// the driver watch the handle's wake-up eventfd.
+    pub fn handle(&mut self) -> Handle {
+        if let Some(handles) = &self.handles {
+            return Handle {
+                shared: handles.shared.clone(),
+            };
+        }
+        let shared = Arc::new(HandleShared::new(
+            &self.handle_config,
+            self.waker.clone(),
+            self.shutdown.clone(),
+        ));
+        self.driver.set_waker(Some(self.waker.clone()));
+        let inbox = shared.commands.reader_batch();
+        self.handles = Some(HandleState {
+            shared: shared.clone(),
+            inbox,
+            stats: HandleStats::default(),
+        });
+        Handle { shared }
+    }
+
+    /// The node's events for an application thread: messages, peers up and down,
+    /// `Writable`. Callbacks still run. A second call starts a new queue and closes the
+    /// previous reader's.
+    pub fn events(&mut self) -> Events {
+        let (sink, events) = event_queue(&self.handle_config);
+        if let Some(old) = self.events.replace(sink) {
+            old.close();
+        }
+        events
+    }
+
+    /// Events dropped because the `Events` reader fell behind, by reason.
+    pub fn event_drops(&self) -> EventDrops {
+        self.events
+            .as_ref()
+            .map(EventSink::drops)
+            .unwrap_or_default()
+    }
+
+    /// What the loop did with the commands `Handle`s queued.
+    pub fn handle_stats(&self) -> HandleStats {
+        self.handles.as_ref().map(|h| h.stats).unwrap_or_default()
+    }
+
+    /// Called for a peer whose Reliable window said `WouldBlock` once ACKs have freed room
+    /// for a message that size (and its `send_when_writable` messages have gone out).
+    pub fn on_writable(&mut self, handler: impl FnMut(&mut Context<'_>, PeerId) + Send + 'static) {
+        self.on_writable = Some(Box::new(handler));
+    }
+
+    /// Reliable messages waiting for room in their peer's window, over every peer.
+    pub fn deferred(&self) -> usize {
+        self.backlog.deferred_len()
+    }
+
     pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
         let now = self.now();
         let id = self.endpoint.connect(now, addr, key)?;
@@ -479,7 +777,15 @@ impl Node {
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
         let now = self.now();
         let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
-        send_one(&mut self.endpoint, &mut sink, now, peer, mode, payload)?;
+        send_noted(
+            &mut self.endpoint,
+            &mut sink,
+            &mut self.backlog,
+            now,
+            peer,
+            mode,
+            payload,
+        )?;
         self.flush();
         Ok(())
     }
@@ -487,7 +793,14 @@ impl Node {
     pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
         let now = self.now();
         let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
-        let report = publish_all(&mut self.endpoint, &mut sink, now, mode, payload);
+        let report = publish_all(
+            &mut self.endpoint,
+            &mut sink,
+            &mut self.backlog,
+            now,
+            mode,
+            payload,
+        );
         self.flush();
         report
     }
@@ -586,6 +899,8 @@ impl Node {
             deferred,
             on_event,
             recorder,
+            events,
+            backlog,
             ..
         } = self;
         let clock = &self.clock;
@@ -597,19 +912,31 @@ impl Node {
             if let Some(recorder) = recorder.as_mut() {
                 recorder.received(datagram.src, datagram.data);
             }
-            let message = endpoint.handle_datagram(now, datagram.src, datagram.data);
-            if let (Some(message), Some(handler)) = (message, on_event.as_mut()) {
+            let Some(message) = endpoint.handle_datagram(now, datagram.src, datagram.data) else {
+                return;
+            };
+            if let Some(events) = events.as_ref() {
+                let event = NodeEvent::Message {
+                    peer: message.peer,
+                    mode: message.mode,
+                    len: message.payload.len(),
+                };
+                events.push(event, message.payload);
+            }
+            if let Some(handler) = on_event.as_mut() {
                 let mut ctx = Context {
                     endpoint,
                     sink: Sink {
                         target: Target::Deferred(deferred),
                         recorder: recorder.as_mut(),
                     },
+                    backlog,
                     now,
                 };
                 handler(&mut ctx, &Event::Message(message));
             }
         })?;
+        self.woken |= received.woken;
         for _ in 0..received.truncated {
             self.endpoint.record_external_drop(DropReason::Truncated);
         }
@@ -654,7 +981,7 @@ impl Node {
     }
 
     fn wait_for(&self, now: Timestamp, max_wait: Duration) -> Wait {
-        if self.endpoint.has_transmit() {
+        if self.endpoint.has_transmit() || (self.handles.is_some() && self.waker.is_signalled()) {
             return Wait::NoWait;
         }
         self.idle.wait(Some(self.wait_limit(now, max_wait)))
@@ -669,12 +996,15 @@ impl Node {
                 let mut ctx = Context {
                     endpoint: &mut self.endpoint,
                     sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
+                    backlog: &mut self.backlog,
                     now,
                 };
                 (tick.handler)(&mut ctx);
             }
         }
         self.drain_events(now);
+        self.run_commands(now);
+        self.service_backlog(now);
         while self.endpoint.has_transmit() {
             let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
             let endpoint = &mut self.endpoint;
@@ -763,12 +1093,48 @@ impl Node {
                 // An event this loop does not know yet carries nothing it must act on.
                 Some(_) => continue,
             };
+            if let Some(events) = self.events.as_ref() {
+                match event {
+                    OwnedEvent::Message(peer, mode, len) => {
+                        events.push(NodeEvent::Message { peer, mode, len }, &self.scratch[..len])
+                    }
+                    OwnedEvent::Other(Event::PeerUp {
+                        peer,
+                        public_key,
+                        addr,
+                    }) => events.push(
+                        NodeEvent::PeerUp {
+                            peer,
+                            public_key,
+                            addr,
+                        },
+                        &[],
+                    ),
+                    OwnedEvent::Other(Event::PeerDown {
+                        peer,
+                        public_key,
+                        reason,
+                        peer_reason,
+                    }) => events.push(
+                        NodeEvent::PeerDown {
+                            peer,
+                            public_key,
+                            reason,
+                            peer_reason,
+                        },
+                        &[],
+                    ),
+                    OwnedEvent::Other(Event::Message(_)) => {}
+                    _ => {}
+                }
+            }
             let Some(handler) = self.on_event.as_mut() else {
                 continue;
             };
             let mut ctx = Context {
                 endpoint: &mut self.endpoint,
                 sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
+                backlog: &mut self.backlog,
                 now,
             };
             match event {
@@ -783,6 +1149,238 @@ impl Node {
                 OwnedEvent::Other(event) => handler(&mut ctx, &event),
             }
         }
+    }
+
+    /// Takes every command the handles queued since the last turn (one lock) and carries
+    /// them out. The waker is reset first, so a command queued after the take wakes the
+    /// next wait.
+    fn run_commands(&mut self, now: Timestamp) {
+        let Some(handles) = self.handles.as_mut() else {
+            return;
+        };
+        handles.shared.waker.reset(self.woken);
+        self.woken = false;
+        if !handles.shared.commands.take(&mut handles.inbox) {
+            return;
+        }
+        let HandleState {
+            shared,
+            inbox,
+            stats,
+        } = handles;
+        stats.batches += 1;
+        let Node {
+            endpoint,
+            driver,
+            recorder,
+            backlog,
+            events,
+            ..
+        } = self;
+        for &command in &inbox.items {
+            stats.commands += 1;
+            let mut sink = Sink::driver(driver.as_mut(), recorder);
+            match command {
+                Command::Send {
+                    peer,
+                    mode,
+                    at,
+                    len,
+                    waiter,
+                } => {
+                    let payload = inbox.payload(at, len);
+                    let mut attempt = |backlog: &mut Backlog| match mode {
+                        Mode::Realtime => {
+                            match send_one(endpoint, &mut sink, now, peer, mode, payload) {
+                                Ok(()) => Outcome::Sent,
+                                Err(err) => Outcome::Failed(err),
+                            }
+                        }
+                        Mode::Reliable => send_or_defer(
+                            endpoint,
+                            &mut sink,
+                            backlog,
+                            now,
+                            peer,
+                            payload,
+                            waiter.map(|w| w as u32),
+                            true,
+                        ),
+                    };
+                    let outcome = match waiter {
+                        None => Some(attempt(backlog)),
+                        Some(w) => {
+                            let mut outcome = None;
+                            let settled = shared.waiters.settle(w, || {
+                                let o = attempt(backlog);
+                                let result = match o {
+                                    Outcome::Sent => Some(Ok(())),
+                                    Outcome::Deferred => None,
+                                    Outcome::Failed(err) => Some(Err(err)),
+                                };
+                                outcome = Some(o);
+                                result
+                            });
+                            if settled.is_none() {
+                                stats.abandoned += 1;
+                            }
+                            outcome
+                        }
+                    };
+                    match outcome {
+                        Some(Outcome::Sent) => stats.sent += 1,
+                        Some(Outcome::Deferred) => stats.deferred += 1,
+                        Some(Outcome::Failed(err)) => stats.failed.add(err),
+                        None => {}
+                    }
+                }
+                Command::Publish { mode, at, len } => {
+                    let payload = inbox.payload(at, len);
+                    let mut next = endpoint.next_established(None);
+                    while let Some(peer) = next {
+                        let outcome = match mode {
+                            Mode::Realtime => {
+                                match send_one(endpoint, &mut sink, now, peer, mode, payload) {
+                                    Ok(()) => Outcome::Sent,
+                                    Err(err) => Outcome::Failed(err),
+                                }
+                            }
+                            Mode::Reliable => send_or_defer(
+                                endpoint, &mut sink, backlog, now, peer, payload, None, true,
+                            ),
+                        };
+                        match outcome {
+                            Outcome::Sent => stats.sent += 1,
+                            Outcome::Deferred => stats.deferred += 1,
+                            Outcome::Failed(err) => stats.failed.add(err),
+                        }
+                        next = endpoint.next_established(Some(peer));
+                    }
+                }
+                Command::Connect { addr, key } => {
+                    if let Err(error) = endpoint.connect(now, addr, key) {
+                        stats.connect_failed += 1;
+                        tracing::debug!(%addr, %error, "handle connect refused");
+                        if let Some(events) = events.as_ref() {
+                            let event = NodeEvent::ConnectFailed {
+                                addr,
+                                public_key: key,
+                                error,
+                            };
+                            events.push(event, &[]);
+                        }
+                    }
+                }
+                Command::Close { peer } => endpoint.close(now, peer),
+            }
+        }
+        shared.publish_stats(stats);
+    }
+
+    /// For every peer whose window said `WouldBlock`: sends its deferred messages while
+    /// there is room, then, once none wait and the window has room for the smallest message
+    /// it refused, fires `Writable`.
+    fn service_backlog(&mut self, now: Timestamp) {
+        if self.backlog.blocked.is_empty() {
+            return;
+        }
+        let Node {
+            endpoint,
+            driver,
+            recorder,
+            backlog,
+            handles,
+            ..
+        } = self;
+        let mut handle_changed = false;
+        backlog.scratch.clear();
+        backlog.scratch.extend(backlog.blocked.keys().copied());
+        for i in 0..backlog.scratch.len() {
+            let Some(&peer) = backlog.scratch.get(i) else {
+                break;
+            };
+            while let Some(head) = backlog.queues.get(&peer).and_then(|q| q.front().copied()) {
+                let at = head.slot as usize * DEFERRED_SLOT;
+                let payload = backlog
+                    .slots
+                    .get(at..at + usize::from(head.len))
+                    .unwrap_or(&[]);
+                let mut sink = Sink::driver(driver.as_mut(), recorder);
+                let mut attempt =
+                    || match send_one(endpoint, &mut sink, now, peer, Mode::Reliable, payload) {
+                        Err(SendError::WouldBlock) => None,
+                        result => Some(result),
+                    };
+                // None: blocked still; Some(None): abandoned; Some(Some(r)): done.
+                let step = match (head.waiter, handles.as_ref()) {
+                    (Some(w), Some(h)) => match h.shared.waiters.settle(w as usize, attempt) {
+                        None => Some(None),
+                        Some(None) => None,
+                        Some(Some(result)) => Some(Some(result)),
+                    },
+                    _ => attempt().map(Some),
+                };
+                let Some(done) = step else {
+                    break;
+                };
+                if let Some(queue) = backlog.queues.get_mut(&peer) {
+                    queue.pop_front();
+                }
+                backlog.free.push(head.slot);
+                if let (true, Some(h)) = (head.from_handle, handles.as_mut()) {
+                    handle_changed = true;
+                    match done {
+                        None => h.stats.abandoned += 1,
+                        Some(Ok(())) => h.stats.sent += 1,
+                        Some(Err(err)) => h.stats.failed.add(err),
+                    }
+                }
+            }
+            if backlog.has_queue(peer) {
+                if let Some(head) = backlog.queues.get(&peer).and_then(|q| q.front()) {
+                    let len = usize::from(head.len);
+                    backlog.note_would_block(peer, len);
+                }
+                continue;
+            }
+            let need = backlog.blocked.get(&peer).copied().unwrap_or(0);
+            match endpoint.reliable_room(peer) {
+                None => {
+                    backlog.blocked.remove(&peer);
+                    backlog.queues.remove(&peer);
+                }
+                Some(room) if room >= need => {
+                    backlog.blocked.remove(&peer);
+                    backlog.writable.push(peer);
+                }
+                Some(_) => {}
+            }
+        }
+        if handle_changed {
+            if let Some(h) = handles.as_ref() {
+                h.shared.publish_stats(&h.stats);
+            }
+        }
+        if backlog.writable.is_empty() {
+            return;
+        }
+        let mut writable = std::mem::take(&mut backlog.writable);
+        for &peer in &writable {
+            if let Some(events) = self.events.as_ref() {
+                events.push(NodeEvent::Writable { peer }, &[]);
+            }
+            if let Some(handler) = self.on_writable.as_mut() {
+                let mut ctx = Context {
+                    endpoint: &mut self.endpoint,
+                    sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
+                    backlog: &mut self.backlog,
+                    now,
+                };
+                handler(&mut ctx, peer);
+            }
+        }
+        writable.clear();
+        self.backlog.writable = writable;
     }
 
     fn flush(&mut self) {

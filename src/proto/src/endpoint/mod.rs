@@ -390,6 +390,23 @@ impl Endpoint {
         })
     }
 
+    /// Room in `id`'s Reliable send window, in payload bytes: a Reliable `send` of at most
+    /// this many bytes will not answer `WouldBlock`, except while selectively acknowledged
+    /// segments still hold sequence numbers (then it is a hint and the send may refuse).
+    /// `None` for an unknown peer.
+    pub fn reliable_room(&self, id: PeerId) -> Option<usize> {
+        let peer = self.peer(id)?;
+        if peer.sender.in_flight() >= crate::reliable::MAX_IN_FLIGHT {
+            return Some(0);
+        }
+        let bound = self
+            .config
+            .reliable
+            .max_queued_bytes
+            .min(crate::reliable::MAX_QUEUE_BYTES);
+        Some(bound.saturating_sub(peer.sender.queued_bytes()))
+    }
+
     /// The handle of the peer with this static key, if there is one.
     pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
         self.by_key.get(key).copied()
