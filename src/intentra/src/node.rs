@@ -22,7 +22,7 @@ use crate::handle::{
     event_queue, Batch, Command, EventDrops, EventSink, Events, Handle, HandleConfig, HandleShared,
     HandleStats, NodeEvent,
 };
-use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
+use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot};
 use intentra_proto::wire::{MAX_DATAGRAM_LEN, MAX_RELIABLE_PAYLOAD};
 use intentra_proto::{
     CloseReason, DropReason, Endpoint, EndpointConfig, PublicKey, Stats, Timestamp,
@@ -827,9 +827,10 @@ impl Node {
         self.pump(now);
     }
 
-    /// This node's counters in the Prometheus text format.
+    /// This node's counters in the Prometheus text format (the `prometheus` feature).
+    #[cfg(feature = "prometheus")]
     pub fn metrics_text(&self) -> String {
-        let mut snapshot = WorkerSnapshot::new(0);
+        let mut snapshot = crate::metrics::WorkerSnapshot::new(0);
         snapshot.stats = self.endpoint.stats();
         if let Some(publication) = &self.publication {
             snapshot.worker = publication.worker;
