@@ -444,11 +444,14 @@ fn errors_stay_on_one_line_whatever_the_key_contains() {
 fn per_peer_and_buffer_memory_is_bounded_to_fit_a_host() {
     let m = invalid("[limits]\nreliable_queue_bytes = 1073741824\n");
     assert!(
-        m.starts_with("limits.reliable_queue_bytes must be between 1 and 16777216"),
+        m.starts_with(&format!(
+            "limits.reliable_queue_bytes must be between 1 and {}",
+            intentra::proto::MAX_QUEUE_BYTES
+        )),
         "{m}"
     );
     // Each within its own range, together too much.
-    let m = invalid("[limits]\nreliable_queue_bytes = 16777216\nmax_peers = 4096\n");
+    let m = invalid("[limits]\nreliable_queue_bytes = 90368\nmax_peers = 100000\n");
     assert!(
         m.starts_with("limits.reliable_queue_bytes x limits.max_peers"),
         "{m}"

@@ -501,8 +501,12 @@ mod text {
 
         fn encode_counters(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
             for family in COUNTERS {
-                let mut metric =
-                    encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
+                let mut metric = encoder.encode_descriptor(
+                    family.name,
+                    family.help,
+                    None,
+                    MetricType::Counter,
+                )?;
                 for worker in &self.workers {
                     let labels = Self::worker_label(worker);
                     metric
@@ -566,7 +570,10 @@ mod text {
             Ok(())
         }
 
-        fn encode_histograms(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        fn encode_histograms(
+            &self,
+            encoder: &mut DescriptorEncoder,
+        ) -> Result<(), std::fmt::Error> {
             let histograms = [
                 HistogramFamily {
                     name: "intentra_receive_batch_size",
@@ -641,8 +648,12 @@ mod text {
                 },
             ];
             for family in counters {
-                let mut metric =
-                    encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
+                let mut metric = encoder.encode_descriptor(
+                    family.name,
+                    family.help,
+                    None,
+                    MetricType::Counter,
+                )?;
                 for (key, addr, totals) in &keys {
                     let labels = [("peer", key.as_str()), ("address", addr.as_str())];
                     metric

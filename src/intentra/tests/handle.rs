@@ -15,7 +15,12 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 fn node(seed: u64) -> Node {
+    node_with_reliable_bound(seed, intentra::proto::DEFAULT_QUEUE_BYTES)
+}
+
+fn node_with_reliable_bound(seed: u64, bound: usize) -> Node {
     let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(seed)));
+    config.reliable.max_queued_bytes = bound;
     config.rate_pps = 100_000_000;
     config.rate_burst = 100_000_000;
     let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
@@ -206,7 +211,8 @@ fn events_reach_a_reader_thread_and_overflow_is_counted() {
 
 #[test]
 fn writable_fires_once_acks_free_a_window_that_said_would_block() {
-    let mut a = node(5);
+    // A memory-constrained sender (the 512-byte bound) whose window fills after five sends.
+    let mut a = node_with_reliable_bound(5, 512);
     let mut b = node(6);
     let peer = pair(&mut a, &mut b);
     let writable = Arc::new(AtomicBool::new(false));

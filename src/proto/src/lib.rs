@@ -45,6 +45,7 @@
 //!                     Event::PeerUp { .. } => log.push(format!("{name} up")),
 //!                     Event::Message(m) => log.push(format!("{name} got {:?}", m.payload)),
 //!                     Event::PeerDown { reason, .. } => log.push(format!("{name} down: {reason:?}")),
+//!                     _ => {}
 //!                 }
 //!             }
 //!         }
