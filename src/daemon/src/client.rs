@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{ConnectArgs, DeliveryMode, ListenArg};
 use crate::config::Config;
-use intentra::handle::{Handle, HandleError};
 use intentra::metrics::MetricsHub;
-use intentra::node::{Node, ShutdownHandle};
 use intentra::proto::CloseReason;
 use intentra::proto::Keypair;
 use intentra::proto::{Event, Mode, PeerId, SendError};
+use intentra::{Handle, HandleError};
+use intentra::{Node, ShutdownHandle};
 
 use crate::daemon::{endpoint_config, node_config, runtime_error, DaemonError};
 

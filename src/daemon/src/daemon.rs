@@ -21,7 +21,6 @@ use crate::logging::{LogKind, LogLimiter};
 use crate::metrics_http;
 use crate::redial::{Redial, RedialPolicy};
 use intentra::metrics::{AllowListReloads, MetricsHub, PeerSeen};
-use intentra::node::{Node, NodeConfig, ShutdownHandle};
 use intentra::proto::CloseReason;
 use intentra::proto::EndpointConfig;
 use intentra::proto::ReliableConfig;
@@ -30,6 +29,7 @@ use intentra::proto::Timestamp;
 use intentra::proto::{ConnectError, Event, PeerId};
 use intentra::proto::{Keypair, PublicKey};
 use intentra::udp::{DriverKind, IdleStrategy};
+use intentra::{Node, NodeConfig, ShutdownHandle};
 
 /// A failure of a run function. `cli` maps `Config` to exit code 2 and
 /// everything else to 1.
@@ -240,7 +240,7 @@ impl WorkerEvents {
     }
 
     /// Dials the configured peers that are due, and samples per-peer "last seen".
-    fn on_tick(&mut self, ctx: &mut intentra::node::Context<'_>) {
+    fn on_tick(&mut self, ctx: &mut intentra::Context<'_>) {
         let now = ctx.now();
         let worker = self.worker;
         let mut changed = false;
@@ -292,7 +292,7 @@ impl WorkerEvents {
         }
     }
 
-    fn sample_seen(&mut self, ctx: &intentra::node::Context<'_>) {
+    fn sample_seen(&mut self, ctx: &intentra::Context<'_>) {
         let unix = unix_seconds();
         let mut seen = HashMap::with_capacity(self.seen.len());
         let mut published = Vec::with_capacity(self.seen.len());

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use crate::cli::DemoArgs;
 use intentra::metrics::MetricsHub;
-use intentra::node::{Node, NodeConfig};
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
 use intentra::proto::{DropReason, Stats};
 use intentra::proto::{Event, Mode, SendError};
+use intentra::{Node, NodeConfig};
 
 use crate::daemon::{runtime_error, DaemonError};
 

@@ -22,9 +22,9 @@ use crate::cli::DeliveryMode;
 use crate::config::Config;
 use crate::daemon::{endpoint_config, node_config, runtime_error, DaemonError};
 use crate::hub::member_key;
-use intentra::node::{Context, Node};
 use intentra::proto::{Event, Mode as TransportMode, PeerId, SendError};
 use intentra::proto::{Keypair, PublicKey};
+use intentra::{Context, Node};
 use intentra_pubsub::{
     Action, Event as PubsubEvent, Member, MemberConfig, MemberKey, Mode, PresenceReason, Role,
     Sink, Timestamp, TopicId,

@@ -9,11 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use intentra::handle::{NodeEvent, RecvError};
-use intentra::node::{Node, NodeConfig};
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
 use intentra::proto::Mode;
+use intentra::{Node, NodeConfig};
+use intentra::{NodeEvent, RecvError};
 
 const UPDATES: u64 = 2_000;
 const RATE_HZ: u64 = 1_000;

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use intentra::handle::HandleError;
-use intentra::node::{Node, NodeConfig};
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
 use intentra::proto::{Mode, PeerId};
+use intentra::HandleError;
+use intentra::{Node, NodeConfig};
 
 fn node() -> Node {
     let mut config = EndpointConfig::new(Keypair::generate(&mut rand_core::OsRng));
@@ -70,7 +70,7 @@ fn receiver(
     mut b: Node,
 ) -> (
     Arc<AtomicU64>,
-    intentra::node::ShutdownHandle,
+    intentra::ShutdownHandle,
     std::thread::JoinHandle<()>,
 ) {
     let delivered = Arc::new(AtomicU64::new(0));

@@ -84,6 +84,7 @@ impl<W: Write> CaptureWriter<W> {
         self.out.write_all(payload)
     }
 
+    /// Writes everything buffered to the file.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -345,10 +346,12 @@ impl Recorder {
         })
     }
 
+    /// Records a datagram the node received from `src`.
     pub fn received(&mut self, src: SocketAddr, datagram: &[u8]) {
         self.record(src, self.local, datagram);
     }
 
+    /// Records a datagram the node sent to `dst`.
     pub fn sent(&mut self, dst: SocketAddr, datagram: &[u8]) {
         self.record(self.local, dst, datagram);
     }
@@ -362,6 +365,7 @@ impl Recorder {
         }
     }
 
+    /// Writes everything buffered; a failure is counted, never fatal to the node.
     pub fn flush(&mut self) {
         if let Some(writer) = self.writer.as_mut() {
             if writer.flush().is_err() {
@@ -370,6 +374,7 @@ impl Recorder {
         }
     }
 
+    /// Records that could not be written.
     pub fn write_errors(&self) -> u64 {
         self.write_errors
     }
@@ -470,12 +475,19 @@ fn hex(bytes: &[u8]) -> String {
 /// One key set read back from a key log.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct LoggedSession {
+    /// The logging node's index of the key set.
     pub local_index: u32,
+    /// The peer's index.
     pub remote_index: u32,
+    /// The key of packets the node sent.
     pub send: [u8; 32],
+    /// The key of packets the node received.
     pub recv: [u8; 32],
+    /// The peer's static public key.
     pub peer: [u8; 32],
+    /// The node initiated this handshake.
     pub initiator: bool,
+    /// A rekey, not a new session.
     pub rekey: bool,
 }
 

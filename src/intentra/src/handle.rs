@@ -392,13 +392,20 @@ impl Waiters {
 /// Why the loop did not send a message a [`Handle`] queued, one counter per [`SendError`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendFailures {
+    /// The peer was gone.
     pub unknown_peer: u64,
+    /// The handshake had not completed.
     pub not_established: u64,
+    /// Larger than the mode allows.
     pub too_large: u64,
     /// The Reliable window was full and so was the peer's deferred queue.
     pub would_block: u64,
+    /// The loop's send buffer was too small (a configuration error).
     pub buffer_too_small: u64,
+    /// The session's keys were used up before a rekey.
     pub keys_exhausted: u64,
+    /// Any other refusal.
+    pub other: u64,
 }
 
 impl SendFailures {
@@ -410,10 +417,15 @@ impl SendFailures {
             SendError::WouldBlock => self.would_block += 1,
             SendError::BufferTooSmall => self.buffer_too_small += 1,
             SendError::KeysExhausted => self.keys_exhausted += 1,
-            _ => {}
+            // Larger than this peer's configured bound: it can never fit, like TooLarge.
+            SendError::ExceedsQueueBound => self.too_large += 1,
+            // Stored beyond the peer's window and sent once ACKs open it: not a failure.
+            SendError::Queued => {}
+            _ => self.other += 1,
         }
     }
 
+    /// Every message the loop did not send, whatever the reason.
     pub fn total(&self) -> u64 {
         self.unknown_peer
             + self.not_established
@@ -421,6 +433,7 @@ impl SendFailures {
             + self.would_block
             + self.buffer_too_small
             + self.keys_exhausted
+            + self.other
     }
 }
 
@@ -439,6 +452,7 @@ pub struct HandleStats {
     pub abandoned: u64,
     /// Connects the endpoint refused (also reported as `NodeEvent::ConnectFailed`).
     pub connect_failed: u64,
+    /// Messages the loop could not send, by reason.
     pub failed: SendFailures,
 }
 
@@ -482,7 +496,7 @@ impl HandleShared {
 /// as `failed.would_block`. Use [`Handle::send_timeout`] to wait for room instead.
 ///
 /// ```
-/// use intentra::node::{Node, NodeConfig};
+/// use intentra::{Node, NodeConfig};
 /// use intentra::proto::EndpointConfig;
 /// use intentra::proto::Mode;
 /// use intentra::proto::Keypair;
@@ -611,30 +625,50 @@ type QueueResult = Result<(), HandleError>;
 /// An event of the node, as an [`Events`] reader receives it. Message payloads are copied
 /// into the reader's buffer; the first `len` bytes are the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NodeEvent {
+    /// A message from `peer`: its bytes are the first `len` of the reader's buffer.
     Message {
+        /// Who sent it.
         peer: PeerId,
+        /// How it travelled.
         mode: Mode,
+        /// Its length.
         len: usize,
     },
+    /// A session is established.
     PeerUp {
+        /// The peer's handle.
         peer: PeerId,
+        /// Its static public key.
         public_key: PublicKey,
+        /// Where its packets come from.
         addr: SocketAddr,
     },
+    /// A session ended; the handle is no longer valid.
     PeerDown {
+        /// The peer's handle.
         peer: PeerId,
+        /// Its static public key.
         public_key: PublicKey,
+        /// Why it ended.
         reason: CloseReason,
+        /// The reason the peer's own close gave, when it closed.
         peer_reason: Option<CloseReason>,
     },
     /// The peer's Reliable window, which refused a send (`WouldBlock`), has room again
     /// (and its deferred messages have gone out).
-    Writable { peer: PeerId },
+    Writable {
+        /// The peer with room.
+        peer: PeerId,
+    },
     /// A `Handle::connect` the endpoint refused.
     ConnectFailed {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The key asked for.
         public_key: PublicKey,
+        /// Why it was refused.
         error: ConnectError,
     },
 }
@@ -658,6 +692,7 @@ pub struct EventDrops {
 }
 
 impl EventDrops {
+    /// Events dropped, whatever the reason.
     pub fn total(&self) -> u64 {
         self.messages_no_slot + self.messages_no_bytes + self.others_no_slot
     }
@@ -726,7 +761,10 @@ pub enum RecvError {
     /// The node is gone and every event it queued has been read.
     Closed,
     /// The next event is a message longer than the buffer; it stays queued.
-    BufferTooSmall { needed: usize },
+    BufferTooSmall {
+        /// Bytes the message needs.
+        needed: usize,
+    },
 }
 
 impl fmt::Display for RecvError {

@@ -114,14 +114,17 @@ impl BucketCounts {
         self.count += 1;
     }
 
+    /// The finite upper bounds of the buckets.
     pub fn bounds(&self) -> &'static [f64] {
         self.bounds
     }
 
+    /// Observations so far.
     pub fn count(&self) -> u64 {
         self.count
     }
 
+    /// The sum of every observation.
     pub fn sum(&self) -> f64 {
         self.sum
     }
@@ -160,20 +163,30 @@ impl BucketCounts {
 /// One connected peer as a worker last saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSnapshot {
+    /// The peer's static public key.
     pub public_key: PublicKey,
+    /// Where its packets come from.
     pub addr: SocketAddr,
+    /// The smoothed round-trip time, once measured.
     pub rtt_us: Option<u64>,
+    /// Packets received from it.
     pub packets_received: u64,
+    /// Packets sent to it.
     pub packets_sent: u64,
+    /// Its packets dropped, for any reason.
     pub drops: u64,
 }
 
 /// What one worker publishes every `metrics.publish_interval_ms`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerSnapshot {
+    /// Which worker published it.
     pub worker: usize,
+    /// The worker's endpoint counters.
     pub stats: Stats,
+    /// Receive batch sizes.
     pub batch_sizes: BucketCounts,
+    /// Handshake durations in seconds.
     pub handshake_durations: BucketCounts,
     /// Filled only when `metrics.per_peer` is on.
     pub peers: Vec<PeerSnapshot>,
@@ -196,8 +209,11 @@ impl WorkerSnapshot {
 /// session with it is established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredPeer {
+    /// The peer's static public key.
     pub public_key: PublicKey,
+    /// The configured address.
     pub addr: SocketAddr,
+    /// A session with it is established.
     pub up: bool,
     /// Connection attempts made so far (the first dial included).
     pub attempts: u64,
@@ -206,7 +222,9 @@ pub struct ConfiguredPeer {
 /// When a peer's session last authenticated a packet, as wall-clock time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSeen {
+    /// The peer's static public key.
     pub public_key: PublicKey,
+    /// Where its packets came from.
     pub addr: SocketAddr,
     /// Seconds since the Unix epoch.
     pub unix_seconds: u64,

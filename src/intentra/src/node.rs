@@ -37,9 +37,11 @@ pub use intentra_udp::IdleStrategy;
 /// How a node binds and runs.
 #[derive(Clone)]
 pub struct NodeConfig {
+    /// The protocol core's configuration.
     pub endpoint: EndpointConfig,
     /// `Uring` falls back to `Mmsg` (and says why) where io_uring is unavailable.
     pub driver: DriverKind,
+    /// What the loop does while there is nothing to do.
     pub idle: IdleStrategy,
     /// Sends made from inside a receive callback, held until the batch is done.
     pub send_queue: usize,
@@ -349,12 +351,16 @@ pub struct Context<'a> {
 /// What `publish` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishReport {
+    /// Peers the message was sealed for.
     pub sent: usize,
+    /// Peers whose Reliable window was full.
     pub would_block: usize,
+    /// Peers the send failed for, any other reason.
     pub failed: usize,
 }
 
 impl Context<'_> {
+    /// The loop's clock reading for this turn.
     pub fn now(&self) -> Timestamp {
         self.now
     }
@@ -412,22 +418,27 @@ impl Context<'_> {
         )
     }
 
+    /// Starts a handshake with the peer `key` at `addr`, or returns the existing peer.
     pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
         self.endpoint.connect(self.now, addr, key)
     }
 
+    /// Closes the session with `peer`, telling it why.
     pub fn close(&mut self, peer: PeerId) {
         self.endpoint.close(self.now, peer);
     }
 
+    /// Every established peer.
     pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.endpoint.established_peers()
     }
 
+    /// What the endpoint knows of `peer`.
     pub fn peer_info(&self, peer: PeerId) -> Option<PeerInfo> {
         self.endpoint.peer_info(peer)
     }
 
+    /// The endpoint's counters.
     pub fn stats(&self) -> Stats {
         self.endpoint.stats()
     }
@@ -510,18 +521,22 @@ struct Publication {
 pub struct ShutdownHandle(Arc<AtomicBool>);
 
 impl ShutdownHandle {
+    /// A handle not yet told to stop.
     pub fn new() -> ShutdownHandle {
         ShutdownHandle::default()
     }
 
+    /// Tells the node to close every peer and return from `run`.
     pub fn shutdown(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
+    /// Whether `shutdown` was called.
     pub fn is_shutdown(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// The flag itself, for a signal handler to set.
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.0.clone()
     }
@@ -533,7 +548,7 @@ impl ShutdownHandle {
 /// use intentra::proto::EndpointConfig;
 /// use intentra::proto::{Event, Mode};
 /// use intentra::proto::Keypair;
-/// use intentra::node::{Node, NodeConfig};
+/// use intentra::{Node, NodeConfig};
 ///
 /// let keys = Keypair::generate(&mut rand_core::OsRng);
 /// let mut node = Node::bind(NodeConfig::new("127.0.0.1:7700".parse()?, EndpointConfig::new(keys)))?;
@@ -644,14 +659,17 @@ impl Node {
         self.driver_note.as_deref()
     }
 
+    /// The driver that runs (after any fallback).
     pub fn driver_name(&self) -> &'static str {
         self.driver.name()
     }
 
+    /// The address the socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.driver.local_addr()
     }
 
+    /// This node's static public key.
     pub fn public_key(&self) -> PublicKey {
         self.endpoint.public_key()
     }
@@ -704,6 +722,7 @@ impl Node {
         });
     }
 
+    /// A handle that stops `run` from another thread or a signal handler.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
@@ -767,6 +786,7 @@ impl Node {
         self.backlog.deferred_len()
     }
 
+    /// Starts a handshake with the peer `key` at `addr`, or returns the existing peer.
     pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
         let now = self.now();
         let id = self.endpoint.connect(now, addr, key)?;
@@ -774,6 +794,7 @@ impl Node {
         Ok(id)
     }
 
+    /// Seals `payload` for `peer` and queues it for the driver; Reliable ones are kept until acknowledged.
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
         let now = self.now();
         let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
@@ -790,6 +811,7 @@ impl Node {
         Ok(())
     }
 
+    /// Sends `payload` to every established peer.
     pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
         let now = self.now();
         let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
@@ -805,22 +827,27 @@ impl Node {
         report
     }
 
+    /// Every established peer.
     pub fn peers(&self) -> Vec<PeerId> {
         self.endpoint.established_peers().collect()
     }
 
+    /// What the endpoint knows of `peer`.
     pub fn peer_info(&self, peer: PeerId) -> Option<PeerInfo> {
         self.endpoint.peer_info(peer)
     }
 
+    /// The endpoint's counters.
     pub fn stats(&self) -> Stats {
         self.endpoint.stats()
     }
 
+    /// The protocol core, for queries the node does not wrap.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 
+    /// Replaces the allow-list: peers no longer on it are closed, the others keep their sessions.
     pub fn set_allow_list(&mut self, allow: Option<std::collections::HashSet<PublicKey>>) {
         let now = self.now();
         self.endpoint.set_allow_list(now, allow);

@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use intentra::node::{Node, NodeConfig};
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
 use intentra::proto::Mode;
 use intentra::udp::DriverKind;
+use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -172,7 +172,7 @@ fn a_producer_thread_sending_through_a_handle_allocates_nothing_per_message() {
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let mut n = 0u64;
-        while let Ok(_) | Err(intentra::handle::RecvError::BufferTooSmall { .. }) =
+        while let Ok(_) | Err(intentra::RecvError::BufferTooSmall { .. }) =
             events.recv_timeout(&mut buf, Duration::from_secs(2))
         {
             n += 1;

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use intentra::handle::{HandleError, NodeEvent, RecvError};
-use intentra::node::{Node, NodeConfig};
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
 use intentra::proto::{Mode, PeerId, SendError};
+use intentra::{HandleError, NodeEvent, RecvError};
+use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -315,7 +315,7 @@ fn a_full_command_queue_answers_at_once_and_commands_queue_before_the_node_runs(
     handle.publish(Mode::Realtime, b"early").unwrap();
     assert_eq!(
         handle.publish(Mode::Realtime, b"early"),
-        Err(HandleError::QueueFull(intentra::handle::Full::Slots))
+        Err(HandleError::QueueFull(intentra::Full::Slots))
     );
     let mut buf = [0u8; 64];
     let mut up = false;
