@@ -56,6 +56,11 @@ struct Args {
     /// Also print the parser's rate (parse time only).
     #[arg(long, short)]
     verbose: bool,
+    /// Accepted for scripts written for earlier versions and ignored: a session replay no
+    /// longer re-runs handshakes, so it needs no allow-list or limits (the key log carries
+    /// the session keys).
+    #[arg(long, hide = true)]
+    config: Option<PathBuf>,
 }
 
 const PACKET_TYPES: [PacketType; 9] = [
@@ -141,6 +146,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let name = args.file.display().to_string();
     let warn = |w: reader::Warning| eprintln!("warning: {name}: {w}");
+    if let Some(config) = &args.config {
+        eprintln!(
+            "note: --config {} is ignored: the key log carries what a session replay needs",
+            config.display()
+        );
+    }
     if let (Some(key), Some(local)) = (&args.key, args.local) {
         return match session::replay(&args.file, key, local, args.keylog.as_deref(), warn) {
             Ok(report) => {

@@ -36,7 +36,7 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALH
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub node: NodeConfig,
+    pub node: NodeSection,
     pub io: IoConfig,
     pub limits: LimitsConfig,
     pub timers: TimersConfig,
@@ -53,7 +53,7 @@ pub struct Config {
 /// `[node]`: identity, sockets and peers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
+pub struct NodeSection {
     /// One UDP socket per entry.
     pub bind: Vec<SocketAddr>,
     pub workers: usize,
@@ -79,7 +79,7 @@ pub struct NodeConfig {
     pub capture_keep: Option<usize>,
 }
 
-impl NodeConfig {
+impl NodeSection {
     /// Makes the relative file paths relative to `dir` (the config file's directory).
     pub fn resolve_paths(&mut self, dir: &Path) {
         if dir.as_os_str().is_empty() {
@@ -96,9 +96,9 @@ impl NodeConfig {
     }
 }
 
-impl Default for NodeConfig {
+impl Default for NodeSection {
     fn default() -> Self {
-        NodeConfig {
+        NodeSection {
             bind: vec![DEFAULT_BIND],
             workers: 1,
             key_file: None,
@@ -1098,7 +1098,7 @@ impl HubSection {
 }
 
 /// The `[hub]` checks; called from `Config::validate`.
-fn check_hub(hub: &HubSection, node: &NodeConfig) -> Result<(), (&'static str, String)> {
+fn check_hub(hub: &HubSection, node: &NodeSection) -> Result<(), (&'static str, String)> {
     range("hub.detection_time_ms", hub.detection_time_ms, 300, 600_000)?;
     range("hub.backlog_per_peer", hub.backlog_per_peer, 1, 1 << 20)?;
     range("hub.tick_ms", hub.tick_ms, 1, 1000)?;

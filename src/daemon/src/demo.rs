@@ -76,7 +76,15 @@ pub fn demo(args: &DemoArgs) -> Result<(), DaemonError> {
     let client_config = EndpointConfig::new(Keypair::generate(&mut rng));
     let (limit_pps, limit_burst) = (server_config.rate_pps, server_config.rate_burst);
     let window = client_config.reliable.max_queued_bytes;
-    let mut server = Node::bind(NodeConfig::new(loopback, server_config)).map_err(runtime_error)?;
+    let mut server_node = NodeConfig::new(loopback, server_config);
+    // The echo may have to hold every message while the client's rate limit drops its ACKs
+    // (with --rate 0): room for all of them, so none is refused. Bounded by --messages.
+    let echo_backlog = usize::try_from(args.messages)
+        .unwrap_or(usize::MAX)
+        .clamp(64, 100_000);
+    server_node.handle.deferred_per_peer = echo_backlog;
+    server_node.handle.deferred_total = echo_backlog;
+    let mut server = Node::bind(server_node).map_err(runtime_error)?;
     let mut client = Node::bind(NodeConfig::new(loopback, client_config)).map_err(runtime_error)?;
     // Publishing keeps the batch-size and handshake-duration histograms for the printout.
     server.publish_metrics(MetricsHub::new(1), 0, Duration::from_millis(10), false);

@@ -94,6 +94,7 @@ impl fmt::Display for Full {
 
 /// Why a [`Handle`] call did not queue (or, for `send_timeout`, did not send) a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandleError {
     /// The command queue is full (the loop is behind, or not running yet). Nothing was queued.
     QueueFull(Full),
@@ -753,6 +754,7 @@ fn drops_of(c: &DropCounters) -> EventDrops {
 
 /// Why [`Events`] returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecvError {
     /// `try_recv`: nothing queued.
     Empty,

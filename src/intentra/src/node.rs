@@ -456,6 +456,9 @@ fn send_one(
     let mut outcome = Ok(());
     let written = sink.write(|buf| match endpoint.send(now, peer, mode, payload, buf) {
         Ok(transmit) => Some((transmit.dst, transmit.len)),
+        // Accepted and stored beyond what may be in flight now: the endpoint sends it
+        // when ACKs open the window, so for the caller it is sent.
+        Err(SendError::Queued) => None,
         Err(err) => {
             outcome = Err(err);
             None

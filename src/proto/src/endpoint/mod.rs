@@ -140,8 +140,9 @@ impl Endpoint {
             by_key: HashMap::new(),
             responders: (0..config.handshakes_in_flight).map(|_| None).collect(),
             pending_tx: VecDeque::with_capacity(config.control_queue),
-            events: VecDeque::new(),
-            ready: VecDeque::new(),
+            // Preallocated so that a delivery or a peer event never grows them mid-stream.
+            events: VecDeque::with_capacity(64),
+            ready: VecDeque::with_capacity(config.max_peers.min(slot_count)),
             stats: Stats::default(),
             wakes: WakeHeap::with_capacity(
                 config

@@ -42,8 +42,11 @@ pub(super) struct Arena {
     tail: usize,
 }
 
-/// The first allocation, so that tiny payloads do not grow the buffer byte by byte.
-const MIN_ALLOCATION: usize = 256;
+/// The first allocation (capped at the arena's limit): room for a full window of 64 small
+/// updates (128 B each, twice over), so a peer's Reliable traffic of the sizes intentra
+/// carries reaches its steady state, and stops allocating, with its first message. Idle
+/// peers, and peers that never send Reliable data, allocate nothing.
+const MIN_ALLOCATION: usize = 16 * 1024;
 
 impl Arena {
     pub(super) fn new(max_live: usize) -> Self {
@@ -96,6 +99,17 @@ impl Arena {
         // own doubling beyond it.
         self.buf.reserve_exact(target - len);
         self.buf.resize(target, 0);
+    }
+
+    /// Makes the first allocation now, if none was made: the owner calls it on its first
+    /// Reliable traffic so that allocation never waits for a later, rarer event (the first
+    /// reordered segment) in the middle of a steady stream.
+    pub(super) fn reserve_first(&mut self) {
+        if self.buf.is_empty() {
+            let target = MIN_ALLOCATION.min(self.limit);
+            self.buf.reserve_exact(target);
+            self.buf.resize(target, 0);
+        }
     }
 
     /// Bytes allocated for payloads.
