@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arrived = turn_until(&mut client, &mut server, |_, _| {
         received.lock().expect("not poisoned").len() == 2
     });
-    client.close(peer);
+    client.close_all(intentra::CloseReason::Local);
     let _ = client.turn(Duration::ZERO);
     if !arrived {
         return Err("not every message arrived".into());
