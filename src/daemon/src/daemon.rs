@@ -21,11 +21,11 @@ use crate::logging::{LogKind, LogLimiter};
 use crate::metrics_http;
 use crate::redial::{Redial, RedialPolicy};
 use intentra::metrics::{AllowListReloads, MetricsHub, PeerSeen};
-use intentra::proto::CloseReason;
 use intentra::proto::EndpointConfig;
 use intentra::proto::ReliableConfig;
 use intentra::proto::StrikePolicy;
 use intentra::proto::Timestamp;
+use intentra::proto::{CloseReason, DropReason};
 use intentra::proto::{ConnectError, Event, PeerId};
 use intentra::proto::{Keypair, PublicKey};
 use intentra::udp::{DriverKind, IdleStrategy};
@@ -534,7 +534,11 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                         }
                         if Instant::now() >= next_watch {
                             next_watch = Instant::now() + Duration::from_secs(1);
-                            watch.log(worker, &node.stats());
+                            let mut sources = RefusalSources::default();
+                            node.drain_refused_handshakes(|addr, reason| {
+                                sources.note(reason, addr)
+                            });
+                            watch.log(worker, &node.stats(), &sources);
                         }
                     }
                     node.close_all(CloseReason::Shutdown);
@@ -577,9 +581,36 @@ struct EventWatch {
     last: intentra::proto::Stats,
 }
 
+/// The latest source address of each kind of refused handshake since the last log line.
+#[derive(Default)]
+struct RefusalSources {
+    not_allowed: Option<SocketAddr>,
+    budget: Option<SocketAddr>,
+    cookie: Option<SocketAddr>,
+}
+
+impl RefusalSources {
+    fn note(&mut self, reason: DropReason, addr: SocketAddr) {
+        match reason {
+            DropReason::NotAllowed => self.not_allowed = Some(addr),
+            DropReason::HandshakeBudget => self.budget = Some(addr),
+            DropReason::BadCookie => self.cookie = Some(addr),
+            _ => {}
+        }
+    }
+
+    fn of(&self, reason: DropReason) -> Option<SocketAddr> {
+        match reason {
+            DropReason::NotAllowed => self.not_allowed,
+            DropReason::HandshakeBudget => self.budget,
+            DropReason::BadCookie => self.cookie,
+            _ => None,
+        }
+    }
+}
+
 impl EventWatch {
-    fn log(&mut self, worker: usize, now: &intentra::proto::Stats) {
-        use intentra::proto::DropReason;
+    fn log(&mut self, worker: usize, now: &intentra::proto::Stats, sources: &RefusalSources) {
         let delta =
             |f: &dyn Fn(&intentra::proto::Stats) -> u64| f(now).saturating_sub(f(&self.last));
         let rekeys = delta(&|s| s.rekeys);
@@ -594,8 +625,8 @@ impl EventWatch {
                 "sessions closed for protocol violations (strikes)"
             );
         }
-        // Refused handshakes: one line per reason per second, whatever the rate. The core
-        // counts them without the source address, so the line gives the count and the reason.
+        // Refused handshakes: one line per reason per second, whatever the rate, with the
+        // count and the latest source address (as claimed: the packet is unauthenticated).
         for (reason, what) in [
             (
                 DropReason::NotAllowed,
@@ -612,7 +643,12 @@ impl EventWatch {
         ] {
             let refused = delta(&|s| s.dropped(reason));
             if refused > 0 {
-                tracing::warn!(worker, reason = %reason.label(), refused, "{what}");
+                match sources.of(reason) {
+                    Some(source) => {
+                        tracing::warn!(worker, reason = %reason.label(), refused, %source, "{what}")
+                    }
+                    None => tracing::warn!(worker, reason = %reason.label(), refused, "{what}"),
+                }
             }
         }
         let limited = delta(&|s| s.dropped(DropReason::RateLimit));

@@ -117,6 +117,8 @@ fn serve_logs_plain_display_values_with_worker_fields_and_warns_on_refusals_and_
         .unwrap();
     assert!(refused.contains(" WARN "), "{refused}");
     assert!(refused.contains("reason=not_allowed"), "{refused}");
+    // With the source it claimed (the stranger connects from loopback).
+    assert!(refused.contains("source=127.0.0.1:"), "{refused}");
     let lost = log.lines().find(|l| l.contains("peer lost")).unwrap();
     assert!(lost.contains(" WARN "), "{lost}");
     assert!(lost.contains("reason=idle_timeout"), "{lost}");

@@ -845,6 +845,12 @@ impl Node {
         self.endpoint.stats()
     }
 
+    /// Hands every handshake refused since the last call to `refused`, with the source
+    /// address it claimed (see `Endpoint::drain_refusals`).
+    pub fn drain_refused_handshakes(&mut self, refused: impl FnMut(SocketAddr, DropReason)) {
+        self.endpoint.drain_refusals(refused);
+    }
+
     /// The protocol core, for queries the node does not wrap.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint

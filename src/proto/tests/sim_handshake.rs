@@ -115,6 +115,19 @@ fn a_key_not_on_the_allow_list_is_refused() {
             >= 1
     );
     assert_eq!(net.nodes[b].endpoint.stats().sessions_active, 0);
+    // The refusal is handed out with the source it came from, for the operator's log.
+    let a_addr = net.nodes[a].addr;
+    let mut refusals = Vec::new();
+    net.nodes[b]
+        .endpoint
+        .drain_refusals(|addr, reason| refusals.push((addr, reason)));
+    assert!(!refusals.is_empty());
+    assert!(refusals
+        .iter()
+        .all(|&(addr, reason)| addr == a_addr && reason == DropReason::NotAllowed));
+    let mut again = 0;
+    net.nodes[b].endpoint.drain_refusals(|_, _| again += 1);
+    assert_eq!(again, 0, "drained once");
 }
 
 #[test]

@@ -91,12 +91,17 @@ pub struct Endpoint {
     handshake_log_len: usize,
     /// Keys of sessions installed since the last `poll_session_keys`, when exporting them.
     exported_keys: VecDeque<SessionSecrets>,
+    /// Recently refused handshakes with their source, for the caller's logs; bounded,
+    /// preallocated, the oldest dropped first.
+    refusals: VecDeque<(SocketAddr, DropReason)>,
 }
 
 /// Completed handshakes remembered between two drains; older ones are dropped.
 const HANDSHAKE_LOG: usize = 256;
 /// Exported session keys held for the caller; past this the oldest are dropped.
 const EXPORTED_KEYS_MAX: usize = 1024;
+/// Refused handshakes remembered between two drains.
+const REFUSALS_MAX: usize = 64;
 
 impl Endpoint {
     /// Creates an endpoint. `rng` is its only source of randomness (ephemeral keys, session
@@ -157,6 +162,7 @@ impl Endpoint {
             handshake_durations: [Duration::ZERO; HANDSHAKE_LOG],
             handshake_log_len: 0,
             exported_keys: VecDeque::new(),
+            refusals: VecDeque::with_capacity(REFUSALS_MAX),
             rng,
             config,
         }
@@ -248,8 +254,27 @@ impl Endpoint {
             Ok(message) => message,
             Err(reason) => {
                 self.stats.record_drop(reason);
+                if matches!(
+                    reason,
+                    DropReason::NotAllowed | DropReason::HandshakeBudget | DropReason::BadCookie
+                ) {
+                    if self.refusals.len() == REFUSALS_MAX {
+                        self.refusals.pop_front();
+                    }
+                    self.refusals.push_back((src, reason));
+                }
                 None
             }
+        }
+    }
+
+    /// Hands every handshake refused since the last call (not on the allow-list, over the
+    /// handshake budget, missing or bad cookie) to `refused` with its source address, oldest
+    /// first; at most the last 64. The address is what the datagram claimed: a refused
+    /// handshake is unauthenticated, so it may be spoofed.
+    pub fn drain_refusals(&mut self, mut refused: impl FnMut(SocketAddr, DropReason)) {
+        while let Some((addr, reason)) = self.refusals.pop_front() {
+            refused(addr, reason);
         }
     }
 
