@@ -949,7 +949,11 @@ fn check_hub(hub: &HubSection, node: &NodeConfig) -> Result<(), (&'static str, S
         if rule.key != "*" && rule.key.parse::<PublicKey>().is_err() {
             return Err((
                 "hub.rules",
-                format!("entry {}: key must be a hex public key or \"*\", got {:?}", i + 1, rule.key),
+                format!(
+                    "entry {}: key must be a hex public key or \"*\", got {:?}",
+                    i + 1,
+                    rule.key
+                ),
             ));
         }
         let valid = match rule.topic.strip_suffix('*') {

@@ -156,7 +156,12 @@ pub fn append_metrics(mut body: String) -> String {
     let one = |v: u64| [(String::new(), v)];
     let drops: Vec<(String, u64)> = DropReason::ALL
         .iter()
-        .map(|r| (format!("{{reason=\"{}\"}}", r.as_str()), m.stats.dropped(*r)))
+        .map(|r| {
+            (
+                format!("{{reason=\"{}\"}}", r.as_str()),
+                m.stats.dropped(*r),
+            )
+        })
         .collect();
     counter(
         "intentra_pubsub_dropped",
@@ -212,8 +217,14 @@ pub fn append_metrics(mut body: String) -> String {
         "intentra_pubsub_send_failed",
         "Hub outputs the node could not send, by mode.",
         &[
-            ("{mode=\"realtime\"}".to_owned(), m.glue.realtime_send_failed),
-            ("{mode=\"reliable\"}".to_owned(), m.glue.reliable_send_failed),
+            (
+                "{mode=\"realtime\"}".to_owned(),
+                m.glue.realtime_send_failed,
+            ),
+            (
+                "{mode=\"reliable\"}".to_owned(),
+                m.glue.reliable_send_failed,
+            ),
         ],
     );
     let mut gauge = |name: &str, help: &str, samples: &[(String, u64)]| {

@@ -152,8 +152,12 @@ struct Shared {
 }
 
 trait Transmit {
-    fn transmit(&mut self, peer: PeerId, mode: TransportMode, bytes: &[u8])
-        -> Result<(), SendError>;
+    fn transmit(
+        &mut self,
+        peer: PeerId,
+        mode: TransportMode,
+        bytes: &[u8],
+    ) -> Result<(), SendError>;
 }
 
 impl Transmit for Context<'_> {
@@ -196,11 +200,10 @@ impl<T: Transmit + ?Sized> Sink<PeerId> for Out<'_, T> {
                     self.queue.push_back(bytes.to_vec());
                     return;
                 }
-                match self.tx.transmit(to, TransportMode::Reliable, bytes) {
-                    Err(SendError::WouldBlock | SendError::BufferTooSmall) => {
-                        self.queue.push_back(bytes.to_vec());
-                    }
-                    Ok(()) | Err(_) => {}
+                if let Err(SendError::WouldBlock | SendError::BufferTooSmall) =
+                    self.tx.transmit(to, TransportMode::Reliable, bytes)
+                {
+                    self.queue.push_back(bytes.to_vec());
                 }
             }
         }
@@ -408,7 +411,9 @@ fn attach(args: &HubArgs) -> Result<Attached, DaemonError> {
         })
         .map_err(runtime_error)?;
     if stop.load(Ordering::Relaxed) {
-        return Err(DaemonError::Runtime("interrupted before the session was up".into()));
+        return Err(DaemonError::Runtime(
+            "interrupted before the session was up".into(),
+        ));
     }
     if !up || node.peer_info(peer).is_none() {
         return Err(DaemonError::Runtime(format!(
@@ -454,7 +459,10 @@ impl Attached {
     }
 
     /// Runs `f` on the member from the main loop.
-    fn member<R>(&mut self, f: impl FnOnce(&mut Member<PeerId>, Timestamp, &mut Out<'_, Node>) -> R) -> R {
+    fn member<R>(
+        &mut self,
+        f: impl FnOnce(&mut Member<PeerId>, Timestamp, &mut Out<'_, Node>) -> R,
+    ) -> R {
         let mut s = lock(&self.shared);
         let mut result = None;
         s.with_member(&mut self.node, |m, now, out| result = Some(f(m, now, out)));
@@ -697,7 +705,10 @@ pub fn subscribe(args: &SubscribeArgs) -> Result<(), DaemonError> {
                 Note::Refused { action } => return Err(refused(action, &args.hub.topic)),
                 Note::Gap { publisher, missing } => gaps.push((publisher, missing)),
                 Note::Restarted { publisher } => {
-                    eprintln!("intentra: publisher {} restarted its stream", hex(&publisher));
+                    eprintln!(
+                        "intentra: publisher {} restarted its stream",
+                        hex(&publisher)
+                    );
                 }
                 Note::Message {
                     publisher,
@@ -801,7 +812,12 @@ pub fn presence(args: &PresenceArgs) -> Result<(), DaemonError> {
                         })
                         .to_string()
                     } else if up {
-                        format!("{kind} {} {} hub={}", hex(&member), role_str(role), hex(&hub))
+                        format!(
+                            "{kind} {} {} hub={}",
+                            hex(&member),
+                            role_str(role),
+                            hex(&hub)
+                        )
                     } else {
                         format!(
                             "{kind} {} {} hub={} reason={}",
@@ -826,7 +842,10 @@ pub fn presence(args: &PresenceArgs) -> Result<(), DaemonError> {
         {
             in_snapshot = false;
             let n = lock(&a.shared).member.presence(a.topic).count();
-            eprintln!("intentra: {n} members on {:?}; changes follow", args.hub.topic);
+            eprintln!(
+                "intentra: {n} members on {:?}; changes follow",
+                args.hub.topic
+            );
         }
         if Instant::now() >= next_check {
             next_check = Instant::now() + Duration::from_millis(100);

@@ -72,13 +72,26 @@ fn setup() -> Result<Namespaces, String> {
     }
     // host 1 (publisher) 10.201.1.1 <-> 10.201.1.2 host 2 (hub A)
     // host 2 (hub A)     10.201.2.1 <-> 10.201.2.2 host 3 (hub B, subscribers)
-    let links = [(0, 1, "10.201.1.1/24", "10.201.1.2/24"), (1, 2, "10.201.2.1/24", "10.201.2.2/24")];
+    let links = [
+        (0, 1, "10.201.1.1/24", "10.201.1.2/24"),
+        (1, 2, "10.201.2.1/24", "10.201.2.2/24"),
+    ];
     for (k, (x, y, ax, ay)) in links.iter().enumerate() {
         let (vx, vy) = (format!("{tag}v{k}x"), format!("{tag}v{k}y"));
         // Created inside namespace x, so the host's own interfaces never see them.
         ip(&[
-            "-n", &ns.names[*x], "link", "add", &vx, "type", "veth", "peer", "name", &vy,
-            "netns", &ns.names[*y],
+            "-n",
+            &ns.names[*x],
+            "link",
+            "add",
+            &vx,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vy,
+            "netns",
+            &ns.names[*y],
         ]);
         ip(&["-n", &ns.names[*x], "addr", "add", ax, "dev", &vx]);
         ip(&["-n", &ns.names[*y], "addr", "add", ay, "dev", &vy]);
@@ -143,7 +156,15 @@ fn publisher_hub_a_hub_b_two_subscribers_across_namespaces() {
         .map(|(name, file)| {
             let p = Proc::spawn(
                 name,
-                tool(&ns.exec(2), "subscribe", b_addr, &b_key, "ns/state", file, &["--count", "5"]),
+                tool(
+                    &ns.exec(2),
+                    "subscribe",
+                    b_addr,
+                    &b_key,
+                    "ns/state",
+                    file,
+                    &["--count", "5"],
+                ),
             );
             p.wait_err(T, "connected to hub");
             p

@@ -27,7 +27,11 @@ impl Keys {
     }
 }
 
-fn one_hub(keys: &Keys, rules: Vec<(&str, &str, &str)>, detection_ms: u64) -> (Proc, String, String) {
+fn one_hub(
+    keys: &Keys,
+    rules: Vec<(&str, &str, &str)>,
+    detection_ms: u64,
+) -> (Proc, String, String) {
     let (key_file, key) = keys.make("hub.key");
     let bind = format!("127.0.0.1:{}", free_udp());
     let toml = hub_toml(&HubSpec {
@@ -55,7 +59,15 @@ fn hub_relays_one_publisher_to_two_subscribers_exactly() {
     let sub = |name: &str, file: &std::path::Path| {
         let p = Proc::spawn(
             name,
-            tool(&[], "subscribe", &addr, &hub_key, "md/btc", file, &["--count", "7"]),
+            tool(
+                &[],
+                "subscribe",
+                &addr,
+                &hub_key,
+                "md/btc",
+                file,
+                &["--count", "7"],
+            ),
         );
         p.wait_err(T, "connected to hub");
         p
@@ -94,7 +106,9 @@ fn hub_relays_one_publisher_to_two_subscribers_exactly() {
     let mut expected: Vec<String> = (1..=5)
         .map(|i| format!("publisher={pub_key} seq={i} gap=0 hops=1 payload={i}"))
         .collect();
-    expected.push(format!("publisher={pub_key} seq=- gap=0 hops=1 payload=alpha"));
+    expected.push(format!(
+        "publisher={pub_key} seq=- gap=0 hops=1 payload=alpha"
+    ));
     expected.push(format!(
         "publisher={pub_key} seq=- gap=0 hops=1 payload=beta gamma"
     ));
@@ -112,7 +126,15 @@ fn refused_topics_exit_non_zero_with_one_line() {
     let (_hub, addr, hub_key) = one_hub(&keys, vec![("*", "md/*", "publish,subscribe")], 3000);
     let mut s = Proc::spawn(
         "subscribe",
-        tool(&[], "subscribe", &addr, &hub_key, "secret/plans", &member_file, &[]),
+        tool(
+            &[],
+            "subscribe",
+            &addr,
+            &hub_key,
+            "secret/plans",
+            &member_file,
+            &[],
+        ),
     );
     let status = s.wait_exit(T);
     assert_eq!(status.code(), Some(1), "{}", s.err_text());
@@ -124,13 +146,22 @@ fn refused_topics_exit_non_zero_with_one_line() {
     );
     let mut p = Proc::spawn_with_input(
         "publish",
-        tool(&[], "publish", &addr, &hub_key, "secret/plans", &member_file, &[]),
+        tool(
+            &[],
+            "publish",
+            &addr,
+            &hub_key,
+            "secret/plans",
+            &member_file,
+            &[],
+        ),
         "x\n",
     );
     let status = p.wait_exit(T);
     assert_eq!(status.code(), Some(1), "{}", p.err_text());
     assert!(
-        p.err_text().contains("refused publishing on topic \"secret/plans\""),
+        p.err_text()
+            .contains("refused publishing on topic \"secret/plans\""),
         "{}",
         p.err_text()
     );
@@ -138,10 +169,22 @@ fn refused_topics_exit_non_zero_with_one_line() {
     let (_, wrong) = keys.make("wrong.key");
     let mut s = Proc::spawn(
         "wrong-key",
-        tool(&[], "subscribe", &addr, &wrong, "md/x", &member_file, &["--timeout", "2"]),
+        tool(
+            &[],
+            "subscribe",
+            &addr,
+            &wrong,
+            "md/x",
+            &member_file,
+            &["--timeout", "2"],
+        ),
     );
     assert_eq!(s.wait_exit(T).code(), Some(1));
-    assert!(s.err_text().contains("handshake with hub"), "{}", s.err_text());
+    assert!(
+        s.err_text().contains("handshake with hub"),
+        "{}",
+        s.err_text()
+    );
 }
 
 #[test]
@@ -151,7 +194,10 @@ fn presence_shows_members_appear_and_disappear() {
     let (b_file, b_key) = keys.make("b.key");
     let (w_file, w_key) = keys.make("w.key");
     let (_hub, addr, hub_key) = one_hub(&keys, vec![("*", "*", "publish,subscribe")], 1000);
-    let a = Proc::spawn("a", tool(&[], "subscribe", &addr, &hub_key, "room", &a_file, &[]));
+    let a = Proc::spawn(
+        "a",
+        tool(&[], "subscribe", &addr, &hub_key, "room", &a_file, &[]),
+    );
     a.wait_err(T, "connected to hub");
     let watch = Proc::spawn(
         "presence",
@@ -159,8 +205,16 @@ fn presence_shows_members_appear_and_disappear() {
     );
     watch.wait_err(T, "changes follow");
     let member_a = format!("member {a_key} subscriber hub={hub_key}");
-    assert_eq!(watch.out_lines(), vec![member_a.clone()], "{}", watch.err_text());
-    let b = Proc::spawn("b", tool(&[], "subscribe", &addr, &hub_key, "room", &b_file, &[]));
+    assert_eq!(
+        watch.out_lines(),
+        vec![member_a.clone()],
+        "{}",
+        watch.err_text()
+    );
+    let b = Proc::spawn(
+        "b",
+        tool(&[], "subscribe", &addr, &hub_key, "room", &b_file, &[]),
+    );
     let up_b = format!("up {b_key} subscriber hub={hub_key}");
     watch.wait_out(T, |l| l.contains(&up_b));
     // SIGKILL: no close is sent; the hub reports it silent after the detection time.
@@ -220,7 +274,15 @@ fn two_linked_hubs_deliver_once() {
     hub_b.wait_err(T, "hub link up");
     let sub = Proc::spawn(
         "sub-on-b",
-        tool(&[], "subscribe", &b_addr, &b_key, "t/linked", &sub_file, &[]),
+        tool(
+            &[],
+            "subscribe",
+            &b_addr,
+            &b_key,
+            "t/linked",
+            &sub_file,
+            &[],
+        ),
     );
     sub.wait_err(T, "connected to hub");
     let mut p = Proc::spawn(

@@ -34,7 +34,10 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (path, String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    (
+        path,
+        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+    )
 }
 
 pub fn free_udp() -> u16 {
@@ -248,8 +251,17 @@ pub fn tool(
     extra: &[&str],
 ) -> Command {
     let mut c = command(prefix);
-    c.args([tool, "--peer", hub, "--peer-key", hub_key, "--topic", topic, "--key"])
-        .arg(key)
-        .args(extra);
+    c.args([
+        tool,
+        "--peer",
+        hub,
+        "--peer-key",
+        hub_key,
+        "--topic",
+        topic,
+        "--key",
+    ])
+    .arg(key)
+    .args(extra);
     c
 }
