@@ -511,7 +511,7 @@ impl Glue {
                 } else {
                     ctx.peer_info(peer).map(|info| info.public_key)
                 };
-                if let Some(key) = early {
+                if early.is_some() {
                     self.early.push(peer);
                 }
                 self.with_hub(ctx, |hub, now, out| {
