@@ -323,6 +323,10 @@ struct Glue {
     limiter: Limiter,
     dials: Vec<Dial>,
     closing: Vec<PeerId>,
+    /// Peers reported up to the hub from their first message, before the node's PeerUp:
+    /// the node dispatches a message that arrives in the same receive batch as the
+    /// handshake's last packet before it reports the session up.
+    early: Vec<PeerId>,
     per_topic: bool,
     next_metrics: Timestamp,
 }
@@ -477,6 +481,10 @@ impl Glue {
                     d.peer = Some(peer);
                     d.wait = DIAL_RETRY_FIRST;
                 }
+                if let Some(i) = self.early.iter().position(|&p| p == peer) {
+                    self.early.swap_remove(i);
+                    return; // already reported up by its first message
+                }
                 self.with_hub(ctx, |hub, now, out| {
                     hub.peer_up(peer, member_key(&key), now, out);
                 });
@@ -484,6 +492,7 @@ impl Glue {
             Event::PeerDown { peer, .. } => {
                 let peer = *peer;
                 self.queues.remove(&peer);
+                self.early.retain(|&p| p != peer);
                 let now = Timestamp(ctx.now().as_nanos());
                 for d in self.dials.iter_mut().filter(|d| d.peer == Some(peer)) {
                     d.peer = None;
@@ -497,7 +506,18 @@ impl Glue {
                     TransportMode::Reliable => Mode::Reliable,
                 };
                 let (peer, payload) = (m.peer, m.payload);
+                let early = if self.hub.knows(peer) {
+                    None
+                } else {
+                    ctx.peer_info(peer).map(|info| info.public_key)
+                };
+                if early.is_some() {
+                    self.early.push(peer);
+                }
                 self.with_hub(ctx, |hub, now, out| {
+                    if let Some(key) = early {
+                        hub.peer_up(peer, member_key(&key), now, out);
+                    }
                     hub.handle_message(peer, mode, payload, now, out);
                 });
             }
@@ -611,6 +631,7 @@ pub fn attach(
             })
             .collect(),
         closing: Vec::new(),
+        early: Vec::new(),
         per_topic: section.per_topic_metrics,
         next_metrics: Timestamp::ZERO,
     }));

@@ -193,7 +193,9 @@ fn presence_shows_members_appear_and_disappear() {
     let (a_file, a_key) = keys.make("a.key");
     let (b_file, b_key) = keys.make("b.key");
     let (w_file, w_key) = keys.make("w.key");
-    let (_hub, addr, hub_key) = one_hub(&keys, vec![("*", "*", "publish,subscribe")], 1000);
+    // Members heartbeat every second: a detection time of 2.5 s keeps a loaded host from
+    // reporting a live member silent.
+    let (_hub, addr, hub_key) = one_hub(&keys, vec![("*", "*", "publish,subscribe")], 2500);
     let a = Proc::spawn(
         "a",
         tool(&[], "subscribe", &addr, &hub_key, "room", &a_file, &[]),
@@ -308,5 +310,151 @@ fn two_linked_hubs_deliver_once() {
             line.ends_with(&format!("seq={n} gap=0 hops=2 payload={n}")),
             "{line}"
         );
+    }
+}
+
+#[test]
+fn subscribe_exits_cleanly_on_sigint_and_when_stdout_closes() {
+    let keys = Keys::new();
+    let (m_file, _) = keys.make("m.key");
+    let (n_file, _) = keys.make("n.key");
+    let (p_file, _) = keys.make("p.key");
+    let (_hub, addr, hub_key) = one_hub(&keys, vec![("*", "*", "publish,subscribe")], 3000);
+    // SIGINT: exit 0.
+    let mut s = Proc::spawn(
+        "sigint",
+        tool(&[], "subscribe", &addr, &hub_key, "y", &m_file, &[]),
+    );
+    s.wait_err(T, "connected to hub");
+    s.signal(2);
+    let status = s.wait_exit(T);
+    assert!(status.success(), "{status:?} {}", s.err_text());
+    // `| head -n 2`: the reader takes two lines and goes away; the tool exits 0.
+    let mut child = tool(&[], "subscribe", &addr, &hub_key, "x", &n_file, &[])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let a = lines.next().and_then(Result::ok);
+        let b = lines.next().and_then(Result::ok);
+        let _ = tx.send((a, b)); // the pipe's read end closes here
+    });
+    let mut p = Proc::spawn(
+        "publish",
+        tool(
+            &[],
+            "publish",
+            &addr,
+            &hub_key,
+            "x",
+            &p_file,
+            &["--rate", "50", "--count", "40", "--wait-subscribers", "1"],
+        ),
+    );
+    let Ok((Some(a), Some(b))) = rx.recv_timeout(T) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no two lines; publisher: {}", p.err_text());
+    };
+    assert!(a.ends_with("seq=1 gap=0 hops=1 payload=1"), "{a}");
+    assert!(b.ends_with("seq=2 gap=0 hops=1 payload=2"), "{b}");
+    let end = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("subscribe kept running after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(p.wait_exit(T).success(), "{}", p.err_text());
+}
+
+#[test]
+fn hub_metrics_export_relays_and_refusals() {
+    let keys = Keys::new();
+    let (key_file, hub_key) = keys.make("hub.key");
+    let (m_file, _) = keys.make("m.key");
+    let (p_file, _) = keys.make("p.key");
+    let bind = format!("127.0.0.1:{}", free_udp());
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let toml = hub_toml(&HubSpec {
+        bind: bind.clone(),
+        key_file: &key_file,
+        rules: vec![("*", "ok/*", "publish,subscribe")],
+        links: Vec::new(),
+        dial: Vec::new(),
+        detection_ms: 3000,
+    })
+    .replace(
+        "[metrics]\nlisten = \"off\"\n",
+        &format!("[metrics]\nlisten = \"{metrics}\"\npublish_interval_ms = 20\n"),
+    )
+    .replace(
+        "enabled = true\n",
+        "enabled = true\nper_topic_metrics = true\n",
+    );
+    let _hub = start_hub(&[], keys.dir.path(), "hub", &toml);
+    let s = Proc::spawn(
+        "sub",
+        tool(&[], "subscribe", &bind, &hub_key, "ok/a", &m_file, &[]),
+    );
+    s.wait_err(T, "connected to hub");
+    let mut p = Proc::spawn(
+        "pub",
+        tool(
+            &[],
+            "publish",
+            &bind,
+            &hub_key,
+            "ok/a",
+            &p_file,
+            &["--rate", "100", "--count", "3", "--wait-subscribers", "1"],
+        ),
+    );
+    assert!(p.wait_exit(T).success(), "{}", p.err_text());
+    let mut r = Proc::spawn(
+        "refused",
+        tool(&[], "subscribe", &bind, &hub_key, "no/b", &m_file, &[]),
+    );
+    assert_eq!(r.wait_exit(T).code(), Some(1));
+    let sample = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let end = std::time::Instant::now() + T;
+    loop {
+        let text = intentra_daemon::metrics_http::fetch_metrics(metrics).unwrap();
+        let refused = sample(&text, "intentra_pubsub_refused_total");
+        let relayed = sample(&text, "intentra_pubsub_published_in_total");
+        if refused >= 1.0 && relayed >= 1.0 {
+            assert!(
+                text.contains("intentra_pubsub_dropped_total{reason=\"not_advertised\"}"),
+                "{text}"
+            );
+            assert!(
+                text.contains("intentra_pubsub_topic_members{topic=\"ok/a\",role=\"subscriber\"}"),
+                "{text}"
+            );
+            assert!(text.trim_end().ends_with("# EOF"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -259,6 +259,11 @@ impl<P: Copy + Eq + Hash> Hub<P> {
         self.config.links = links;
     }
 
+    /// Whether a session to `handle` was reported up (and not down since).
+    pub fn knows(&self, handle: P) -> bool {
+        self.by_handle.contains_key(&handle)
+    }
+
     /// Whether peer `handle` is a hub-to-hub link.
     pub fn is_link(&self, handle: P) -> bool {
         self.slot_of(handle)
