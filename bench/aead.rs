@@ -2,7 +2,7 @@
 //! compiles: `cargo bench -p intentra-proto --bench aead --features rustcrypto` measures both.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use intentra_proto::aead::PacketCipher;
+use intentra_proto::internals::PacketCipher;
 use intentra_proto::wire::{Counter, TAG_LEN, TRANSPORT_HEADER_LEN};
 use std::hint::black_box;
 use std::time::Duration;
@@ -56,13 +56,13 @@ fn open<C: PacketCipher>(c: &mut Criterion, name: &str) {
 fn backends(c: &mut Criterion) {
     #[cfg(feature = "ring")]
     {
-        use intentra_proto::aead::RingCipher;
+        use intentra_proto::internals::RingCipher;
         seal::<RingCipher>(c, "ring");
         open::<RingCipher>(c, "ring");
     }
     #[cfg(feature = "rustcrypto")]
     {
-        use intentra_proto::aead::RustCryptoCipher;
+        use intentra_proto::internals::RustCryptoCipher;
         seal::<RustCryptoCipher>(c, "rustcrypto");
         open::<RustCryptoCipher>(c, "rustcrypto");
     }

@@ -11,15 +11,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::endpoint::Endpoint;
-use intentra_proto::event::{Mode, PeerId};
-use intentra_proto::handshake::{FinishIntent, Initiator, Responder};
-use intentra_proto::keys::Keypair;
-use intentra_proto::ratelimit::TokenBucket;
-use intentra_proto::replay::ReplayWindow;
-use intentra_proto::time::Timestamp;
+use intentra_proto::internals::ReplayWindow;
+use intentra_proto::internals::TokenBucket;
+use intentra_proto::internals::{FinishIntent, Initiator, Responder};
 use intentra_proto::wire::{self, Counter, SessionIndex, MAX_DATAGRAM_LEN};
+use intentra_proto::Endpoint;
+use intentra_proto::EndpointConfig;
+use intentra_proto::Keypair;
+use intentra_proto::Timestamp;
+use intentra_proto::{Mode, PeerId};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

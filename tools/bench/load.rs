@@ -16,12 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::endpoint::Endpoint;
-use intentra::proto::event::{Event, Mode, PeerId, SendError};
-use intentra::proto::keys::{Keypair, PublicKey};
-use intentra::proto::time::Timestamp;
 use intentra::proto::wire::{self, Header, MAX_DATAGRAM_LEN};
+use intentra::proto::Endpoint;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Timestamp;
+use intentra::proto::{Event, Mode, PeerId, SendError};
+use intentra::proto::{Keypair, PublicKey};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -411,6 +411,7 @@ impl Generator<'_> {
                     peer.state = PeerState::Down;
                 }
                 Event::Message(_) => {}
+                _ => {}
             }
         }
         while let Some(t) = peer.endpoint.poll_transmit(now, &mut self.control) {

@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::Mode;
-use intentra::proto::keys::Keypair;
 use intentra::proto::wire::{MAX_REALTIME_PAYLOAD, MAX_RELIABLE_PAYLOAD};
+use intentra::proto::EndpointConfig;
+use intentra::proto::Keypair;
+use intentra::proto::Mode;
 use intentra::udp::{self as drivers, DriverConfig, DriverKind, SocketConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::endpoint::Endpoint;
-use intentra::proto::event::Event;
-use intentra::proto::stats::{DropReason, Stats};
-use intentra::proto::time::Timestamp;
 use intentra::proto::wire::MAX_DATAGRAM_LEN;
+use intentra::proto::Endpoint;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Event;
+use intentra::proto::Timestamp;
+use intentra::proto::{DropReason, Stats};
 use intentra::udp::{Datagram, Driver, Wait};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;

@@ -19,7 +19,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BinaryHeap, VecDeque};
 
-use intentra::proto::time::Timestamp;
+use intentra::proto::Timestamp;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use impair::{Fate, ImpairStats, Impairer, Impairments, Probability};
-use intentra::proto::time::Timestamp;
+use intentra::proto::Timestamp;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};

@@ -8,7 +8,10 @@
 //! exit code 2.
 //!
 //! Exit codes: 0 success; 1 a mode this build cannot run; 2 an unreadable, truncated
-//! or corrupt capture (and command-line errors, as clap reports them).
+//! or corrupt capture (and command-line errors, as clap reports them); 3 a session replay
+//! that matched nothing (no datagram to `--local`, no HandshakeInit for `--key`, or no
+//! transport packet opened with the key log), with a hint on stderr. Blocks skipped or
+//! ignored in a readable capture are a `warning:` line each on stderr.
 
 mod decode;
 mod reader;
@@ -46,12 +49,17 @@ struct Args {
     /// Session replay: the receiving node's address in the capture (needs --key).
     #[arg(long, requires = "key")]
     local: Option<SocketAddr>,
-    /// Session replay: the RNG seed the node wrote beside the capture (default FILE.keylog).
-    /// Noise's ephemeral keys make a session unrecoverable from the static key alone.
+    /// Session replay: the per-session key log the node wrote beside the capture (default
+    /// FILE.keylog; for a rotated FILE.N without its own, that of FILE).
     #[arg(long)]
     keylog: Option<PathBuf>,
-    /// Session replay: the node's configuration file, for its allow-list and limits.
-    #[arg(long)]
+    /// Also print the parser's rate (parse time only).
+    #[arg(long, short)]
+    verbose: bool,
+    /// Accepted for scripts written for earlier versions and ignored: a session replay no
+    /// longer re-runs handshakes, so it needs no allow-list or limits (the key log carries
+    /// the session keys).
+    #[arg(long, hide = true)]
     config: Option<PathBuf>,
 }
 
@@ -137,17 +145,24 @@ struct Report<'a> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let name = args.file.display().to_string();
+    let warn = |w: reader::Warning| eprintln!("warning: {name}: {w}");
+    if let Some(config) = &args.config {
+        eprintln!(
+            "note: --config {} is ignored: the key log carries what a session replay needs",
+            config.display()
+        );
+    }
     if let (Some(key), Some(local)) = (&args.key, args.local) {
-        return match session::replay(
-            &args.file,
-            key,
-            local,
-            args.keylog.as_deref(),
-            args.config.as_deref(),
-        ) {
+        return match session::replay(&args.file, key, local, args.keylog.as_deref(), warn) {
             Ok(report) => {
                 session::print(&report, args.json);
-                ExitCode::SUCCESS
+                match session::failure(&report, &args.file, key, local) {
+                    Some(hint) => {
+                        eprintln!("{hint}");
+                        ExitCode::from(3)
+                    }
+                    None => ExitCode::SUCCESS,
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -164,9 +179,11 @@ fn main() -> ExitCode {
     };
     let mut tally = Tally::default();
     let mut payloads: Vec<&[u8]> = Vec::new();
-    let format = match reader::read_frames(&bytes, |frame| {
-        classify(&mut tally, &mut payloads, args.port, frame)
-    }) {
+    let format = match reader::read_frames(
+        &bytes,
+        |frame| classify(&mut tally, &mut payloads, args.port, frame),
+        warn,
+    ) {
         Ok(format) => format,
         Err(e) => {
             eprintln!("{name}: {e}");
@@ -203,7 +220,7 @@ fn main() -> ExitCode {
             }
         }
     } else {
-        print_table(&report);
+        print_table(&report, args.verbose);
     }
     ExitCode::SUCCESS
 }
@@ -277,7 +294,7 @@ fn counts(tally: &Tally) -> BTreeMap<&'static str, u64> {
     counts
 }
 
-fn print_table(report: &Report<'_>) {
+fn print_table(report: &Report<'_>, verbose: bool) {
     println!(
         "{}: {} records ({}), {} UDP payloads parsed",
         report.file, report.records, report.format, report.parsed
@@ -298,6 +315,9 @@ fn print_table(report: &Report<'_>) {
     }
     for (link, n) in report.unsupported_link_types {
         show(format!("unsupported_link.{link}"), *n);
+    }
+    if !verbose {
+        return;
     }
     match report.packets_per_second {
         Some(rate) => println!(

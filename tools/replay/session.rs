@@ -1,38 +1,84 @@
-//! Session replay: the datagrams a node received, in capture order, through a real endpoint
-//! built from the node's private key and the RNG seed it logged while capturing.
+//! Session replay: the datagrams a node received, in capture order, opened with the
+//! per-session transport keys the node wrote to its key log while capturing.
 //!
-//! Owns the replay loop and its report. Time is synthetic (capture order, 10 µs apart):
-//! the endpoint only needs the order to reproduce the node's handshakes.
+//! Owns the replay loop, its report and the verdict on it. Transport packets are found by
+//! their receiver index in the key log and opened with that key set's keys behind a replay
+//! window, as the endpoint would; Reliable messages are counted once per sequence number
+//! per session (a rekey continues the session, a new handshake starts it over). The node's
+//! private key checks the mac1 of HandshakeInits: it proves the capture and the key belong
+//! together. Nothing here re-runs a handshake, and the key log never holds what would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use intentra::capture::{keylog_path, read_keylog};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::endpoint::Endpoint;
-use intentra::proto::event::{Event, Mode};
-use intentra::proto::stats::DropReason;
-use intentra::proto::time::Timestamp;
-use intentra::proto::wire::MAX_DATAGRAM_LEN;
-use intentra_daemon::config::{read_allow_list, read_key_file, Config};
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
+use intentra::capture::{keylog_path, read_keylog, LoggedSession};
+use intentra::proto::internals::ReplayWindow;
+use intentra::proto::internals::{mac1_key, verify_init_mac1};
+use intentra::proto::internals::{PacketCipher, PacketKey};
+use intentra::proto::wire::{parse_header, Header, TransportKind};
+use intentra::proto::CloseReason;
+use intentra_daemon::config::read_key_file;
 use serde::Serialize;
 
 use crate::decode::{decode, Decoded, LinkType};
 use crate::reader;
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct SessionReport {
     pub datagrams_to_local: u64,
+    pub sessions_in_key_log: u64,
+    /// HandshakeInits to the node, and how many of them carry a mac1 for its key.
+    pub handshake_inits: u64,
+    pub handshake_inits_for_key: u64,
+    /// Handshakes whose last message to the node names a logged session.
+    pub handshakes_completed: u64,
+    /// Of those, the ones that started a session (not rekeys).
+    pub sessions_up: u64,
+    /// Close packets opened, by the reason the node reports (`remote`).
+    pub sessions_down: BTreeMap<&'static str, u64>,
+    /// Transport packets to the node, and how many opened with a logged key.
+    pub transport_packets: u64,
+    pub opened: u64,
     pub delivered_realtime: u64,
     pub delivered_reliable: u64,
-    pub sessions_up: u64,
-    pub sessions_down: BTreeMap<&'static str, u64>,
-    pub handshakes_completed: u64,
+    pub acks: u64,
+    pub keepalives: u64,
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Where the datagrams not to the node went (shown when none was to it).
+    #[serde(skip)]
+    pub other_destinations: BTreeMap<SocketAddr, u64>,
+    #[serde(skip)]
+    pub keylog: PathBuf,
+}
+
+struct KeyState {
+    recv: PacketKey,
+    window: ReplayWindow,
+    /// Index into the session chains (a new session and its rekeys).
+    chain: usize,
+    rekey: bool,
+    completed: bool,
+}
+
+/// FILE.keylog; for a rotated FILE.N without one of its own, the key log of FILE.
+pub fn default_keylog(file: &Path) -> PathBuf {
+    let own = keylog_path(file);
+    if own.exists() {
+        return own;
+    }
+    let name = file.as_os_str().to_string_lossy();
+    match name.rsplit_once('.') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            let base = keylog_path(Path::new(base));
+            if base.exists() {
+                base
+            } else {
+                own
+            }
+        }
+        _ => own,
+    }
 }
 
 pub fn replay(
@@ -40,94 +86,212 @@ pub fn replay(
     key: &Path,
     local: SocketAddr,
     keylog: Option<&Path>,
-    config: Option<&Path>,
+    mut warn: impl FnMut(reader::Warning),
 ) -> Result<SessionReport, String> {
     let name = file.display().to_string();
     let bytes = std::fs::read(file).map_err(|e| format!("{name}: {e}"))?;
     let keypair = read_key_file(key).map_err(|e| e.to_string())?;
-    let keylog = keylog.map_or_else(|| keylog_path(file), Path::to_path_buf);
-    let seed = read_keylog(&keylog).map_err(|e| e.to_string())?;
-    let mut endpoint_config = match config {
-        Some(path) => {
-            let config = Config::load(path).map_err(|e| e.to_string())?;
-            let allow = match &config.node.allow_list {
-                Some(list) => Some(read_allow_list(list).map_err(|e| e.to_string())?),
-                None => None,
-            };
-            intentra_daemon::daemon::endpoint_config(&config, keypair, allow)
-        }
-        None => EndpointConfig::new(keypair),
-    };
-    // Replay compresses time; keep timers from firing where the live node's did not.
-    endpoint_config.idle_timeout = Duration::from_secs(3600);
-    endpoint_config.handshake_timeout = Duration::from_secs(3600);
+    let keylog = keylog.map_or_else(|| default_keylog(file), Path::to_path_buf);
+    let logged = read_keylog(&keylog).map_err(|e| {
+        format!("{e} (key logs of intentra before v1 held an RNG seed and cannot be read)")
+    })?;
 
-    let mut datagrams: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
-    reader::read_frames(&bytes, |frame| {
-        let Some(link) = LinkType::from_linktype(frame.link_type) else {
-            return;
-        };
-        if let Ok(Decoded::Udp(udp)) = decode(link, frame.data) {
-            if udp.dst == local && udp.complete {
-                datagrams.push((udp.src, udp.payload.to_vec()));
-            }
-        }
-    })
-    .map_err(|e| format!("{name}: {e}"))?;
-
-    let mut endpoint = Endpoint::new(
-        endpoint_config,
-        Timestamp::ZERO,
-        ChaCha20Rng::from_seed(seed),
-    );
     let mut report = SessionReport {
-        datagrams_to_local: datagrams.len() as u64,
-        delivered_realtime: 0,
-        delivered_reliable: 0,
-        sessions_up: 0,
-        sessions_down: BTreeMap::new(),
-        handshakes_completed: 0,
-        dropped: BTreeMap::new(),
+        sessions_in_key_log: logged.len() as u64,
+        keylog: keylog.clone(),
+        ..SessionReport::default()
     };
-    let mut scratch = vec![0u8; MAX_DATAGRAM_LEN];
-    let mut now = Timestamp::ZERO;
-    endpoint.handle_timeout(now);
-    for (src, mut payload) in datagrams {
-        now += Duration::from_micros(10);
-        endpoint.handle_timeout(now);
-        if let Some(message) = endpoint.handle_datagram(now, src, &mut payload) {
-            count(&mut report, message.mode);
-        }
-        loop {
-            match endpoint.poll_event() {
-                Some(Event::Message(m)) => count(&mut report, m.mode),
-                Some(Event::PeerUp { .. }) => report.sessions_up += 1,
-                Some(Event::PeerDown { reason, .. }) => {
-                    *report.sessions_down.entry(reason.label()).or_default() += 1;
+    let (mut keys, chains) = key_table(&logged);
+    let mut delivered: Vec<HashSet<u64>> = vec![HashSet::new(); chains];
+    let mac1 = mac1_key(&keypair.public);
+
+    let mut datagrams: Vec<Vec<u8>> = Vec::new();
+    reader::read_frames(
+        &bytes,
+        |frame| {
+            let Some(link) = LinkType::from_linktype(frame.link_type) else {
+                return;
+            };
+            if let Ok(Decoded::Udp(udp)) = decode(link, frame.data) {
+                if udp.dst == local && udp.complete {
+                    datagrams.push(udp.payload.to_vec());
+                } else {
+                    *report.other_destinations.entry(udp.dst).or_default() += 1;
                 }
-                None => break,
             }
-        }
-        // What the node sent is in the capture already; draining keeps the state machine
-        // (and its RNG draws) in step with the live node.
-        while endpoint.poll_transmit(now, &mut scratch).is_some() {}
-    }
-    let stats = endpoint.stats();
-    report.handshakes_completed = stats.handshakes_completed;
-    for reason in DropReason::ALL {
-        let n = stats.dropped(reason);
-        if n > 0 {
-            report.dropped.insert(reason.label(), n);
+        },
+        &mut warn,
+    )
+    .map_err(|e| format!("{name}: {e}"))?;
+    report.datagrams_to_local = datagrams.len() as u64;
+
+    let count_drop = |report: &mut SessionReport, reason: &'static str| {
+        *report.dropped.entry(reason).or_default() += 1;
+    };
+    for mut datagram in datagrams {
+        let header = match parse_header(&datagram) {
+            Ok(header) => header,
+            Err(_) => {
+                count_drop(&mut report, "malformed");
+                continue;
+            }
+        };
+        match header {
+            Header::HandshakeInit { .. } => {
+                report.handshake_inits += 1;
+                if verify_init_mac1(&mac1, &datagram) {
+                    report.handshake_inits_for_key += 1;
+                } else {
+                    count_drop(&mut report, "bad_mac1");
+                }
+            }
+            // The node's last handshake message as responder (Finish) or as initiator
+            // (Response) names its own index: the keys logged under it were installed.
+            Header::HandshakeFinish { receiver } | Header::HandshakeResponse { receiver, .. } => {
+                if let Some(state) = keys.get_mut(&receiver.get()) {
+                    if !state.completed {
+                        state.completed = true;
+                        report.handshakes_completed += 1;
+                        if !state.rekey {
+                            report.sessions_up += 1;
+                        }
+                    }
+                }
+            }
+            Header::CookieReply { .. } => {}
+            Header::Transport {
+                kind,
+                receiver,
+                counter,
+            } => {
+                report.transport_packets += 1;
+                let Some(state) = keys.get_mut(&receiver.get()) else {
+                    count_drop(&mut report, "unknown_session");
+                    continue;
+                };
+                if state.window.check(counter).is_err() {
+                    count_drop(&mut report, "replay");
+                    continue;
+                }
+                let Ok(len) = state.recv.open_in_place(counter, &mut datagram) else {
+                    count_drop(&mut report, "crypto");
+                    continue;
+                };
+                let _ = state.window.mark(counter);
+                report.opened += 1;
+                let plaintext = datagram.get(16..16 + len).unwrap_or_default();
+                match kind {
+                    TransportKind::Realtime => report.delivered_realtime += 1,
+                    TransportKind::Reliable => {
+                        let seq = plaintext
+                            .get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u64::from_le_bytes);
+                        let fresh = seq.is_some_and(|seq| {
+                            delivered
+                                .get_mut(state.chain)
+                                .is_some_and(|seen| seen.insert(seq))
+                        });
+                        if fresh {
+                            report.delivered_reliable += 1;
+                        }
+                    }
+                    TransportKind::Ack => report.acks += 1,
+                    TransportKind::Keepalive => report.keepalives += 1,
+                    TransportKind::Close => {
+                        *report
+                            .sessions_down
+                            .entry(CloseReason::Remote.label())
+                            .or_default() += 1;
+                    }
+                }
+            }
         }
     }
     Ok(report)
 }
 
-fn count(report: &mut SessionReport, mode: Mode) {
-    match mode {
-        Mode::Realtime => report.delivered_realtime += 1,
-        Mode::Reliable => report.delivered_reliable += 1,
+/// The receive keys of every logged key set by the node's index, and the number of session
+/// chains (a new session and the rekeys that follow it for the same peer).
+fn key_table(logged: &[LoggedSession]) -> (HashMap<u32, KeyState>, usize) {
+    let mut keys = HashMap::new();
+    let mut chain_of_peer: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut chains = 0;
+    for session in logged {
+        let chain = match chain_of_peer.get(&session.peer) {
+            Some(&chain) if session.rekey => chain,
+            _ => {
+                chains += 1;
+                chain_of_peer.insert(session.peer, chains - 1);
+                chains - 1
+            }
+        };
+        keys.insert(
+            session.local_index,
+            KeyState {
+                recv: PacketKey::new(&session.recv),
+                window: ReplayWindow::new(),
+                chain,
+                rekey: session.rekey,
+                completed: false,
+            },
+        );
     }
+    (keys, chains)
+}
+
+/// Why a replay that ran still says nothing about the node, with a hint; `None` if it does.
+pub fn failure(
+    report: &SessionReport,
+    file: &Path,
+    key: &Path,
+    local: SocketAddr,
+) -> Option<String> {
+    if report.datagrams_to_local == 0 {
+        let mut seen: Vec<_> = report.other_destinations.iter().collect();
+        seen.sort_by(|a, b| b.1.cmp(a.1));
+        let seen: Vec<String> = seen
+            .iter()
+            .take(5)
+            .map(|(addr, n)| format!("{addr} ({n})"))
+            .collect();
+        let seen = if seen.is_empty() {
+            "none: the capture holds no UDP datagram".to_string()
+        } else {
+            seen.join(", ")
+        };
+        return Some(format!(
+            "{}: no datagram is addressed to --local {local}; destinations in the capture: {seen}. \
+             Is --local the node's address and port as captured?",
+            file.display()
+        ));
+    }
+    if report.handshake_inits > 0 && report.handshake_inits_for_key == 0 {
+        return Some(format!(
+            "{}: none of the {} HandshakeInits to {local} carries a mac1 for the key in {}: \
+             is it the private key of the node that captured?",
+            file.display(),
+            report.handshake_inits,
+            key.display()
+        ));
+    }
+    if report.transport_packets > 0 && report.opened == 0 {
+        let hint = if report.sessions_in_key_log == 0 {
+            "it names no session (were the sessions set up before the capture started?)".to_string()
+        } else {
+            format!(
+                "none of its {} sessions matches (is it this capture's key log?)",
+                report.sessions_in_key_log
+            )
+        };
+        return Some(format!(
+            "{}: none of the {} transport packets to {local} opened with the keys in {}: {hint}",
+            file.display(),
+            report.transport_packets,
+            report.keylog.display()
+        ));
+    }
+    None
 }
 
 pub fn print(report: &SessionReport, json: bool) {
@@ -139,17 +303,73 @@ pub fn print(report: &SessionReport, json: bool) {
         return;
     }
     println!(
-        "session replay: {} datagrams to the node",
-        report.datagrams_to_local
+        "session replay: {} datagrams to the node, {} sessions in the key log",
+        report.datagrams_to_local, report.sessions_in_key_log
+    );
+    println!(
+        "  handshake inits       {} ({} for this key)",
+        report.handshake_inits, report.handshake_inits_for_key
     );
     println!("  handshakes completed  {}", report.handshakes_completed);
     println!("  sessions up           {}", report.sessions_up);
+    println!(
+        "  transport packets     {} ({} opened)",
+        report.transport_packets, report.opened
+    );
     println!("  delivered realtime    {}", report.delivered_realtime);
     println!("  delivered reliable    {}", report.delivered_reliable);
+    println!("  acks                  {}", report.acks);
+    println!("  keepalives            {}", report.keepalives);
     for (reason, n) in &report.sessions_down {
         println!("  session down: {reason:<16} {n}");
     }
     for (reason, n) in &report.dropped {
         println!("  dropped: {reason:<21} {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_capture_uses_the_key_log_of_its_base_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("cap.pcap");
+        std::fs::write(keylog_path(&base), "").unwrap();
+        let rotated = dir.path().join("cap.pcap.3");
+        assert_eq!(default_keylog(&rotated), keylog_path(&base));
+        // Its own key log, when it has one, comes first.
+        std::fs::write(keylog_path(&rotated), "").unwrap();
+        assert_eq!(default_keylog(&rotated), keylog_path(&rotated));
+        // Not a rotation number: no fallback.
+        let other = dir.path().join("cap.pcap.x");
+        assert_eq!(default_keylog(&other), keylog_path(&other));
+    }
+
+    #[test]
+    fn an_empty_replay_fails_with_the_destinations_seen() {
+        let mut report = SessionReport::default();
+        report
+            .other_destinations
+            .insert("127.0.0.1:7700".parse().unwrap(), 12);
+        let hint = failure(
+            &report,
+            Path::new("f.pcap"),
+            Path::new("k"),
+            "127.0.0.1:1".parse().unwrap(),
+        )
+        .unwrap();
+        assert!(hint.contains("127.0.0.1:7700 (12)"), "{hint}");
+        report.datagrams_to_local = 3;
+        report.transport_packets = 3;
+        report.opened = 1;
+        assert!(failure(
+            &report,
+            Path::new("f"),
+            Path::new("k"),
+            "127.0.0.1:1".parse().unwrap()
+        )
+        .is_none());
     }
 }

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, ConfigError, IdleMode, IoDriver, LogFormat};
 use crate::daemon::{self, DaemonError};
-use intentra::proto::keys::{Keypair, PublicKey};
+use intentra::proto::{Keypair, PublicKey};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -97,6 +97,21 @@ pub struct StatusArgs {
     /// Address of the daemon's metrics endpoint.
     #[arg(long, value_name = "ADDR", default_value_t = config::DEFAULT_METRICS_LISTEN)]
     pub metrics: SocketAddr,
+    /// Seconds between the two scrapes the rates are computed from; 0 scrapes once (no rates).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0,
+          value_parser = parse_interval)]
+    pub interval: f64,
+    /// One line per peer: public key, address, state, packets each way, drops, last seen
+    /// (needs metrics.per_peer = true in the daemon).
+    #[arg(long)]
+    pub peers: bool,
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected seconds between 0 and 3600, got {text:?}")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,9 +140,9 @@ pub struct ConnectArgs {
     /// The peer's public key (64 hex characters).
     #[arg(long = "peer-key", value_name = "HEX")]
     pub peer_key: PublicKey,
-    /// Messages per second.
+    /// Messages per second; 0 sends one message per line read from stdin instead.
     #[arg(long, value_name = "HZ", default_value_t = 200,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub rate: u32,
     /// Delivery mode.
     #[arg(long, value_enum, default_value_t = DeliveryMode::Realtime)]
@@ -139,6 +154,9 @@ pub struct ConnectArgs {
     /// Number of messages to send; until interrupted if omitted.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Seconds to wait for the peer's first authenticated packet before giving up.
+    #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
     /// Configuration file (TOML); built-in defaults if omitted.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -154,6 +172,13 @@ pub struct DemoArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Updates per second each way; 0 sends as fast as the loops go (exceeding the
+    /// default 10,000 packets/s per-peer rate limit on purpose).
+    #[arg(long, value_name = "HZ", default_value_t = 2000)]
+    pub rate: u32,
+    /// Also print the server's full metrics (Prometheus text format).
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// `--metrics ADDR` or `--metrics off`.
@@ -197,6 +222,12 @@ pub struct ConfigOverrides {
     /// Write every datagram this node sends and receives to FILE as pcap (node.capture).
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
+    /// Rotate the capture to FILE.1, FILE.2, ... once it would pass BYTES (node.capture_max_bytes).
+    #[arg(long = "capture-max-bytes", value_name = "BYTES")]
+    pub capture_max_bytes: Option<u64>,
+    /// Rotated capture files kept, FILE.1 to FILE.N (node.capture_keep; default 4).
+    #[arg(long = "capture-keep", value_name = "N")]
+    pub capture_keep: Option<usize>,
 }
 
 impl ConfigOverrides {
@@ -231,6 +262,12 @@ impl ConfigOverrides {
         }
         if let Some(capture) = &self.capture {
             config.node.capture = Some(capture.clone());
+        }
+        if let Some(max) = self.capture_max_bytes {
+            config.node.capture_max_bytes = Some(max);
+        }
+        if let Some(keep) = self.capture_keep {
+            config.node.capture_keep = Some(keep);
         }
     }
 }
@@ -301,7 +338,7 @@ pub fn run_cli(cli: Cli) -> ExitCode {
 }
 
 fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
+    config::escape_control(&message.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -323,9 +360,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Connect(args) => {
-            let config = effective_config(args.config.as_deref(), &args.overrides)?;
+            let mut config = effective_config(args.config.as_deref(), &args.overrides)?;
             if let Some(key) = &config.node.key_file {
                 config::read_key_file(key)?;
+            }
+            // A client's session events are logged when --log-level asks for them; by
+            // default stderr carries only warnings and the one-line result.
+            if args.overrides.log_level.is_none() {
+                config.log.level = "warn".into();
             }
             init_logging(&config)?;
             crate::client::connect(config, &args)?;
@@ -375,19 +417,83 @@ fn check_config(args: &CheckConfigArgs) -> Result<(), CliError> {
     if let Some(key) = &config.node.key_file {
         config::read_key_file(key)?;
     }
-    if let Some(list) = &config.node.allow_list {
-        config::read_allow_list(list)?;
-    }
-    print!("{}", config.to_toml_string());
+    config.load_allow_list()?;
+    print!("{}", config.to_annotated_toml());
     Ok(())
 }
 
 fn status(args: &StatusArgs) -> Result<(), CliError> {
-    let text = crate::metrics_http::fetch_metrics(args.metrics)
-        .map_err(|err| CliError::Runtime(err.to_string()))?;
-    let summary = StatusSummary::from_metrics_text(&text);
-    print!("{}", summary.render(args.metrics));
+    let scrape = || {
+        crate::metrics_http::fetch_metrics(args.metrics)
+            .map_err(|err| CliError::Runtime(err.to_string()))
+    };
+    let first = StatusSummary::from_metrics_text(&scrape()?);
+    let (summary, rates) = if args.interval > 0.0 {
+        let started = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_secs_f64(args.interval));
+        let second = StatusSummary::from_metrics_text(&scrape()?);
+        let elapsed = started.elapsed().as_secs_f64();
+        let rates = second.rates_since(&first, elapsed);
+        (second, Some(rates))
+    } else {
+        (first, None)
+    };
+    print!("{}", summary.render_with(args.metrics, rates.as_ref()));
+    if args.peers {
+        print!("{}", summary.render_peers(unix_now()));
+    }
     Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One peer in `intentra status --peers`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerStatus {
+    pub address: String,
+    /// `up` (a session is established), or `down` (a configured peer without one).
+    pub state: &'static str,
+    pub configured: bool,
+    pub packets_received: f64,
+    pub packets_sent: f64,
+    pub drops: f64,
+    /// Unix time of the last authenticated packet, if known.
+    pub last_seen: Option<f64>,
+}
+
+/// The peer a sample's `peer` (and `address`) labels name, created on first sight.
+fn peer_entry<'a>(
+    peers: &'a mut BTreeMap<String, PeerStatus>,
+    labels: &[(String, String)],
+) -> Option<&'a mut PeerStatus> {
+    let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let entry = peers
+        .entry(label("peer")?.clone())
+        .or_insert_with(|| PeerStatus {
+            state: "up",
+            ..PeerStatus::default()
+        });
+    if entry.address.is_empty() {
+        if let Some(address) = label("address") {
+            entry.address.clone_from(address);
+        }
+    }
+    Some(entry)
+}
+
+/// Per-second rates between two scrapes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusRates {
+    pub seconds: f64,
+    pub packets_received: f64,
+    pub messages_delivered: f64,
+    pub packets_sent: f64,
+    pub handshakes_completed: f64,
+    pub drops: BTreeMap<String, f64>,
 }
 
 /// What `intentra status` prints, summed over workers.
@@ -402,6 +508,8 @@ pub struct StatusSummary {
     pub handshakes_completed: f64,
     pub drops: BTreeMap<String, f64>,
     pub closes: BTreeMap<String, f64>,
+    /// By hex public key.
+    pub peers: BTreeMap<String, PeerStatus>,
 }
 
 impl StatusSummary {
@@ -446,6 +554,34 @@ impl StatusSummary {
                         *summary.closes.entry(reason).or_default() += sample.value;
                     }
                 }
+                "intentra_peer_packets_received_total" => {
+                    if let Some(p) = peer_entry(&mut summary.peers, &sample.labels) {
+                        p.packets_received += sample.value;
+                    }
+                }
+                "intentra_peer_packets_sent_total" => {
+                    if let Some(p) = peer_entry(&mut summary.peers, &sample.labels) {
+                        p.packets_sent += sample.value;
+                    }
+                }
+                "intentra_peer_drops_total" => {
+                    if let Some(p) = peer_entry(&mut summary.peers, &sample.labels) {
+                        p.drops += sample.value;
+                    }
+                }
+                "intentra_peer_last_seen_timestamp_seconds" => {
+                    if let Some(p) = peer_entry(&mut summary.peers, &sample.labels) {
+                        p.last_seen =
+                            Some(p.last_seen.map_or(sample.value, |t| t.max(sample.value)));
+                    }
+                }
+                "intentra_configured_peer_up" => {
+                    let up = sample.value > 0.0;
+                    if let Some(p) = peer_entry(&mut summary.peers, &sample.labels) {
+                        p.configured = true;
+                        p.state = if up { "up" } else { "down" };
+                    }
+                }
                 _ => {}
             }
         }
@@ -453,35 +589,151 @@ impl StatusSummary {
         summary
     }
 
-    /// A fixed-width table.
+    /// Per-second rates from `earlier` to `self`, `seconds` apart. A counter that went
+    /// down (the daemon restarted between the scrapes) counts from zero.
+    pub fn rates_since(&self, earlier: &StatusSummary, seconds: f64) -> StatusRates {
+        let seconds = seconds.max(1e-3);
+        let rate = |now: f64, then: f64| {
+            let delta = if now >= then { now - then } else { now };
+            delta / seconds
+        };
+        StatusRates {
+            seconds,
+            packets_received: rate(self.packets_received, earlier.packets_received),
+            messages_delivered: rate(self.messages_delivered, earlier.messages_delivered),
+            packets_sent: rate(self.packets_sent, earlier.packets_sent),
+            handshakes_completed: rate(self.handshakes_completed, earlier.handshakes_completed),
+            drops: self
+                .drops
+                .iter()
+                .map(|(reason, &now)| {
+                    let then = earlier.drops.get(reason).copied().unwrap_or(0.0);
+                    (reason.clone(), rate(now, then))
+                })
+                .collect(),
+        }
+    }
+
+    /// A fixed-width table (totals only).
     pub fn render(&self, addr: SocketAddr) -> String {
+        self.render_with(addr, None)
+    }
+
+    /// A fixed-width table: totals, and with `rates` a per-second column.
+    pub fn render_with(&self, addr: SocketAddr, rates: Option<&StatusRates>) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "intentra status from {addr}");
-        let rows: [(&str, f64); 6] = [
+        if let Some(rates) = rates {
+            let _ = writeln!(
+                out,
+                "  {:<24}{:>16}{:>14}",
+                "",
+                "total",
+                format!("per s ({:.1}s)", rates.seconds)
+            );
+        }
+        let _ = writeln!(out, "  {:<24}{:>16}", "workers", self.workers);
+        let gauges: [(&str, f64); 2] = [
             ("sessions active", self.sessions_active),
             ("handshakes in flight", self.handshakes_in_flight),
-            ("handshakes completed", self.handshakes_completed),
-            ("packets received", self.packets_received),
-            ("messages delivered", self.messages_delivered),
-            ("packets sent", self.packets_sent),
         ];
-        let _ = writeln!(out, "  {:<24}{:>16}", "workers", self.workers);
-        for (name, value) in rows {
+        for (name, value) in gauges {
             let _ = writeln!(out, "  {name:<24}{value:>16}");
         }
-        for (title, map) in [
-            ("drops by reason", &self.drops),
-            ("closes by reason", &self.closes),
+        let counters: [(&str, f64, Option<f64>); 4] = [
+            (
+                "handshakes completed",
+                self.handshakes_completed,
+                rates.map(|r| r.handshakes_completed),
+            ),
+            (
+                "packets received",
+                self.packets_received,
+                rates.map(|r| r.packets_received),
+            ),
+            (
+                "messages delivered",
+                self.messages_delivered,
+                rates.map(|r| r.messages_delivered),
+            ),
+            (
+                "packets sent",
+                self.packets_sent,
+                rates.map(|r| r.packets_sent),
+            ),
+        ];
+        for (name, value, rate) in counters {
+            match rate {
+                Some(rate) => {
+                    let _ = writeln!(out, "  {name:<24}{value:>16}{rate:>14.1}");
+                }
+                None => {
+                    let _ = writeln!(out, "  {name:<24}{value:>16}");
+                }
+            }
+        }
+        for (title, map, is_drops) in [
+            ("drops by reason", &self.drops, true),
+            ("closes by reason", &self.closes, false),
         ] {
             let _ = writeln!(out, "{title}");
             let mut any = false;
             for (reason, value) in map.iter().filter(|(_, v)| **v > 0.0) {
                 any = true;
-                let _ = writeln!(out, "  {reason:<24}{value:>16}");
+                let rate = rates.filter(|_| is_drops).and_then(|r| r.drops.get(reason));
+                match rate {
+                    Some(rate) => {
+                        let _ = writeln!(out, "  {reason:<24}{value:>16}{rate:>14.1}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "  {reason:<24}{value:>16}");
+                    }
+                }
             }
             if !any {
                 let _ = writeln!(out, "  (none)");
             }
+        }
+        out
+    }
+
+    /// One line per peer; `now` (Unix seconds) turns "last seen" into an age.
+    pub fn render_peers(&self, now: f64) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "peers
+  {:<64}  {:<21}  {:<5}  {:>12}  {:>12}  {:>8}  {:>10}",
+            "public key", "address", "state", "received", "sent", "drops", "last seen"
+        );
+        if self.peers.is_empty() {
+            let _ = writeln!(
+                out,
+                "  (none; per-peer series need metrics.per_peer = true in the daemon)"
+            );
+        }
+        for (key, peer) in &self.peers {
+            let seen = match peer.last_seen {
+                Some(at) => format!("{:.0}s ago", (now - at).max(0.0)),
+                None => "-".to_owned(),
+            };
+            let state = if peer.configured && peer.state == "down" {
+                "down"
+            } else {
+                peer.state
+            };
+            let _ = writeln!(
+                out,
+                "  {key:<64}  {:<21}  {state:<5}  {:>12}  {:>12}  {:>8}  {seen:>10}",
+                if peer.address.is_empty() {
+                    "-"
+                } else {
+                    &peer.address
+                },
+                peer.packets_received,
+                peer.packets_sent,
+                peer.drops,
+            );
         }
         out
     }
@@ -556,7 +808,7 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use intentra::metrics::{encode, WorkerSnapshot};
-    use intentra::proto::stats::{CloseReason, DropReason};
+    use intentra::proto::{CloseReason, DropReason};
 
     #[test]
     fn clap_definition_is_consistent() {
@@ -605,6 +857,42 @@ mod tests {
             !table.contains("replay"),
             "zero reasons are hidden: {table}"
         );
+    }
+
+    #[test]
+    fn rates_come_from_two_scrapes_and_peers_from_their_series() {
+        let text = |received: u64, dropped: u64| {
+            format!(
+                "intentra_packets_received_total{{worker=\"0\"}} {received}\n\
+                 intentra_packets_dropped_total{{worker=\"0\",reason=\"crypto\"}} {dropped}\n\
+                 intentra_peer_packets_received_total{{peer=\"aa\",address=\"127.0.0.1:5\"}} 7\n\
+                 intentra_peer_last_seen_timestamp_seconds{{peer=\"aa\",address=\"127.0.0.1:5\"}} 1000\n\
+                 intentra_configured_peer_up{{peer=\"bb\",address=\"127.0.0.1:6\"}} 0\n"
+            )
+        };
+        let first = StatusSummary::from_metrics_text(&text(100, 10));
+        let second = StatusSummary::from_metrics_text(&text(300, 14));
+        let rates = second.rates_since(&first, 2.0);
+        assert_eq!(rates.packets_received, 100.0);
+        assert_eq!(rates.drops.get("crypto"), Some(&2.0));
+        // A restart between the scrapes counts from zero rather than going negative.
+        assert_eq!(first.rates_since(&second, 2.0).packets_received, 50.0);
+        let table = second.render_with("127.0.0.1:1".parse().unwrap(), Some(&rates));
+        assert!(table.contains("100.0"), "{table}");
+        let peers = second.render_peers(1010.0);
+        let aa = peers
+            .lines()
+            .find(|l| l.trim_start().starts_with("aa"))
+            .unwrap();
+        assert!(
+            aa.contains("127.0.0.1:5") && aa.contains(" up ") && aa.contains("10s ago"),
+            "{peers}"
+        );
+        let bb = peers
+            .lines()
+            .find(|l| l.trim_start().starts_with("bb"))
+            .unwrap();
+        assert!(bb.contains("down") && bb.contains("127.0.0.1:6"), "{peers}");
     }
 
     #[test]

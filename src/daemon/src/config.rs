@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use intentra::proto::keys::{KeyError, Keypair, PublicKey, SecretKey};
+use intentra::proto::{KeyError, Keypair, PublicKey, SecretKey};
+
+mod annotated;
 
 /// The config file, the allow-list and the key file are small; a larger file
 /// is a mistake (wrong path) and must not be slurped into memory.
@@ -34,7 +36,7 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALH
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub node: NodeConfig,
+    pub node: NodeSection,
     pub io: IoConfig,
     pub limits: LimitsConfig,
     pub timers: TimersConfig,
@@ -51,7 +53,7 @@ pub struct Config {
 /// `[node]`: identity, sockets and peers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
+pub struct NodeSection {
     /// One UDP socket per entry.
     pub bind: Vec<SocketAddr>,
     pub workers: usize,
@@ -61,23 +63,51 @@ pub struct NodeConfig {
     /// One hex public key per line; absent means any peer key is accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_list: Option<PathBuf>,
+    /// Accept an allow-list with no keys (every peer refused) instead of refusing it.
+    pub allow_list_empty_ok: bool,
     /// Peers to connect to at start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerConfig>,
     /// Write received and sent datagrams to this pcap file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<PathBuf>,
+    /// Rotate the capture once it would grow past this many bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_max_bytes: Option<u64>,
+    /// Rotated capture files kept (FILE.1 ... FILE.N); default 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_keep: Option<usize>,
 }
 
-impl Default for NodeConfig {
+impl NodeSection {
+    /// Makes the relative file paths relative to `dir` (the config file's directory).
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        if dir.as_os_str().is_empty() {
+            return;
+        }
+        for path in [&mut self.key_file, &mut self.allow_list, &mut self.capture]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+}
+
+impl Default for NodeSection {
     fn default() -> Self {
-        NodeConfig {
+        NodeSection {
             bind: vec![DEFAULT_BIND],
             workers: 1,
             key_file: None,
             allow_list: None,
+            allow_list_empty_ok: false,
             peers: Vec::new(),
             capture: None,
+            capture_max_bytes: None,
+            capture_keep: None,
         }
     }
 }
@@ -185,7 +215,7 @@ impl Default for LimitsConfig {
             strike_threshold: 10,
             strike_decay_ms: 10_000,
             max_peers: 4096,
-            reliable_queue_bytes: 512,
+            reliable_queue_bytes: intentra::proto::DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -200,6 +230,10 @@ pub struct TimersConfig {
     pub handshake_retry_ms: u64,
     pub rekey_after_s: u64,
     pub reject_after_s: u64,
+    /// First delay before redialling a lost configured peer; doubles per failure.
+    pub redial_initial_ms: u64,
+    /// Longest delay between two redials of a configured peer.
+    pub redial_max_ms: u64,
 }
 
 impl Default for TimersConfig {
@@ -211,6 +245,8 @@ impl Default for TimersConfig {
             handshake_retry_ms: 250,
             rekey_after_s: 120,
             reject_after_s: 180,
+            redial_initial_ms: 1000,
+            redial_max_ms: 60_000,
         }
     }
 }
@@ -332,7 +368,7 @@ impl fmt::Display for ConfigError {
                 message,
             } => {
                 if let Some(path) = path {
-                    write!(f, "{}:", path.display())?;
+                    write!(f, "{}:", escape_control(&path.display().to_string()))?;
                     if let Some(line) = line {
                         write!(f, "{line}:")?;
                     }
@@ -340,10 +376,11 @@ impl fmt::Display for ConfigError {
                 } else if let Some(line) = line {
                     write!(f, "line {line}: ")?;
                 }
+                let message = escape_control(message);
                 if key.is_empty() {
-                    f.write_str(message)
+                    f.write_str(&message)
                 } else {
-                    write!(f, "{key}: {message}")
+                    write!(f, "{}: {message}", escape_control(key))
                 }
             }
             ConfigError::Invalid { path, key, message } => {
@@ -413,11 +450,24 @@ impl Config {
     }
 
     /// Reads and parses a file. Does not validate ranges (see `from_toml_str`).
+    /// Relative paths in the file (`node.key_file`, `node.allow_list`,
+    /// `node.capture`) are relative to the file's directory, not to the working
+    /// directory, so `serve --config /etc/intentra/intentra.toml` finds the same
+    /// files from wherever it is started.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_bounded(path, MAX_CONFIG_BYTES)?;
         let mut config = Config::from_toml_str(&text).map_err(|e| e.in_file(path))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        config.node.resolve_paths(dir);
         config.source = Some(path.to_path_buf());
         Ok(config)
+    }
+
+    /// The effective configuration with every option: set ones as TOML, unset
+    /// ones commented out with what leaving them unset means, each under a
+    /// comment saying what it does. Parsing it gives back an equal `Config`.
+    pub fn to_annotated_toml(&self) -> String {
+        annotated::render(self)
     }
 
     /// The effective configuration as TOML; parsing it gives back an equal `Config`.
@@ -456,13 +506,28 @@ impl Config {
             })?;
         Ok(Identity {
             keypair: read_key_file(key_file)?,
-            allow_list: self
-                .node
-                .allow_list
-                .as_deref()
-                .map(read_allow_list)
-                .transpose()?,
+            allow_list: self.load_allow_list()?,
         })
+    }
+
+    /// Reads the allow-list, if one is named. A list with no keys refuses every
+    /// peer, which is nearly always an emptied or truncated file: it is refused
+    /// unless `node.allow_list_empty_ok` says it is meant.
+    pub fn load_allow_list(&self) -> Result<Option<Vec<PublicKey>>, ConfigError> {
+        let Some(path) = self.node.allow_list.as_deref() else {
+            return Ok(None);
+        };
+        let keys = read_allow_list(path)?;
+        if keys.is_empty() && !self.node.allow_list_empty_ok {
+            return Err(ConfigError::Invalid {
+                path: Some(path.to_path_buf()),
+                key: "node.allow_list",
+                message: "lists no keys, so every peer would be refused; add keys, or set \
+                          node.allow_list_empty_ok = true if refusing everyone is meant"
+                    .to_owned(),
+            });
+        }
+        Ok(Some(keys))
     }
 
     fn check(&self) -> Result<(), (&'static str, String)> {
@@ -507,6 +572,17 @@ impl Config {
             ));
         }
         range("io.buffer_size", io.buffer_size, 1024, 65_535)?;
+        let buffer_total = io.buffers.saturating_mul(io.buffer_size);
+        if buffer_total > MAX_IO_BUFFER_TOTAL_BYTES {
+            return Err((
+                "io.buffers",
+                format!(
+                    "x io.buffer_size ({} x {} = {buffer_total} bytes per worker) must be at \
+                     most {MAX_IO_BUFFER_TOTAL_BYTES}; lower one of them",
+                    io.buffers, io.buffer_size
+                ),
+            ));
+        }
         if let Some(bytes) = io.recv_buffer_bytes {
             range("io.recv_buffer_bytes", bytes, 4096, 1 << 30)?;
         }
@@ -566,8 +642,19 @@ impl Config {
             "limits.reliable_queue_bytes",
             limits.reliable_queue_bytes,
             1,
-            1 << 30,
+            MAX_RELIABLE_QUEUE_BYTES,
         )?;
+        let reliable_total = limits.reliable_queue_bytes.saturating_mul(limits.max_peers);
+        if reliable_total > MAX_RELIABLE_TOTAL_BYTES {
+            return Err((
+                "limits.reliable_queue_bytes",
+                format!(
+                    "x limits.max_peers ({} x {} = {reliable_total} bytes of reliable queues) \
+                     must be at most {MAX_RELIABLE_TOTAL_BYTES}; lower one of them",
+                    limits.reliable_queue_bytes, limits.max_peers
+                ),
+            ));
+        }
 
         range("timers.keepalive_ms", timers.keepalive_ms, 10, 60_000)?;
         range(
@@ -590,6 +677,18 @@ impl Config {
         )?;
         range("timers.rekey_after_s", timers.rekey_after_s, 1, 86_400)?;
         range(
+            "timers.redial_initial_ms",
+            timers.redial_initial_ms,
+            10,
+            600_000,
+        )?;
+        range(
+            "timers.redial_max_ms",
+            timers.redial_max_ms,
+            timers.redial_initial_ms,
+            3_600_000,
+        )?;
+        range(
             "timers.reject_after_s",
             timers.reject_after_s,
             timers.rekey_after_s.saturating_add(1),
@@ -603,19 +702,70 @@ impl Config {
             60_000,
         )?;
 
-        if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
-            return Err((
-                "log.level",
-                format!(
-                    "is not a level or filter ({:?}): {}",
-                    log.level,
-                    one_line(&err.to_string())
-                ),
-            ));
+        if let Err(message) = check_log_filter(&log.level) {
+            return Err(("log.level", message));
         }
         Ok(())
     }
 }
+
+/// The level names a filter may use.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter strictly. tracing's own parser reads a bare word such as
+/// `loud` as a target name ("everything from the `loud` module"), which
+/// silences the daemon; here every directive must be a level, or
+/// `target=level` with a level from `LEVELS`.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let bad = |why: String| {
+        Err(format!(
+            "is not a level or filter (\"{}\"): {why}; use one of {} or target=level, \
+             comma-separated, e.g. \"info,intentra::proto=debug\"",
+            escape_control(filter),
+            LEVELS.join(", ")
+        ))
+    };
+    let is_level = |word: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
+    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
+    if directives.iter().all(|d| d.is_empty()) {
+        return bad("it is empty".to_owned());
+    }
+    for directive in directives {
+        if directive.is_empty() {
+            continue;
+        }
+        match directive.rsplit_once('=') {
+            None if is_level(directive) => {}
+            None => return bad(format!("{:?} is not a level", escape_control(directive))),
+            Some((target, level)) => {
+                let target = target.trim();
+                let target_ok = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'));
+                if !target_ok {
+                    return bad(format!("{:?} is not a module path", escape_control(target)));
+                }
+                if !is_level(level) {
+                    return bad(format!("{:?} is not a level", escape_control(level)));
+                }
+            }
+        }
+    }
+    // Whatever passed above must also be accepted by the filter actually installed.
+    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(filter) {
+        return bad(one_line(&err.to_string()));
+    }
+    Ok(())
+}
+
+/// Upper bound of `limits.reliable_queue_bytes` (per peer): more than the Reliable
+/// sender can ever have in flight (64 segments of the largest payload) is never used.
+pub const MAX_RELIABLE_QUEUE_BYTES: usize = intentra::proto::MAX_QUEUE_BYTES;
+/// Upper bound of `limits.reliable_queue_bytes` x `limits.max_peers`.
+pub const MAX_RELIABLE_TOTAL_BYTES: usize = 4 << 30;
+/// Upper bound of `io.buffers` x `io.buffer_size` (per worker).
+pub const MAX_IO_BUFFER_TOTAL_BYTES: usize = 1 << 30;
 
 fn range<T: PartialOrd + fmt::Display>(
     key: &'static str,
@@ -646,7 +796,21 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// User-facing errors are one line; parser messages sometimes are not.
 fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
+    escape_control(&message.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Control characters (newline, escape, ...) as Rust-style escapes, so a key
+/// or value quoted in an error can neither break the line nor drive a terminal.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
@@ -934,7 +1098,7 @@ impl HubSection {
 }
 
 /// The `[hub]` checks; called from `Config::validate`.
-fn check_hub(hub: &HubSection, node: &NodeConfig) -> Result<(), (&'static str, String)> {
+fn check_hub(hub: &HubSection, node: &NodeSection) -> Result<(), (&'static str, String)> {
     range("hub.detection_time_ms", hub.detection_time_ms, 300, 600_000)?;
     range("hub.backlog_per_peer", hub.backlog_per_peer, 1, 1 << 20)?;
     range("hub.tick_ms", hub.tick_ms, 1, 1000)?;

@@ -2,27 +2,34 @@
 //!
 //! Owns the mapping from the TOML configuration to nodes, worker threads,
 //! signals (SIGTERM/SIGINT close every peer and exit; SIGHUP reloads the
-//! allow-list), the metrics endpoint and rate-limited session logs. It must
+//! allow-list, once, on the main thread), the metrics endpoint, rate-limited
+//! session logs and the redial of configured peers (`crate::redial`). It must
 //! never print for errors: it returns them and `cli` prints one line.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
 
 use crate::config::{Config, ConfigError, IdleMode, IoDriver};
 use crate::logging::{LogKind, LogLimiter};
 use crate::metrics_http;
-use intentra::metrics::MetricsHub;
-use intentra::node::{Node, NodeConfig, ShutdownHandle};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::Event;
-use intentra::proto::keys::{Keypair, PublicKey};
-use intentra::proto::reliable::ReliableConfig;
-use intentra::proto::strikes::StrikePolicy;
+use crate::redial::{Redial, RedialPolicy};
+use intentra::metrics::{AllowListReloads, MetricsHub, PeerSeen};
+use intentra::proto::EndpointConfig;
+use intentra::proto::ReliableConfig;
+use intentra::proto::StrikePolicy;
+use intentra::proto::Timestamp;
+use intentra::proto::{CloseReason, DropReason};
+use intentra::proto::{ConnectError, Event, PeerId};
+use intentra::proto::{Keypair, PublicKey};
 use intentra::udp::{DriverKind, IdleStrategy};
+use intentra::{Node, NodeConfig, ShutdownHandle};
 
 /// A failure of a run function. `cli` maps `Config` to exit code 2 and
 /// everything else to 1.
@@ -116,41 +123,286 @@ pub(crate) fn node_config(
     node.io.send_slots = io.buffers;
     node.io.max_datagram = io.buffer_size;
     node.capture = config.node.capture.clone();
+    node.capture_limits = intentra::capture::CaptureLimits {
+        max_bytes: config.node.capture_max_bytes,
+        keep: (config.node.capture_keep)
+            .unwrap_or(intentra::capture::CaptureLimits::default().keep),
+    };
     node
 }
 
-/// Logs peers coming and going, at most a few lines per second per kind, so that an
-/// attack cannot flood the log.
-fn session_logger(
+/// Where one worker's events go: the log (rate-limited), the configured peers'
+/// redial state and the per-peer "last seen" times. Shared by the worker's event
+/// handler and its tick, which both run on the worker's thread (the lock is
+/// never contended).
+struct WorkerEvents {
     worker: usize,
-) -> impl FnMut(&mut intentra::node::Context<'_>, &Event<'_>) + Send {
-    let mut limiter = LogLimiter::new(20, Duration::from_secs(1));
-    move |ctx, event| match event {
-        Event::PeerUp {
-            public_key, addr, ..
-        } => {
-            if limiter.allow(LogKind::SessionUp, ctx.now()) {
-                tracing::info!(worker, peer = %public_key.short(), %addr, "session up");
-            }
+    limiter: LogLimiter,
+    /// Addresses of live peers, so a loss can be logged with the address; one
+    /// entry per peer the endpoint holds (bounded by `limits.max_peers`).
+    addrs: HashMap<PeerId, SocketAddr>,
+    redial: Option<Redial>,
+    /// Jitter for the redial delays: randomness stays out of the protocol core.
+    rng: rand_chacha::ChaCha8Rng,
+    hub: MetricsHub,
+    per_peer: bool,
+    /// Per peer: packets received at the last tick, and when that count last moved.
+    seen: HashMap<PublicKey, (u64, u64)>,
+}
+
+impl WorkerEvents {
+    fn new(worker: usize, hub: MetricsHub, per_peer: bool, redial: Option<Redial>) -> WorkerEvents {
+        use rand_core::SeedableRng;
+        WorkerEvents {
+            worker,
+            limiter: LogLimiter::new(20, Duration::from_secs(1)),
+            addrs: HashMap::new(),
+            redial,
+            rng: rand_chacha::ChaCha8Rng::from_rng(rand_core::OsRng)
+                .unwrap_or_else(|_| rand_chacha::ChaCha8Rng::seed_from_u64(worker as u64)),
+            hub,
+            per_peer,
+            seen: HashMap::new(),
         }
-        Event::PeerDown {
-            public_key, reason, ..
-        } => {
-            if limiter.allow(LogKind::SessionDown, ctx.now()) {
-                tracing::info!(worker, peer = %public_key.short(), reason = reason.label(), "session down");
-            }
-        }
-        Event::Message(_) => {}
     }
+
+    fn on_event(&mut self, now: Timestamp, event: &Event<'_>) {
+        let worker = self.worker;
+        match *event {
+            Event::PeerUp {
+                peer,
+                public_key,
+                addr,
+            } => {
+                self.addrs.insert(peer, addr);
+                let configured = self
+                    .redial
+                    .as_mut()
+                    .and_then(|r| r.up(&public_key, peer))
+                    .is_some();
+                if configured {
+                    self.publish_configured();
+                }
+                if self.limiter.allow(LogKind::SessionUp, now) {
+                    tracing::info!(worker, peer = %public_key.short(), %addr, configured, "session up");
+                }
+            }
+            Event::PeerDown {
+                peer,
+                public_key,
+                reason,
+                peer_reason,
+            } => {
+                let known = self.addrs.remove(&peer);
+                let random = self.rng.next_u64();
+                let retry = self
+                    .redial
+                    .as_mut()
+                    .and_then(|r| r.down(peer, now, reason.label(), random));
+                if retry.is_some() {
+                    self.publish_configured();
+                }
+                let addr = known.or(retry.map(|r| r.addr));
+                let addr = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+                let peer_reason = peer_reason.map_or("", CloseReason::label);
+                let expected = matches!(reason, CloseReason::Local | CloseReason::Shutdown);
+                // Configured peers: every loss is logged (their number is bounded by the file);
+                // other peers within the limiter's budget.
+                if retry.is_none() && !self.limiter.allow(LogKind::SessionDown, now) {
+                    return;
+                }
+                match retry {
+                    _ if expected => {
+                        tracing::info!(worker, peer = %public_key.short(), %addr, reason = %reason.label(), "session closed");
+                    }
+                    Some(retry) => tracing::warn!(
+                        worker,
+                        peer = %public_key.short(),
+                        %addr,
+                        reason = %reason.label(),
+                        peer_reason = %peer_reason,
+                        retry_in_ms = retry.delay.as_millis() as u64,
+                        "configured peer lost, will redial"
+                    ),
+                    None => tracing::warn!(
+                        worker,
+                        peer = %public_key.short(),
+                        %addr,
+                        reason = %reason.label(),
+                        peer_reason = %peer_reason,
+                        "peer lost"
+                    ),
+                }
+            }
+            Event::Message(_) => {}
+            _ => {}
+        }
+    }
+
+    /// Dials the configured peers that are due, and samples per-peer "last seen".
+    fn on_tick(&mut self, ctx: &mut intentra::Context<'_>) {
+        let now = ctx.now();
+        let worker = self.worker;
+        let mut changed = false;
+        if let Some(redial) = self.redial.as_mut() {
+            let due: Vec<usize> = redial.due(now).collect();
+            for index in due {
+                let Some(target) = redial.targets().get(index).cloned() else {
+                    continue;
+                };
+                changed = true;
+                match ctx.connect(target.addr, target.public_key) {
+                    Ok(id) => {
+                        redial.dialled(index, id);
+                        if target.attempts == 0 {
+                            tracing::info!(worker, peer = %target.public_key.short(), addr = %target.addr, "dialling configured peer");
+                        } else {
+                            tracing::warn!(
+                                worker,
+                                peer = %target.public_key.short(),
+                                addr = %target.addr,
+                                reason = %target.last_reason,
+                                attempt = target.attempts + 1,
+                                "redialling configured peer"
+                            );
+                        }
+                    }
+                    Err(err) => {
+                        let reason = connect_error_label(err);
+                        let random = self.rng.next_u64();
+                        let retry = redial.refused(index, now, reason, random);
+                        tracing::warn!(
+                            worker,
+                            peer = %target.public_key.short(),
+                            addr = %target.addr,
+                            reason = %reason,
+                            error = %err,
+                            retry_in_ms = retry.map_or(0, |r| r.delay.as_millis() as u64),
+                            "cannot dial configured peer"
+                        );
+                    }
+                }
+            }
+        }
+        if changed {
+            self.publish_configured();
+        }
+        if self.per_peer {
+            self.sample_seen(ctx);
+        }
+    }
+
+    fn sample_seen(&mut self, ctx: &intentra::Context<'_>) {
+        let unix = unix_seconds();
+        let mut seen = HashMap::with_capacity(self.seen.len());
+        let mut published = Vec::with_capacity(self.seen.len());
+        for id in ctx.peers() {
+            let Some(info) = ctx.peer_info(id) else {
+                continue;
+            };
+            let at = match self.seen.get(&info.public_key) {
+                Some(&(received, at)) if received == info.packets_received => at,
+                _ => unix,
+            };
+            seen.insert(info.public_key, (info.packets_received, at));
+            published.push(PeerSeen {
+                public_key: info.public_key,
+                addr: info.addr,
+                unix_seconds: at,
+            });
+        }
+        self.seen = seen;
+        let worker = self.worker;
+        self.hub.update_daemon(|d| {
+            d.peers_seen.insert(worker, published);
+        });
+    }
+
+    fn publish_configured(&self) {
+        if let Some(redial) = &self.redial {
+            let peers = redial.snapshot();
+            self.hub.update_daemon(|d| d.configured_peers = Some(peers));
+        }
+    }
+}
+
+fn connect_error_label(err: ConnectError) -> &'static str {
+    match err {
+        ConnectError::TooManyPeers => "too_many_peers",
+        ConnectError::NoFreeIndex => "no_free_index",
+        ConnectError::SelfConnect => "self_connect",
+        ConnectError::NotAllowed => "not_allowed",
+        _ => "other",
+    }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn unix_seconds_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Installs the worker's event handler and tick; returns the shared state.
+fn watch_events(
+    node: &mut Node,
+    worker: usize,
+    hub: &MetricsHub,
+    config: &Config,
+    redial: Option<Redial>,
+) -> Arc<Mutex<WorkerEvents>> {
+    let events = Arc::new(Mutex::new(WorkerEvents::new(
+        worker,
+        hub.clone(),
+        config.metrics.per_peer,
+        redial,
+    )));
+    let on_event = Arc::clone(&events);
+    node.on_event(move |ctx, event| lock_events(&on_event).on_event(ctx.now(), event));
+    let publish = Duration::from_millis(config.metrics.publish_interval_ms.max(10));
+    let every = if lock_events(&events).redial.is_some() {
+        publish.min(Duration::from_millis(100))
+    } else {
+        publish
+    };
+    let on_tick = Arc::clone(&events);
+    node.every(every, move |ctx| lock_events(&on_tick).on_tick(ctx));
+    events
+}
+
+fn lock_events(events: &Mutex<WorkerEvents>) -> std::sync::MutexGuard<'_, WorkerEvents> {
+    events.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the allow-list.
 pub fn serve(config: Config) -> Result<(), DaemonError> {
     let identity = config.load_identity()?;
+    if let Some(peer) = config
+        .node
+        .peers
+        .iter()
+        .find(|p| p.public_key == identity.keypair.public)
+    {
+        return Err(DaemonError::Config(ConfigError::Invalid {
+            path: config.source.clone(),
+            key: "node.peers",
+            message: format!(
+                "lists this node's own public key (address {})",
+                peer.address
+            ),
+        }));
+    }
     let shutdown = ShutdownHandle::new();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.flag()).map_err(runtime_error)?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(runtime_error)?;
 
     // Each bind address gets `workers` sockets on SO_REUSEPORT: the kernel keeps a peer's
     // 4-tuple on one of them, so a session stays on one worker for its whole life.
@@ -164,6 +416,12 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     // A hub dials its peers from its own node (crate::hub), not from an outbound worker.
     let outbound = !config.node.peers.is_empty() && !config.hub.enabled;
     let hub = MetricsHub::new(binds.len() + usize::from(outbound));
+    hub.update_daemon(|d| {
+        d.allow_list = Some(AllowListReloads {
+            failures: 0,
+            last_success_unix: unix_seconds_f64(),
+        });
+    });
     let _server = match config.metrics.listen {
         Some(listen) => Some(
             metrics_http::spawn_metrics_server(listen, hub.clone(), config.metrics.per_peer)
@@ -189,18 +447,24 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                 name.into()
             });
         }
-        let mut node = Node::bind(cfg).map_err(runtime_error)?;
+        let mut node = tracing::info_span!("worker", worker)
+            .in_scope(|| Node::bind(cfg))
+            .map_err(runtime_error)?;
         if let Some(note) = node.driver_note() {
-            tracing::warn!(worker, note, "driver fallback");
+            tracing::warn!(worker, note = %note, "driver fallback");
         }
-        tracing::info!(worker, addr = %node.local_addr(), driver = node.driver_name(), key = %node.public_key(), "listening");
+        tracing::info!(worker, addr = %node.local_addr(), driver = %node.driver_name(), key = %node.public_key(), "listening");
         node.publish_metrics(hub.clone(), worker, publish_every, config.metrics.per_peer);
+        let events = watch_events(&mut node, worker, &hub, &config, None);
         if config.hub.enabled {
-            crate::hub::attach(&mut node, &config, session_logger(worker))?;
-        } else {
-            node.on_event(session_logger(worker));
+            // The hub glue takes the node's event callback and hands every event on to
+            // the worker's session accounting.
+            let inner = Arc::clone(&events);
+            crate::hub::attach(&mut node, &config, move |ctx, event| {
+                lock_events(&inner).on_event(ctx.now(), event)
+            })?;
         }
-        nodes.push(node);
+        nodes.push((node, events));
     }
     if outbound {
         // Peers we connect to get a worker of their own on a port of its own: replies to a
@@ -220,25 +484,32 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         );
         let mut cfg = node_config(&config, bind, endpoint);
         cfg.socket.reuse_port = false;
-        let mut node = Node::bind(cfg).map_err(runtime_error)?;
+        let mut node = tracing::info_span!("worker", worker)
+            .in_scope(|| Node::bind(cfg))
+            .map_err(runtime_error)?;
         node.publish_metrics(hub.clone(), worker, publish_every, config.metrics.per_peer);
-        node.on_event(session_logger(worker));
-        for peer in &config.node.peers {
-            node.connect(peer.address, peer.public_key)
-                .map_err(|e| DaemonError::Runtime(format!("connect {}: {e}", peer.address)))?;
-        }
+        let redial = Redial::new(
+            RedialPolicy {
+                initial: Duration::from_millis(config.timers.redial_initial_ms),
+                max: Duration::from_millis(config.timers.redial_max_ms),
+            },
+            config.node.peers.iter().map(|p| (p.public_key, p.address)),
+        );
+        let events = watch_events(&mut node, worker, &hub, &config, Some(redial));
+        lock_events(&events).publish_configured();
+        // The first dial happens on the worker's first tick; every later one after a loss.
         tracing::info!(worker, addr = %node.local_addr(), peers = config.node.peers.len(), "connecting to configured peers");
-        nodes.push(node);
+        nodes.push((node, events));
     }
+    let mut reloads = Vec::with_capacity(nodes.len());
     let threads: Vec<_> = nodes
         .into_iter()
         .enumerate()
-        .map(|(worker, mut node)| {
+        .map(|(worker, (mut node, events))| {
             let shutdown = shutdown.clone();
-            // One flag per worker: every worker reloads its own allow-list on SIGHUP.
-            let reload = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-                .map_err(runtime_error)?;
+            // The main thread reads the allow-list once per SIGHUP and hands every worker a copy.
+            let (reload_tx, reload) = std::sync::mpsc::channel::<AllowList>();
+            reloads.push(reload_tx);
             let config = config.clone();
             std::thread::Builder::new()
                 .name(format!("intentra-worker-{worker}"))
@@ -254,42 +525,94 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
                     while !shutdown.is_shutdown() {
                         node.turn(Duration::from_millis(50))
                             .map_err(runtime_error)?;
-                        if reload.swap(false, Ordering::Relaxed) {
-                            reload_allow_list(&config, &mut node);
+                        while let Ok(allow) = reload.try_recv() {
+                            node.set_allow_list(allow);
+                            if let Some(redial) = lock_events(&events).redial.as_mut() {
+                                // A key restored to the list should not wait out a long back-off.
+                                redial.retry_now();
+                            }
                         }
                         if Instant::now() >= next_watch {
                             next_watch = Instant::now() + Duration::from_secs(1);
-                            watch.log(worker, &node.stats());
+                            let mut sources = RefusalSources::default();
+                            node.drain_refused_handshakes(|addr, reason| {
+                                sources.note(reason, addr)
+                            });
+                            watch.log(worker, &node.stats(), &sources);
                         }
                     }
-                    node.close_all(intentra::proto::stats::CloseReason::Shutdown);
+                    node.close_all(CloseReason::Shutdown);
                     tracing::info!(worker, "closed every session, exiting");
                     Ok(())
                 })
                 .map_err(runtime_error)
         })
         .collect::<Result<_, _>>()?;
-    for thread in threads {
-        thread
-            .join()
-            .map_err(|_| DaemonError::Runtime("a worker thread panicked".into()))??;
+    // Until a signal stops us or a worker fails: reload on SIGHUP.
+    let mut threads: Vec<std::thread::JoinHandle<Result<(), DaemonError>>> = threads;
+    while !shutdown.is_shutdown() && !threads.iter().any(|t| t.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+        if hup.swap(false, Ordering::Relaxed) {
+            reload_allow_list(&config, &hub, &reloads);
+        }
     }
-    Ok(())
+    // A worker that failed stops the others too.
+    shutdown.shutdown();
+    let mut result = Ok(());
+    for thread in threads.drain(..) {
+        let joined = thread
+            .join()
+            .map_err(|_| DaemonError::Runtime("a worker thread panicked".into()))
+            .and_then(|r| r);
+        if result.is_ok() {
+            result = joined;
+        }
+    }
+    result
 }
+
+/// What a worker is handed on reload: `None` accepts any key.
+type AllowList = Option<HashSet<PublicKey>>;
 
 /// Once a second, logs what changed that an operator must hear about: at most one line per
 /// kind per second, however hard an attacker pushes.
 #[derive(Default)]
 struct EventWatch {
-    last: intentra::proto::stats::Stats,
+    last: intentra::proto::Stats,
+}
+
+/// The latest source address of each kind of refused handshake since the last log line.
+#[derive(Default)]
+struct RefusalSources {
+    not_allowed: Option<SocketAddr>,
+    budget: Option<SocketAddr>,
+    cookie: Option<SocketAddr>,
+}
+
+impl RefusalSources {
+    fn note(&mut self, reason: DropReason, addr: SocketAddr) {
+        match reason {
+            DropReason::NotAllowed => self.not_allowed = Some(addr),
+            DropReason::HandshakeBudget => self.budget = Some(addr),
+            DropReason::BadCookie => self.cookie = Some(addr),
+            _ => {}
+        }
+    }
+
+    fn of(&self, reason: DropReason) -> Option<SocketAddr> {
+        match reason {
+            DropReason::NotAllowed => self.not_allowed,
+            DropReason::HandshakeBudget => self.budget,
+            DropReason::BadCookie => self.cookie,
+            _ => None,
+        }
+    }
 }
 
 impl EventWatch {
-    fn log(&mut self, worker: usize, now: &intentra::proto::stats::Stats) {
-        use intentra::proto::stats::{CloseReason, DropReason};
-        let delta = |f: &dyn Fn(&intentra::proto::stats::Stats) -> u64| {
-            f(now).saturating_sub(f(&self.last))
-        };
+    fn log(&mut self, worker: usize, now: &intentra::proto::Stats, sources: &RefusalSources) {
+        let delta =
+            |f: &dyn Fn(&intentra::proto::Stats) -> u64| f(now).saturating_sub(f(&self.last));
         let rekeys = delta(&|s| s.rekeys);
         if rekeys > 0 {
             tracing::info!(worker, rekeys, "sessions rekeyed");
@@ -302,17 +625,31 @@ impl EventWatch {
                 "sessions closed for protocol violations (strikes)"
             );
         }
-        let refused = delta(&|s| s.dropped(DropReason::HandshakeBudget));
-        if refused > 0 {
-            tracing::warn!(
-                worker,
-                refused,
-                "handshake budget exhausted: handshakes refused"
-            );
-        }
-        let challenged = delta(&|s| s.dropped(DropReason::BadCookie));
-        if challenged > 0 {
-            tracing::info!(worker, challenged, "under handshake load: cookies demanded");
+        // Refused handshakes: one line per reason per second, whatever the rate, with the
+        // count and the latest source address (as claimed: the packet is unauthenticated).
+        for (reason, what) in [
+            (
+                DropReason::NotAllowed,
+                "handshakes refused: peer key not on the allow-list",
+            ),
+            (
+                DropReason::HandshakeBudget,
+                "handshakes refused: handshake budget exhausted",
+            ),
+            (
+                DropReason::BadCookie,
+                "handshakes refused: missing or bad cookie (under load)",
+            ),
+        ] {
+            let refused = delta(&|s| s.dropped(reason));
+            if refused > 0 {
+                match sources.of(reason) {
+                    Some(source) => {
+                        tracing::warn!(worker, reason = %reason.label(), refused, %source, "{what}")
+                    }
+                    None => tracing::warn!(worker, reason = %reason.label(), refused, "{what}"),
+                }
+            }
         }
         let limited = delta(&|s| s.dropped(DropReason::RateLimit));
         if limited > 0 {
@@ -322,15 +659,31 @@ impl EventWatch {
     }
 }
 
-fn reload_allow_list(config: &Config, node: &mut Node) {
+/// Reads the key file and allow-list once and hands the list to every worker.
+fn reload_allow_list(config: &Config, hub: &MetricsHub, workers: &[Sender<AllowList>]) {
     match config.load_identity() {
         Ok(identity) => {
-            let allow: Option<HashSet<PublicKey>> =
-                identity.allow_list.map(|k| k.into_iter().collect());
-            let size = allow.as_ref().map(HashSet::len);
-            node.set_allow_list(allow);
-            tracing::info!(keys = ?size, "allow-list reloaded");
+            let allow: AllowList = identity.allow_list.map(|k| k.into_iter().collect());
+            let keys = allow
+                .as_ref()
+                .map_or_else(|| "any".to_owned(), |a| a.len().to_string());
+            for worker in workers {
+                // A worker that already exited does not need the list.
+                let _ = worker.send(allow.clone());
+            }
+            hub.update_daemon(|d| {
+                let reloads = d.allow_list.get_or_insert_with(AllowListReloads::default);
+                reloads.last_success_unix = unix_seconds_f64();
+            });
+            tracing::info!(keys = %keys, "allow-list reloaded");
         }
-        Err(err) => tracing::warn!(error = %err, "allow-list reload failed, keeping the old one"),
+        Err(err) => {
+            hub.update_daemon(|d| {
+                d.allow_list
+                    .get_or_insert_with(AllowListReloads::default)
+                    .failures += 1;
+            });
+            tracing::warn!(error = %err, "allow-list reload failed, keeping the old one");
+        }
     }
 }

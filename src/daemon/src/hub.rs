@@ -19,9 +19,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use intentra::node::{Context, Node, NodeConfig};
-use intentra::proto::event::{Event, Mode as TransportMode, PeerId, SendError};
-use intentra::proto::keys::PublicKey;
+use intentra::proto::PublicKey;
+use intentra::proto::{Event, Mode as TransportMode, PeerId, SendError};
+use intentra::{Context, Node, NodeConfig};
 use intentra_pubsub::{
     DropReason, Event as PubsubEvent, Hub, HubConfig, KeyPattern, MemberKey, Mode, Permissions,
     Rule, Sink, Stats, Timestamp, TopicPattern,
@@ -521,6 +521,7 @@ impl Glue {
                     hub.handle_message(peer, mode, payload, now, out);
                 });
             }
+            _ => {}
         }
     }
 

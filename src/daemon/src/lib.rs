@@ -12,3 +12,4 @@ pub mod hub;
 pub mod logging;
 pub mod metrics_http;
 pub mod pubsub_cli;
+pub mod redial;

@@ -12,7 +12,7 @@ use core::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use intentra::proto::time::Timestamp;
+use intentra::proto::Timestamp;
 
 /// Why logging could not be set up. Display is one line.
 #[derive(Debug)]
@@ -26,9 +26,7 @@ pub enum LogInitError {
 impl fmt::Display for LogInitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LogInitError::BadLevel { level, message } => {
-                write!(f, "log level {level:?} is not a level or filter: {message}")
-            }
+            LogInitError::BadLevel { message, .. } => write!(f, "log.level {message}"),
             LogInitError::AlreadySet => f.write_str("logging was already initialised"),
         }
     }
@@ -37,17 +35,25 @@ impl fmt::Display for LogInitError {
 impl std::error::Error for LogInitError {}
 
 /// Installs the global subscriber, writing to stderr. `level` is a level
-/// (`info`) or a full filter (`warn,intentra::proto=debug`). `RUST_LOG` is
+/// (`info`) or a full filter (`warn,intentra::proto=debug`), checked as strictly
+/// as `check-config` does (`config::check_log_filter`). `RUST_LOG` is
 /// deliberately not consulted: the configured level is the one in force.
+/// Colours are used only when stderr is a terminal, so files, pipes and
+/// journald get plain text.
 pub fn init(level: &str, format: LogFormat) -> Result<(), LogInitError> {
+    crate::config::check_log_filter(level).map_err(|message| LogInitError::BadLevel {
+        level: crate::config::escape_control(level),
+        message,
+    })?;
     let filter = EnvFilter::builder()
         .parse(level)
         .map_err(|err| LogInitError::BadLevel {
-            level: level.to_owned(),
+            level: crate::config::escape_control(level),
             message: err.to_string().replace('\n', " "),
         })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

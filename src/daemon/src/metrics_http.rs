@@ -1,10 +1,13 @@
 //! The metrics endpoint: `GET /metrics` and `GET /health` over HTTP/1.1.
 //!
-//! Owns one thread and one listening socket. Connections are served one at a
-//! time, each with a hard deadline and a request-size cap, so a slow or hostile
-//! client can delay a scrape by at most `CONNECTION_DEADLINE` and can never
-//! make it allocate or spawn without bound. It must never touch worker state
-//! except by taking a `MetricsHub` snapshot, once per scrape.
+//! Owns one accept thread, one listening socket and at most `MAX_CONNECTIONS`
+//! connection threads. Connections are served concurrently, each with a hard
+//! deadline and a request-size cap, so an idle or slow client delays nobody:
+//! a scrape never waits behind another connection. When every slot is taken,
+//! the oldest connection is shut down to make room for the new one, so even a
+//! client holding `MAX_CONNECTIONS` idle sockets cannot lock a scraper out, and
+//! the endpoint never allocates or spawns without bound. It must never touch
+//! worker state except by taking a `MetricsHub` snapshot, once per scrape.
 //!
 //! Requests are parsed with `httparse`. The body is OpenMetrics text
 //! (`metrics::CONTENT_TYPE`) because that is what prometheus-client writes;
@@ -13,12 +16,13 @@
 //!
 //! Also owns `fetch_metrics`, the client used by `intentra status`.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,10 @@ use intentra::metrics::{self, MetricsHub};
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// Total time one connection may take, from accept to the last byte written.
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(2);
+/// Connections served at once; a new one past this evicts the oldest.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Stack of a connection thread: the request buffer plus httparse and a format call.
+const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 /// How often the accept loop checks for shutdown.
 const SHUTDOWN_POLL_MS: u16 = 100;
 /// Largest response `fetch_metrics` accepts.
@@ -50,8 +58,8 @@ impl MetricsServer {
         self.local_addr
     }
 
-    /// Stops accepting and joins the thread (within about 100 ms plus at
-    /// most one connection's deadline).
+    /// Stops accepting, shuts down open connections and joins the accept
+    /// thread (within about 100 ms).
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
@@ -100,7 +108,50 @@ pub fn spawn_metrics_server(
     })
 }
 
+/// The connections being served, oldest first: a clone of each stream, so the
+/// accept loop can shut one down to make room (its thread then sees EOF or an
+/// error and exits at once).
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: VecDeque<(u64, TcpStream)>,
+}
+
+impl Connections {
+    /// Registers a new connection, evicting the oldest if every slot is taken.
+    fn admit(&mut self, stream: &TcpStream) -> io::Result<u64> {
+        let clone = stream.try_clone()?;
+        while self.open.len() >= MAX_CONNECTIONS {
+            if let Some((_, oldest)) = self.open.pop_front() {
+                let _ = oldest.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.open.push_back((id, clone));
+        Ok(id)
+    }
+
+    fn release(&mut self, id: u64) {
+        self.open.retain(|(open, _)| *open != id);
+    }
+
+    fn shutdown_all(&mut self) {
+        for (_, stream) in self.open.drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    // The table holds plain sockets; a panicking connection thread cannot tear it.
+    connections
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn accept_loop(listener: &TcpListener, hub: &MetricsHub, per_peer: bool, stop: &AtomicBool) {
+    let connections = Arc::new(Mutex::new(Connections::default()));
     while !stop.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(SHUTDOWN_POLL_MS)) {
@@ -109,20 +160,44 @@ fn accept_loop(listener: &TcpListener, hub: &MetricsHub, per_peer: bool, stop: &
             Err(nix::errno::Errno::EINTR) => continue,
             Err(err) => {
                 tracing::error!(error = %err, "metrics endpoint: poll failed; endpoint stopped");
-                return;
+                break;
             }
         }
         match listener.accept() {
-            Ok((stream, _peer)) => {
-                // Errors on one connection (reset, timeout) concern only that client.
-                let _ = serve_connection(stream, hub, per_peer);
-            }
+            Ok((stream, _peer)) => spawn_connection(stream, hub, per_peer, &connections),
             // EMFILE and friends: back off instead of spinning on a full fd table.
             Err(err) => {
                 tracing::warn!(error = %err, "metrics endpoint: accept failed");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+    lock(&connections).shutdown_all();
+}
+
+/// Serves one connection on a thread of its own, within the connection bound.
+fn spawn_connection(
+    stream: TcpStream,
+    hub: &MetricsHub,
+    per_peer: bool,
+    connections: &Arc<Mutex<Connections>>,
+) {
+    let Ok(id) = lock(connections).admit(&stream) else {
+        return; // no descriptor for the clone: drop this client
+    };
+    let hub = hub.clone();
+    let table = Arc::clone(connections);
+    let spawned = std::thread::Builder::new()
+        .name("intentra-metrics-conn".to_owned())
+        .stack_size(CONNECTION_STACK_BYTES)
+        .spawn(move || {
+            // Errors on one connection (reset, timeout, eviction) concern only that client.
+            let _ = serve_connection(stream, &hub, per_peer);
+            lock(&table).release(id);
+        });
+    if let Err(err) = spawned {
+        lock(connections).release(id);
+        tracing::warn!(error = %err, "metrics endpoint: cannot start a connection thread");
     }
 }
 
@@ -160,10 +235,13 @@ fn serve_connection(mut stream: TcpStream, hub: &MetricsHub, per_peer: bool) -> 
     let (status, content_type, body) = match route {
         Route::Metrics => {
             let snapshots = hub.snapshot();
+            let daemon = hub.daemon_snapshot();
             (
                 "200 OK",
                 metrics::CONTENT_TYPE,
-                crate::hub::append_metrics(metrics::encode(&snapshots, per_peer)),
+                crate::hub::append_metrics(metrics::encode_with_daemon(
+                    &snapshots, &daemon, per_peer,
+                )),
             )
         }
         Route::Health => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_owned()),

@@ -22,9 +22,9 @@ use crate::cli::DeliveryMode;
 use crate::config::Config;
 use crate::daemon::{endpoint_config, node_config, runtime_error, DaemonError};
 use crate::hub::member_key;
-use intentra::node::{Context, Node};
-use intentra::proto::event::{Event, Mode as TransportMode, PeerId, SendError};
-use intentra::proto::keys::{Keypair, PublicKey};
+use intentra::proto::{Event, Mode as TransportMode, PeerId, SendError};
+use intentra::proto::{Keypair, PublicKey};
+use intentra::{Context, Node};
 use intentra_pubsub::{
     Action, Event as PubsubEvent, Member, MemberConfig, MemberKey, Mode, PresenceReason, Role,
     Sink, Timestamp, TopicId,
@@ -518,8 +518,7 @@ impl Attached {
     }
 
     fn close(mut self) {
-        self.node
-            .close_all(intentra::proto::stats::CloseReason::Local);
+        self.node.close_all(intentra::proto::CloseReason::Local);
     }
 }
 

@@ -8,11 +8,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use intentra::node::{Node, NodeConfig};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::{Event, Mode, SendError};
-use intentra::proto::keys::Keypair;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Keypair;
+use intentra::proto::{Event, Mode, SendError};
 use intentra::udp::DriverKind;
+use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

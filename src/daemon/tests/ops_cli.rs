@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use intentra::metrics::{MetricsHub, WorkerSnapshot};
-use intentra::proto::stats::DropReason;
+use intentra::proto::DropReason;
 use intentra_daemon::metrics_http::spawn_metrics_server;
 
 fn bin() -> Command {
@@ -195,6 +195,22 @@ fn status_prints_a_table_from_a_live_endpoint() {
     assert!(table.contains("sessions active"), "{table}");
     assert!(table.contains("77"), "{table}");
     assert!(table.contains("bad_mac"), "{table}");
+    assert!(table.contains("per s"), "rates by default: {table}");
+
+    // Two scrapes 0.2 s apart, with one line per peer.
+    let out = run(&["status", "--metrics", &addr, "--interval", "0.2", "--peers"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains("per s (0.2s)"), "{table}");
+    assert!(table.contains("public key"), "{table}");
+    let out = run(&["status", "--metrics", &addr, "--interval", "0"]);
+    assert!(!stdout(&out).contains("per s"), "one scrape, no rates");
+    assert_eq!(
+        run(&["status", "--metrics", &addr, "--interval", "-1"])
+            .status
+            .code(),
+        Some(2)
+    );
     server.shutdown();
 
     // Nothing listening: runtime error, one line, naming the address.

@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use intentra::proto::keys::{Keypair, SecretKey};
+use intentra::proto::{Keypair, SecretKey};
 use intentra_daemon::config::{
     read_allow_list, read_key_file, write_key_file, Config, ConfigError, IdleMode, IoDriver,
     LogFormat,
@@ -299,4 +299,165 @@ fn load_identity_requires_a_key_file() {
     assert_eq!(identity.keypair.public, keypair().public);
     assert!(identity.allow_list.is_none());
     assert!(!format!("{identity:?}").contains(&keypair().secret.to_hex()));
+}
+
+mod shipped {
+    use super::*;
+    use std::process::Command;
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/intentra.example.toml")
+    }
+
+    fn check_config(path: &std::path::Path, cwd: &std::path::Path) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_intentra"))
+            .current_dir(cwd)
+            .arg("check-config")
+            .arg(path)
+            .output()
+            .unwrap()
+    }
+
+    /// The annotated example passes check-config once installed next to its allow-list.
+    #[test]
+    fn the_example_configuration_passes_check_config() {
+        let dir = scratch("example");
+        let installed = dir.join("intentra.toml");
+        fs::copy(example(), &installed).unwrap();
+        fs::write(dir.join("allow-list"), format!("{}\n", "22".repeat(32))).unwrap();
+        // Started from elsewhere: the relative allow_list still resolves next to the file.
+        let out = check_config(&installed, std::path::Path::new("/"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(printed.contains("[[node.peers]]"), "{printed}");
+        assert!(
+            printed.contains(&format!(
+                "allow_list = {:?}",
+                dir.join("allow-list").display().to_string()
+            )),
+            "{printed}"
+        );
+        // Every option is printed; the unset ones commented out.
+        assert!(printed.contains("# key_file = "), "{printed}");
+        assert!(printed.contains("# busy_poll_us = "), "{printed}");
+        assert!(printed.contains("redial_max_ms = 60000"), "{printed}");
+        let again = Config::from_toml_str(&printed).unwrap();
+        again.validate().unwrap();
+        // Without the allow-list next to it, the error names the resolved file.
+        fs::remove_file(dir.join("allow-list")).unwrap();
+        let out = check_config(&installed, std::path::Path::new("/"));
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains(&dir.join("allow-list").display().to_string()));
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let dir = scratch("relative");
+    let path = dir.join("c.toml");
+    fs::write(
+        &path,
+        "[node]\nkey_file = \"keys/node.key\"\nallow_list = \"allow\"\ncapture = \"/abs/cap.pcap\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.node.key_file, Some(dir.join("keys/node.key")));
+    assert_eq!(config.node.allow_list, Some(dir.join("allow")));
+    assert_eq!(config.node.capture, Some(PathBuf::from("/abs/cap.pcap")));
+    // Strings parsed without a file stay as written.
+    let inline = Config::from_toml_str("[node]\nkey_file = \"k\"\n").unwrap();
+    assert_eq!(inline.node.key_file, Some(PathBuf::from("k")));
+}
+
+#[test]
+fn an_empty_allow_list_is_refused_unless_allowed() {
+    let dir = scratch("empty_allow");
+    let key = dir.join("k");
+    write_key_file(&key, &keypair().secret, true).unwrap();
+    fs::write(dir.join("allow"), "# everyone removed\n\n").unwrap();
+    let path = dir.join("c.toml");
+    fs::write(&path, "[node]\nkey_file = \"k\"\nallow_list = \"allow\"\n").unwrap();
+    let config = Config::load(&path).unwrap();
+    let m = config.load_identity().unwrap_err().to_string();
+    assert!(m.contains("node.allow_list"), "{m}");
+    assert!(m.contains("no keys"), "{m}");
+    assert!(m.contains("allow_list_empty_ok"), "{m}");
+    assert!(!m.contains('\n'));
+    fs::write(
+        &path,
+        "[node]\nkey_file = \"k\"\nallow_list = \"allow\"\nallow_list_empty_ok = true\n",
+    )
+    .unwrap();
+    let identity = Config::load(&path).unwrap().load_identity().unwrap();
+    assert_eq!(identity.allow_list.map(|l| l.len()), Some(0));
+}
+
+#[test]
+fn log_filters_are_checked_strictly() {
+    for good in [
+        "info",
+        "WARN",
+        "off",
+        "info,intentra::proto=debug",
+        "intentra_daemon=trace",
+    ] {
+        Config::from_toml_str(&format!("[log]\nlevel = {good:?}\n"))
+            .unwrap()
+            .validate()
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "loud",
+        "",
+        "info,chatty",
+        "intentra=loud",
+        "=info",
+        "info,[span]=x",
+    ] {
+        let m = invalid(&format!("[log]\nlevel = {bad:?}\n"));
+        assert!(m.starts_with("log.level "), "{bad}: {m}");
+    }
+}
+
+#[test]
+fn errors_stay_on_one_line_whatever_the_key_contains() {
+    for text in [
+        "[limits]\n\"rate\\npps\" = 1\n",
+        "[limits]\n\"rate\\u001b[31mpps\" = 1\n",
+        "\"a\\r\\nb\" = 1\n",
+    ] {
+        let m = parse_err(text);
+        assert!(!m.contains('\x1b'), "raw escape in: {m:?}");
+        assert!(!m.contains('\r'), "raw CR in: {m:?}");
+        assert!(
+            m.contains("\\n") || m.contains("\\u{1b}"),
+            "not escaped: {m:?}"
+        );
+    }
+    let m = invalid("[log]\nlevel = \"info\\n\\u001b[2J\"\n");
+    assert!(!m.contains('\n') && !m.contains('\x1b'), "{m:?}");
+}
+
+#[test]
+fn per_peer_and_buffer_memory_is_bounded_to_fit_a_host() {
+    let m = invalid("[limits]\nreliable_queue_bytes = 1073741824\n");
+    assert!(
+        m.starts_with(&format!(
+            "limits.reliable_queue_bytes must be between 1 and {}",
+            intentra::proto::MAX_QUEUE_BYTES
+        )),
+        "{m}"
+    );
+    // Each within its own range, together too much.
+    let m = invalid("[limits]\nreliable_queue_bytes = 90368\nmax_peers = 100000\n");
+    assert!(
+        m.starts_with("limits.reliable_queue_bytes x limits.max_peers"),
+        "{m}"
+    );
+    let m = invalid("[io]\nbuffers = 1048576\nbuffer_size = 65535\n");
+    assert!(m.starts_with("io.buffers x io.buffer_size"), "{m}");
+    let m = invalid("[timers]\nredial_initial_ms = 5000\nredial_max_ms = 1000\n");
+    assert!(m.starts_with("timers.redial_max_ms "), "{m}");
 }

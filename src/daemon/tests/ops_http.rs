@@ -138,3 +138,52 @@ fn shutdown_releases_the_port() {
     let again = spawn_metrics_server(addr, MetricsHub::new(1), false).unwrap();
     assert_eq!(again.local_addr(), addr);
 }
+
+/// True while the server has not closed `stream`: a read times out instead of
+/// returning EOF or an error.
+fn still_open(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Err(err) => matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        // EOF means closed; data (never sent before a request) would mean open.
+        Ok(n) => n > 0,
+    }
+}
+
+#[test]
+fn idle_connections_do_not_delay_a_scrape() {
+    let server = spawn_metrics_server(loopback(), MetricsHub::new(1), false).unwrap();
+    let addr = server.local_addr();
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Served one at a time, these would hold the scrape for 8 x the 2 s deadline;
+    // served concurrently, the scrape completes while every one of them is open.
+    let body = fetch_metrics(addr).unwrap();
+    assert!(body.ends_with("# EOF\n"));
+    for (i, stream) in idle.iter_mut().enumerate() {
+        assert!(
+            still_open(stream),
+            "idle connection {i} was closed before the scrape finished"
+        );
+    }
+}
+
+#[test]
+fn more_idle_connections_than_slots_cannot_lock_a_scraper_out() {
+    use intentra_daemon::metrics_http::MAX_CONNECTIONS;
+    let server = spawn_metrics_server(loopback(), MetricsHub::new(1), false).unwrap();
+    let addr = server.local_addr();
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS + 4)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    // The newest connection evicts the oldest, so the scrape gets a slot.
+    let body = fetch_metrics(addr).unwrap();
+    assert!(body.ends_with("# EOF\n"));
+    drop(idle);
+    server.shutdown();
+}

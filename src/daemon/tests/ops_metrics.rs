@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use intentra::metrics::{encode, BucketCounts, PeerSnapshot, WorkerSnapshot};
-use intentra::proto::keys::PublicKey;
-use intentra::proto::stats::{CloseReason, DropReason};
+use intentra::proto::PublicKey;
+use intentra::proto::{CloseReason, DropReason};
 use prometheus_parse::{Scrape, Value};
 
 fn key(byte: u8) -> PublicKey {

@@ -1,7 +1,8 @@
-//! `intentra::capture::CaptureWriter` end to end: a capture of intentra-looking packets
-//! and garbage is read back by the `intentra-replay` binary, whose verdict counts must
-//! match exactly; truncated and random files must fail with exit code 2 and an error
-//! naming the offset.
+//! `intentra::capture` end to end: a capture of intentra-looking packets and garbage is read
+//! back by the `intentra-replay` binary, whose verdict counts must match exactly; truncated
+//! and random files must fail with exit code 2 and an error naming the offset. Capture files
+//! are private (0600, never an existing file or a symlink) and rotate at their size limit;
+//! the key log's lines round-trip; pcapng files pcap-file's parser refuses are read.
 
 #[path = "../../../tools/replay/decode.rs"]
 mod decode;
@@ -265,14 +266,13 @@ fn written_records_decode_back_to_the_same_datagrams() {
 }
 
 #[test]
-fn text_report_names_the_verdicts_and_the_rate() {
+fn text_report_names_the_verdicts() {
     let built = build_capture("text.pcap");
     let output = replay(&built.file.0, &[]);
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("handshake_init"));
     assert!(text.contains("malformed.bad_version"));
-    assert!(text.contains("parse rate"));
 }
 
 #[test]
@@ -328,4 +328,347 @@ fn session_replay_errors_name_the_file_in_one_line() {
     // --key needs --local.
     let output = replay(&built.file.0, &["--key", "/nonexistent/key"]);
     assert_eq!(output.status.code(), Some(2));
+}
+
+// ----- capture files: private, never overwriting, rotating -------------------------------
+
+use intentra::capture::{keylog_path, rotated_path, CaptureLimits, Recorder};
+use std::os::unix::fs::PermissionsExt;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:51820".parse().unwrap()
+}
+
+#[test]
+fn capture_and_key_log_are_new_files_of_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("cap.pcap");
+    let mut recorder = Recorder::create(&pcap, local(), CaptureLimits::default()).unwrap();
+    recorder.received("127.0.0.1:4000".parse().unwrap(), b"x");
+    recorder.flush();
+    assert_eq!(mode(&pcap), 0o600);
+    assert_eq!(mode(&keylog_path(&pcap)), 0o600);
+    let keylog = std::fs::read_to_string(keylog_path(&pcap)).unwrap();
+    assert!(keylog.starts_with("# intentra key log v1"), "{keylog}");
+    drop(recorder);
+    // A second capture to the same name is refused, and the first is left as it was.
+    let before = std::fs::read(&pcap).unwrap();
+    let err = Recorder::create(&pcap, local(), CaptureLimits::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    assert!(err.to_string().contains("cap.pcap"), "{err}");
+    assert_eq!(std::fs::read(&pcap).unwrap(), before);
+}
+
+#[test]
+fn an_existing_key_log_is_refused_whatever_its_mode_and_no_capture_is_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("cap.pcap");
+    let keylog = keylog_path(&pcap);
+    std::fs::write(&keylog, "someone else's\n").unwrap();
+    std::fs::set_permissions(&keylog, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Recorder::create(&pcap, local(), CaptureLimits::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    assert!(err.to_string().contains("cap.pcap.keylog"), "{err}");
+    assert_eq!(mode(&keylog), 0o644);
+    assert_eq!(
+        std::fs::read_to_string(&keylog).unwrap(),
+        "someone else's\n"
+    );
+    assert!(
+        !pcap.exists(),
+        "the capture created a moment before is removed"
+    );
+}
+
+#[test]
+fn a_symlink_planted_at_the_key_log_or_the_capture_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    std::fs::write(&target, "precious").unwrap();
+    let target_mode = mode(&target);
+    for planted in ["cap.pcap.keylog", "cap.pcap"] {
+        let pcap = dir.path().join("cap.pcap");
+        let _ = std::fs::remove_file(&pcap);
+        let _ = std::fs::remove_file(keylog_path(&pcap));
+        std::os::unix::fs::symlink(&target, dir.path().join(planted)).unwrap();
+        assert!(
+            Recorder::create(&pcap, local(), CaptureLimits::default()).is_err(),
+            "{planted}"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        assert_eq!(
+            mode(&target),
+            target_mode,
+            "the target's mode is left alone"
+        );
+        let dangling = dir.path().join(format!("{planted}.dangling"));
+        let _ = std::fs::remove_file(dir.path().join(planted));
+        // A dangling symlink is refused too (O_CREAT alone would create its target).
+        std::os::unix::fs::symlink(&dangling, dir.path().join(planted)).unwrap();
+        assert!(Recorder::create(&pcap, local(), CaptureLimits::default()).is_err());
+        assert!(!dangling.exists(), "{planted}");
+        let _ = std::fs::remove_file(dir.path().join(planted));
+    }
+}
+
+#[test]
+fn the_capture_rotates_at_its_size_limit_and_keeps_n_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("cap.pcap");
+    let src: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let payload = [0x5au8; 100];
+    let record = intentra::capture::record_len(src, local(), &payload) as u64;
+    assert_eq!(record, 16 + 20 + 8 + 100);
+    // Three records fit a file exactly.
+    let limits = CaptureLimits {
+        max_bytes: Some(24 + 3 * record),
+        keep: 2,
+    };
+    let mut recorder = Recorder::create(&pcap, local(), limits).unwrap();
+    for _ in 0..11 {
+        recorder.received(src, &payload);
+    }
+    recorder.flush();
+    // 11 records: 3 + 3 + 3 + 2; the oldest file was deleted, FILE.1 and FILE.2 kept.
+    assert_eq!(recorder.rotations(), 3);
+    assert_eq!(recorder.write_errors(), 0);
+    drop(recorder);
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert_eq!(size(&pcap), 24 + 2 * record);
+    assert_eq!(size(&rotated_path(&pcap, 1)), 24 + 3 * record);
+    assert_eq!(size(&rotated_path(&pcap, 2)), 24 + 3 * record);
+    assert!(!rotated_path(&pcap, 3).exists());
+    for p in [pcap.clone(), rotated_path(&pcap, 1), rotated_path(&pcap, 2)] {
+        assert_eq!(mode(&p), 0o600);
+        // Each file is a whole capture on its own.
+        let report = replay_json(&p, &[]);
+        assert_eq!(report["counts"]["bad_frame"].as_u64(), Some(0));
+        assert!(report["records"].as_u64().unwrap() >= 2);
+    }
+}
+
+#[test]
+fn a_record_larger_than_the_limit_still_gets_a_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("cap.pcap");
+    let limits = CaptureLimits {
+        max_bytes: Some(10),
+        keep: 0,
+    };
+    let mut recorder = Recorder::create(&pcap, local(), limits).unwrap();
+    for i in 0..3u8 {
+        recorder.received("127.0.0.1:4000".parse().unwrap(), &[i; 50]);
+    }
+    recorder.flush();
+    assert_eq!(recorder.rotations(), 2);
+    drop(recorder);
+    assert!(!rotated_path(&pcap, 1).exists());
+    let bytes = std::fs::read(&pcap).unwrap();
+    assert_eq!(bytes.len(), 24 + 16 + 28 + 50);
+    assert_eq!(bytes[bytes.len() - 1], 2);
+}
+
+// ----- the key log's format ---------------------------------------------------------------
+
+#[test]
+fn key_log_lines_round_trip_and_bad_lines_are_named() {
+    use intentra::capture::{keylog_line, parse_keylog};
+    use intentra::proto::PublicKey;
+    use intentra::proto::SessionSecrets;
+    use intentra::proto::Timestamp;
+    let secrets = SessionSecrets {
+        local_index: SessionIndex::new(0x0a0b_0c0d).unwrap(),
+        remote_index: SessionIndex::new(7).unwrap(),
+        send: [0x11; 32],
+        recv: [0x22; 32],
+        peer: PublicKey([0x33; 32]),
+        initiator: false,
+        rekey: true,
+        created: Timestamp::ZERO,
+    };
+    let line = keylog_line(&secrets);
+    assert_eq!(
+        line,
+        format!(
+            "SESSION 0a0b0c0d 00000007 {} {} {} responder rekey\n",
+            "11".repeat(32),
+            "22".repeat(32),
+            "33".repeat(32)
+        )
+    );
+    let text = format!("# comment\n\n{line}");
+    let parsed = parse_keylog(&text).unwrap();
+    assert_eq!(parsed.len(), 1);
+    let s = parsed[0];
+    assert_eq!((s.local_index, s.remote_index), (0x0a0b_0c0d, 7));
+    assert_eq!(
+        (s.send, s.recv, s.peer),
+        ([0x11; 32], [0x22; 32], [0x33; 32])
+    );
+    assert!(!s.initiator && s.rekey);
+    // A seed-style key log of old, or a cut line, names the line.
+    assert_eq!(parse_keylog(&"00".repeat(32)).err(), Some(1));
+    assert_eq!(
+        parse_keylog(&format!("{line}{}", &line[..60])).err(),
+        Some(2)
+    );
+    // The Debug form never shows the keys.
+    let debug = format!("{secrets:?}");
+    assert!(
+        !debug.contains("17") && !debug.contains("11, 17"),
+        "{debug}"
+    );
+}
+
+// ----- pcapng files pcap-file rejects ------------------------------------------------------
+
+/// A little-endian pcapng block.
+fn ng_block(out: &mut Vec<u8>, block_type: u32, body: &[u8]) {
+    let padded = body.len().div_ceil(4) * 4;
+    let total = (12 + padded) as u32;
+    out.extend_from_slice(&block_type.to_le_bytes());
+    out.extend_from_slice(&total.to_le_bytes());
+    out.extend_from_slice(body);
+    out.resize(out.len() + padded - body.len(), 0);
+    out.extend_from_slice(&total.to_le_bytes());
+}
+
+fn ng_option(code: u16, value: &[u8]) -> Vec<u8> {
+    let mut v = code.to_le_bytes().to_vec();
+    v.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    v.extend_from_slice(value);
+    v.resize(v.len().div_ceil(4) * 4, 0);
+    v
+}
+
+/// SHB with `shb_options`, an IDB for raw IP, and one EPB per datagram (IPv4, UDP, PORT).
+fn pcapng_capture(shb_options: &[u8], datagrams: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&u64::MAX.to_le_bytes());
+    shb.extend_from_slice(shb_options);
+    ng_block(&mut out, 0x0A0D_0D0A, &shb);
+    let mut idb = 101u16.to_le_bytes().to_vec();
+    idb.extend_from_slice(&[0, 0]);
+    idb.extend_from_slice(&0u32.to_le_bytes());
+    idb.extend(ng_option(2, b"lo"));
+    idb.extend(ng_option(0, &[]));
+    ng_block(&mut out, 1, &idb);
+    for payload in datagrams {
+        // A pcap record's frame (IP + UDP + payload), as CaptureWriter builds it.
+        let mut writer = CaptureWriter::from_writer(Vec::new()).unwrap();
+        let src: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        let dst: SocketAddr = format!("10.0.0.2:{PORT}").parse().unwrap();
+        writer.record(0, src, dst, payload).unwrap();
+        let pcap = writer.into_inner().unwrap();
+        let frame = &pcap[24 + 16..];
+        let mut epb = vec![0u8; 12];
+        epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        epb.extend_from_slice(frame);
+        ng_block(&mut out, 6, &epb);
+    }
+    out
+}
+
+fn pcap_file_rejects(bytes: &[u8]) -> bool {
+    let Ok((mut rest, mut parser)) = pcap_file::pcapng::PcapNgParser::new(bytes) else {
+        return true;
+    };
+    while !rest.is_empty() {
+        match parser.next_block(rest) {
+            Ok((r, _)) => rest = r,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn pcapng_with_options_pcap_file_rejects_is_read() {
+    // A comment that is not UTF-8, a custom option (PEN + odd-length data) and a custom
+    // option of the non-copyable kind: legal pcapng, all read by tcpdump and Wireshark.
+    let mut options = ng_option(1, b"captured on \xff\xfe");
+    options.extend(ng_option(2988, &[0x00, 0x00, 0x7f, 0xff, b'x', b'y', b'z']));
+    options.extend(ng_option(19373, &[1, 2, 3, 4, 5]));
+    options.extend(ng_option(0, &[]));
+    let datagrams = vec![
+        transport(TransportKind::Realtime, 40),
+        transport(TransportKind::Reliable, 20),
+    ];
+    let bytes = pcapng_capture(&options, &datagrams);
+    assert!(
+        pcap_file_rejects(&bytes),
+        "this capture is meant to be one pcap-file's parser refuses"
+    );
+    let file = TempFile(temp_path("options.pcapng"));
+    std::fs::write(&file.0, &bytes).unwrap();
+    let output = replay(&file.0, &["--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["format"], "pcapng");
+    assert_counts(
+        &report,
+        "counts",
+        &[("realtime", 1), ("reliable", 1), ("bad_frame", 0)],
+    );
+}
+
+#[test]
+fn a_malformed_option_is_ignored_with_a_warning_naming_the_block_and_offset() {
+    // An option claiming more bytes than its block holds.
+    let mut options = 2988u16.to_le_bytes().to_vec();
+    options.extend_from_slice(&400u16.to_le_bytes());
+    options.extend_from_slice(&[0; 8]);
+    let bytes = pcapng_capture(&options, &[transport(TransportKind::Keepalive, 0)]);
+    let file = TempFile(temp_path("bad-option.pcapng"));
+    std::fs::write(&file.0, &bytes).unwrap();
+    let output = replay(&file.0, &["--json"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one warning line expected: {stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "warning: {}: section header block at offset 0: option 2988",
+            file.0.display()
+        )),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_counts(&report, "counts", &[("keepalive", 1)]);
+}
+
+#[test]
+fn the_parse_rate_is_shown_only_when_verbose() {
+    let built = build_capture("verbose.pcap");
+    let quiet = replay(&built.file.0, &[]);
+    assert!(!String::from_utf8_lossy(&quiet.stdout).contains("parse rate"));
+    let verbose = replay(&built.file.0, &["--verbose"]);
+    assert!(String::from_utf8_lossy(&verbose.stdout).contains("parse rate"));
 }

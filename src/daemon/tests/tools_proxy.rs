@@ -281,7 +281,7 @@ fn duplicates_reorders_and_delays_without_losing() {
 #[test]
 fn impairer_is_usable_without_sockets() {
     use impair::{Fate, Impairer, Impairments, Probability};
-    use intentra::proto::time::Timestamp;
+    use intentra::proto::Timestamp;
 
     let config = Impairments {
         loss: Probability::new(0.5).unwrap(),

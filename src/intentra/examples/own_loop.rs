@@ -11,12 +11,12 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::endpoint::Endpoint;
-use intentra::proto::event::{Event, Mode, PeerId};
-use intentra::proto::keys::Keypair;
-use intentra::proto::time::Timestamp;
 use intentra::proto::wire::MAX_DATAGRAM_LEN;
+use intentra::proto::Endpoint;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Keypair;
+use intentra::proto::Timestamp;
+use intentra::proto::{Event, Mode, PeerId};
 
 /// One endpoint, its socket and the epoch its timestamps count from.
 struct Host {
@@ -66,7 +66,9 @@ impl Host {
                     println!("{}: session up with {addr}", self.name);
                     self.peer = Some(peer);
                 }
-                Event::PeerDown { reason, .. } => println!("{}: session down ({})", self.name, reason.label()),
+                Event::PeerDown { reason, .. } => {
+                    println!("{}: session down ({})", self.name, reason.label())
+                }
                 Event::Message(message) => {
                     self.received.push((message.mode, message.payload.to_vec()))
                 }

@@ -10,13 +10,21 @@
 //! computed. When one endpoint is IPv4 and the other IPv6, the IPv4 one is written as
 //! its IPv4-mapped IPv6 address, as a dual-stack socket would see it.
 //!
-//! It never allocates per record (headers are built in a fixed array) and never does
-//! I/O beyond the writer it is given; it knows nothing of the protocol's contents.
+//! Also owns the capture's files: they are created new and private (`create_private`:
+//! O_EXCL, O_NOFOLLOW, mode 0600), the capture rotates at a size limit (`CaptureLimits`),
+//! and the key log beside it (`FILE.keylog`, PROTOCOL.md section 19) gets one line per key
+//! set the endpoint installed, in the spirit of SSLKEYLOGFILE: transport keys only.
+//!
+//! `CaptureWriter` never allocates per record (headers are built in a fixed array) and never
+//! does I/O beyond the writer it is given; nothing here knows the protocol's contents beyond
+//! the key log's fields.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+
+use intentra_proto::SessionSecrets;
 
 /// LINKTYPE_RAW: the record data starts with an IP header.
 pub const LINKTYPE_RAW: u32 = 101;
@@ -37,9 +45,10 @@ pub struct CaptureWriter<W: Write = BufWriter<File>> {
 }
 
 impl CaptureWriter<BufWriter<File>> {
-    /// Creates (or truncates) `path` and writes the pcap file header.
+    /// Creates `path` (a new file, mode 0600, see `create_private`) and writes the pcap
+    /// file header.
     pub fn create(path: impl AsRef<Path>) -> io::Result<Self> {
-        let file = File::create(path)?;
+        let file = create_private(path.as_ref())?;
         CaptureWriter::from_writer(BufWriter::with_capacity(1 << 16, file))
     }
 }
@@ -75,6 +84,7 @@ impl<W: Write> CaptureWriter<W> {
         self.out.write_all(payload)
     }
 
+    /// Writes everything buffered to the file.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -218,99 +228,343 @@ impl Checksum {
     }
 }
 
-/// Records every datagram a node sends and receives, as it is on the wire, for `--capture`.
+/// Opens a new file for writing, readable only by its owner: `O_CREAT | O_EXCL |
+/// O_NOFOLLOW`, mode 0600. An existing file (whatever its mode) or a symlink planted at
+/// `path` is refused, never truncated or followed: a capture and its key log are secrets
+/// and must not land in a file someone else prepared.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let hint = match e.kind() {
+                io::ErrorKind::AlreadyExists => {
+                    " (a capture never overwrites a file: move it away or choose another name)"
+                }
+                _ => "",
+            };
+            io::Error::new(e.kind(), format!("{}: {e}{hint}", path.display()))
+        })
+}
+
+/// Size limit and rotation of a capture file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureLimits {
+    /// Once the file would grow past this many bytes it is renamed to FILE.1 (FILE.1 to
+    /// FILE.2, and so on) and a new FILE is started. `None`: one file, no limit.
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept: FILE.1 (newest) to FILE.keep; older ones are deleted. With 0, the
+    /// full file is deleted and started afresh.
+    pub keep: usize,
+}
+
+impl Default for CaptureLimits {
+    fn default() -> Self {
+        CaptureLimits {
+            max_bytes: None,
+            keep: 4,
+        }
+    }
+}
+
+/// `path` with `.n` appended: the n-th rotated capture file.
+pub fn rotated_path(path: &Path, n: usize) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    std::path::PathBuf::from(name)
+}
+
+/// Bytes one record of `payload` between `src` and `dst` occupies in the file.
+pub fn record_len(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> usize {
+    let ip = match (src, dst) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) => IPV4_HEADER_LEN,
+        _ => IPV6_HEADER_LEN,
+    };
+    RECORD_HEADER_LEN + ip + UDP_HEADER_LEN + payload.len()
+}
+
+const FILE_HEADER_LEN: u64 = 24;
+
+/// Records every datagram a node sends and receives, as it is on the wire, for `--capture`,
+/// and the transport keys of every session installed meanwhile to FILE.keylog.
 /// The per-packet cost (a clock read and a buffered write) is paid only when capturing, and a
 /// failed write is counted, never allowed to stop the transport.
 pub struct Recorder {
-    writer: CaptureWriter,
+    /// `None` once a rotation failed: capturing stopped (counted, and warned about once).
+    writer: Option<CaptureWriter>,
+    path: std::path::PathBuf,
+    limits: CaptureLimits,
+    /// Bytes in the current file.
+    written: u64,
+    keylog: File,
     local: SocketAddr,
     write_errors: u64,
+    rotations: u64,
 }
 
 impl Recorder {
-    pub fn create(path: &Path, local: SocketAddr) -> io::Result<Recorder> {
-        let writer = CaptureWriter::create(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    /// Creates the capture at `path` and its key log at `keylog_path(path)`, both new files
+    /// with mode 0600 (see `create_private`), and logs a warning that capture is on.
+    pub fn create(path: &Path, local: SocketAddr, limits: CaptureLimits) -> io::Result<Recorder> {
+        let keylog_at = keylog_path(path);
+        let writer = CaptureWriter::create(path)?;
+        let keylog = match create_private(&keylog_at) {
+            Ok(mut file) => {
+                file.write_all(KEYLOG_HEADER.as_bytes()).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", keylog_at.display()))
+                })?;
+                file
+            }
+            Err(e) => {
+                // The capture was created by us a moment ago (O_EXCL): take it back.
+                drop(writer);
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        tracing::warn!(
+            file = %path.display(),
+            keylog = %keylog_at.display(),
+            max_bytes = limits.max_bytes,
+            keep = limits.keep,
+            "capture is on: every datagram is recorded and every session's transport keys are \
+             logged; the key log decrypts the capture, keep both private"
+        );
         Ok(Recorder {
-            writer,
+            writer: Some(writer),
+            path: path.to_path_buf(),
+            limits,
+            written: FILE_HEADER_LEN,
+            keylog,
             local,
             write_errors: 0,
+            rotations: 0,
         })
     }
 
+    /// Records a datagram the node received from `src`.
     pub fn received(&mut self, src: SocketAddr, datagram: &[u8]) {
         self.record(src, self.local, datagram);
     }
 
+    /// Records a datagram the node sent to `dst`.
     pub fn sent(&mut self, dst: SocketAddr, datagram: &[u8]) {
         self.record(self.local, dst, datagram);
     }
 
-    pub fn flush(&mut self) {
-        if self.writer.flush().is_err() {
+    /// Appends one line for a session's keys to the key log (written at once, unbuffered:
+    /// sessions are rare and a line must not be lost in a crash).
+    pub fn session_keys(&mut self, keys: &SessionSecrets) {
+        let line = keylog_line(keys);
+        if self.keylog.write_all(line.as_bytes()).is_err() {
             self.write_errors += 1;
         }
     }
 
+    /// Writes everything buffered; a failure is counted, never fatal to the node.
+    pub fn flush(&mut self) {
+        if let Some(writer) = self.writer.as_mut() {
+            if writer.flush().is_err() {
+                self.write_errors += 1;
+            }
+        }
+    }
+
+    /// Records that could not be written.
     pub fn write_errors(&self) -> u64 {
         self.write_errors
     }
 
+    /// How many times the capture file was rotated.
+    pub fn rotations(&self) -> u64 {
+        self.rotations
+    }
+
     fn record(&mut self, src: SocketAddr, dst: SocketAddr, datagram: &[u8]) {
+        let len = record_len(src, dst, datagram) as u64;
+        if let Some(max) = self.limits.max_bytes {
+            // A file always holds at least one record, however small the limit.
+            if self.written > FILE_HEADER_LEN && self.written + len > max {
+                if let Err(e) = self.rotate() {
+                    tracing::warn!(error = %e, "capture rotation failed: capture stopped");
+                    self.writer = None;
+                }
+            }
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            self.write_errors += 1;
+            return;
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        if self.writer.record(now, src, dst, datagram).is_err() {
-            self.write_errors += 1;
+        match writer.record(now, src, dst, datagram) {
+            Ok(()) => self.written += len,
+            Err(_) => self.write_errors += 1,
         }
+    }
+
+    /// FILE.(keep-1) → FILE.keep, …, FILE → FILE.1, then a new FILE. Renames replace the
+    /// target (a symlink there is replaced, not followed); the new FILE is `create_private`.
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(writer) = self.writer.take() {
+            writer.into_inner()?;
+        }
+        let keep = self.limits.keep;
+        if keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..keep).rev() {
+                match std::fs::rename(rotated_path(&self.path, n), rotated_path(&self.path, n + 1))
+                {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
+        }
+        self.writer = Some(CaptureWriter::create(&self.path)?);
+        self.written = FILE_HEADER_LEN;
+        self.rotations += 1;
+        Ok(())
     }
 }
 
-/// Where the RNG seed of a captured session is written: the capture's path plus `.keylog`.
+/// Where a capture's key log is written: the capture's path plus `.keylog`.
 pub fn keylog_path(capture: &Path) -> std::path::PathBuf {
     let mut name = capture.as_os_str().to_owned();
     name.push(".keylog");
     std::path::PathBuf::from(name)
 }
 
-/// Writes the endpoint's RNG seed as hex, readable only by its owner: with the node's
-/// private key it decrypts the capture, so it is as secret as the key.
-pub fn write_keylog(path: &Path, seed: &[u8; 32]) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
-    writeln!(file, "{hex}")
+/// The key log's first line. The format is in PROTOCOL.md, "Capture key log".
+pub const KEYLOG_HEADER: &str = "# intentra key log v1: SESSION <local index> <remote index> \
+<send key> <recv key> <peer public key> <initiator|responder> <new|rekey>\n";
+
+/// The key log's keyword for one key set.
+pub const KEYLOG_SESSION: &str = "SESSION";
+
+/// One key log line: `SESSION` and seven space-separated fields, indexes as 8 hex digits of
+/// their u32 value, keys as 64 hex digits, as seen by the node that wrote it.
+pub fn keylog_line(keys: &SessionSecrets) -> String {
+    format!(
+        "{KEYLOG_SESSION} {:08x} {:08x} {} {} {} {} {}\n",
+        keys.local_index.get(),
+        keys.remote_index.get(),
+        hex(&keys.send),
+        hex(&keys.recv),
+        hex(&keys.peer.0),
+        if keys.initiator {
+            "initiator"
+        } else {
+            "responder"
+        },
+        if keys.rekey { "rekey" } else { "new" },
+    )
 }
 
-/// Reads a seed written by `write_keylog`.
-pub fn read_keylog(path: &Path) -> io::Result<[u8; 32]> {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One key set read back from a key log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LoggedSession {
+    /// The logging node's index of the key set.
+    pub local_index: u32,
+    /// The peer's index.
+    pub remote_index: u32,
+    /// The key of packets the node sent.
+    pub send: [u8; 32],
+    /// The key of packets the node received.
+    pub recv: [u8; 32],
+    /// The peer's static public key.
+    pub peer: [u8; 32],
+    /// The node initiated this handshake.
+    pub initiator: bool,
+    /// A rekey, not a new session.
+    pub rekey: bool,
+}
+
+/// Reads a key log written by `Recorder`: blank lines and `#` comments are skipped, any other
+/// line must be a valid `SESSION` line (the error names its line number).
+pub fn read_keylog(path: &Path) -> io::Result<Vec<LoggedSession>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let text = text.trim();
-    let bad = || {
+    parse_keylog(&text).map_err(|line| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{}: not a key log", path.display()),
+            format!("{}: line {line} is not a key log line", path.display()),
         )
+    })
+}
+
+/// `read_keylog` on text; the error is the 1-based number of the first bad line.
+pub fn parse_keylog(text: &str) -> Result<Vec<LoggedSession>, usize> {
+    let mut sessions = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        sessions.push(parse_keylog_line(line).ok_or(n + 1)?);
+    }
+    Ok(sessions)
+}
+
+fn parse_keylog_line(line: &str) -> Option<LoggedSession> {
+    let mut fields = line.split_ascii_whitespace();
+    if fields.next()? != KEYLOG_SESSION {
+        return None;
+    }
+    let index = |s: &str| {
+        (s.len() == 8)
+            .then(|| u32::from_str_radix(s, 16).ok())
+            .flatten()
     };
+    let local_index = index(fields.next()?)?;
+    let remote_index = index(fields.next()?)?;
+    let send = unhex32(fields.next()?)?;
+    let recv = unhex32(fields.next()?)?;
+    let peer = unhex32(fields.next()?)?;
+    let initiator = match fields.next()? {
+        "initiator" => true,
+        "responder" => false,
+        _ => return None,
+    };
+    let rekey = match fields.next()? {
+        "rekey" => true,
+        "new" => false,
+        _ => return None,
+    };
+    if fields.next().is_some() || local_index == 0 || remote_index == 0 {
+        return None;
+    }
+    Some(LoggedSession {
+        local_index,
+        remote_index,
+        send,
+        recv,
+        peer,
+        initiator,
+        rekey,
+    })
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
-        return Err(bad());
+        return None;
     }
-    let mut seed = [0u8; 32];
-    for (i, byte) in seed.iter_mut().enumerate() {
-        *byte = text
-            .get(2 * i..2 * i + 2)
-            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-            .ok_or_else(bad)?;
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Ok(seed)
+    Some(out)
 }
 
 #[cfg(test)]

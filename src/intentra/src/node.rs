@@ -8,6 +8,7 @@
 //! anything but the socket wait, and it publishes metrics by copying counters
 //! into the hub a few times a second, never per packet.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,16 +18,18 @@ use std::time::Duration;
 use rand_core::OsRng;
 
 use crate::capture::Recorder;
-use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot, WorkerSnapshot};
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::endpoint::Endpoint;
-use intentra_proto::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
-use intentra_proto::keys::PublicKey;
-use intentra_proto::stats::{CloseReason, DropReason, Stats};
-use intentra_proto::time::Timestamp;
-use intentra_proto::wire::MAX_DATAGRAM_LEN;
+use crate::handle::{
+    event_queue, Batch, Command, EventDrops, EventSink, Events, Handle, HandleConfig, HandleShared,
+    HandleStats, NodeEvent,
+};
+use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot};
+use intentra_proto::wire::{MAX_DATAGRAM_LEN, MAX_RELIABLE_PAYLOAD};
+use intentra_proto::{
+    CloseReason, DropReason, Endpoint, EndpointConfig, PublicKey, Stats, Timestamp,
+};
+use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
 use intentra_udp::{
-    self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait,
+    self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait, Waker,
 };
 
 pub use intentra_udp::IdleStrategy;
@@ -34,9 +37,11 @@ pub use intentra_udp::IdleStrategy;
 /// How a node binds and runs.
 #[derive(Clone)]
 pub struct NodeConfig {
+    /// The protocol core's configuration.
     pub endpoint: EndpointConfig,
     /// `Uring` falls back to `Mmsg` (and says why) where io_uring is unavailable.
     pub driver: DriverKind,
+    /// What the loop does while there is nothing to do.
     pub idle: IdleStrategy,
     /// Sends made from inside a receive callback, held until the batch is done.
     pub send_queue: usize,
@@ -46,6 +51,11 @@ pub struct NodeConfig {
     pub io: DriverConfig,
     /// Record every datagram sent and received to this pcap file.
     pub capture: Option<std::path::PathBuf>,
+    /// The capture's size limit and rotation.
+    pub capture_limits: crate::capture::CaptureLimits,
+    /// Bounds of the cross-thread queues ([`Handle`], [`Events`]) and of the per-peer
+    /// deferred Reliable sends.
+    pub handle: HandleConfig,
 }
 
 impl NodeConfig {
@@ -59,6 +69,8 @@ impl NodeConfig {
             socket: SocketConfig::new(bind),
             io: DriverConfig::default(),
             capture: None,
+            capture_limits: Default::default(),
+            handle: HandleConfig::default(),
         }
     }
 }
@@ -175,52 +187,258 @@ impl Sink<'_> {
     }
 }
 
+/// One Reliable message waiting for room in its peer's window.
+#[derive(Debug, Clone, Copy)]
+struct DeferredMsg {
+    slot: u32,
+    len: u16,
+    /// The `send_timeout` waiter to settle when it goes (or fails).
+    waiter: Option<u32>,
+    /// Queued by a `Handle` (counted in its stats) rather than a callback.
+    from_handle: bool,
+}
+
+/// Backpressure state: the peers whose Reliable window said `WouldBlock` (for
+/// `Writable`), and the Reliable messages waiting for room, in per-peer queues over
+/// one pool of slots allocated at bind.
+pub(crate) struct Backlog {
+    /// Blocked peers and the smallest message their window refused.
+    blocked: HashMap<PeerId, usize>,
+    queues: HashMap<PeerId, VecDeque<DeferredMsg>>,
+    slots: Vec<u8>,
+    free: Vec<u32>,
+    per_peer: usize,
+    scratch: Vec<PeerId>,
+    writable: Vec<PeerId>,
+}
+
+const DEFERRED_SLOT: usize = MAX_RELIABLE_PAYLOAD;
+
+impl Backlog {
+    fn new(config: &HandleConfig) -> Backlog {
+        let total = config.deferred_total.min(u32::MAX as usize);
+        Backlog {
+            blocked: HashMap::with_capacity(64),
+            queues: HashMap::with_capacity(64),
+            slots: vec![0u8; total * DEFERRED_SLOT],
+            free: (0..total as u32).rev().collect(),
+            per_peer: config.deferred_per_peer,
+            scratch: Vec::with_capacity(64),
+            writable: Vec::with_capacity(64),
+        }
+    }
+
+    fn note_would_block(&mut self, peer: PeerId, len: usize) {
+        let need = self.blocked.entry(peer).or_insert(len);
+        *need = (*need).min(len);
+    }
+
+    fn has_queue(&self, peer: PeerId) -> bool {
+        self.queues.get(&peer).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Holds a copy of `payload` behind the peer's other deferred messages; false when the
+    /// peer's queue or the pool is full.
+    fn defer(
+        &mut self,
+        peer: PeerId,
+        payload: &[u8],
+        waiter: Option<u32>,
+        from_handle: bool,
+    ) -> bool {
+        if payload.len() > DEFERRED_SLOT {
+            return false;
+        }
+        let per_peer = self.per_peer;
+        let queue = self
+            .queues
+            .entry(peer)
+            .or_insert_with(|| VecDeque::with_capacity(per_peer));
+        if queue.len() >= per_peer {
+            return false;
+        }
+        let Some(slot) = self.free.pop() else {
+            return false;
+        };
+        let at = slot as usize * DEFERRED_SLOT;
+        let Some(out) = self.slots.get_mut(at..at + payload.len()) else {
+            self.free.push(slot);
+            return false;
+        };
+        out.copy_from_slice(payload);
+        queue.push_back(DeferredMsg {
+            slot,
+            len: payload.len() as u16,
+            waiter,
+            from_handle,
+        });
+        self.note_would_block(peer, payload.len());
+        true
+    }
+
+    /// Messages waiting for room, over every peer.
+    fn deferred_len(&self) -> usize {
+        self.queues.values().map(VecDeque::len).sum()
+    }
+}
+
+/// What a Reliable send that may wait for room did.
+enum Outcome {
+    Sent,
+    Deferred,
+    Failed(SendError),
+}
+
+/// Sends, and remembers a `WouldBlock` so that `Writable` fires once there is room.
+fn send_noted(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
+    now: Timestamp,
+    peer: PeerId,
+    mode: Mode,
+    payload: &[u8],
+) -> Result<(), SendError> {
+    let result = send_one(endpoint, sink, now, peer, mode, payload);
+    if result == Err(SendError::WouldBlock) {
+        backlog.note_would_block(peer, payload.len());
+    }
+    result
+}
+
+/// A Reliable send that waits (in the peer's deferred queue) when the window is full, and
+/// goes behind whatever already waits there, so the peer's messages keep their order.
+#[allow(clippy::too_many_arguments)]
+fn send_or_defer(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
+    now: Timestamp,
+    peer: PeerId,
+    payload: &[u8],
+    waiter: Option<u32>,
+    from_handle: bool,
+) -> Outcome {
+    if backlog.has_queue(peer) {
+        return if backlog.defer(peer, payload, waiter, from_handle) {
+            Outcome::Deferred
+        } else {
+            Outcome::Failed(SendError::WouldBlock)
+        };
+    }
+    match send_one(endpoint, sink, now, peer, Mode::Reliable, payload) {
+        Ok(()) => Outcome::Sent,
+        Err(SendError::WouldBlock) => {
+            backlog.note_would_block(peer, payload.len());
+            if backlog.defer(peer, payload, waiter, from_handle) {
+                Outcome::Deferred
+            } else {
+                Outcome::Failed(SendError::WouldBlock)
+            }
+        }
+        Err(err) => Outcome::Failed(err),
+    }
+}
+
 /// What a callback may do: send, publish, close, inspect. Borrowed for the call only.
 pub struct Context<'a> {
     endpoint: &'a mut Endpoint,
     sink: Sink<'a>,
+    backlog: &'a mut Backlog,
     now: Timestamp,
 }
 
 /// What `publish` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishReport {
+    /// Peers the message was sealed for.
     pub sent: usize,
+    /// Peers whose Reliable window was full.
     pub would_block: usize,
+    /// Peers the send failed for, any other reason.
     pub failed: usize,
 }
 
 impl Context<'_> {
+    /// The loop's clock reading for this turn.
     pub fn now(&self) -> Timestamp {
         self.now
     }
 
-    /// Seals and queues one message to one peer.
+    /// Seals and queues one message to one peer. A Reliable `WouldBlock` is remembered:
+    /// the node's `on_writable` callback (and `NodeEvent::Writable`) fires for the peer
+    /// once ACKs have freed room for a message that size.
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
-        send_one(self.endpoint, &mut self.sink, self.now, peer, mode, payload)
+        send_noted(
+            self.endpoint,
+            &mut self.sink,
+            self.backlog,
+            self.now,
+            peer,
+            mode,
+            payload,
+        )
+    }
+
+    /// Sends a Reliable message now, or, when the peer's window is full, holds a copy in
+    /// the peer's bounded deferred queue (`HandleConfig::deferred_per_peer`, allocated at
+    /// bind) and sends it, in order, as soon as ACKs free room. `Ok` means sent or held;
+    /// `Err(WouldBlock)` means the deferred queue is full too and nothing was kept. A
+    /// plain `send` to the same peer while messages wait would overtake them.
+    pub fn send_when_writable(&mut self, peer: PeerId, payload: &[u8]) -> Result<(), SendError> {
+        match send_or_defer(
+            self.endpoint,
+            &mut self.sink,
+            self.backlog,
+            self.now,
+            peer,
+            payload,
+            None,
+            false,
+        ) {
+            Outcome::Sent | Outcome::Deferred => Ok(()),
+            Outcome::Failed(err) => Err(err),
+        }
+    }
+
+    /// Reliable messages held by `send_when_writable` for `peer`, not yet sent.
+    pub fn deferred(&self, peer: PeerId) -> usize {
+        self.backlog.queues.get(&peer).map_or(0, VecDeque::len)
     }
 
     /// Sends `payload` to every established peer (fan-out); sends are flushed in batches.
     pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
-        publish_all(self.endpoint, &mut self.sink, self.now, mode, payload)
+        publish_all(
+            self.endpoint,
+            &mut self.sink,
+            self.backlog,
+            self.now,
+            mode,
+            payload,
+        )
     }
 
+    /// Starts a handshake with the peer `key` at `addr`, or returns the existing peer.
     pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
         self.endpoint.connect(self.now, addr, key)
     }
 
+    /// Closes the session with `peer`, telling it why.
     pub fn close(&mut self, peer: PeerId) {
         self.endpoint.close(self.now, peer);
     }
 
+    /// Every established peer.
     pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.endpoint.established_peers()
     }
 
+    /// What the endpoint knows of `peer`.
     pub fn peer_info(&self, peer: PeerId) -> Option<PeerInfo> {
         self.endpoint.peer_info(peer)
     }
 
+    /// The endpoint's counters.
     pub fn stats(&self) -> Stats {
         self.endpoint.stats()
     }
@@ -238,6 +456,9 @@ fn send_one(
     let mut outcome = Ok(());
     let written = sink.write(|buf| match endpoint.send(now, peer, mode, payload, buf) {
         Ok(transmit) => Some((transmit.dst, transmit.len)),
+        // Accepted and stored beyond what may be in flight now: the endpoint sends it
+        // when ACKs open the window, so for the caller it is sent.
+        Err(SendError::Queued) => None,
         Err(err) => {
             outcome = Err(err);
             None
@@ -252,6 +473,7 @@ fn send_one(
 fn publish_all(
     endpoint: &mut Endpoint,
     sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
     now: Timestamp,
     mode: Mode,
     payload: &[u8],
@@ -259,7 +481,7 @@ fn publish_all(
     let mut report = PublishReport::default();
     let mut next = endpoint.next_established(None);
     while let Some(peer) = next {
-        match send_one(endpoint, sink, now, peer, mode, payload) {
+        match send_noted(endpoint, sink, backlog, now, peer, mode, payload) {
             Ok(()) => report.sent += 1,
             Err(SendError::WouldBlock) => report.would_block += 1,
             Err(_) => report.failed += 1,
@@ -271,6 +493,14 @@ fn publish_all(
 
 type EventHandler = Box<dyn FnMut(&mut Context<'_>, &Event<'_>) + Send>;
 type TickHandler = Box<dyn FnMut(&mut Context<'_>) + Send>;
+type WritableHandler = Box<dyn FnMut(&mut Context<'_>, PeerId) + Send>;
+
+/// The loop's side of the handles: the shared queues, the batch it swaps in, its counts.
+struct HandleState {
+    shared: Arc<HandleShared>,
+    inbox: Batch<Command>,
+    stats: HandleStats,
+}
 
 struct Tick {
     every: Duration,
@@ -294,18 +524,22 @@ struct Publication {
 pub struct ShutdownHandle(Arc<AtomicBool>);
 
 impl ShutdownHandle {
+    /// A handle not yet told to stop.
     pub fn new() -> ShutdownHandle {
         ShutdownHandle::default()
     }
 
+    /// Tells the node to close every peer and return from `run`.
     pub fn shutdown(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
+    /// Whether `shutdown` was called.
     pub fn is_shutdown(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// The flag itself, for a signal handler to set.
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.0.clone()
     }
@@ -314,10 +548,10 @@ impl ShutdownHandle {
 /// An intentra node: an endpoint on a UDP socket, driven by one thread.
 ///
 /// ```no_run
-/// use intentra::proto::config::EndpointConfig;
-/// use intentra::proto::event::{Event, Mode};
-/// use intentra::proto::keys::Keypair;
-/// use intentra::node::{Node, NodeConfig};
+/// use intentra::proto::EndpointConfig;
+/// use intentra::proto::{Event, Mode};
+/// use intentra::proto::Keypair;
+/// use intentra::{Node, NodeConfig};
 ///
 /// let keys = Keypair::generate(&mut rand_core::OsRng);
 /// let mut node = Node::bind(NodeConfig::new("127.0.0.1:7700".parse()?, EndpointConfig::new(keys)))?;
@@ -348,6 +582,25 @@ pub struct Node {
     scratch: Box<[u8; MAX_DATAGRAM_LEN]>,
     driver_note: Option<String>,
     recorder: Option<Recorder>,
+    handle_config: HandleConfig,
+    waker: Arc<Waker>,
+    /// The last receive batch ended because the waker fired.
+    woken: bool,
+    handles: Option<HandleState>,
+    events: Option<EventSink>,
+    backlog: Backlog,
+    on_writable: Option<WritableHandler>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(handles) = &self.handles {
+            handles.shared.commands.close();
+        }
+        if let Some(events) = &self.events {
+            events.close();
+        }
+    }
 }
 
 impl Node {
@@ -363,25 +616,22 @@ impl Node {
             .map(|reason| format!("io_uring unavailable, using mmsg: {reason}"));
         let driver = opened.driver;
         let recorder = match &config.capture {
-            Some(path) => Some(Recorder::create(path, driver.local_addr())?),
+            Some(path) => Some(Recorder::create(
+                path,
+                driver.local_addr(),
+                config.capture_limits,
+            )?),
             None => None,
         };
-        // When capturing, the endpoint's randomness comes from a seed written beside the
-        // capture (like SSLKEYLOGFILE): with it and the private key, `intentra-replay` can run
-        // the captured session through a real endpoint. Without a capture, the OS supplies it.
-        let rng: Box<dyn rand_core::CryptoRngCore + Send> = match &config.capture {
-            Some(path) => {
-                let mut seed = [0u8; 32];
-                rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed);
-                crate::capture::write_keylog(&crate::capture::keylog_path(path), &seed)?;
-                Box::new(<rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed))
-            }
-            None => Box::new(OsRng),
-        };
+        // When capturing, the endpoint hands out each session's transport keys for the
+        // capture's key log (like SSLKEYLOGFILE); `flush` writes them.
+        let mut endpoint_config = config.endpoint;
+        endpoint_config.export_session_keys |= recorder.is_some();
+        let rng: Box<dyn rand_core::CryptoRngCore + Send> = Box::new(OsRng);
         let clock = quanta::Clock::new();
         let epoch = clock.raw();
         let mut node = Node {
-            endpoint: Endpoint::with_boxed_rng(config.endpoint, Timestamp::ZERO, rng),
+            endpoint: Endpoint::with_boxed_rng(endpoint_config, Timestamp::ZERO, rng),
             driver,
             deferred: DeferredSends::new(config.send_queue.max(1)),
             clock,
@@ -394,6 +644,13 @@ impl Node {
             scratch: Box::new([0u8; MAX_DATAGRAM_LEN]),
             driver_note: note,
             recorder,
+            handle_config: config.handle,
+            waker: Arc::new(Waker::new()?),
+            woken: false,
+            handles: None,
+            events: None,
+            backlog: Backlog::new(&config.handle),
+            on_writable: None,
         };
         let now = node.now();
         node.endpoint.handle_timeout(now);
@@ -405,14 +662,17 @@ impl Node {
         self.driver_note.as_deref()
     }
 
+    /// The driver that runs (after any fallback).
     pub fn driver_name(&self) -> &'static str {
         self.driver.name()
     }
 
+    /// The address the socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.driver.local_addr()
     }
 
+    /// This node's static public key.
     pub fn public_key(&self) -> PublicKey {
         self.endpoint.public_key()
     }
@@ -465,10 +725,71 @@ impl Node {
         });
     }
 
+    /// A handle that stops `run` from another thread or a signal handler.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
 
+    /// A [`Handle`] to this node for other threads (the same queue for every call and
+    /// clone). The first call allocates the command queue (`NodeConfig::handle`) and has
+    /// the driver watch the handle's wake-up eventfd.
+    pub fn handle(&mut self) -> Handle {
+        if let Some(handles) = &self.handles {
+            return Handle {
+                shared: handles.shared.clone(),
+            };
+        }
+        let shared = Arc::new(HandleShared::new(
+            &self.handle_config,
+            self.waker.clone(),
+            self.shutdown.clone(),
+        ));
+        self.driver.set_waker(Some(self.waker.clone()));
+        let inbox = shared.commands.reader_batch();
+        self.handles = Some(HandleState {
+            shared: shared.clone(),
+            inbox,
+            stats: HandleStats::default(),
+        });
+        Handle { shared }
+    }
+
+    /// The node's events for an application thread: messages, peers up and down,
+    /// `Writable`. Callbacks still run. A second call starts a new queue and closes the
+    /// previous reader's.
+    pub fn events(&mut self) -> Events {
+        let (sink, events) = event_queue(&self.handle_config);
+        if let Some(old) = self.events.replace(sink) {
+            old.close();
+        }
+        events
+    }
+
+    /// Events dropped because the `Events` reader fell behind, by reason.
+    pub fn event_drops(&self) -> EventDrops {
+        self.events
+            .as_ref()
+            .map(EventSink::drops)
+            .unwrap_or_default()
+    }
+
+    /// What the loop did with the commands `Handle`s queued.
+    pub fn handle_stats(&self) -> HandleStats {
+        self.handles.as_ref().map(|h| h.stats).unwrap_or_default()
+    }
+
+    /// Called for a peer whose Reliable window said `WouldBlock` once ACKs have freed room
+    /// for a message that size (and its `send_when_writable` messages have gone out).
+    pub fn on_writable(&mut self, handler: impl FnMut(&mut Context<'_>, PeerId) + Send + 'static) {
+        self.on_writable = Some(Box::new(handler));
+    }
+
+    /// Reliable messages waiting for room in their peer's window, over every peer.
+    pub fn deferred(&self) -> usize {
+        self.backlog.deferred_len()
+    }
+
+    /// Starts a handshake with the peer `key` at `addr`, or returns the existing peer.
     pub fn connect(&mut self, addr: SocketAddr, key: PublicKey) -> Result<PeerId, ConnectError> {
         let now = self.now();
         let id = self.endpoint.connect(now, addr, key)?;
@@ -476,47 +797,76 @@ impl Node {
         Ok(id)
     }
 
+    /// Seals `payload` for `peer` and queues it for the driver; Reliable ones are kept until acknowledged.
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
         let now = self.now();
         let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
-        send_one(&mut self.endpoint, &mut sink, now, peer, mode, payload)?;
+        send_noted(
+            &mut self.endpoint,
+            &mut sink,
+            &mut self.backlog,
+            now,
+            peer,
+            mode,
+            payload,
+        )?;
         self.flush();
         Ok(())
     }
 
+    /// Sends `payload` to every established peer.
     pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
         let now = self.now();
         let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
-        let report = publish_all(&mut self.endpoint, &mut sink, now, mode, payload);
+        let report = publish_all(
+            &mut self.endpoint,
+            &mut sink,
+            &mut self.backlog,
+            now,
+            mode,
+            payload,
+        );
         self.flush();
         report
     }
 
+    /// Every established peer.
     pub fn peers(&self) -> Vec<PeerId> {
         self.endpoint.established_peers().collect()
     }
 
+    /// What the endpoint knows of `peer`.
     pub fn peer_info(&self, peer: PeerId) -> Option<PeerInfo> {
         self.endpoint.peer_info(peer)
     }
 
+    /// The endpoint's counters.
     pub fn stats(&self) -> Stats {
         self.endpoint.stats()
     }
 
+    /// Hands every handshake refused since the last call to `refused`, with the source
+    /// address it claimed (see `Endpoint::drain_refusals`).
+    pub fn drain_refused_handshakes(&mut self, refused: impl FnMut(SocketAddr, DropReason)) {
+        self.endpoint.drain_refusals(refused);
+    }
+
+    /// The protocol core, for queries the node does not wrap.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 
+    /// Replaces the allow-list: peers no longer on it are closed, the others keep their sessions.
     pub fn set_allow_list(&mut self, allow: Option<std::collections::HashSet<PublicKey>>) {
         let now = self.now();
         self.endpoint.set_allow_list(now, allow);
         self.pump(now);
     }
 
-    /// This node's counters in the Prometheus text format.
+    /// This node's counters in the Prometheus text format (the `prometheus` feature).
+    #[cfg(feature = "prometheus")]
     pub fn metrics_text(&self) -> String {
-        let mut snapshot = WorkerSnapshot::new(0);
+        let mut snapshot = crate::metrics::WorkerSnapshot::new(0);
         snapshot.stats = self.endpoint.stats();
         if let Some(publication) = &self.publication {
             snapshot.worker = publication.worker;
@@ -586,6 +936,8 @@ impl Node {
             deferred,
             on_event,
             recorder,
+            events,
+            backlog,
             ..
         } = self;
         let clock = &self.clock;
@@ -597,19 +949,31 @@ impl Node {
             if let Some(recorder) = recorder.as_mut() {
                 recorder.received(datagram.src, datagram.data);
             }
-            let message = endpoint.handle_datagram(now, datagram.src, datagram.data);
-            if let (Some(message), Some(handler)) = (message, on_event.as_mut()) {
+            let Some(message) = endpoint.handle_datagram(now, datagram.src, datagram.data) else {
+                return;
+            };
+            if let Some(events) = events.as_ref() {
+                let event = NodeEvent::Message {
+                    peer: message.peer,
+                    mode: message.mode,
+                    len: message.payload.len(),
+                };
+                events.push(event, message.payload);
+            }
+            if let Some(handler) = on_event.as_mut() {
                 let mut ctx = Context {
                     endpoint,
                     sink: Sink {
                         target: Target::Deferred(deferred),
                         recorder: recorder.as_mut(),
                     },
+                    backlog,
                     now,
                 };
                 handler(&mut ctx, &Event::Message(message));
             }
         })?;
+        self.woken |= received.woken;
         for _ in 0..received.truncated {
             self.endpoint.record_external_drop(DropReason::Truncated);
         }
@@ -654,7 +1018,7 @@ impl Node {
     }
 
     fn wait_for(&self, now: Timestamp, max_wait: Duration) -> Wait {
-        if self.endpoint.has_transmit() {
+        if self.endpoint.has_transmit() || (self.handles.is_some() && self.waker.is_signalled()) {
             return Wait::NoWait;
         }
         self.idle.wait(Some(self.wait_limit(now, max_wait)))
@@ -669,12 +1033,15 @@ impl Node {
                 let mut ctx = Context {
                     endpoint: &mut self.endpoint,
                     sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
+                    backlog: &mut self.backlog,
                     now,
                 };
                 (tick.handler)(&mut ctx);
             }
         }
         self.drain_events(now);
+        self.run_commands(now);
+        self.service_backlog(now);
         while self.endpoint.has_transmit() {
             let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
             let endpoint = &mut self.endpoint;
@@ -760,13 +1127,51 @@ impl Node {
                     reason,
                     peer_reason,
                 }),
+                // An event this loop does not know yet carries nothing it must act on.
+                Some(_) => continue,
             };
+            if let Some(events) = self.events.as_ref() {
+                match event {
+                    OwnedEvent::Message(peer, mode, len) => {
+                        events.push(NodeEvent::Message { peer, mode, len }, &self.scratch[..len])
+                    }
+                    OwnedEvent::Other(Event::PeerUp {
+                        peer,
+                        public_key,
+                        addr,
+                    }) => events.push(
+                        NodeEvent::PeerUp {
+                            peer,
+                            public_key,
+                            addr,
+                        },
+                        &[],
+                    ),
+                    OwnedEvent::Other(Event::PeerDown {
+                        peer,
+                        public_key,
+                        reason,
+                        peer_reason,
+                    }) => events.push(
+                        NodeEvent::PeerDown {
+                            peer,
+                            public_key,
+                            reason,
+                            peer_reason,
+                        },
+                        &[],
+                    ),
+                    OwnedEvent::Other(Event::Message(_)) => {}
+                    _ => {}
+                }
+            }
             let Some(handler) = self.on_event.as_mut() else {
                 continue;
             };
             let mut ctx = Context {
                 endpoint: &mut self.endpoint,
                 sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
+                backlog: &mut self.backlog,
                 now,
             };
             match event {
@@ -783,8 +1188,243 @@ impl Node {
         }
     }
 
+    /// Takes every command the handles queued since the last turn (one lock) and carries
+    /// them out. The waker is reset first, so a command queued after the take wakes the
+    /// next wait.
+    fn run_commands(&mut self, now: Timestamp) {
+        let Some(handles) = self.handles.as_mut() else {
+            return;
+        };
+        handles.shared.waker.reset(self.woken);
+        self.woken = false;
+        if !handles.shared.commands.take(&mut handles.inbox) {
+            return;
+        }
+        let HandleState {
+            shared,
+            inbox,
+            stats,
+        } = handles;
+        stats.batches += 1;
+        let Node {
+            endpoint,
+            driver,
+            recorder,
+            backlog,
+            events,
+            ..
+        } = self;
+        for &command in &inbox.items {
+            stats.commands += 1;
+            let mut sink = Sink::driver(driver.as_mut(), recorder);
+            match command {
+                Command::Send {
+                    peer,
+                    mode,
+                    at,
+                    len,
+                    waiter,
+                } => {
+                    let payload = inbox.payload(at, len);
+                    let mut attempt = |backlog: &mut Backlog| match mode {
+                        Mode::Realtime => {
+                            match send_one(endpoint, &mut sink, now, peer, mode, payload) {
+                                Ok(()) => Outcome::Sent,
+                                Err(err) => Outcome::Failed(err),
+                            }
+                        }
+                        Mode::Reliable => send_or_defer(
+                            endpoint,
+                            &mut sink,
+                            backlog,
+                            now,
+                            peer,
+                            payload,
+                            waiter.map(|w| w as u32),
+                            true,
+                        ),
+                    };
+                    let outcome = match waiter {
+                        None => Some(attempt(backlog)),
+                        Some(w) => {
+                            let mut outcome = None;
+                            let settled = shared.waiters.settle(w, || {
+                                let o = attempt(backlog);
+                                let result = match o {
+                                    Outcome::Sent => Some(Ok(())),
+                                    Outcome::Deferred => None,
+                                    Outcome::Failed(err) => Some(Err(err)),
+                                };
+                                outcome = Some(o);
+                                result
+                            });
+                            if settled.is_none() {
+                                stats.abandoned += 1;
+                            }
+                            outcome
+                        }
+                    };
+                    match outcome {
+                        Some(Outcome::Sent) => stats.sent += 1,
+                        Some(Outcome::Deferred) => stats.deferred += 1,
+                        Some(Outcome::Failed(err)) => stats.failed.add(err),
+                        None => {}
+                    }
+                }
+                Command::Publish { mode, at, len } => {
+                    let payload = inbox.payload(at, len);
+                    let mut next = endpoint.next_established(None);
+                    while let Some(peer) = next {
+                        let outcome = match mode {
+                            Mode::Realtime => {
+                                match send_one(endpoint, &mut sink, now, peer, mode, payload) {
+                                    Ok(()) => Outcome::Sent,
+                                    Err(err) => Outcome::Failed(err),
+                                }
+                            }
+                            Mode::Reliable => send_or_defer(
+                                endpoint, &mut sink, backlog, now, peer, payload, None, true,
+                            ),
+                        };
+                        match outcome {
+                            Outcome::Sent => stats.sent += 1,
+                            Outcome::Deferred => stats.deferred += 1,
+                            Outcome::Failed(err) => stats.failed.add(err),
+                        }
+                        next = endpoint.next_established(Some(peer));
+                    }
+                }
+                Command::Connect { addr, key } => {
+                    if let Err(error) = endpoint.connect(now, addr, key) {
+                        stats.connect_failed += 1;
+                        tracing::debug!(%addr, %error, "handle connect refused");
+                        if let Some(events) = events.as_ref() {
+                            let event = NodeEvent::ConnectFailed {
+                                addr,
+                                public_key: key,
+                                error,
+                            };
+                            events.push(event, &[]);
+                        }
+                    }
+                }
+                Command::Close { peer } => endpoint.close(now, peer),
+            }
+        }
+        shared.publish_stats(stats);
+    }
+
+    /// For every peer whose window said `WouldBlock`: sends its deferred messages while
+    /// there is room, then, once none wait and the window has room for the smallest message
+    /// it refused, fires `Writable`.
+    fn service_backlog(&mut self, now: Timestamp) {
+        if self.backlog.blocked.is_empty() {
+            return;
+        }
+        let Node {
+            endpoint,
+            driver,
+            recorder,
+            backlog,
+            handles,
+            ..
+        } = self;
+        let mut handle_changed = false;
+        backlog.scratch.clear();
+        backlog.scratch.extend(backlog.blocked.keys().copied());
+        for i in 0..backlog.scratch.len() {
+            let Some(&peer) = backlog.scratch.get(i) else {
+                break;
+            };
+            while let Some(head) = backlog.queues.get(&peer).and_then(|q| q.front().copied()) {
+                let at = head.slot as usize * DEFERRED_SLOT;
+                let payload = backlog
+                    .slots
+                    .get(at..at + usize::from(head.len))
+                    .unwrap_or(&[]);
+                let mut sink = Sink::driver(driver.as_mut(), recorder);
+                let mut attempt =
+                    || match send_one(endpoint, &mut sink, now, peer, Mode::Reliable, payload) {
+                        Err(SendError::WouldBlock) => None,
+                        result => Some(result),
+                    };
+                // None: blocked still; Some(None): abandoned; Some(Some(r)): done.
+                let step = match (head.waiter, handles.as_ref()) {
+                    (Some(w), Some(h)) => match h.shared.waiters.settle(w as usize, attempt) {
+                        None => Some(None),
+                        Some(None) => None,
+                        Some(Some(result)) => Some(Some(result)),
+                    },
+                    _ => attempt().map(Some),
+                };
+                let Some(done) = step else {
+                    break;
+                };
+                if let Some(queue) = backlog.queues.get_mut(&peer) {
+                    queue.pop_front();
+                }
+                backlog.free.push(head.slot);
+                if let (true, Some(h)) = (head.from_handle, handles.as_mut()) {
+                    handle_changed = true;
+                    match done {
+                        None => h.stats.abandoned += 1,
+                        Some(Ok(())) => h.stats.sent += 1,
+                        Some(Err(err)) => h.stats.failed.add(err),
+                    }
+                }
+            }
+            if backlog.has_queue(peer) {
+                if let Some(head) = backlog.queues.get(&peer).and_then(|q| q.front()) {
+                    let len = usize::from(head.len);
+                    backlog.note_would_block(peer, len);
+                }
+                continue;
+            }
+            let need = backlog.blocked.get(&peer).copied().unwrap_or(0);
+            match endpoint.reliable_room(peer) {
+                None => {
+                    backlog.blocked.remove(&peer);
+                    backlog.queues.remove(&peer);
+                }
+                Some(room) if room >= need => {
+                    backlog.blocked.remove(&peer);
+                    backlog.writable.push(peer);
+                }
+                Some(_) => {}
+            }
+        }
+        if handle_changed {
+            if let Some(h) = handles.as_ref() {
+                h.shared.publish_stats(&h.stats);
+            }
+        }
+        if backlog.writable.is_empty() {
+            return;
+        }
+        let mut writable = std::mem::take(&mut backlog.writable);
+        for &peer in &writable {
+            if let Some(events) = self.events.as_ref() {
+                events.push(NodeEvent::Writable { peer }, &[]);
+            }
+            if let Some(handler) = self.on_writable.as_mut() {
+                let mut ctx = Context {
+                    endpoint: &mut self.endpoint,
+                    sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
+                    backlog: &mut self.backlog,
+                    now,
+                };
+                handler(&mut ctx, peer);
+            }
+        }
+        writable.clear();
+        self.backlog.writable = writable;
+    }
+
     fn flush(&mut self) {
         if let Some(recorder) = self.recorder.as_mut() {
+            while let Some(keys) = self.endpoint.poll_session_keys() {
+                recorder.session_keys(&keys);
+            }
             recorder.flush();
         }
         if self.driver.pending_sends() == 0 {

@@ -4,17 +4,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use intentra::node::{Node, NodeConfig};
-use intentra::proto::config::EndpointConfig;
-use intentra::proto::event::Mode;
-use intentra::proto::keys::Keypair;
+use intentra::proto::EndpointConfig;
+use intentra::proto::Keypair;
+use intentra::proto::Mode;
 use intentra::udp::DriverKind;
+use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 #[path = "../../udp/tests/common/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations;
+
+/// The allocation counter is process-wide: the tests of this file take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn node(kind: DriverKind, seed: u64) -> Node {
     let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(seed)));
@@ -30,7 +33,7 @@ fn node(kind: DriverKind, seed: u64) -> Node {
 fn traffic(
     a: &mut Node,
     b: &mut Node,
-    peer: intentra::proto::event::PeerId,
+    peer: intentra::proto::PeerId,
     count: u32,
     delivered: &Arc<Mutex<u64>>,
 ) -> u64 {
@@ -94,6 +97,7 @@ fn steady_state_allocations(kind: DriverKind) -> (u64, u64) {
 
 #[test]
 fn the_whole_stack_allocates_nothing_per_packet_on_mmsg_and_uring() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut kinds = vec![DriverKind::Mmsg];
     if intentra::udp::best_available() == DriverKind::Uring {
         kinds.push(DriverKind::Uring);
@@ -109,4 +113,86 @@ fn the_whole_stack_allocates_nothing_per_packet_on_mmsg_and_uring() {
             "{kind:?}: {allocations} allocations over 100,000 packets"
         );
     }
+}
+
+/// A producer thread sending through a `Handle` while the node runs allocates nothing per
+/// message either: the copy into the command queue, the wake-up, the batch swap, the send.
+#[test]
+fn a_producer_thread_sending_through_a_handle_allocates_nothing_per_message() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut a = node(DriverKind::Mmsg, 11);
+    let mut b = node(DriverKind::Mmsg, 12);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let counter = delivered.clone();
+    b.on_message(move |_, _, _| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut events = b.events();
+    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
+    for _ in 0..5_000 {
+        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
+            break;
+        }
+        a.turn(Duration::from_millis(1)).unwrap();
+        b.turn(Duration::from_millis(1)).unwrap();
+    }
+    assert!(a.peer_info(peer).is_some_and(|p| p.established));
+    let handle = a.handle();
+    let (a_stop, b_stop) = (a.shutdown_handle(), b.shutdown_handle());
+    let a_thread = std::thread::spawn(move || a.run_for(Duration::from_secs(120)).unwrap());
+    let b_thread = std::thread::spawn(move || b.run_for(Duration::from_secs(120)).unwrap());
+    // The producer paces itself on deliveries (at most 512 unaccounted for) and a reader
+    // thread drains b's event queue with `recv_timeout`.
+    let wave = |count: u64| {
+        let start = delivered.load(Ordering::Relaxed);
+        let payload = [0x42u8; 128];
+        let mut sent = 0u64;
+        let mut spins = 0u64;
+        while sent < count {
+            if sent > delivered.load(Ordering::Relaxed) - start + 512 {
+                spins += 1;
+                if spins > 20_000_000 {
+                    break;
+                }
+                std::thread::yield_now();
+                continue;
+            }
+            let mode = if sent % 2 == 0 {
+                Mode::Realtime
+            } else {
+                Mode::Reliable
+            };
+            if handle.send(peer, mode, &payload).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    };
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut n = 0u64;
+        while let Ok(_) | Err(intentra::RecvError::BufferTooSmall { .. }) =
+            events.recv_timeout(&mut buf, Duration::from_secs(2))
+        {
+            n += 1;
+        }
+        n
+    });
+    wave(20_000);
+    let before = allocations();
+    let sent = wave(100_000);
+    let allocated = allocations() - before;
+    a_stop.shutdown();
+    handle.shutdown();
+    b_stop.shutdown();
+    a_thread.join().unwrap();
+    b_thread.join().unwrap();
+    let read = reader.join().unwrap();
+    assert_eq!(sent, 100_000);
+    assert!(read > 0);
+    assert_eq!(
+        allocated, 0,
+        "{allocated} allocations over 100,000 messages through a Handle"
+    );
 }

@@ -10,11 +10,14 @@ use super::keys::{Keypair, PublicKey};
 use super::reliable::ReliableConfig;
 use super::strikes::StrikePolicy;
 
+/// Every limit and timer of one endpoint. `new` gives the defaults PROTOCOL.md states.
 #[derive(Clone)]
 pub struct EndpointConfig {
+    /// This endpoint's static key pair, its identity in every handshake.
     pub keypair: Keypair,
     /// Peers whose static keys may complete a handshake; `None` admits any key.
     pub allow_list: Option<HashSet<PublicKey>>,
+    /// Peers held at once, established or handshaking.
     pub max_peers: usize,
     /// Responder handshakes in flight at once, in total.
     pub handshakes_in_flight: usize,
@@ -26,8 +29,11 @@ pub struct EndpointConfig {
     pub always_cookie: bool,
     /// Per-peer token bucket, checked before any AEAD work.
     pub rate_pps: u32,
+    /// Tokens the per-peer bucket holds: the burst allowed above `rate_pps`.
     pub rate_burst: u32,
+    /// When protocol violations close a session.
     pub strikes: StrikePolicy,
+    /// Bounds and RTO clamps of Reliable delivery.
     pub reliable: ReliableConfig,
     /// Send a keepalive after this long without sending anything.
     pub keepalive_interval: Duration,
@@ -35,7 +41,9 @@ pub struct EndpointConfig {
     pub idle_timeout: Duration,
     /// First handshake retransmission delay; doubles up to `handshake_retry_max`.
     pub handshake_retry: Duration,
+    /// Upper bound of the doubling handshake retransmission delay.
     pub handshake_retry_max: Duration,
+    /// Give up on a handshake this long after it started.
     pub handshake_timeout: Duration,
     /// Renegotiate keys after this age (the session's initiator does).
     pub rekey_after: Duration,
@@ -45,9 +53,13 @@ pub struct EndpointConfig {
     pub previous_keys_linger: Duration,
     /// Control packets (handshake, ACK, keepalive, close) waiting for `poll_transmit`.
     pub control_queue: usize,
+    /// Hand out every session's transport keys through `Endpoint::poll_session_keys`, for a
+    /// capture's key log. Off by default: the keys decrypt the session.
+    pub export_session_keys: bool,
 }
 
 impl EndpointConfig {
+    /// The defaults for `keypair`.
     pub fn new(keypair: Keypair) -> EndpointConfig {
         EndpointConfig {
             keypair,
@@ -70,6 +82,7 @@ impl EndpointConfig {
             reject_after: Duration::from_secs(180),
             previous_keys_linger: Duration::from_secs(10),
             control_queue: 4096,
+            export_session_keys: false,
         }
     }
 }

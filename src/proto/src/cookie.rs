@@ -138,6 +138,15 @@ pub struct CookieSecrets {
     made: Timestamp,
 }
 
+impl Drop for CookieSecrets {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.current);
+        if let Some(previous) = self.previous.as_mut() {
+            zeroize::Zeroize::zeroize(previous);
+        }
+    }
+}
+
 impl CookieSecrets {
     /// `secret` must come from a cryptographic RNG; the caller draws it.
     pub fn new(secret: [u8; 32], now: Timestamp) -> Self {

@@ -33,6 +33,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The `mode` label of metrics.
     pub const fn label(self) -> &'static str {
         match self {
             Mode::Realtime => "realtime",
@@ -44,25 +45,37 @@ impl Mode {
 /// A delivered message; `payload` lives in the receive buffer or the peer's reorder buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message<'a> {
+    /// Who sent it.
     pub peer: PeerId,
+    /// How it travelled.
     pub mode: Mode,
+    /// The plaintext.
     pub payload: &'a [u8],
 }
 
+/// What `poll_event` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// A session is established (or re-established after the peer restarted).
     PeerUp {
+        /// The peer's handle.
         peer: PeerId,
+        /// The peer's static key, authenticated by the handshake.
         public_key: PublicKey,
+        /// Where the peer's packets come from.
         addr: SocketAddr,
     },
     /// The peer is gone; its handle is no longer valid. When the peer closed the session
     /// itself (`reason` is `Remote`), `peer_reason` is the reason its close packet gave.
     PeerDown {
+        /// The handle, now stale.
         peer: PeerId,
+        /// The peer's static key.
         public_key: PublicKey,
+        /// Why this side ended the session.
         reason: CloseReason,
+        /// The reason the peer's own close packet gave.
         peer_reason: Option<CloseReason>,
     },
     /// A Reliable message released from the reorder buffer once its gap filled.
@@ -72,11 +85,15 @@ pub enum Event<'a> {
 /// A datagram the endpoint wrote into the caller's buffer: send `buf[..len]` to `dst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
+    /// Where to send it.
     pub dst: SocketAddr,
+    /// Bytes written at the start of the caller's buffer.
     pub len: usize,
 }
 
+/// Why `Endpoint::send` refused a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// No such peer (never was, or already removed).
     UnknownPeer,
@@ -84,8 +101,14 @@ pub enum SendError {
     NotEstablished,
     /// Larger than a datagram can carry in this mode.
     TooLarge,
+    /// A Reliable message larger than the configured queue bound
+    /// (`ReliableConfig::max_queued_bytes`): it can never fit, unlike `WouldBlock`.
+    ExceedsQueueBound,
     /// The peer's Reliable buffer is full: try again once ACKs free it. Nothing was sent.
     WouldBlock,
+    /// Not a failure: the Reliable message was accepted and waits beyond the peer's
+    /// receive window; it goes out once ACKs open the window. Do not send it again.
+    Queued,
     /// The caller's buffer cannot hold the packet.
     BufferTooSmall,
     /// The session's keys are spent and no rekey succeeded.
@@ -98,7 +121,11 @@ impl fmt::Display for SendError {
             SendError::UnknownPeer => "unknown peer",
             SendError::NotEstablished => "session not established",
             SendError::TooLarge => "message too large",
+            SendError::ExceedsQueueBound => {
+                "reliable message larger than the configured queue bound: it can never be sent"
+            }
             SendError::WouldBlock => "reliable queue full, would block",
+            SendError::Queued => "reliable message queued until the peer's window opens",
             SendError::BufferTooSmall => "send buffer too small",
             SendError::KeysExhausted => "session keys exhausted",
         })
@@ -107,7 +134,9 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// Why `Endpoint::connect` refused a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// `max_peers` are already in use.
     TooManyPeers,
@@ -135,12 +164,20 @@ impl std::error::Error for ConnectError {}
 /// A peer as the caller may inspect it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// The peer's static key.
     pub public_key: PublicKey,
+    /// Its current (authenticated) address.
     pub addr: SocketAddr,
+    /// Whether messages can be sent to it.
     pub established: bool,
+    /// Smoothed round-trip time from Reliable ACKs, once measured.
     pub srtt: Option<core::time::Duration>,
+    /// Authenticated packets received from it.
     pub packets_received: u64,
+    /// Packets sealed for it.
     pub packets_sent: u64,
+    /// Its packets rejected after the index lookup.
     pub drops: u64,
+    /// Reliable payload bytes waiting for acknowledgement.
     pub reliable_queued_bytes: usize,
 }

@@ -10,29 +10,42 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::noise_crypto::x25519_public;
 
+/// Bytes of an X25519 key.
 pub const KEY_LEN: usize = 32;
 
 /// A peer's static X25519 public key: its identity.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; KEY_LEN]);
 
-/// Our static X25519 private key. Not `Debug`, not `Display`: it never reaches a log.
+/// Our static X25519 private key. Not `Debug`, not `Display`: it never reaches a log,
+/// and its bytes are wiped when it is dropped.
 #[derive(Clone)]
 pub struct SecretKey([u8; KEY_LEN]);
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 /// A static key pair.
 #[derive(Clone)]
 pub struct Keypair {
+    /// The secret half; never printed.
     pub secret: SecretKey,
+    /// The public half, the peer's identity.
     pub public: PublicKey,
 }
 
+/// Why a key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Not 64 hex characters.
     BadLength(usize),
+    /// Not 64 hexadecimal digits.
     BadHex,
-    /// The all-zero key, which the original design shipped as its responder key.
+    /// The all-zero key: a placeholder, never a real secret.
     AllZero,
 }
 
@@ -49,6 +62,7 @@ impl fmt::Display for KeyError {
 impl std::error::Error for KeyError {}
 
 impl SecretKey {
+    /// A secret key from its bytes; refuses the all-zero key.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Result<SecretKey, KeyError> {
         if bytes == [0u8; KEY_LEN] {
             return Err(KeyError::AllZero);
@@ -56,6 +70,7 @@ impl SecretKey {
         Ok(SecretKey(bytes))
     }
 
+    /// The raw bytes, for key files.
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
@@ -65,6 +80,7 @@ impl SecretKey {
         to_hex(&self.0)
     }
 
+    /// A secret key from 64 hexadecimal digits.
     pub fn from_hex(text: &str) -> Result<SecretKey, KeyError> {
         SecretKey::from_bytes(from_hex(text)?)
     }
@@ -74,9 +90,9 @@ impl Keypair {
     /// Generates a key pair from the caller's random source.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Keypair {
         loop {
-            let mut secret = [0u8; KEY_LEN];
-            rng.fill_bytes(&mut secret);
-            if let Ok(secret) = SecretKey::from_bytes(secret) {
+            let mut secret = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+            rng.fill_bytes(&mut *secret);
+            if let Ok(secret) = SecretKey::from_bytes(*secret) {
                 return Keypair::from_secret(secret);
             }
         }
@@ -93,10 +109,12 @@ impl Keypair {
 }
 
 impl PublicKey {
+    /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
 
+    /// 64 lowercase hexadecimal digits.
     pub fn to_hex(&self) -> String {
         to_hex(&self.0)
     }

@@ -25,10 +25,13 @@ use super::wire::MAX_DATAGRAM_LEN;
 pub struct LinkConfig {
     /// Probability in parts per million that a datagram is lost.
     pub loss_ppm: u32,
+    /// Probability in parts per million that a datagram arrives twice.
     pub duplicate_ppm: u32,
     /// Probability that a datagram gets an extra delay of up to `reorder_delay`.
     pub reorder_ppm: u32,
+    /// Upper bound of the extra delay of a reordered datagram.
     pub reorder_delay: Duration,
+    /// One-way delay of every datagram.
     pub latency: Duration,
 }
 
@@ -47,18 +50,26 @@ impl Default for LinkConfig {
 /// An event, owned, as a test records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
+    /// A session came up.
     Up(PeerId, PublicKey),
+    /// A session went down, with this side's reason.
     Down(PeerId, PublicKey, CloseReason),
+    /// A message was delivered.
     Message(PeerId, Mode, Vec<u8>),
 }
 
-pub struct Node {
+/// One endpoint on the simulated network, with what it reported.
+pub struct SimNode {
+    /// The endpoint under test.
     pub endpoint: Endpoint,
+    /// Its address on the simulated network.
     pub addr: SocketAddr,
+    /// Its events and deliveries, in order.
     pub records: Vec<Record>,
 }
 
-impl Node {
+impl SimNode {
+    /// The payloads delivered in `mode`, in order.
     pub fn messages(&self, mode: Mode) -> impl Iterator<Item = &[u8]> + '_ {
         self.records.iter().filter_map(move |r| match r {
             Record::Message(_, m, bytes) if *m == mode => Some(bytes.as_slice()),
@@ -66,6 +77,7 @@ impl Node {
         })
     }
 
+    /// How many sessions came up.
     pub fn ups(&self) -> usize {
         self.records
             .iter()
@@ -73,6 +85,7 @@ impl Node {
             .count()
     }
 
+    /// The reasons of every session that went down, in order.
     pub fn downs(&self) -> Vec<CloseReason> {
         self.records
             .iter()
@@ -108,8 +121,11 @@ impl PartialOrd for InFlight {
 
 /// A simulated network of endpoints.
 pub struct Network {
+    /// The virtual clock.
     pub now: Timestamp,
-    pub nodes: Vec<Node>,
+    /// The endpoints, by node number.
+    pub nodes: Vec<SimNode>,
+    /// How the links treat datagrams.
     pub link: LinkConfig,
     in_flight: BinaryHeap<InFlight>,
     rng: ChaCha20Rng,
@@ -123,6 +139,7 @@ pub struct Network {
 }
 
 impl Network {
+    /// An empty network whose randomness all comes from `seed`.
     pub fn new(seed: u64) -> Network {
         Network {
             now: Timestamp::from_millis(1_000),
@@ -171,7 +188,7 @@ impl Network {
             7000,
         ));
         let rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
-        self.nodes.push(Node {
+        self.nodes.push(SimNode {
             endpoint: Endpoint::new(config, self.now, rng),
             addr,
             records: Vec::new(),
@@ -185,6 +202,7 @@ impl Network {
         self.add(EndpointConfig::new(keys))
     }
 
+    /// The static public key of `node`.
     pub fn public_key(&self, node: usize) -> PublicKey {
         self.nodes[node].endpoint.public_key()
     }
@@ -208,6 +226,7 @@ impl Network {
             .peer_by_key(&self.public_key(other))
     }
 
+    /// `node` sends `payload` to `peer` and the datagram enters the link.
     pub fn send(
         &mut self,
         node: usize,
@@ -306,6 +325,7 @@ impl Network {
         );
     }
 
+    /// Whether no datagram is in flight.
     pub fn idle(&self) -> bool {
         self.in_flight.is_empty()
     }

@@ -7,6 +7,7 @@
 
 /// Why a received datagram was rejected. Also the `reason` label of the drop metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum DropReason {
     /// Too short, too long, unknown version or type, non-zero reserved bits.
     Malformed,
@@ -35,6 +36,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, in declaration order (the order of its counters).
     pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::RateLimit,
@@ -49,8 +51,10 @@ impl DropReason {
         DropReason::Truncated,
         DropReason::ReorderBufferFull,
     ];
+    /// How many reasons there are.
     pub const COUNT: usize = Self::ALL.len();
 
+    /// The `reason` label of the drop metric.
     pub const fn label(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
@@ -75,6 +79,7 @@ impl DropReason {
 
 /// Why a session ended. Also the `reason` label of the close metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// This side asked to close the peer.
     Local,
@@ -95,6 +100,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in declaration order (the order of its counters).
     pub const ALL: [CloseReason; 8] = [
         CloseReason::Local,
         CloseReason::Remote,
@@ -105,8 +111,10 @@ impl CloseReason {
         CloseReason::NotAllowed,
         CloseReason::Shutdown,
     ];
+    /// How many reasons there are.
     pub const COUNT: usize = Self::ALL.len();
 
+    /// The `reason` label of the close metric.
     pub const fn label(self) -> &'static str {
         match self {
             CloseReason::Local => "local",
@@ -141,55 +149,79 @@ impl CloseReason {
 /// Counters of one endpoint. Plain integers: the endpoint is single-threaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Datagrams handed to `handle_datagram`.
     pub packets_received: u64,
+    /// Bytes handed to `handle_datagram`.
     pub bytes_received: u64,
+    /// Datagrams written by `send` and `poll_transmit`.
     pub packets_sent: u64,
+    /// Bytes written by `send` and `poll_transmit`.
     pub bytes_sent: u64,
+    /// Messages handed to the application.
     pub messages_delivered: u64,
+    /// Payload bytes handed to the application.
     pub bytes_delivered: u64,
     dropped: [u64; DropReason::COUNT],
     closes: [u64; CloseReason::COUNT],
+    /// Handshakes this side started (first sessions and rekeys).
     pub handshakes_initiated: u64,
+    /// Handshakes completed, either side.
     pub handshakes_completed: u64,
+    /// HandshakeInit and HandshakeFinish retransmissions.
     pub handshake_retransmits: u64,
+    /// Cookie replies sent to initiators under load.
     pub cookie_replies_sent: u64,
+    /// Sessions that switched to new keys.
     pub rekeys: u64,
+    /// Protocol violations counted against peers.
     pub strike_events: u64,
+    /// Reliable segments sent again.
     pub reliable_retransmits: u64,
+    /// `send` calls refused with `WouldBlock`.
     pub send_would_block: u64,
     /// Datagrams the I/O driver dropped on send (EAGAIN past its wait, ENOBUFS, errors).
     pub packets_send_dropped: u64,
     /// AEAD open attempts on transport packets: lets tests prove the rate limit runs first.
     pub aead_opens: u64,
+    /// AEAD seal operations.
     pub aead_seals: u64,
     /// Gauges, filled in when a snapshot is taken, never updated per packet.
     pub handshakes_in_flight: u64,
+    /// Established sessions (a gauge, computed by `Endpoint::stats`).
     pub sessions_active: u64,
+    /// Bytes held in reorder buffers (a gauge).
     pub reorder_buffer_bytes: u64,
+    /// Bytes held for Reliable retransmission (a gauge).
     pub retransmit_queue_bytes: u64,
 }
 
 impl Stats {
+    /// Counts one rejected datagram.
     pub fn record_drop(&mut self, reason: DropReason) {
         self.dropped[reason.index()] += 1;
     }
 
+    /// Counts one ended session.
     pub fn record_close(&mut self, reason: CloseReason) {
         self.closes[reason.index()] += 1;
     }
 
+    /// Datagrams rejected for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason.index()]
     }
 
+    /// Datagrams rejected for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().sum()
     }
 
+    /// Sessions ended for `reason`.
     pub fn closes(&self, reason: CloseReason) -> u64 {
         self.closes[reason.index()]
     }
 
+    /// Sessions ended for any reason.
     pub fn closes_total(&self) -> u64 {
         self.closes.iter().sum()
     }

@@ -37,6 +37,7 @@ impl Default for StrikePolicy {
 pub enum StrikeOutcome {
     /// The count after this strike, still below the threshold.
     Below(u32),
+    /// The count reached the threshold: the session is closed.
     Exceeded,
 }
 
@@ -49,6 +50,7 @@ pub struct Strikes {
 }
 
 impl Strikes {
+    /// No strikes yet.
     pub fn new() -> Self {
         Strikes::default()
     }

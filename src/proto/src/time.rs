@@ -12,22 +12,27 @@ use core::time::Duration;
 pub struct Timestamp(u64);
 
 impl Timestamp {
+    /// The driver's epoch.
     pub const ZERO: Timestamp = Timestamp(0);
     /// Far enough in the future to mean "never" while still comparing sanely.
     pub const NEVER: Timestamp = Timestamp(u64::MAX);
 
+    /// A timestamp `nanos` after the epoch.
     pub const fn from_nanos(nanos: u64) -> Self {
         Timestamp(nanos)
     }
 
+    /// A timestamp `micros` after the epoch (saturating).
     pub const fn from_micros(micros: u64) -> Self {
         Timestamp(micros.saturating_mul(1_000))
     }
 
+    /// A timestamp `millis` after the epoch (saturating).
     pub const fn from_millis(millis: u64) -> Self {
         Timestamp(millis.saturating_mul(1_000_000))
     }
 
+    /// Nanoseconds since the epoch.
     pub const fn as_nanos(self) -> u64 {
         self.0
     }

@@ -12,9 +12,13 @@ pub const VERSION: u8 = 1;
 /// Largest datagram we send or accept: fits a 1500-byte MTU over IPv6 (1500 - 40 - 8).
 pub const MAX_DATAGRAM_LEN: usize = 1452;
 
+/// Bytes of a handshake MAC (mac1, mac2): truncated HMAC-SHA256.
 pub const MAC_LEN: usize = 16;
+/// Bytes of an AES-256-GCM tag.
 pub const TAG_LEN: usize = 16;
+/// Bytes of a cookie (mac2 key) handed out under load.
 pub const COOKIE_LEN: usize = 16;
+/// Bytes of an X25519 key.
 pub const KEY_LEN: usize = 32;
 
 /// version, type, reserved u16, receiver index u32, counter u64.
@@ -26,11 +30,14 @@ pub const RELIABLE_SEQ_LEN: usize = 8;
 /// cumulative u64 + selective bitmap u64.
 pub const ACK_LEN: usize = 16;
 
+/// Largest Realtime payload one datagram carries.
 pub const MAX_REALTIME_PAYLOAD: usize = MAX_DATAGRAM_LEN - TRANSPORT_OVERHEAD;
+/// Largest Reliable payload one datagram carries (its sequence number takes the rest).
 pub const MAX_RELIABLE_PAYLOAD: usize = MAX_REALTIME_PAYLOAD - RELIABLE_SEQ_LEN;
 
 /// Noise XX message sizes with empty payloads (25519, AES-GCM).
 pub const NOISE_MSG1_LEN: usize = 32;
+/// Noise XX msg2: ephemeral, encrypted static, tag of the empty payload.
 pub const NOISE_MSG2_LEN: usize = 32 + 48 + 16;
 /// msg3 carries one encrypted payload byte: `FinishIntent`.
 pub const NOISE_MSG3_LEN: usize = 48 + 1 + 16;
@@ -38,39 +45,58 @@ pub const NOISE_MSG3_LEN: usize = 48 + 1 + 16;
 pub mod init {
     //! HandshakeInit: 120 bytes, padded so that no reply is ever larger.
     use super::*;
+    /// Offset of the initiator's session index.
     pub const SENDER: usize = 4;
+    /// Offset of the Noise msg1.
     pub const NOISE: usize = 8;
+    /// Offset of the zero padding that keeps every reply no larger than this packet.
     pub const PADDING: usize = NOISE + NOISE_MSG1_LEN;
+    /// Bytes of padding.
     pub const PADDING_LEN: usize = 48;
+    /// Offset of mac1.
     pub const MAC1: usize = PADDING + PADDING_LEN;
+    /// Offset of mac2.
     pub const MAC2: usize = MAC1 + MAC_LEN;
+    /// Total length.
     pub const LEN: usize = MAC2 + MAC_LEN;
 }
 
 pub mod response {
     //! HandshakeResponse: 108 bytes.
     use super::*;
+    /// Offset of the responder's session index.
     pub const SENDER: usize = 4;
+    /// Offset of the initiator's session index, echoed.
     pub const RECEIVER: usize = 8;
+    /// Offset of the Noise msg2.
     pub const NOISE: usize = 12;
+    /// Total length.
     pub const LEN: usize = NOISE + NOISE_MSG2_LEN;
 }
 
 pub mod finish {
     //! HandshakeFinish: 73 bytes.
     use super::*;
+    /// Offset of the responder's session index.
     pub const RECEIVER: usize = 4;
+    /// Offset of the Noise msg3.
     pub const NOISE: usize = 8;
+    /// Total length.
     pub const LEN: usize = NOISE + NOISE_MSG3_LEN;
 }
 
 pub mod cookie_reply {
     //! CookieReply: 52 bytes, smaller than the HandshakeInit that caused it.
     use super::*;
+    /// Offset of the initiator's session index.
     pub const RECEIVER: usize = 4;
+    /// Offset of the random nonce.
     pub const NONCE: usize = 8;
+    /// Bytes of the nonce.
     pub const NONCE_LEN: usize = 12;
+    /// Offset of the sealed cookie and its tag.
     pub const SEALED: usize = NONCE + NONCE_LEN;
+    /// Total length.
     pub const LEN: usize = SEALED + COOKIE_LEN + TAG_LEN;
 }
 
@@ -81,18 +107,28 @@ const _: () = assert!(cookie_reply::LEN < init::LEN && response::LEN <= init::LE
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum PacketType {
+    /// First handshake message, initiator to responder.
     HandshakeInit = 1,
+    /// Second handshake message, responder to initiator.
     HandshakeResponse = 2,
+    /// Third handshake message, initiator to responder.
     HandshakeFinish = 3,
+    /// A cookie for an initiator the responder asks to prove its address.
     CookieReply = 4,
+    /// A sealed Realtime message.
     Realtime = 5,
+    /// A sealed Reliable segment.
     Reliable = 6,
+    /// A sealed acknowledgement of Reliable segments.
     Ack = 7,
+    /// A sealed empty packet that keeps the session alive.
     Keepalive = 8,
+    /// A sealed close with its reason.
     Close = 9,
 }
 
 impl PacketType {
+    /// The type a type byte names, if any.
     pub fn from_byte(byte: u8) -> Option<PacketType> {
         Some(match byte {
             1 => PacketType::HandshakeInit,
@@ -108,6 +144,7 @@ impl PacketType {
         })
     }
 
+    /// The `type` label of metrics and captures.
     pub const fn label(self) -> &'static str {
         match self {
             PacketType::HandshakeInit => "handshake_init",
@@ -126,14 +163,20 @@ impl PacketType {
 /// The kinds of sealed transport packet, a subset of `PacketType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransportKind {
+    /// A Realtime message.
     Realtime,
+    /// A Reliable segment.
     Reliable,
+    /// An acknowledgement.
     Ack,
+    /// A keepalive.
     Keepalive,
+    /// A close.
     Close,
 }
 
 impl TransportKind {
+    /// The packet type byte this kind is sent with.
     pub const fn packet_type(self) -> PacketType {
         match self {
             TransportKind::Realtime => PacketType::Realtime,
@@ -161,10 +204,12 @@ impl TransportKind {
 pub struct SessionIndex(u32);
 
 impl SessionIndex {
+    /// An index from its wire value; zero is not an index.
     pub fn new(raw: u32) -> Option<SessionIndex> {
         (raw != 0).then_some(SessionIndex(raw))
     }
 
+    /// The wire value.
     pub const fn get(self) -> u32 {
         self.0
     }
@@ -186,10 +231,15 @@ impl Counter {
 /// Why a datagram could not even be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Malformed {
+    /// Shorter than the smallest packet.
     TooShort,
+    /// Longer than `MAX_DATAGRAM_LEN`.
     TooLong,
+    /// A version other than `VERSION`.
     BadVersion,
+    /// A type byte no packet has.
     UnknownType,
+    /// The reserved bytes are not zero.
     ReservedNotZero,
     /// The length does not fit the packet type.
     BadLength,
@@ -198,6 +248,7 @@ pub enum Malformed {
 }
 
 impl Malformed {
+    /// The `reason` label of metrics and captures.
     pub const fn label(self) -> &'static str {
         match self {
             Malformed::TooShort => "too_short",
@@ -220,27 +271,41 @@ impl fmt::Display for Malformed {
 /// What the fixed fields of a datagram say, checked against its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
+    /// A HandshakeInit.
     HandshakeInit {
+        /// The initiator's session index.
         sender: SessionIndex,
     },
+    /// A HandshakeResponse.
     HandshakeResponse {
+        /// The responder's session index.
         sender: SessionIndex,
+        /// The initiator's session index.
         receiver: SessionIndex,
     },
+    /// A HandshakeFinish.
     HandshakeFinish {
+        /// The responder's session index.
         receiver: SessionIndex,
     },
+    /// A CookieReply.
     CookieReply {
+        /// The initiator's session index.
         receiver: SessionIndex,
     },
+    /// A sealed transport packet.
     Transport {
+        /// What the packet carries.
         kind: TransportKind,
+        /// The receiver's session index.
         receiver: SessionIndex,
+        /// The packet counter, which is also the AEAD nonce.
         counter: Counter,
     },
 }
 
 impl Header {
+    /// The packet type of this header.
     pub fn packet_type(&self) -> PacketType {
         match self {
             Header::HandshakeInit { .. } => PacketType::HandshakeInit,
@@ -357,11 +422,14 @@ pub fn write_prefix(out: &mut [u8], packet_type: PacketType) {
 /// `i` of `selective` says whether `next_expected + 1 + i` was received too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ack {
+    /// Every sequence number below this was received.
     pub next_expected: u64,
+    /// Bit `i`: `next_expected + 1 + i` was received.
     pub selective: u64,
 }
 
 impl Ack {
+    /// The 16-byte plaintext of an ACK packet.
     pub fn encode(&self) -> [u8; ACK_LEN] {
         let mut out = [0u8; ACK_LEN];
         out[..8].copy_from_slice(&self.next_expected.to_le_bytes());
@@ -369,6 +437,7 @@ impl Ack {
         out
     }
 
+    /// Reads an ACK plaintext; `None` unless it is exactly `ACK_LEN` bytes.
     pub fn decode(plaintext: &[u8]) -> Option<Ack> {
         if plaintext.len() != ACK_LEN {
             return None;

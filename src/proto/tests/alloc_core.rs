@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::endpoint::Endpoint;
-use intentra_proto::event::{Event, Mode, PeerId};
-use intentra_proto::keys::Keypair;
-use intentra_proto::time::Timestamp;
 use intentra_proto::wire::MAX_DATAGRAM_LEN;
+use intentra_proto::Endpoint;
+use intentra_proto::EndpointConfig;
+use intentra_proto::Keypair;
+use intentra_proto::Timestamp;
+use intentra_proto::{Event, Mode, PeerId};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

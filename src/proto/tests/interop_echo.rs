@@ -10,12 +10,12 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::endpoint::Endpoint;
-use intentra_proto::event::{Event, Mode, PeerId};
-use intentra_proto::keys::Keypair;
-use intentra_proto::stats::{CloseReason, DropReason};
-use intentra_proto::time::Timestamp;
+use intentra_proto::Endpoint;
+use intentra_proto::EndpointConfig;
+use intentra_proto::Keypair;
+use intentra_proto::Timestamp;
+use intentra_proto::{CloseReason, DropReason};
+use intentra_proto::{Event, Mode, PeerId};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -92,6 +92,7 @@ fn python_peer_interoperates_with_the_rust_endpoint() {
                 Event::PeerUp { .. } => ups += 1,
                 Event::PeerDown { reason, .. } => downs.push(reason),
                 Event::Message(m) => echoes.push((m.peer, m.mode, m.payload.to_vec())),
+                _ => {}
             }
         }
         for (peer, mode, payload) in echoes.drain(..) {

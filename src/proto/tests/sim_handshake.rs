@@ -3,11 +3,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::event::Mode;
 use intentra_proto::sim::{Network, Record};
-use intentra_proto::stats::{CloseReason, DropReason};
 use intentra_proto::wire::{self, init, PacketType};
+use intentra_proto::EndpointConfig;
+use intentra_proto::Mode;
+use intentra_proto::{CloseReason, DropReason};
 
 fn up(net: &Network, a: usize, b: usize) -> bool {
     net.nodes[a].ups() >= 1 && net.nodes[b].ups() >= 1
@@ -115,6 +115,19 @@ fn a_key_not_on_the_allow_list_is_refused() {
             >= 1
     );
     assert_eq!(net.nodes[b].endpoint.stats().sessions_active, 0);
+    // The refusal is handed out with the source it came from, for the operator's log.
+    let a_addr = net.nodes[a].addr;
+    let mut refusals = Vec::new();
+    net.nodes[b]
+        .endpoint
+        .drain_refusals(|addr, reason| refusals.push((addr, reason)));
+    assert!(!refusals.is_empty());
+    assert!(refusals
+        .iter()
+        .all(|&(addr, reason)| addr == a_addr && reason == DropReason::NotAllowed));
+    let mut again = 0;
+    net.nodes[b].endpoint.drain_refusals(|_, _| again += 1);
+    assert_eq!(again, 0, "drained once");
 }
 
 #[test]
@@ -142,7 +155,7 @@ fn spoofed(i: u32) -> SocketAddr {
 /// A HandshakeInit with a valid mac1 for `responder`, as an attacker who knows its public key makes.
 fn flood_packet(net: &mut Network, responder: usize, sender: u32) -> Vec<u8> {
     let attacker = net.keypair();
-    let mut initiator = intentra_proto::handshake::Initiator::start(
+    let mut initiator = intentra_proto::internals::Initiator::start(
         &attacker,
         &net.public_key(responder),
         wire::SessionIndex::new(sender).unwrap(),
@@ -202,7 +215,7 @@ fn under_load_without_always_cookie_state_is_bounded_by_the_threshold() {
 
 #[test]
 fn the_per_ip_budget_counts_handshakes_in_flight_not_handshakes_ever() {
-    // The original design counted every handshake per IP and locked out a peer for good.
+    // A budget of handshakes ever made, rather than in flight, would lock a peer out for good.
     let mut net = Network::new(8);
     let b = net.add_default();
     let per_ip = net.nodes[b].endpoint.config().handshakes_per_ip;
@@ -253,12 +266,12 @@ fn responder_keys_are_never_all_zero() {
     let mut net = Network::new(10);
     let b = net.add_default();
     assert_ne!(net.public_key(b).0, [0u8; 32]);
-    assert!(intentra_proto::keys::SecretKey::from_bytes([0; 32]).is_err());
+    assert!(intentra_proto::SecretKey::from_bytes([0; 32]).is_err());
 }
 
 #[test]
 fn handshakes_without_a_valid_mac1_create_no_state_and_get_no_answer() {
-    // The original design created state for every source address before any check.
+    // State for a source that has not proven it knows our key would let anyone exhaust memory.
     let mut net = Network::new(11);
     let b = net.add_default();
     net.capture = Some(Vec::new());
@@ -387,12 +400,12 @@ fn a_forged_handshake_finish_costs_a_restart_not_the_session() {
         "the application saw one session come up"
     );
     let pa = net.peer_of(a, b).unwrap();
-    net.send(a, pa, intentra_proto::event::Mode::Realtime, b"works")
+    net.send(a, pa, intentra_proto::Mode::Realtime, b"works")
         .unwrap();
     net.run_for(Duration::from_millis(5), 1_000);
     assert_eq!(
         net.nodes[b]
-            .messages(intentra_proto::event::Mode::Realtime)
+            .messages(intentra_proto::Mode::Realtime)
             .count(),
         1
     );
@@ -420,17 +433,12 @@ fn a_new_allow_list_closes_removed_peers_and_keeps_the_others() {
     );
     assert_eq!(net.nodes[removed].downs(), [CloseReason::Remote]);
     let pk = net.peer_of(kept, hub).unwrap();
-    net.send(
-        kept,
-        pk,
-        intentra_proto::event::Mode::Realtime,
-        b"still here",
-    )
-    .unwrap();
+    net.send(kept, pk, intentra_proto::Mode::Realtime, b"still here")
+        .unwrap();
     net.run_for(Duration::from_millis(5), 1_000);
     assert_eq!(
         net.nodes[hub]
-            .messages(intentra_proto::event::Mode::Realtime)
+            .messages(intentra_proto::Mode::Realtime)
             .count(),
         1
     );

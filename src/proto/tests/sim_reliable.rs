@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::event::{Mode, PeerId, SendError};
 use intentra_proto::sim::Network;
+use intentra_proto::EndpointConfig;
+use intentra_proto::{Mode, PeerId, SendError};
 
 fn pair(seed: u64, tweak: impl Fn(&mut EndpointConfig)) -> (Network, PeerId, PeerId) {
     Network::connected_pair(seed, tweak)
@@ -108,8 +108,8 @@ fn a_rekey_in_the_middle_of_reliable_traffic_loses_nothing() {
 
 #[test]
 fn a_full_reliable_queue_says_would_block_and_recovers_after_acks() {
-    // The default bound is the original design's 512 bytes of queued payload.
-    let (mut net, pa, _) = pair(22, |_| {});
+    // The original design's 512 bytes of queued payload, still valid for a memory-constrained peer.
+    let (mut net, pa, _) = pair(22, |c| c.reliable.max_queued_bytes = 512);
     let message = [9u8; 128];
     for _ in 0..4 {
         net.send(0, pa, Mode::Reliable, &message).unwrap();
@@ -166,4 +166,42 @@ fn reliable_streams_restart_cleanly_when_a_peer_reconnects() {
     net.run_for(Duration::from_millis(10), 1_000);
     stream(&mut net, pa2, 50, Duration::from_secs(10));
     assert_exactly_in_order(&net, 50, "after reconnecting");
+}
+
+#[test]
+fn a_reliable_message_of_the_maximum_payload_is_sendable_with_default_settings() {
+    use intentra_proto::wire::MAX_RELIABLE_PAYLOAD;
+    let (mut net, pa, _) = pair(25, |_| {});
+    let message = [7u8; MAX_RELIABLE_PAYLOAD];
+    net.send(0, pa, Mode::Reliable, &message).unwrap();
+    net.run_for(Duration::from_millis(10), 10_000);
+    let got: Vec<&[u8]> = net.nodes[1].messages(Mode::Reliable).collect();
+    assert_eq!(got, [&message[..]]);
+    assert_eq!(
+        net.send(0, pa, Mode::Reliable, &[7u8; MAX_RELIABLE_PAYLOAD + 1]),
+        Err(SendError::TooLarge),
+        "over the wire's maximum"
+    );
+}
+
+#[test]
+fn a_message_over_the_configured_bound_says_it_can_never_fit_unlike_a_full_queue() {
+    let (mut net, pa, _) = pair(26, |c| c.reliable.max_queued_bytes = 512);
+    assert_eq!(
+        net.send(0, pa, Mode::Reliable, &[1u8; 513]),
+        Err(SendError::ExceedsQueueBound)
+    );
+    net.send(0, pa, Mode::Reliable, &[1u8; 512]).unwrap();
+    assert_eq!(
+        net.send(0, pa, Mode::Reliable, &[1u8; 1]),
+        Err(SendError::WouldBlock)
+    );
+    assert_eq!(
+        net.send(0, pa, Mode::Reliable, &[1u8; 513]),
+        Err(SendError::ExceedsQueueBound)
+    );
+    assert_ne!(
+        SendError::ExceedsQueueBound.to_string(),
+        SendError::WouldBlock.to_string()
+    );
 }

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use intentra_proto::config::EndpointConfig;
-use intentra_proto::event::{Mode, PeerId};
 use intentra_proto::sim::{Network, Record};
-use intentra_proto::stats::{CloseReason, DropReason};
 use intentra_proto::wire::{self, Header, PacketType, TransportKind};
+use intentra_proto::EndpointConfig;
+use intentra_proto::{CloseReason, DropReason};
+use intentra_proto::{Mode, PeerId};
 
 fn pair(seed: u64, tweak: impl Fn(&mut EndpointConfig)) -> (Network, PeerId, PeerId) {
     Network::connected_pair(seed, tweak)
@@ -146,7 +146,7 @@ fn a_forged_ack_is_rejected_by_authentication() {
 
 #[test]
 fn every_packet_of_a_direction_has_a_fresh_counter() {
-    // The original design sealed every ACK with the same nonce; with GCM that breaks authenticity.
+    // One nonce used twice under AES-GCM breaks authenticity: no two packets may share a counter.
     let (mut net, pa, pb) = pair(6, |_| {});
     net.capture = Some(Vec::new());
     for i in 0..200u32 {
@@ -328,11 +328,8 @@ fn a_restarted_peer_reconnects_and_is_reported_down_then_up() {
         net.nodes[0].endpoint.config().clone()
     };
     let now = net.now;
-    net.nodes[0].endpoint = intentra_proto::endpoint::Endpoint::new(
-        keys,
-        now,
-        rand_chacha::ChaCha20Rng::seed_from_u64(99),
-    );
+    net.nodes[0].endpoint =
+        intentra_proto::Endpoint::new(keys, now, rand_chacha::ChaCha20Rng::seed_from_u64(99));
     net.nodes[0].records.clear();
     net.nodes[0].endpoint.connect(now, b_addr, key_b).unwrap();
     net.drain(0);

@@ -8,12 +8,14 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 
 use super::ring::{BufferRing, RingLayout};
 use super::sendq::{send_slot_of, Retry, SendQueue};
 use super::socket::{disable_gro, SocketCaps};
 use super::sys::{self, classify_recv_error, classify_send_error, RecvFailure, SendFailure};
-use super::{Datagram, Driver, DriverConfig, RecvStats, SendSlot, SendStats, Wait};
+
+use super::{Datagram, Driver, DriverConfig, RecvStats, SendSlot, SendStats, Wait, Waker};
 
 /// One datagram per `recv_from`/`send_to`: the portable comparison point.
 pub struct BasicDriver {
@@ -22,6 +24,7 @@ pub struct BasicDriver {
     cfg: DriverConfig,
     ring: BufferRing,
     queue: SendQueue,
+    waker: Option<Arc<Waker>>,
 }
 
 impl BasicDriver {
@@ -48,6 +51,7 @@ impl BasicDriver {
             cfg: *cfg,
             ring,
             queue: SendQueue::new(cfg.send_slots),
+            waker: None,
         })
     }
 
@@ -129,7 +133,10 @@ impl Driver for BasicDriver {
             };
             waited = true;
             stats.syscalls += 1;
-            if !sys::poll_fd(self.socket.as_raw_fd(), libc::POLLIN, timeout)? {
+            let waker = self.waker.as_ref().map(|w| w.raw_fd());
+            let (readable, woken) = sys::poll_read_two(self.socket.as_raw_fd(), waker, timeout)?;
+            stats.woken |= woken;
+            if !readable {
                 break;
             }
         }
@@ -196,5 +203,9 @@ impl Driver for BasicDriver {
 
     fn gso_active(&self) -> bool {
         false
+    }
+
+    fn set_waker(&mut self, waker: Option<Arc<Waker>>) {
+        self.waker = waker;
     }
 }

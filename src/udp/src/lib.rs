@@ -30,6 +30,7 @@ mod sendq;
 mod socket;
 mod sys;
 mod uring;
+mod waker;
 
 use std::fmt;
 use std::io;
@@ -49,6 +50,7 @@ pub use socket::{
     open_udp, ForceFallback, SocketCaps, SocketConfig, SocketWarning, GSO_MAX_SEGMENTS,
 };
 pub use uring::{probe as probe_uring, UringDriver, UringRefused, UringUnavailable};
+pub use waker::Waker;
 
 /// Why `open_driver` did not run the driver asked for.
 pub type FallbackReason = UringUnavailable;
@@ -102,6 +104,8 @@ pub struct RecvStats {
     /// Receive errors absorbed (a pending ICMP error, an unreadable source
     /// address, a failed multishot re-arm); each may have cost a datagram.
     pub errors: usize,
+    /// The driver's waker (see [`Driver::set_waker`]) ended the wait.
+    pub woken: bool,
 }
 
 impl std::ops::AddAssign for RecvStats {
@@ -111,6 +115,7 @@ impl std::ops::AddAssign for RecvStats {
         self.truncated += o.truncated;
         self.gro_buffers += o.gro_buffers;
         self.errors += o.errors;
+        self.woken |= o.woken;
     }
 }
 
@@ -292,6 +297,10 @@ pub trait Driver: Send {
 
     /// Whether sends currently use GSO (false after a run-time refusal).
     fn gso_active(&self) -> bool;
+
+    /// Also ends `recv_batch`'s wait when `waker` is woken (from any thread);
+    /// the batch then reports `woken`. `None` stops watching.
+    fn set_waker(&mut self, waker: Option<std::sync::Arc<Waker>>);
 }
 
 /// Hands one received buffer to the callback: once, or once per segment when

@@ -10,6 +10,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 
 use super::batch::SendBatch;
 use super::ring::{BufferRing, RingLayout};
@@ -21,6 +22,7 @@ use super::sys::{
 };
 use super::{
     deliver, Datagram, Driver, DriverConfig, KernelTime, RecvStats, SendSlot, SendStats, Wait,
+    Waker,
 };
 
 /// Batches of datagrams per system call with recvmmsg/sendmmsg, GRO and GSO.
@@ -40,6 +42,7 @@ pub struct MmsgDriver {
     batch: SendBatch,
     gso: bool,
     fake_gso_failure: bool,
+    waker: Option<Arc<Waker>>,
 }
 
 // SAFETY: the raw pointers in the receive arrays point only into heap memory
@@ -104,6 +107,7 @@ impl MmsgDriver {
             recv_control_len,
             queue: SendQueue::new(cfg.send_slots),
             batch,
+            waker: None,
         })
     }
 
@@ -261,7 +265,10 @@ impl Driver for MmsgDriver {
             Wait::Forever => None,
         };
         stats.syscalls += 1;
-        if sys::poll_fd(self.socket.as_raw_fd(), libc::POLLIN, timeout)? {
+        let waker = self.waker.as_ref().map(|w| w.raw_fd());
+        let (readable, woken) = sys::poll_read_two(self.socket.as_raw_fd(), waker, timeout)?;
+        stats.woken |= woken;
+        if readable {
             if let Some(n) = self.recv_some(&mut stats)? {
                 self.deliver_batch(n, &mut stats, on_datagram);
             }
@@ -359,5 +366,9 @@ impl Driver for MmsgDriver {
 
     fn gso_active(&self) -> bool {
         self.gso
+    }
+
+    fn set_waker(&mut self, waker: Option<Arc<Waker>>) {
+        self.waker = waker;
     }
 }

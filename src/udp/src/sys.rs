@@ -121,6 +121,48 @@ pub fn poll_fd(fd: RawFd, events: i16, timeout: Option<Duration>) -> io::Result<
     Ok(rc > 0 && pfd.revents != 0)
 }
 
+/// Like [`poll_fd`] for reading, also watching `also` (a waker's eventfd).
+/// Returns (the socket is readable, `also` is readable); EINTR gives neither.
+pub fn poll_read_two(
+    fd: RawFd,
+    also: Option<RawFd>,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
+    let Some(also) = also else {
+        return poll_fd(fd, libc::POLLIN, timeout).map(|ready| (ready, false));
+    };
+    let mut pfds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: also,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: two valid pollfds in a live array (the count matches its length),
+    // a timespec that outlives the call (or null for "forever"), no signal mask.
+    let rc = unsafe { libc::ppoll(pfds.as_mut_ptr(), 2, ts_ptr, std::ptr::null()) };
+    if rc < 0 {
+        let e = last_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok((false, false));
+        }
+        return Err(e);
+    }
+    Ok((pfds[0].revents != 0, pfds[1].revents != 0))
+}
+
 /// Decodes a kernel socket address. Unknown families and short buffers give None.
 pub fn decode_addr(bytes: &[u8]) -> Option<SocketAddr> {
     let family = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);

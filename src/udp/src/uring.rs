@@ -175,6 +175,8 @@ pub fn probe() -> Result<(), UringUnavailable> {
 const PROBE_BGID: u16 = 7;
 const BGID: u16 = 0;
 const RECV_TAG: u64 = 1;
+/// The one-shot `PollAdd` on the waker's eventfd.
+const WAKE_TAG: u64 = 2;
 /// Reserved in each provided buffer for the source address (>= sockaddr_in6).
 const NAME_LEN: usize = 32;
 /// `struct io_uring_recvmsg_out` (namelen, controllen, payloadlen, flags: u32
@@ -303,13 +305,16 @@ pub struct UringDriver {
     caps: SocketCaps,
     cfg: DriverConfig,
     armed: bool,
-    /// (result, flags) of the CQEs taken in one pass.
-    cqes: Box<[(i32, u32)]>,
+    /// (user data, result, flags) of the CQEs taken in one pass.
+    cqes: Box<[(u64, i32, u32)]>,
     queue: SendQueue,
     batch: SendBatch,
     send_results: Box<[i32]>,
     gso: bool,
     fake_gso_failure: bool,
+    /// Declared after the rings: its eventfd outlives any poll request on it.
+    waker: Option<std::sync::Arc<super::Waker>>,
+    wake_armed: bool,
 }
 
 // SAFETY: every raw pointer the driver holds or has handed to the kernel points
@@ -428,7 +433,9 @@ impl UringDriver {
             caps,
             cfg: *cfg,
             armed: false,
-            cqes: vec![(0, 0); usize::from(p.recv_buffers) * 2 + 8].into_boxed_slice(),
+            cqes: vec![(0, 0, 0); usize::from(p.recv_buffers) * 2 + 8].into_boxed_slice(),
+            waker: None,
+            wake_armed: false,
             queue: SendQueue::new(cfg.send_slots),
             batch,
             send_results: vec![0; p.sq_msgs].into_boxed_slice(),
@@ -451,6 +458,24 @@ impl UringDriver {
         pushed
     }
 
+    /// Queues a one-shot poll of the waker's eventfd (submitted with the next
+    /// enter), unless one is in flight.
+    fn arm_waker(&mut self) {
+        let Some(waker) = &self.waker else {
+            return;
+        };
+        if self.wake_armed {
+            return;
+        }
+        let sqe = opcode::PollAdd::new(types::Fd(waker.raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(WAKE_TAG);
+        // SAFETY: a poll request carries no pointers into our memory; the
+        // eventfd stays open while the driver holds the waker, and the kernel
+        // holds its own reference to the file while the poll is in flight.
+        self.wake_armed = unsafe { self.recv_ring.submission().push(&sqe) }.is_ok();
+    }
+
     /// Takes up to `batch` CQEs, delivers their datagrams, recycles their buffers.
     /// Returns how many CQEs were handled.
     fn reap(
@@ -465,15 +490,21 @@ impl UringDriver {
             // The slot iterator goes first so zip never pulls (and loses) a
             // CQE it has no room for.
             for (out, cqe) in self.cqes.iter_mut().take(limit).zip(cq) {
-                *out = (cqe.result(), cqe.flags());
+                *out = (cqe.user_data(), cqe.result(), cqe.flags());
                 taken += 1;
             }
         }
         let mut fatal = None;
         for i in 0..taken {
-            let Some(&(res, flags)) = self.cqes.get(i) else {
+            let Some(&(tag, res, flags)) = self.cqes.get(i) else {
                 break;
             };
+            if tag == WAKE_TAG {
+                // One-shot: armed again at the next receive.
+                self.wake_armed = false;
+                stats.woken = true;
+                continue;
+            }
             if !cqueue::more(flags) {
                 self.armed = false;
             }
@@ -729,6 +760,7 @@ impl Driver for UringDriver {
         let mut stats = RecvStats::default();
         let mut entered_nowait = false;
         let mut waited = false;
+        self.arm_waker();
         loop {
             if !self.armed && !self.arm() {
                 stats.errors += 1;
@@ -876,6 +908,13 @@ impl Driver for UringDriver {
 
     fn gso_active(&self) -> bool {
         self.gso
+    }
+
+    fn set_waker(&mut self, waker: Option<std::sync::Arc<super::Waker>>) {
+        // A poll in flight on the old eventfd completes harmlessly (it holds
+        // its own file reference); its CQE only reports a spurious wake.
+        self.waker = waker;
+        self.wake_armed = false;
     }
 }
 

@@ -348,3 +348,34 @@ fn nowait_polling_sees_datagrams_sent_by_another_thread() {
         assert_eq!(got, 50, "{kind}");
     }
 }
+
+#[test]
+fn a_waker_ends_every_drivers_wait_from_another_thread() {
+    for kind in KINDS {
+        let mut d = open(kind, &socket_cfg());
+        let waker = std::sync::Arc::new(intentra_udp::Waker::new().unwrap());
+        d.set_waker(Some(waker.clone()));
+        // Woken before the wait: the wait returns at once.
+        waker.wake();
+        let stats = d.recv_batch(Wait::Forever, &mut |_| {}).unwrap();
+        assert!(stats.woken, "{kind}: {stats:?}");
+        waker.reset(true);
+        // Woken during the wait, from another thread.
+        let w = waker.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.wake();
+        });
+        let stats = d
+            .recv_batch(Wait::Timeout(Duration::from_secs(10)), &mut |_| {})
+            .unwrap();
+        t.join().unwrap();
+        assert!(stats.woken, "{kind}: {stats:?}");
+        waker.reset(true);
+        // Reset: the next wait times out unwoken.
+        let stats = d
+            .recv_batch(Wait::Timeout(Duration::from_millis(5)), &mut |_| {})
+            .unwrap();
+        assert!(!stats.woken, "{kind}: {stats:?}");
+    }
+}

@@ -30,7 +30,9 @@ pub enum HandshakeError {
 /// the responder already has (keeping its Reliable streams), or start afresh?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishIntent {
+    /// A fresh session: the responder resets its Reliable streams.
     NewSession = 0,
+    /// New keys for the session the responder already has.
     Rekey = 1,
 }
 
@@ -46,8 +48,17 @@ impl FinishIntent {
 
 /// The transport keys of one session, as seen by one side.
 pub struct SessionKeys {
+    /// Key for packets we seal.
     pub send: [u8; KEY_LEN],
+    /// Key for packets we open.
     pub recv: [u8; KEY_LEN],
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.send);
+        zeroize::Zeroize::zeroize(&mut self.recv);
+    }
 }
 
 /// An initiator between sending HandshakeInit and reading HandshakeResponse.
@@ -103,6 +114,7 @@ impl Initiator {
         mac1
     }
 
+    /// The key of mac1 on packets to this responder.
     pub fn mac1_key(&self) -> &[u8; 32] {
         &self.mac1_key
     }

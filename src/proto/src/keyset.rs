@@ -6,8 +6,9 @@
 //! copy a packet, or decide what a packet means: that is the endpoint's.
 
 use super::aead::{PacketCipher, PacketKey};
-use super::handshake::SessionKeys;
-use super::replay::{ReplayError, ReplayWindow};
+use super::keys::PublicKey;
+use super::noise::SessionKeys;
+use super::replay_window::{ReplayError, ReplayWindow};
 use super::time::Timestamp;
 use super::wire::{
     self, Counter, SessionIndex, TransportKind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
@@ -32,6 +33,42 @@ pub enum OpenError {
     Replay(ReplayError),
     /// AEAD authentication failed.
     Crypto,
+}
+
+/// The transport keys of one key set, handed out when `EndpointConfig::export_session_keys`
+/// is on (for a capture's key log, like SSLKEYLOGFILE). Packets to `local_index` open with
+/// `recv`; packets to `remote_index` open with `send`. Only these keys: never the static key,
+/// ephemeral keys or cookie secrets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SessionSecrets {
+    /// The logging endpoint's index of this key set: packets to it carry it as `receiver`.
+    pub local_index: SessionIndex,
+    /// The peer's index: packets from the logging endpoint carry it.
+    pub remote_index: SessionIndex,
+    /// The key of packets the logging endpoint sends.
+    pub send: [u8; 32],
+    /// The key of packets the logging endpoint receives.
+    pub recv: [u8; 32],
+    /// The peer's static public key.
+    pub peer: PublicKey,
+    /// Whether this side initiated the handshake (then `send` is k1, else k2).
+    pub initiator: bool,
+    /// A rekey of a session that goes on, not a new session.
+    pub rekey: bool,
+    /// When the key set was installed.
+    pub created: Timestamp,
+}
+
+/// Not `Debug` with the keys in it: a stray `{:?}` must not log them.
+impl core::fmt::Debug for SessionSecrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionSecrets")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("initiator", &self.initiator)
+            .field("rekey", &self.rekey)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Keys, counters and replay state of one session (one completed handshake).

@@ -1,0 +1,225 @@
+//! `check-config`'s output: every option, set or not, under a comment saying
+//! what it does.
+//!
+//! Owns `OPTIONS`, the one table of every key with its meaning and, for the
+//! optional ones, what leaving it unset means. Set values are printed from the
+//! serialized `Config` (so the output parses back to an equal `Config`); unset
+//! ones are printed commented out. A test checks that every serialized key is
+//! in the table, so a new option cannot be forgotten here.
+
+use std::fmt::Write as _;
+
+use super::Config;
+
+/// One option: `[section] key`, what it does, and for an optional key the
+/// commented-out line printed when it is unset.
+pub(crate) struct OptionDoc {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub doc: &'static str,
+    pub unset: Option<&'static str>,
+}
+
+const fn opt(section: &'static str, key: &'static str, doc: &'static str) -> OptionDoc {
+    OptionDoc {
+        section,
+        key,
+        doc,
+        unset: None,
+    }
+}
+
+const fn unset(
+    section: &'static str,
+    key: &'static str,
+    doc: &'static str,
+    example: &'static str,
+) -> OptionDoc {
+    OptionDoc {
+        section,
+        key,
+        doc,
+        unset: Some(example),
+    }
+}
+
+pub(crate) const SECTIONS: [&str; 6] = ["node", "io", "limits", "timers", "metrics", "log"];
+
+pub(crate) const OPTIONS: &[OptionDoc] = &[
+    opt("node", "bind", "UDP addresses to listen on; one socket per address and worker."),
+    opt("node", "workers", "Worker threads per bind address (SO_REUSEPORT), 1 to 256."),
+    unset("node", "key_file", "Secret key file (hex, mode 0600); required by serve. Relative paths are relative to this file's directory.",
+          "key_file = \"intentra.key\"   # unset: serve refuses to start"),
+    unset("node", "allow_list", "Allow-list: one hex public key per line, # comments; SIGHUP reloads it. Relative to this file's directory.",
+          "allow_list = \"allow-list\"   # unset: any peer key is accepted"),
+    opt("node", "allow_list_empty_ok", "Accept an allow-list with no keys (refuses every peer); otherwise such a list is an error."),
+    unset("node", "capture", "Write every datagram sent and received to this pcap file (one per worker if several).",
+          "capture = \"intentra.pcap\"   # unset: no capture"),
+    unset("node", "peers", "Peers to keep connected, as [[node.peers]] tables with address and public_key; redialled after every loss.",
+          "[[node.peers]] address = \"192.0.2.10:7700\", public_key = \"<64 hex>\"   # unset: no outbound peers"),
+    opt("io", "driver", "Datagram I/O: auto (io_uring, else mmsg), uring, mmsg, basic."),
+    opt("io", "idle", "What an idle worker does: block, backoff, spin (one core at 100%)."),
+    opt("io", "batch_size", "Datagrams per receive or send call, 1 to 1024."),
+    opt("io", "buffers", "Send slots per worker, at least batch_size."),
+    opt("io", "buffer_size", "Bytes per datagram buffer, 1024 to 65535."),
+    unset("io", "recv_buffer_bytes", "SO_RCVBUF in bytes.",
+          "recv_buffer_bytes = 8388608   # unset: the kernel default (net.core.rmem_default)"),
+    unset("io", "send_buffer_bytes", "SO_SNDBUF in bytes.",
+          "send_buffer_bytes = 8388608   # unset: the kernel default (net.core.wmem_default)"),
+    opt("io", "gso", "Use UDP segmentation offload when the kernel has it (falls back at run time)."),
+    opt("io", "gro", "Use UDP receive offload when the kernel has it."),
+    unset("io", "busy_poll_us", "SO_BUSY_POLL in microseconds.",
+          "busy_poll_us = 50   # unset: no busy polling"),
+    unset("io", "pin_cores", "One CPU per worker, in worker order.",
+          "pin_cores = [2, 3]   # unset: workers are not pinned"),
+    opt("limits", "rate_pps", "Per-peer token bucket: packets per second, before any cryptography."),
+    opt("limits", "rate_burst", "Per-peer token bucket depth."),
+    opt("limits", "handshakes_in_flight", "Handshakes being answered at once; beyond it handshakes are refused (handshake_budget)."),
+    opt("limits", "handshakes_per_ip", "Handshakes in flight from one source IP, at most handshakes_in_flight."),
+    opt("limits", "always_cookie", "Demand a cookie round trip for every handshake, not only under load."),
+    opt("limits", "strike_threshold", "Protocol violations before a session is closed (strikes)."),
+    opt("limits", "strike_decay_ms", "One strike is forgiven per this many milliseconds."),
+    opt("limits", "max_peers", "Sessions one worker holds at most."),
+    opt("limits", "reliable_queue_bytes", "Bytes of Reliable messages queued per peer (x max_peers at most 4 GiB)."),
+    opt("timers", "keepalive_ms", "Keepalive interval of an idle session."),
+    opt("timers", "idle_timeout_ms", "A session with nothing authenticated for this long is closed (idle_timeout)."),
+    opt("timers", "handshake_timeout_ms", "A handshake not completed in this time is abandoned (handshake_timeout)."),
+    opt("timers", "handshake_retry_ms", "First handshake retransmission delay; doubles per retry."),
+    opt("timers", "rekey_after_s", "Session keys are renewed after this many seconds."),
+    opt("timers", "reject_after_s", "Keys older than this are refused; more than rekey_after_s."),
+    opt("timers", "redial_initial_ms", "First delay before redialling a lost configured peer; doubles per failure, with jitter."),
+    opt("timers", "redial_max_ms", "Longest delay between two redials of a configured peer."),
+    opt("metrics", "listen", "Prometheus endpoint (GET /metrics, /health) address, or \"off\"."),
+    opt("metrics", "per_peer", "Export one series per peer (cardinality grows with the peers)."),
+    opt("metrics", "publish_interval_ms", "How often workers publish their counters to the endpoint."),
+    opt("log", "level", "A level (error, warn, info, debug, trace, off) or target=level directives, comma-separated."),
+    opt("log", "format", "text (no colours unless stderr is a terminal) or json (one object per line)."),
+];
+
+/// Renders the configuration; see `Config::to_annotated_toml`.
+pub(crate) fn render(config: &Config) -> String {
+    let value = match toml::Value::try_from(config) {
+        Ok(toml::Value::Table(table)) => table,
+        Ok(_) | Err(_) => return config.to_toml_string(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# intentra configuration: every option, with its effective value.\n\
+         # Commented-out lines are unset options, with what leaving them unset means."
+    );
+    for section in SECTIONS {
+        let table = value.get(section).and_then(toml::Value::as_table);
+        let _ = writeln!(out, "\n[{section}]");
+        for doc in OPTIONS
+            .iter()
+            .filter(|d| d.section == section && d.key != "peers")
+        {
+            let _ = writeln!(out, "# {}", doc.doc);
+            match table.and_then(|t| t.get(doc.key)) {
+                Some(v) => {
+                    let _ = writeln!(out, "{} = {v}", doc.key);
+                }
+                None => {
+                    let _ = writeln!(out, "# {}", doc.unset.unwrap_or(doc.key));
+                }
+            }
+        }
+        if section == "node" {
+            render_peers(&mut out, table);
+        }
+    }
+    out
+}
+
+fn render_peers(out: &mut String, node: Option<&toml::Table>) {
+    let Some(doc) = OPTIONS.iter().find(|d| d.key == "peers") else {
+        return;
+    };
+    let peers = node
+        .and_then(|t| t.get("peers"))
+        .and_then(toml::Value::as_array);
+    let _ = writeln!(out, "# {}", doc.doc);
+    match peers {
+        Some(peers) if !peers.is_empty() => {
+            for peer in peers.iter().filter_map(toml::Value::as_table) {
+                let _ = writeln!(out, "[[node.peers]]");
+                for (key, value) in peer {
+                    let _ = writeln!(out, "{key} = {value}");
+                }
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "# [[node.peers]]");
+            let _ = writeln!(out, "# address = \"192.0.2.10:7700\"");
+            let _ = writeln!(
+                out,
+                "# public_key = \"<64 hex characters>\"   # unset: no outbound peers"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key the serializer can write is documented, and nothing else is.
+    #[test]
+    fn every_serialized_key_is_documented() {
+        let mut config = Config::default();
+        config.node.key_file = Some("k".into());
+        config.node.allow_list = Some("a".into());
+        config.node.capture = Some("c".into());
+        config.node.peers.push(super::super::PeerConfig {
+            address: "127.0.0.1:1".parse().unwrap(),
+            public_key: "11".repeat(32).parse().unwrap(),
+        });
+        config.io.recv_buffer_bytes = Some(1 << 20);
+        config.io.send_buffer_bytes = Some(1 << 20);
+        config.io.busy_poll_us = Some(5);
+        config.io.pin_cores = Some(vec![0]);
+        let Ok(toml::Value::Table(table)) = toml::Value::try_from(&config) else {
+            panic!("config serializes to a table");
+        };
+        let mut serialized = Vec::new();
+        for (section, keys) in &table {
+            assert!(SECTIONS.contains(&section.as_str()), "{section}");
+            for key in keys.as_table().unwrap().keys() {
+                serialized.push((section.clone(), key.clone()));
+            }
+        }
+        for (section, key) in &serialized {
+            assert!(
+                OPTIONS.iter().any(|d| d.section == section && d.key == key),
+                "{section}.{key} is not documented in OPTIONS"
+            );
+        }
+        for doc in OPTIONS {
+            assert!(
+                serialized
+                    .iter()
+                    .any(|(s, k)| s == doc.section && k == doc.key),
+                "{}.{} is documented but not an option",
+                doc.section,
+                doc.key
+            );
+        }
+        let printed = render(&config);
+        assert_eq!(
+            Config::from_toml_str(&printed).unwrap(),
+            config,
+            "{printed}"
+        );
+        let defaults = render(&Config::default());
+        assert_eq!(Config::from_toml_str(&defaults).unwrap(), Config::default());
+        for doc in OPTIONS {
+            assert!(
+                defaults.contains(doc.key),
+                "{} missing:\n{defaults}",
+                doc.key
+            );
+        }
+        assert!(defaults.contains("# key_file = "), "{defaults}");
+    }
+}

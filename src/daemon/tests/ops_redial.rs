@@ -1,0 +1,160 @@
+//! Configured peers (`[[node.peers]]`) are kept connected: a peer that is down
+//! when the daemon starts is connected once it comes up, and a peer killed and
+//! restarted is connected again. Real processes over loopback, bounded waits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, free_tcp, free_udp, keygen, scratch, wait_until, Daemon, BIN};
+
+#[test]
+fn a_configured_peer_is_redialled_until_it_is_up_and_after_it_restarts() {
+    let dir = scratch("ops_redial");
+    keygen(&dir, "a.key");
+    let b_key = keygen(&dir, "b.key");
+    let (a_udp, b_udp) = (free_udp(), free_udp());
+    let (a_metrics, b_metrics) = (free_tcp(), free_tcp());
+    let peer = format!("peers = [{{ address = \"{b_udp}\", public_key = \"{b_key}\" }}]");
+    let a = Daemon::start(
+        &dir,
+        "a",
+        &config(
+            a_udp,
+            "a.key",
+            &peer,
+            a_metrics,
+            "per_peer = true\n[log]\nlevel = \"info\"",
+        ),
+        a_metrics,
+    );
+    let up = |d: &Daemon| {
+        d.metric(
+            "intentra_configured_peer_up",
+            &[("peer", &b_key), ("address", &b_udp.to_string())],
+        )
+    };
+    // B is down: the first attempt times out and the daemon keeps trying.
+    wait_until(Duration::from_secs(15), "a redial while B is down", || {
+        a.log_text().contains("redialling configured peer")
+    });
+    assert_eq!(up(&a), 0.0, "{}", a.scrape());
+
+    let b_config = config(b_udp, "b.key", "", b_metrics, "");
+    let b = Daemon::start(&dir, "b", &b_config, b_metrics);
+    wait_until(Duration::from_secs(15), "A to reach B once B is up", || {
+        up(&a) == 1.0
+    });
+    let attempts = a.metric("intentra_configured_peer_connect_attempts_total", &[]);
+    assert!(attempts >= 2.0, "attempts {attempts}");
+
+    // `intentra status --peers` shows B: key, address, state, and rates from two scrapes.
+    wait_until(Duration::from_secs(5), "per-peer series", || {
+        a.metric("intentra_peer_last_seen_timestamp_seconds", &[]) > 0.0
+    });
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--metrics", &a_metrics.to_string()])
+        .args(["--interval", "0.3", "--peers"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("per s (0.3s)"), "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.contains(&b_key))
+        .unwrap_or_else(|| panic!("no line for B: {table}"));
+    assert!(
+        line.contains(&b_udp.to_string()) && line.contains(" up "),
+        "{line}"
+    );
+    assert!(line.contains("s ago"), "{line}");
+
+    // Kill B without a close: A notices by the idle timeout, then redials.
+    drop(b);
+    wait_until(Duration::from_secs(15), "A to notice B is gone", || {
+        up(&a) == 0.0
+    });
+    let b = Daemon::start(&dir, "b", &b_config, b_metrics);
+    wait_until(
+        Duration::from_secs(15),
+        "A to reach the restarted B",
+        || up(&a) == 1.0,
+    );
+    wait_until(Duration::from_secs(5), "B to count the session", || {
+        b.metric("intentra_connections_active", &[]) >= 1.0
+    });
+
+    let log = a.stop();
+    let lost: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("configured peer lost"))
+        .collect();
+    assert!(!lost.is_empty(), "{log}");
+    for line in &lost {
+        assert!(line.contains(" WARN "), "{line}");
+        assert!(line.contains(&b_udp.to_string()), "no address: {line}");
+        assert!(line.contains("reason="), "no reason: {line}");
+    }
+    assert!(
+        lost.iter().any(|l| l.contains("reason=idle_timeout")),
+        "{log}"
+    );
+    assert!(
+        lost.iter().any(|l| l.contains("reason=handshake_timeout")),
+        "{log}"
+    );
+    for line in log
+        .lines()
+        .filter(|l| l.contains("redialling configured peer"))
+    {
+        assert!(line.contains(" WARN "), "{line}");
+        assert!(line.contains(&b_udp.to_string()), "{line}");
+        assert!(line.contains("reason="), "{line}");
+    }
+}
+
+#[test]
+fn a_configured_peer_refused_by_our_allow_list_is_dialled_once_sighup_restores_it() {
+    let dir = scratch("ops_redial_allow");
+    keygen(&dir, "a.key");
+    let b_key = keygen(&dir, "b.key");
+    let other = keygen(&dir, "other.key");
+    let (a_udp, b_udp) = (free_udp(), free_udp());
+    let (a_metrics, b_metrics) = (free_tcp(), free_tcp());
+    let _b = Daemon::start(
+        &dir,
+        "b",
+        &config(b_udp, "b.key", "", b_metrics, ""),
+        b_metrics,
+    );
+    // A's own allow-list does not list B yet: every attempt is refused before a packet is sent.
+    std::fs::write(dir.join("a-allow"), format!("{other}\n")).unwrap();
+    let node = format!(
+        "allow_list = \"a-allow\"\npeers = [{{ address = \"{b_udp}\", public_key = \"{b_key}\" }}]"
+    );
+    // A long back-off: only the reload can make the next attempt come soon.
+    let a_config = config(a_udp, "a.key", &node, a_metrics, "")
+        .replace("redial_max_ms = 400", "redial_max_ms = 600000")
+        .replace("redial_initial_ms = 100", "redial_initial_ms = 30000");
+    let a = Daemon::start(&dir, "a", &a_config, a_metrics);
+    wait_until(Duration::from_secs(10), "the refused first dial", || {
+        a.log_text().contains("cannot dial configured peer")
+    });
+    assert!(
+        a.log_text().contains("reason=not_allowed"),
+        "{}",
+        a.log_text()
+    );
+    std::fs::write(dir.join("a-allow"), format!("{other}\n{b_key}\n")).unwrap();
+    a.signal(1);
+    wait_until(
+        Duration::from_secs(10),
+        "A to reach B after the reload",
+        || a.metric("intentra_configured_peer_up", &[("peer", &b_key)]) == 1.0,
+    );
+}

@@ -1,0 +1,316 @@
+//! The peer table (a slab with generations, so stale handles are refused) and the session-index
+//! table that routes every packet by its receiver index to a handshake or key set.
+
+use std::net::SocketAddr;
+
+use super::handshake::InitiatorHandshake;
+use super::timers::{Timer, TimerTable};
+use super::{Endpoint, QueuedEvent};
+use crate::event::PeerId;
+use crate::keys::PublicKey;
+use crate::keyset::KeySet;
+use crate::ratelimit::TokenBucket;
+use crate::reliable::{ReliableReceiver, ReliableSender};
+use crate::stats::CloseReason;
+use crate::strikes::Strikes;
+use crate::time::Timestamp;
+use crate::wire::{SessionIndex, COOKIE_LEN};
+
+/// Session indexes are `generation << 16 | slot`, so at most this many slots.
+pub(super) const MAX_SLOTS: usize = u16::MAX as usize;
+
+/// What a session index routes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SlotTarget {
+    Free,
+    /// Our HandshakeInit is out; the response will name this index.
+    Initiator(PeerId),
+    /// A responder handshake in flight, by position in `responders`.
+    Responder(usize),
+    /// One of the peer's key sets.
+    Keys(PeerId),
+}
+
+/// One entry of the session-index table: the full index it was issued as, and its target.
+#[derive(Clone, Copy)]
+pub(super) struct Slot {
+    pub(super) index: u32,
+    pub(super) target: SlotTarget,
+}
+
+/// Which of a peer's key sets a packet opened under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyRole {
+    Current,
+    Previous,
+    Next,
+}
+
+/// Everything one endpoint knows about one peer.
+pub(super) struct Peer {
+    pub(super) public_key: PublicKey,
+    pub(super) addr: SocketAddr,
+    pub(super) established: bool,
+    /// Whether we initiated the current session: its initiator is the side that rekeys.
+    pub(super) we_initiated: bool,
+    pub(super) current: Option<KeySet>,
+    pub(super) previous: Option<KeySet>,
+    /// Rekeyed keys we derived as initiator and send on only once the peer confirms them.
+    pub(super) next: Option<KeySet>,
+    pub(super) previous_expires: Timestamp,
+    pub(super) handshake: Option<InitiatorHandshake>,
+    pub(super) cookie: Option<([u8; COOKIE_LEN], Timestamp)>,
+    pub(super) bucket: TokenBucket,
+    pub(super) strikes: Strikes,
+    pub(super) sender: ReliableSender,
+    pub(super) receiver: ReliableReceiver,
+    pub(super) last_received: Timestamp,
+    pub(super) last_sent: Timestamp,
+    pub(super) ack_queued: bool,
+    pub(super) keepalive_queued: bool,
+    pub(super) retransmit_queued: bool,
+    pub(super) closing: Option<CloseReason>,
+    /// The reason given in the peer's own close packet.
+    pub(super) peer_reason: Option<CloseReason>,
+    pub(super) packets_received: u64,
+    pub(super) packets_sent: u64,
+    pub(super) drops: u64,
+    /// Deadlines by concern; the peer's next wake-up is their minimum.
+    pub(super) timers: TimerTable,
+    /// The earliest wake-up of this peer in the endpoint's heap (`NEVER` if none).
+    pub(super) scheduled: Timestamp,
+}
+
+impl Peer {
+    pub(super) fn keys_for(&mut self, index: SessionIndex) -> Option<(&mut KeySet, KeyRole)> {
+        if let Some(keys) = self.current.as_mut().filter(|k| k.local_index == index) {
+            return Some((keys, KeyRole::Current));
+        }
+        if let Some(keys) = self.next.as_mut().filter(|k| k.local_index == index) {
+            return Some((keys, KeyRole::Next));
+        }
+        if let Some(keys) = self.previous.as_mut().filter(|k| k.local_index == index) {
+            return Some((keys, KeyRole::Previous));
+        }
+        None
+    }
+
+    pub(super) fn session_indexes(&self) -> impl Iterator<Item = SessionIndex> + '_ {
+        [&self.current, &self.previous, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|k| k.local_index)
+            .chain(self.handshake.as_ref().map(|h| h.local_index))
+    }
+}
+
+/// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
+pub(super) struct PeerEntry {
+    pub(super) generation: u32,
+    pub(super) peer: Option<Box<Peer>>,
+}
+
+impl Endpoint {
+    pub(super) fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers
+            .get(id.slot as usize)
+            .filter(|e| e.generation == id.generation)
+            .and_then(|e| e.peer.as_deref())
+    }
+
+    pub(super) fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        peer_in(&mut self.peers, id)
+    }
+
+    /// Handles of all live peers. Allocates: only for rare, whole-endpoint operations.
+    pub(super) fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.peer.is_some())
+            .map(|(slot, e)| PeerId {
+                slot: slot as u32,
+                generation: e.generation,
+            })
+            .collect()
+    }
+
+    pub(super) fn live_peers(&self) -> usize {
+        self.peers.len() - self.free_peers.len()
+    }
+
+    pub(super) fn insert_peer(
+        &mut self,
+        now: Timestamp,
+        public_key: PublicKey,
+        addr: SocketAddr,
+    ) -> Option<PeerId> {
+        if self.live_peers() >= self.config.max_peers {
+            return None;
+        }
+        let peer = Box::new(Peer {
+            public_key,
+            addr,
+            established: false,
+            we_initiated: false,
+            current: None,
+            previous: None,
+            next: None,
+            previous_expires: now,
+            handshake: None,
+            cookie: None,
+            bucket: TokenBucket::new(self.config.rate_pps, self.config.rate_burst, now),
+            strikes: Strikes::new(),
+            sender: ReliableSender::new(self.config.reliable),
+            receiver: ReliableReceiver::new(self.config.reliable),
+            last_received: now,
+            last_sent: now,
+            ack_queued: false,
+            keepalive_queued: false,
+            retransmit_queued: false,
+            closing: None,
+            peer_reason: None,
+            packets_received: 0,
+            packets_sent: 0,
+            drops: 0,
+            timers: TimerTable::default(),
+            scheduled: Timestamp::NEVER,
+        });
+        let id = match self.free_peers.pop() {
+            Some(slot) => {
+                let entry = self.peers.get_mut(slot as usize)?;
+                entry.peer = Some(peer);
+                PeerId {
+                    slot,
+                    generation: entry.generation,
+                }
+            }
+            None => {
+                let slot = u32::try_from(self.peers.len()).ok()?;
+                self.peers.push(PeerEntry {
+                    generation: 1,
+                    peer: Some(peer),
+                });
+                PeerId {
+                    slot,
+                    generation: 1,
+                }
+            }
+        };
+        self.by_key.insert(public_key, id);
+        self.arm(id, Timer::Keepalive, now + self.config.keepalive_interval);
+        Some(id)
+    }
+
+    /// Replaces a peer's session after it started a new one: fresh streams, fresh strikes.
+    pub(super) fn reset_peer(
+        &mut self,
+        now: Timestamp,
+        id: PeerId,
+        keyset: KeySet,
+        src: SocketAddr,
+    ) {
+        let reliable = self.config.reliable;
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
+        let old: Vec<SessionIndex> = peer.session_indexes().collect();
+        let public_key = peer.public_key;
+        peer.current = Some(keyset);
+        peer.previous = None;
+        peer.next = None;
+        peer.handshake = None;
+        peer.established = true;
+        peer.we_initiated = false;
+        peer.addr = src;
+        peer.sender = ReliableSender::new(reliable);
+        peer.receiver = ReliableReceiver::new(reliable);
+        peer.strikes = Strikes::new();
+        peer.last_received = now;
+        peer.ack_queued = false;
+        peer.retransmit_queued = false;
+        for index in old {
+            self.free_index(index);
+        }
+        self.stats.record_close(CloseReason::Remote);
+        self.events.push_back(QueuedEvent::Down {
+            peer: id,
+            public_key,
+            reason: CloseReason::Remote,
+            peer_reason: None,
+        });
+        self.events.push_back(QueuedEvent::Up {
+            peer: id,
+            public_key,
+            addr: src,
+        });
+    }
+
+    pub(super) fn remove_peer(&mut self, id: PeerId) {
+        let Some(entry) = self
+            .peers
+            .get_mut(id.slot as usize)
+            .filter(|e| e.generation == id.generation)
+        else {
+            return;
+        };
+        let Some(peer) = entry.peer.take() else {
+            return;
+        };
+        entry.generation = entry.generation.wrapping_add(1).max(1);
+        self.free_peers.push(id.slot);
+        if self.by_key.get(&peer.public_key) == Some(&id) {
+            self.by_key.remove(&peer.public_key);
+        }
+        for index in peer.session_indexes() {
+            self.free_index(index);
+        }
+    }
+
+    pub(super) fn lookup(&self, index: SessionIndex) -> Option<SlotTarget> {
+        let slot = self.slots.get((index.get() & 0xffff) as usize)?;
+        (slot.index == index.get()).then_some(slot.target)
+    }
+
+    pub(super) fn slot_mut(&mut self, index: SessionIndex) -> Option<&mut Slot> {
+        self.slots
+            .get_mut((index.get() & 0xffff) as usize)
+            .filter(|s| s.index == index.get())
+    }
+
+    pub(super) fn alloc_index(&mut self, target: SlotTarget) -> Option<SessionIndex> {
+        let slot = self.free_slots.pop()?;
+        // The upper half is random so that an index is not guessable from the last one.
+        let generation = loop {
+            let candidate = (self.rng.next_u32() >> 16) as u16;
+            if candidate != 0 {
+                break candidate;
+            }
+        };
+        let raw = (u32::from(generation) << 16) | u32::from(slot);
+        let index = SessionIndex::new(raw)?;
+        self.slots[usize::from(slot)] = Slot { index: raw, target };
+        Some(index)
+    }
+
+    pub(super) fn free_index(&mut self, index: SessionIndex) {
+        let slot = (index.get() & 0xffff) as usize;
+        if let Some(entry) = self.slots.get_mut(slot) {
+            if entry.index == index.get() && entry.target != SlotTarget::Free {
+                *entry = Slot {
+                    index: 0,
+                    target: SlotTarget::Free,
+                };
+                self.free_slots.push(slot as u16);
+            }
+        }
+    }
+}
+
+/// A peer by handle, borrowing only the peer table so other fields stay usable.
+pub(super) fn peer_in(peers: &mut [PeerEntry], id: PeerId) -> Option<&mut Peer> {
+    peers
+        .get_mut(id.slot as usize)
+        .filter(|e| e.generation == id.generation)
+        .and_then(|e| e.peer.as_deref_mut())
+}

@@ -1,0 +1,274 @@
+//! The data path: sealing outgoing messages and opening, checking and delivering incoming ones.
+
+use std::net::SocketAddr;
+
+use super::control::PendingTx;
+use super::handshake::Phase;
+use super::peers::{peer_in, KeyRole, SlotTarget};
+use super::timers::Timer;
+use super::Endpoint;
+use crate::event::{Message, Mode, PeerId, SendError, Transmit};
+use crate::keyset::{self, OpenError, SealError, REKEY_AFTER_MESSAGES};
+use crate::reliable::{PushError, Pushed, Receive};
+use crate::replay_window::ReplayError;
+use crate::stats::{CloseReason, DropReason};
+use crate::strikes::StrikeOutcome;
+use crate::time::Timestamp;
+use crate::wire::{
+    self, Ack, Counter, SessionIndex, TransportKind, MAX_REALTIME_PAYLOAD, MAX_RELIABLE_PAYLOAD,
+    RELIABLE_SEQ_LEN, TRANSPORT_HEADER_LEN,
+};
+
+impl Endpoint {
+    /// Seals `payload` for `peer` straight into `buf` and returns what to send. Reliable
+    /// messages are also kept for retransmission; when the peer's bound is reached the
+    /// answer is `WouldBlock` and nothing is sent.
+    pub fn send(
+        &mut self,
+        now: Timestamp,
+        peer_id: PeerId,
+        mode: Mode,
+        payload: &[u8],
+        buf: &mut [u8],
+    ) -> Result<Transmit, SendError> {
+        let peer = peer_in(&mut self.peers, peer_id).ok_or(SendError::UnknownPeer)?;
+        if peer.closing.is_some() {
+            return Err(SendError::UnknownPeer);
+        }
+        if !peer.established {
+            return Err(SendError::NotEstablished);
+        }
+        let (kind, body_at, max) = match mode {
+            Mode::Realtime => (
+                TransportKind::Realtime,
+                TRANSPORT_HEADER_LEN,
+                MAX_REALTIME_PAYLOAD,
+            ),
+            Mode::Reliable => (
+                TransportKind::Reliable,
+                TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN,
+                MAX_RELIABLE_PAYLOAD,
+            ),
+        };
+        if payload.len() > max {
+            return Err(SendError::TooLarge);
+        }
+        let plaintext_len = body_at - TRANSPORT_HEADER_LEN + payload.len();
+        if buf.len() < keyset::sealed_len(plaintext_len) {
+            return Err(SendError::BufferTooSmall);
+        }
+        if mode == Mode::Reliable {
+            let seq = match peer.sender.push(now, payload) {
+                Ok(Pushed {
+                    seq,
+                    send_now: true,
+                }) => seq,
+                // Stored beyond the peer's receive window: the retransmission path
+                // sends it once ACKs open the window.
+                Ok(Pushed {
+                    send_now: false, ..
+                }) => {
+                    if let Some(at) = peer.sender.next_timeout() {
+                        peer.timers.arm(Timer::Retransmit, at);
+                    }
+                    return Err(SendError::Queued);
+                }
+                Err(PushError::WouldBlock) => {
+                    self.stats.send_would_block += 1;
+                    return Err(SendError::WouldBlock);
+                }
+                Err(PushError::ExceedsBound { .. }) => return Err(SendError::ExceedsQueueBound),
+            };
+            buf[TRANSPORT_HEADER_LEN..body_at].copy_from_slice(&seq.to_le_bytes());
+            if let Some(at) = peer.sender.next_timeout() {
+                peer.timers.arm(Timer::Retransmit, at);
+            }
+        }
+        buf[body_at..body_at + payload.len()].copy_from_slice(payload);
+        let keys = peer.current.as_mut().ok_or(SendError::NotEstablished)?;
+        let len = keys.seal(kind, buf, plaintext_len).map_err(|e| match e {
+            SealError::BufferTooSmall => SendError::BufferTooSmall,
+            SealError::CounterExhausted => SendError::KeysExhausted,
+        })?;
+        if keys.messages_sent() >= REKEY_AFTER_MESSAGES {
+            peer.timers.arm(Timer::Rekey, now);
+        }
+        peer.last_sent = now;
+        peer.packets_sent += 1;
+        let dst = peer.addr;
+        self.stats.aead_seals += 1;
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        self.schedule(peer_id);
+        Ok(Transmit { dst, len })
+    }
+
+    pub(super) fn on_transport<'b>(
+        &mut self,
+        now: Timestamp,
+        src: SocketAddr,
+        kind: TransportKind,
+        receiver: SessionIndex,
+        counter: Counter,
+        datagram: &'b mut [u8],
+    ) -> Result<Option<Message<'b>>, DropReason> {
+        let Some(SlotTarget::Keys(id)) = self.lookup(receiver) else {
+            return Err(DropReason::UnknownSession);
+        };
+        let Some(peer) = peer_in(&mut self.peers, id).filter(|p| p.closing.is_none()) else {
+            return Err(DropReason::UnknownSession);
+        };
+        // The token bucket comes before any cryptography: a flood costs us one integer check.
+        if !peer.bucket.try_take(now) {
+            peer.drops += 1;
+            return Err(DropReason::RateLimit);
+        }
+        let from_peer = src == peer.addr;
+        let Some((keys, role)) = peer.keys_for(receiver) else {
+            return Err(DropReason::UnknownSession);
+        };
+        let opened = keys.open(counter, datagram);
+        let plaintext_len = match opened {
+            Ok(len) => {
+                self.stats.aead_opens += 1;
+                len
+            }
+            Err(failure) => {
+                let (reason, violation) = match failure {
+                    // Networks duplicate packets: an exact duplicate inside the window is
+                    // dropped and counted, but only a packet older than the window (which no
+                    // network produces, but a replaying attacker does) is a violation.
+                    OpenError::Replay(ReplayError::Duplicate) => (DropReason::Replay, false),
+                    OpenError::Replay(ReplayError::TooOld) => (DropReason::Replay, true),
+                    OpenError::Crypto => {
+                        self.stats.aead_opens += 1;
+                        (DropReason::Crypto, true)
+                    }
+                };
+                peer.drops += 1;
+                // Strikes only from the session's authenticated address, so that a spoofer
+                // elsewhere cannot close an honest session by sending garbage at its index.
+                if from_peer && violation {
+                    self.strike(now, id);
+                }
+                return Err(reason);
+            }
+        };
+        peer.last_received = now;
+        peer.packets_received += 1;
+        if !from_peer {
+            // Roaming: the endpoint moves only after a packet from the new address authenticated.
+            peer.addr = src;
+        }
+        let mut retired = None;
+        match role {
+            KeyRole::Next => {
+                // The responder confirmed our rekey: switch to the new keys and keep the old
+                // ones briefly for packets still in flight.
+                retired = peer.previous.take().map(|k| k.local_index);
+                peer.previous = peer.current.take();
+                peer.current = peer.next.take();
+                peer.previous_expires = now + self.config.previous_keys_linger;
+                peer.handshake = None;
+                self.stats.rekeys += 1;
+                peer.timers.arm(Timer::PreviousKeys, peer.previous_expires);
+            }
+            KeyRole::Current => {
+                if matches!(
+                    peer.handshake.as_ref().map(|h| &h.phase),
+                    Some(Phase::AwaitConfirm { .. })
+                ) && peer.next.is_none()
+                {
+                    peer.handshake = None;
+                }
+            }
+            KeyRole::Previous => {}
+        }
+        let body_end = TRANSPORT_HEADER_LEN + plaintext_len;
+        let mut violation = false;
+        let mut rejected = None;
+        let mut delivered = None;
+        match kind {
+            TransportKind::Realtime => {
+                delivered = Some((Mode::Realtime, TRANSPORT_HEADER_LEN));
+            }
+            TransportKind::Reliable => {
+                let seq = wire::read_u64(datagram, TRANSPORT_HEADER_LEN);
+                let body = &datagram[TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN..body_end];
+                match peer.receiver.on_segment(now, seq, body) {
+                    Receive::Deliver => {
+                        delivered = Some((Mode::Reliable, TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN));
+                        if peer.receiver.has_ready() {
+                            self.ready.push_back(id);
+                        }
+                    }
+                    Receive::Buffered | Receive::Duplicate => {}
+                    Receive::NoRoom => {
+                        peer.drops += 1;
+                        rejected = Some(DropReason::ReorderBufferFull);
+                    }
+                }
+                if !peer.ack_queued && self.pending_tx.len() < self.config.control_queue {
+                    peer.ack_queued = true;
+                    self.pending_tx.push_back(PendingTx::Ack(id));
+                }
+            }
+            TransportKind::Ack => {
+                let ack = Ack::decode(&datagram[TRANSPORT_HEADER_LEN..body_end]);
+                match ack.map(|ack| peer.sender.on_ack(now, ack)) {
+                    Some(Ok(_)) => {
+                        if let Some(at) = peer.sender.next_timeout() {
+                            peer.timers.arm(Timer::Retransmit, at);
+                        }
+                    }
+                    // Authenticated, yet it acknowledges what we never sent: a broken or
+                    // hostile peer. Counted as malformed and struck.
+                    Some(Err(_)) | None => violation = true,
+                }
+            }
+            TransportKind::Keepalive => {}
+            TransportKind::Close => {
+                let code = datagram.get(TRANSPORT_HEADER_LEN).copied().unwrap_or(0);
+                peer.peer_reason = Some(CloseReason::from_wire_code(code));
+                if let Some(index) = retired {
+                    self.free_index(index);
+                }
+                self.close_peer(now, id, CloseReason::Remote, false);
+                return Ok(None);
+            }
+        }
+        self.schedule(id);
+        if let Some(index) = retired {
+            self.free_index(index);
+        }
+        if violation {
+            self.strike(now, id);
+            return Err(DropReason::Malformed);
+        }
+        if let Some(reason) = rejected {
+            return Err(reason);
+        }
+        let Some((mode, start)) = delivered else {
+            return Ok(None);
+        };
+        self.stats.messages_delivered += 1;
+        self.stats.bytes_delivered += (body_end - start) as u64;
+        Ok(Some(Message {
+            peer: id,
+            mode,
+            payload: &datagram[start..body_end],
+        }))
+    }
+
+    pub(super) fn strike(&mut self, now: Timestamp, id: PeerId) {
+        let policy = self.config.strikes;
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
+        let outcome = peer.strikes.add(now, &policy);
+        self.stats.strike_events += 1;
+        if outcome == StrikeOutcome::Exceeded {
+            self.close_peer(now, id, CloseReason::Strikes, true);
+        }
+    }
+}

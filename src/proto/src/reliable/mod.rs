@@ -1,0 +1,118 @@
+//! Reliable delivery for one peer: in order, exactly once, retransmitted with selective ACKs.
+//!
+//! Owns the sequence space, the retransmission queue and timers (RFC 6298 RTO with
+//! Karn's rule, exponential backoff, SACK-driven fast retransmit) of a
+//! `ReliableSender`, and the reorder buffer and ACK contents of a `ReliableReceiver`.
+//! It is sans-IO and must never read a clock (every instant is a `Timestamp`
+//! argument), never build, seal or send packets, never decide when ACKs go out
+//! (that is the endpoint's policy), never allocate beyond its bounds and never panic
+//! on anything a peer sends: ACKs and segments are authenticated but may still be
+//! buggy or malicious.
+//!
+//! Split by concern: `send` (the sender), `recv` (the receiver), `storage` (the
+//! byte arenas both keep payloads in) and `rtt` (the RFC 6298 estimator).
+//!
+//! Storage per peer and direction: `MAX_IN_FLIGHT` slots indexed by
+//! `seq % MAX_IN_FLIGHT`, and a byte arena (`storage::Arena`) that starts empty and
+//! grows as payloads arrive, up to 1.5 times the bytes it may hold live: the
+//! sender's `max_queued_bytes`, the receiver's twice that (one window out of order
+//! plus one in order waiting for the application). Payloads are appended at the
+//! arena's tail; when the tail is too short the arena doubles if it is more than
+//! half live, else slides the live payloads to the front (a bounded `copy_within`).
+//! Grown storage is kept, so the steady state allocates nothing.
+
+use core::time::Duration;
+
+use crate::time::Timestamp;
+use crate::wire::MAX_RELIABLE_PAYLOAD;
+
+#[cfg(any(test, feature = "sim"))]
+pub mod fuzz;
+mod recv;
+mod rtt;
+mod send;
+mod storage;
+#[cfg(test)]
+mod test_util;
+#[cfg(test)]
+mod tests;
+
+pub use recv::{Receive, ReliableReceiver};
+#[allow(unused_imports)]
+pub use send::{AckError, AckOutcome, PushError, Pushed, ReliableSender, Segment};
+
+/// At most this many segments unacknowledged (the selective bitmap spans 64 beyond the cumulative point).
+///
+/// The sender counts the span from its oldest unacknowledged segment to its next
+/// sequence number, not just the live segments: every sequence number it may send
+/// then lies within the receiver's window `next_expected + 64`, whatever was lost.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// `MAX_IN_FLIGHT` in sequence-number arithmetic.
+const WINDOW: u64 = MAX_IN_FLIGHT as u64;
+
+/// The default byte bound: 64 KiB, a window fit for real paths (1000 Hz of 512-byte
+/// updates over a 100 ms RTT needs 50 KiB in flight) and room for 46 messages of the
+/// maximum payload.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024;
+
+/// The largest useful byte bound: `MAX_IN_FLIGHT` messages of the maximum payload.
+/// More could never be in flight, so a larger configured bound is treated as this.
+pub const MAX_QUEUE_BYTES: usize = MAX_IN_FLIGHT * MAX_RELIABLE_PAYLOAD;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReliableConfig {
+    /// Bytes of unacknowledged payload a sender may hold, and bytes of out-of-order
+    /// payload a receiver may buffer. Default `DEFAULT_QUEUE_BYTES` (64 KiB); at most
+    /// `MAX_QUEUE_BYTES` is used. Any value is valid: 512 suits a memory-constrained
+    /// peer, whose messages must then each fit in 512 bytes.
+    ///
+    /// The sender counts every payload from its oldest unacknowledged segment on,
+    /// selectively acknowledged ones included (see `ReliableSender::queued_bytes`), so
+    /// a receiver with the same bound never refuses a segment for lack of room.
+    pub max_queued_bytes: usize,
+    /// The RTO before the first RTT sample. Default 50 ms.
+    pub initial_rto: Duration,
+    /// Lower clamp of the RTO. Default 5 ms. Treated as at least 1 ns so a
+    /// retransmitted segment is never due again at the same instant.
+    pub min_rto: Duration,
+    /// Upper clamp of the RTO and of every backoff. Default 1 s. Treated as at least `min_rto`.
+    pub max_rto: Duration,
+    /// How long the receiver's ACK for in-order data may wait to cover more
+    /// (`ReliableReceiver::ack_deadline`). Default 1 ms: well under `min_rto`, and
+    /// at 1000 Hz it folds a burst into one ACK. Out-of-order data is acknowledged at once.
+    pub ack_delay: Duration,
+}
+
+impl Default for ReliableConfig {
+    fn default() -> Self {
+        ReliableConfig {
+            max_queued_bytes: DEFAULT_QUEUE_BYTES,
+            initial_rto: Duration::from_millis(50),
+            min_rto: Duration::from_millis(5),
+            max_rto: Duration::from_secs(1),
+            ack_delay: Duration::from_millis(1),
+        }
+    }
+}
+
+impl ReliableConfig {
+    /// The byte bound in effect: `max_queued_bytes`, capped at `MAX_QUEUE_BYTES`.
+    pub fn queue_bound(&self) -> usize {
+        self.max_queued_bytes.min(MAX_QUEUE_BYTES)
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn after(now: Timestamp, interval: u64) -> Timestamp {
+    Timestamp::from_nanos(now.as_nanos().saturating_add(interval))
+}
+
+/// The slot a sequence number lives in. In range for any `seq`.
+fn slot_index(seq: u64) -> usize {
+    // The remainder is < 64, so the cast is lossless.
+    (seq % WINDOW) as usize
+}
