@@ -14,7 +14,8 @@
 //! ignored in a readable capture are a `warning:` line each on stderr.
 
 mod decode;
-mod reader;
+// In the library, where its fuzz body runs the same code.
+use intentra_daemon::replay_reader as reader;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

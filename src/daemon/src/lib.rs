@@ -8,8 +8,13 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fuzz;
 pub mod hub;
 pub mod logging;
 pub mod metrics_http;
 pub mod pubsub_cli;
 pub mod redial;
+/// The pcap and pcapng reader of `intentra-replay`, in the library so that its fuzz body
+/// (`fuzz::fuzz_pcap`) reads captures with exactly the code the tool runs.
+#[path = "../../../tools/replay/reader.rs"]
+pub mod replay_reader;

@@ -104,6 +104,8 @@ mod config;
 mod cookie;
 mod endpoint;
 mod event;
+#[cfg(feature = "sim")]
+mod fuzz;
 mod keys;
 mod keyset;
 mod noise;
@@ -140,6 +142,10 @@ pub mod internals {
     pub use crate::aead::RustCryptoCipher;
     pub use crate::aead::{PacketCipher, PacketKey};
     pub use crate::cookie::{init_mac1, mac1_key, verify_init_mac1, write_init_macs};
+    /// Fuzz bodies: the wire parser, a fresh responder, and an established pair, each driven
+    /// by bytes (the cargo-fuzz targets in `fuzz/` call them; `cargo test` runs their seeds).
+    #[cfg(feature = "sim")]
+    pub use crate::fuzz::{fuzz_pair, fuzz_responder, fuzz_wire};
     pub use crate::noise::{FinishIntent, Initiator, Responder, SessionKeys};
     pub use crate::ratelimit::TokenBucket;
     /// The Reliable sender and receiver alone, driven by operations read from bytes.

@@ -129,6 +129,15 @@ pub(crate) fn render(config: &Config) -> String {
             render_peers(&mut out, table);
         }
     }
+    // `[hub]` is serialized only when it differs from the default; printed as the serializer
+    // writes it (its rules are tables of their own), or the output would lose it.
+    if let Some(hub) = value.get("hub") {
+        let mut section = toml::Table::new();
+        section.insert("hub".to_owned(), hub.clone());
+        if let Ok(text) = toml::to_string(&section) {
+            let _ = write!(out, "\n# Publish/subscribe hub mode (PUBSUB.md).\n{text}");
+        }
+    }
     out
 }
 
@@ -209,6 +218,21 @@ mod tests {
         assert_eq!(
             Config::from_toml_str(&printed).unwrap(),
             config,
+            "{printed}"
+        );
+        // Found by the config fuzz target: a set [hub] section was left out.
+        let mut with_hub = config.clone();
+        with_hub.hub.enabled = true;
+        with_hub.hub.links = vec!["a".to_owned()];
+        with_hub.hub.rules.push(super::super::HubRule {
+            key: "*".to_owned(),
+            topic: "sensors/*".to_owned(),
+            allow: vec!["publish".to_owned()],
+        });
+        let printed = render(&with_hub);
+        assert_eq!(
+            Config::from_toml_str(&printed).unwrap(),
+            with_hub,
             "{printed}"
         );
         let defaults = render(&Config::default());
