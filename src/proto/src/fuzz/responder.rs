@@ -210,7 +210,7 @@ impl Harness {
                 .as_ref()
                 .map(|a| a.index)
                 .filter(|_| fresh & 8 != 0)
-                .or(SessionIndex::new(u32::from(fresh) << 8 | slot as u32 + 1));
+                .or(SessionIndex::new((u32::from(fresh) << 8) | (slot as u32 + 1)));
             let Some(index) = index else {
                 return;
             };
