@@ -61,8 +61,9 @@ def src(kind=0, host=1, port=0):
     return [kind, host, port]
 
 
-def r_header(flags=0, seed=1, in_flight=9, per_ip=4, threshold=11, max_peers=3, timeout=50):
-    return [flags, seed, in_flight, per_ip, threshold, max_peers, timeout]
+def r_header(flags=0, seed=1, in_flight=9, per_ip=4, rates=0xFF, per_source=0xFF, max_peers=3,
+             timeout=50):
+    return [flags, seed, in_flight, per_ip, rates, per_source, max_peers, timeout]
 
 
 def r_junk(type_byte, length, fill=0x5A, at=src()):
@@ -100,13 +101,13 @@ def responder_seeds():
     write("responder", "always_cookie",
           r_header(flags=1) + r_init(0) + r_init(0, fresh=5) + r_finish(0) + r_advance(100))
     write("responder", "cookie_under_load",
-          r_header(in_flight=15, per_ip=15, threshold=2) + r_burst(8, src(0, 3))
+          r_header(in_flight=15, per_ip=15, rates=0, per_source=0) + r_burst(8, src(0, 3))
           + r_init(1, src(0, 4)) + r_init(1, src(0, 4), fresh=5) + r_finish(1))
     write("responder", "ipv6_prefix_burst",
-          r_header(in_flight=15, per_ip=4, threshold=11) + r_burst(31, src(3, 7))
+          r_header(in_flight=15, per_ip=4, rates=0x11, per_source=0x01) + r_burst(31, src(3, 7))
           + r_burst(31, src(4, 8)) + r_advance(60000, 1))
     # The same source and index with a new ephemeral each time: replacement churn.
-    churn = r_header(in_flight=15, per_ip=4, threshold=3)
+    churn = r_header(in_flight=15, per_ip=4, rates=0x22, per_source=0x21)
     for _ in range(12):
         churn += r_init(0, src(0, 5), fresh=0x0C)
     write("responder", "replacement_churn", churn + r_finish(0))

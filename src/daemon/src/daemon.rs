@@ -76,6 +76,11 @@ pub fn endpoint_config(
     endpoint.handshakes_in_flight = limits.handshakes_in_flight;
     endpoint.handshakes_per_ip = limits.handshakes_per_ip;
     endpoint.always_cookie = limits.always_cookie;
+    endpoint.handshake_rate = limits.handshake_rate;
+    endpoint.handshake_burst = limits.handshake_burst;
+    endpoint.handshake_rate_per_source = limits.handshake_rate_per_source;
+    endpoint.handshake_burst_per_source = limits.handshake_burst_per_source;
+    endpoint.handshake_sources = limits.handshake_sources;
     endpoint.rate_pps = u32::try_from(limits.rate_pps).unwrap_or(u32::MAX);
     endpoint.rate_burst = u32::try_from(limits.rate_burst).unwrap_or(u32::MAX);
     endpoint.strikes = StrikePolicy {
@@ -90,6 +95,8 @@ pub fn endpoint_config(
     endpoint.idle_timeout = Duration::from_millis(timers.idle_timeout_ms);
     endpoint.handshake_timeout = Duration::from_millis(timers.handshake_timeout_ms);
     endpoint.handshake_retry = Duration::from_millis(timers.handshake_retry_ms);
+    endpoint.handshake_retry_max = Duration::from_millis(timers.handshake_retry_max_ms);
+    endpoint.previous_keys_linger = Duration::from_millis(timers.previous_keys_linger_ms);
     endpoint.rekey_after = Duration::from_secs(timers.rekey_after_s);
     endpoint.reject_after = Duration::from_secs(timers.reject_after_s);
     endpoint

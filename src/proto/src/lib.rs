@@ -106,6 +106,7 @@ mod endpoint;
 mod event;
 #[cfg(feature = "sim")]
 mod fuzz;
+mod handshake_load;
 mod keys;
 mod keyset;
 mod noise;
@@ -146,6 +147,7 @@ pub mod internals {
     /// by bytes (the cargo-fuzz targets in `fuzz/` call them; `cargo test` runs their seeds).
     #[cfg(feature = "sim")]
     pub use crate::fuzz::{fuzz_pair, fuzz_responder, fuzz_wire};
+    pub use crate::handshake_load::{Admission, HandshakeLoad, HandshakeRates, SourcePrefix};
     pub use crate::noise::{FinishIntent, Initiator, Responder, SessionKeys};
     pub use crate::ratelimit::TokenBucket;
     /// The Reliable sender and receiver alone, driven by operations read from bytes.

@@ -68,6 +68,8 @@ struct Packet {
 /// A delivery or an event, owned, so the harness can act on it after the endpoint's borrow.
 enum Outcome {
     Up,
+    /// Reliable messages lost with a session: always followed by that session's close.
+    Abandoned,
     Down(CloseReason),
     Message(PeerId, Mode, Vec<u8>),
 }
@@ -668,6 +670,7 @@ impl Harness {
                 Event::PeerUp { .. } => Outcome::Up,
                 Event::PeerDown { reason, .. } => Outcome::Down(reason),
                 Event::Message(m) => Outcome::Message(m.peer, m.mode, m.payload.to_vec()),
+                Event::ReliableAbandoned { .. } => Outcome::Abandoned,
             });
         }
         for outcome in outcomes {
@@ -686,6 +689,7 @@ impl Harness {
                 Outcome::Message(peer, mode, payload) => {
                     self.check_message(side, peer, mode, &payload)
                 }
+                Outcome::Abandoned => {}
             }
         }
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
@@ -714,7 +718,7 @@ impl Harness {
         }
         let other_closed = self.sides[1 - side].down.is_some();
         let legit = match reason {
-            Some(CloseReason::Remote) | None => {
+            Some(CloseReason::Remote | CloseReason::Replaced) | None => {
                 other_closed || self.impaired_within(self.key_lifetime)
             }
             Some(CloseReason::IdleTimeout) => self.impaired_within(self.idle_timeout),

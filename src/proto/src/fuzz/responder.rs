@@ -155,7 +155,15 @@ impl Harness {
         let mut config = EndpointConfig::new(keypair);
         config.handshakes_in_flight = 1 + usize::from(input.byte() % 16);
         config.handshakes_per_ip = 1 + usize::from(input.byte()) % config.handshakes_in_flight;
-        config.cookie_threshold = usize::from(input.byte() % 12);
+        // Small handshake rates, so that cookies are demanded and proven inits displace
+        // unproven ones within a few packets (the daemon's validation allows any of these).
+        let rates = input.byte();
+        config.handshake_rate = 1 + u32::from(rates % 16);
+        config.handshake_burst = 1 + u32::from(rates >> 4);
+        let per_source = input.byte();
+        config.handshake_rate_per_source = 1 + u32::from(per_source % 8);
+        config.handshake_burst_per_source = 1 + u32::from(per_source >> 5);
+        config.handshake_sources = 4 + usize::from(per_source >> 4 & 7);
         config.always_cookie = flags & 1 != 0;
         config.max_peers = 1 + usize::from(input.byte() % 8);
         config.handshake_timeout = Duration::from_millis(100 + 100 * u64::from(input.byte() % 100));
@@ -206,11 +214,13 @@ impl Harness {
         if needs_new {
             let seed = self.next_seed();
             let old = self.attempts[slot].take();
-            let index = old
-                .as_ref()
-                .map(|a| a.index)
-                .filter(|_| fresh & 8 != 0)
-                .or(SessionIndex::new((u32::from(fresh) << 8) | (slot as u32 + 1)));
+            let index =
+                old.as_ref()
+                    .map(|a| a.index)
+                    .filter(|_| fresh & 8 != 0)
+                    .or(SessionIndex::new(
+                        (u32::from(fresh) << 8) | (slot as u32 + 1),
+                    ));
             let Some(index) = index else {
                 return;
             };
