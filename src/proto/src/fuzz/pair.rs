@@ -481,6 +481,19 @@ impl Harness {
         } else {
             attacker_addr(src >> 2)
         };
+        // A "mutation" that changed nothing (a cut of zero bytes) or a replay is the genuine
+        // packet relayed from `src`: if it is the newest, the peer may legitimately move there.
+        let genuine = self
+            .pool
+            .iter()
+            .chain(&self.history)
+            .any(|p| p.bytes == packet.bytes);
+        if genuine
+            && src != self.sides[1 - to].addr
+            && !self.sides[to].genuine_sources.contains(&src)
+        {
+            self.sides[to].genuine_sources.push(src);
+        }
         self.deliver(to, src, packet.bytes);
     }
 

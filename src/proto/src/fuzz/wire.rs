@@ -26,8 +26,7 @@ pub fn fuzz_wire(data: &[u8]) {
         _ => usize::from(len_choice) % (MAX_DATAGRAM_LEN + 8),
     };
     let len = if type_byte & 0x80 != 0 {
-        len.wrapping_add(usize::from(len_choice % 3))
-            .wrapping_sub(1)
+        (len + usize::from(len_choice % 3)).saturating_sub(1)
     } else {
         len
     };
