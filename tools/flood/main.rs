@@ -133,6 +133,8 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct Report {
     date_unix: u64,
+    /// The server this run started (and stopped).
+    server_pid: u32,
     server_driver: String,
     peers: u32,
     rate: u32,
@@ -238,6 +240,13 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
     let SocketAddr::V4(server_v4) = srv.addr else {
         return Err(FloodError::Args("the server address must be IPv4".into()));
     };
+    let server_pid = srv.pid();
+    eprintln!(
+        "intentra-flood: server pid {server_pid} on {} (metrics {}), log {}",
+        srv.addr,
+        srv.metrics,
+        srv.log.display()
+    );
     let control = Arc::new(Control::new());
     let legit_config = LegitConfig {
         server: srv.addr,
@@ -277,9 +286,7 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
             break;
         }
         let name = attack.map_or("baseline", Attack::name).to_string();
-        if !cli.json {
-            eprintln!("intentra-flood: {name} ({} s)", cli.duration);
-        }
+        eprintln!("intentra-flood: {name} ({} s)", cli.duration);
         let before = Sample::take(&srv);
         control.phase.store(i as u32 + 1, Ordering::Release);
         let started = Instant::now();
@@ -372,6 +379,7 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
         })
         .collect();
     let report = Report {
+        server_pid,
         date_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
