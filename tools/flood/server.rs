@@ -120,7 +120,17 @@ impl Server {
             .map_err(|e| io("cannot write the configuration", e))?;
         let log = options.dir.join("server.log");
         let stderr = fs::File::create(&log).map_err(|e| io("cannot create the log", e))?;
-        let child = Command::new(&options.bin)
+        // With util-linux's setpriv the kernel kills the server even if this tool is
+        // SIGKILLed (parent-death signal, kept across exec); the guard covers the rest.
+        let mut command = match setpriv() {
+            Some(setpriv) => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "KILL", "--"]).arg(&options.bin);
+                c
+            }
+            None => Command::new(&options.bin),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -196,6 +206,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn setpriv() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("setpriv"))
+        .find(|p| p.is_file())
 }
 
 /// `utime + stime` of `/proc/<pid>/stat` in seconds.
