@@ -86,6 +86,9 @@ pub struct Outcome {
     pub seconds: f64,
     /// Distinct source addresses used.
     pub sources: u64,
+    /// CPU of the attacking thread over its run, in cores: near 1.0 means the attack
+    /// was limited by its own core, not by the target rate.
+    pub attacker_cpu: f64,
     /// Attack-specific figures (scrapes for idle-tcp, why it could not run, ...).
     pub detail: String,
 }
@@ -107,14 +110,20 @@ impl std::fmt::Display for AttackError {
 
 /// Runs one attack to its bounds (or until `control.stop`).
 pub fn run(attack: Attack, plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
-    match attack {
+    let cpu = intentra::udp::raw::thread_cpu_time();
+    let mut outcome = match attack {
         Attack::InitFlood => init_flood(plan, control),
         Attack::InitChurn => init_churn(plan, control),
         Attack::Squat => squat(plan, control),
         Attack::Junk => junk(plan, control),
         Attack::Garbage => garbage(plan, control),
         Attack::IdleTcp => idle_tcp(plan, control),
+    }?;
+    let used = intentra::udp::raw::thread_cpu_time().saturating_sub(cpu);
+    if outcome.seconds > 0.0 {
+        outcome.attacker_cpu = used.as_secs_f64() / outcome.seconds;
     }
+    Ok(outcome)
 }
 
 /// Paces a sender to `rate` packets/s for at most `duration` and `rate * duration` packets.
@@ -297,6 +306,7 @@ fn init_flood(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
         send_errors: errors,
         seconds: pacer.seconds(),
         sources: u64::from(sources.min(i)),
+        attacker_cpu: 0.0,
         detail: format!("127.64.0.0 + {sources} addresses, random ports"),
     })
 }
@@ -324,6 +334,7 @@ fn init_churn(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
         send_errors: errors,
         seconds: pacer.seconds(),
         sources: 1,
+        attacker_cpu: 0.0,
         detail: format!("from {src}, sender index fixed, new ephemeral per packet"),
     })
 }
@@ -372,6 +383,7 @@ fn squat(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
         send_errors: errors,
         seconds: start.elapsed().as_secs_f64(),
         sources: squatters.len() as u64,
+        attacker_cpu: 0.0,
         detail: format!(
             "{ports} ports on each of {} legitimate IPs, refreshed every {} ms",
             plan.legit_ips.len(),
@@ -440,6 +452,7 @@ fn junk(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
         send_errors: errors,
         seconds: pacer.seconds(),
         sources: 1,
+        attacker_cpu: 0.0,
         detail: match victim {
             Some(v) => format!("from the peer's own {v}: {replays} replays, {forged} forged"),
             None => "peer 0 had sent nothing to learn from".to_string(),
@@ -498,6 +511,7 @@ fn garbage(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
         send_errors: errors,
         seconds: pacer.seconds(),
         sources: 1,
+        attacker_cpu: 0.0,
         detail: "sendmmsg from 127.0.6.1, one core".to_string(),
     })
 }
@@ -559,6 +573,7 @@ fn idle_tcp(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
         send_errors: refused,
         seconds: start.elapsed().as_secs_f64(),
         sources: 1,
+        attacker_cpu: 0.0,
         detail: format!(
             "{} connections held open ({reopened} reopened after the server closed them, {refused} refused); scrapes {ok} ok, {failed} failed, slowest {:.2} s",
             plan.count,

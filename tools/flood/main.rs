@@ -90,6 +90,9 @@ struct Cli {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also append the JSON object as one line to this file.
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
 }
 
 /// One row of the report.
@@ -142,6 +145,9 @@ struct Report {
     duration_s: f64,
     rekey_after_s: u64,
     reject_after_s: u64,
+    /// /proc/loadavg before and after: the server shares the machine's cores.
+    loadavg_start: String,
+    loadavg_end: String,
     rows: Vec<Row>,
 }
 
@@ -240,6 +246,7 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
     let SocketAddr::V4(server_v4) = srv.addr else {
         return Err(FloodError::Args("the server address must be IPv4".into()));
     };
+    let loadavg_start = loadavg();
     let server_pid = srv.pid();
     eprintln!(
         "intentra-flood: server pid {server_pid} on {} (metrics {}), log {}",
@@ -390,8 +397,22 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
         duration_s: cli.duration,
         rekey_after_s: cli.rekey_after,
         reject_after_s: cli.reject_after,
+        loadavg_start,
+        loadavg_end: loadavg(),
         rows,
     };
+    if let Some(path) = &cli.jsonl {
+        let line = serde_json::to_string(&report)
+            .map_err(|e| FloodError::Legit(format!("cannot encode JSON: {e}")))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| FloodError::Legit(format!("cannot open {}: {e}", path.display())))?;
+        use std::io::Write as _;
+        writeln!(file, "{line}")
+            .map_err(|e| FloodError::Legit(format!("cannot write {}: {e}", path.display())))?;
+    }
     if cli.json {
         match serde_json::to_string(&report) {
             Ok(s) => println!("{s}"),
@@ -401,6 +422,16 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
         print!("{}", table(&report));
     }
     Ok(())
+}
+
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The server seen from outside at one moment.
@@ -621,6 +652,11 @@ fn table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
+        "load average {} at the start, {} at the end (the server shares the machine's cores)",
+        report.loadavg_start, report.loadavg_end
+    );
+    let _ = writeln!(
+        out,
         "{:<11} {:>10} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8} {:>9} {:>13}",
         "phase",
         "attack/s",
@@ -657,8 +693,8 @@ fn table(report: &Report) -> String {
         if let Some(a) = &r.attack {
             let _ = writeln!(
                 out,
-                "  attack: {} packets in {:.1} s ({} send errors), {} sources; {}",
-                a.packets, a.seconds, a.send_errors, a.sources, a.detail
+                "  attack: {} packets in {:.1} s ({} send errors), {} sources, attacker CPU {:.2}; {}",
+                a.packets, a.seconds, a.send_errors, a.sources, a.attacker_cpu, a.detail
             );
         }
         let join = |m: &BTreeMap<String, f64>| {
