@@ -460,45 +460,61 @@ fn junk(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
     })
 }
 
+/// Bytes of every garbage datagram: one size, so that a batch goes out as one GSO send.
+const GARBAGE_LEN: usize = 160;
+
 fn garbage(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
     let socket = UdpSocket::bind((Ipv4Addr::new(127, 0, 6, 1), 0))
         .map_err(|e| AttackError::Socket(format!("cannot bind the garbage sender: {e}")))?;
     intentra::udp::raw::set_buffers(&socket, 1 << 20, 8 << 20);
+    let mut gso = intentra::udp::raw::gso_supported(&socket);
     let mut rng = ChaCha20Rng::from_entropy();
-    // A pool of BATCH datagrams: half random bytes of random length, half with a valid
-    // transport prefix and a random receiver index (they reach the session lookup).
-    const SLOT: usize = 1400;
-    let mut pool = vec![0u8; BATCH * SLOT];
-    let mut out = Vec::with_capacity(BATCH);
-    for i in 0..BATCH {
-        let len = if i % 2 == 0 {
-            64 + (rng.next_u32() as usize % (SLOT - 64))
-        } else {
-            160
-        };
-        let slot = &mut pool[i * SLOT..i * SLOT + len];
-        rng.fill_bytes(slot);
-        if i % 2 == 1 {
-            slot[..4].copy_from_slice(&[1, 5, 0, 0]);
-        }
-        out.push(Outgoing {
+    // BATCH datagrams back to back: odd ones random bytes (they fail the parser), even ones
+    // with a valid transport prefix and a fresh random receiver index per batch (they reach
+    // the session lookup).
+    let mut pool = vec![0u8; BATCH * GARBAGE_LEN];
+    rng.fill_bytes(&mut pool);
+    let out: Vec<Outgoing> = (0..BATCH)
+        .map(|i| Outgoing {
             dst: SocketAddr::V4(plan.server),
-            offset: i * SLOT,
-            len,
-        });
-    }
+            offset: i * GARBAGE_LEN,
+            len: GARBAGE_LEN,
+        })
+        .collect();
     let mut batch = SendBatch::new();
     let mut pacer = Pacer::new(plan.rate, plan.duration);
     let (mut sent, mut errors) = (0u64, 0u64);
     while let Some(n) = pacer.next(BATCH as u64, control) {
-        for i in (1..BATCH).step_by(2) {
-            let index = rng.next_u32().max(1).to_le_bytes();
-            if let Some(b) = pool.get_mut(i * SLOT + 4..i * SLOT + 8) {
-                b.copy_from_slice(&index);
+        let n = (n as usize).min(BATCH);
+        for i in (0..n).step_by(2) {
+            if let Some(b) = pool.get_mut(i * GARBAGE_LEN..i * GARBAGE_LEN + 8) {
+                b[..4].copy_from_slice(&[1, 5, 0, 0]);
+                b[4..8].copy_from_slice(&rng.next_u32().max(1).to_le_bytes());
             }
         }
-        let n = n as usize;
-        match batch.send(socket.as_raw_fd(), &pool, &out[..n.min(out.len())]) {
+        let Some(bytes) = pool.get(..n * GARBAGE_LEN) else {
+            break;
+        };
+        if gso && n > 1 {
+            match intentra::udp::raw::send_gso(
+                socket.as_raw_fd(),
+                SocketAddr::V4(plan.server),
+                bytes,
+                GARBAGE_LEN as u16,
+            ) {
+                Ok(_) => {
+                    sent += n as u64;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    errors += n as u64;
+                    continue;
+                }
+                // The kernel refuses GSO after all: sendmmsg from here on.
+                Err(_) => gso = false,
+            }
+        }
+        match batch.send(socket.as_raw_fd(), &pool, &out[..n]) {
             Ok(k) => {
                 sent += k as u64;
                 errors += (n - k.min(n)) as u64;
@@ -512,7 +528,14 @@ fn garbage(plan: &Plan, control: &Control) -> Result<Outcome, AttackError> {
         seconds: pacer.seconds(),
         sources: 1,
         attacker_cpu: 0.0,
-        detail: "sendmmsg from 127.0.6.1, one core".to_string(),
+        detail: format!(
+            "{GARBAGE_LEN}-byte datagrams from 127.0.6.1 by {}, one thread",
+            if gso {
+                "UDP GSO (64 per send)"
+            } else {
+                "sendmmsg"
+            }
+        ),
     })
 }
 
