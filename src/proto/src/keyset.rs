@@ -41,8 +41,9 @@ pub enum OpenError {
 /// The transport keys of one key set, handed out when `EndpointConfig::export_session_keys`
 /// is on (for a capture's key log, like SSLKEYLOGFILE). Packets to `local_index` open with
 /// `recv`; packets to `remote_index` open with `send`. Only these keys: never the static key,
-/// ephemeral keys or cookie secrets.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// ephemeral keys or cookie secrets. Not `Copy`, and the keys are wiped when it is dropped,
+/// so no stray copy of them outlives its use.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionSecrets {
     /// The logging endpoint's index of this key set: packets to it carry it as `receiver`.
     pub local_index: SessionIndex,
@@ -60,6 +61,14 @@ pub struct SessionSecrets {
     pub rekey: bool,
     /// When the key set was installed.
     pub created: Timestamp,
+}
+
+impl Drop for SessionSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.send.zeroize();
+        self.recv.zeroize();
+    }
 }
 
 /// Not `Debug` with the keys in it: a stray `{:?}` must not log them.
