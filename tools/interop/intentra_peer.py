@@ -82,7 +82,7 @@ COOKIE_USE_FOR = 110.0
 MAX_RUN_SECONDS = 100.0
 
 CLOSE_REASONS = ["local", "remote", "idle_timeout", "handshake_timeout", "strikes",
-                 "key_expired", "not_allowed", "shutdown"]
+                 "key_expired", "not_allowed", "shutdown", "replaced"]
 
 
 class PeerError(Exception):

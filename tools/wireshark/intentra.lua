@@ -41,6 +41,7 @@ local CLOSE_REASONS = {
     [5] = "key_expired",
     [6] = "not_allowed",
     [7] = "shutdown",
+    [8] = "replaced",
 }
 
 local INTENTS = { [0] = "NewSession", [1] = "Rekey" }

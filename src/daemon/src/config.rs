@@ -198,6 +198,11 @@ pub struct LimitsConfig {
     pub handshakes_in_flight: usize,
     pub handshakes_per_ip: usize,
     pub always_cookie: bool,
+    pub handshake_rate: u32,
+    pub handshake_burst: u32,
+    pub handshake_rate_per_source: u32,
+    pub handshake_burst_per_source: u32,
+    pub handshake_sources: usize,
     pub strike_threshold: u32,
     pub strike_decay_ms: u64,
     pub max_peers: usize,
@@ -212,6 +217,11 @@ impl Default for LimitsConfig {
             handshakes_in_flight: 100,
             handshakes_per_ip: 5,
             always_cookie: false,
+            handshake_rate: 1_000,
+            handshake_burst: 100,
+            handshake_rate_per_source: 10,
+            handshake_burst_per_source: 10,
+            handshake_sources: 4_096,
             strike_threshold: 10,
             strike_decay_ms: 10_000,
             max_peers: 4096,
@@ -228,6 +238,10 @@ pub struct TimersConfig {
     pub idle_timeout_ms: u64,
     pub handshake_timeout_ms: u64,
     pub handshake_retry_ms: u64,
+    /// Longest delay between two handshake retransmissions (the delay doubles up to it).
+    pub handshake_retry_max_ms: u64,
+    /// How long replaced keys still open packets in flight after a rekey.
+    pub previous_keys_linger_ms: u64,
     pub rekey_after_s: u64,
     pub reject_after_s: u64,
     /// First delay before redialling a lost configured peer; doubles per failure.
@@ -243,6 +257,8 @@ impl Default for TimersConfig {
             idle_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             handshake_retry_ms: 250,
+            handshake_retry_max_ms: 2_000,
+            previous_keys_linger_ms: 10_000,
             rekey_after_s: 120,
             reject_after_s: 180,
             redial_initial_ms: 1000,
@@ -626,6 +642,36 @@ impl Config {
             limits.handshakes_in_flight,
         )?;
         range(
+            "limits.handshake_rate",
+            limits.handshake_rate,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.handshake_burst",
+            limits.handshake_burst,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.handshake_rate_per_source",
+            limits.handshake_rate_per_source,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.handshake_burst_per_source",
+            limits.handshake_burst_per_source,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "limits.handshake_sources",
+            limits.handshake_sources,
+            4,
+            16_777_216,
+        )?;
+        range(
             "limits.strike_threshold",
             limits.strike_threshold,
             1,
@@ -674,6 +720,18 @@ impl Config {
             timers.handshake_retry_ms,
             10,
             timers.handshake_timeout_ms,
+        )?;
+        range(
+            "timers.handshake_retry_max_ms",
+            timers.handshake_retry_max_ms,
+            timers.handshake_retry_ms,
+            600_000,
+        )?;
+        range(
+            "timers.previous_keys_linger_ms",
+            timers.previous_keys_linger_ms,
+            0,
+            3_600_000,
         )?;
         range("timers.rekey_after_s", timers.rekey_after_s, 1, 86_400)?;
         range(

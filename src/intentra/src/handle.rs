@@ -657,6 +657,17 @@ pub enum NodeEvent {
         /// The reason the peer's own close gave, when it closed.
         peer_reason: Option<CloseReason>,
     },
+    /// Reliable messages to `peer` that were never acknowledged when its session ended or
+    /// was replaced: each may or may not have arrived, and none will be sent again (see
+    /// `intentra_proto::Event::ReliableAbandoned`).
+    ReliableAbandoned {
+        /// The peer.
+        peer: PeerId,
+        /// Messages without an acknowledgement.
+        messages: u64,
+        /// Their payload bytes.
+        bytes: u64,
+    },
     /// The peer's Reliable window, which refused a send (`WouldBlock`), has room again
     /// (and its deferred messages have gone out).
     Writable {

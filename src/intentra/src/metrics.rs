@@ -449,6 +449,21 @@ mod text {
             value: |s| s.cookie_replies_sent,
         },
         CounterFamily {
+            name: "intentra_handshakes_displaced",
+            help: "Handshakes in flight from sources that proved nothing, given up for a cookie-proven one.",
+            value: |s| s.handshakes_displaced,
+        },
+        CounterFamily {
+            name: "intentra_simultaneous_opens",
+            help: "Handshakes set aside because both sides connected at once and the other one won.",
+            value: |s| s.simultaneous_opens,
+        },
+        CounterFamily {
+            name: "intentra_reliable_abandoned",
+            help: "Reliable messages never acknowledged when their session ended or restarted.",
+            value: |s| s.reliable_abandoned,
+        },
+        CounterFamily {
             name: "intentra_rekeys",
             help: "Sessions rekeyed.",
             value: |s| s.rekeys,

@@ -1127,6 +1127,15 @@ impl Node {
                     reason,
                     peer_reason,
                 }),
+                Some(Event::ReliableAbandoned {
+                    peer,
+                    messages,
+                    bytes,
+                }) => OwnedEvent::Other(Event::ReliableAbandoned {
+                    peer,
+                    messages,
+                    bytes,
+                }),
                 // An event this loop does not know yet carries nothing it must act on.
                 Some(_) => continue,
             };
@@ -1158,6 +1167,18 @@ impl Node {
                             public_key,
                             reason,
                             peer_reason,
+                        },
+                        &[],
+                    ),
+                    OwnedEvent::Other(Event::ReliableAbandoned {
+                        peer,
+                        messages,
+                        bytes,
+                    }) => events.push(
+                        NodeEvent::ReliableAbandoned {
+                            peer,
+                            messages,
+                            bytes,
                         },
                         &[],
                     ),

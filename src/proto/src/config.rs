@@ -21,10 +21,21 @@ pub struct EndpointConfig {
     pub max_peers: usize,
     /// Responder handshakes in flight at once, in total.
     pub handshakes_in_flight: usize,
-    /// Responder handshakes in flight at once from one source IP.
+    /// Responder handshakes in flight at once from one source (an IPv4 address or an IPv6 /64).
     pub handshakes_per_ip: usize,
-    /// In-flight responder handshakes at which the endpoint counts as under load and demands cookies.
-    pub cookie_threshold: usize,
+    /// Handshakes per second the whole endpoint answers without a cookie; past it (and
+    /// `handshake_burst`) every unproven HandshakeInit is asked for a cookie.
+    pub handshake_rate: u32,
+    /// Handshakes the whole endpoint answers without a cookie in a burst.
+    pub handshake_burst: u32,
+    /// Handshakes per second answered for one source (an IPv4 address or an IPv6 /64):
+    /// without a cookie, and separately with one.
+    pub handshake_rate_per_source: u32,
+    /// Handshakes one source gets in a burst, without a cookie and separately with one.
+    pub handshake_burst_per_source: u32,
+    /// Sources whose handshake rates are tracked at once (a fixed table; a new source that
+    /// finds no room must prove its address with a cookie).
+    pub handshake_sources: usize,
     /// Demand a cookie on every first handshake message, loaded or not.
     pub always_cookie: bool,
     /// Per-peer token bucket, checked before any AEAD work.
@@ -67,7 +78,11 @@ impl EndpointConfig {
             max_peers: 4096,
             handshakes_in_flight: 100,
             handshakes_per_ip: 5,
-            cookie_threshold: 10,
+            handshake_rate: 1_000,
+            handshake_burst: 100,
+            handshake_rate_per_source: 10,
+            handshake_burst_per_source: 10,
+            handshake_sources: 4_096,
             always_cookie: false,
             rate_pps: 10_000,
             rate_burst: 1_000,

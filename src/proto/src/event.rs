@@ -80,6 +80,19 @@ pub enum Event<'a> {
     },
     /// A Reliable message released from the reorder buffer once its gap filled.
     Message(Message<'a>),
+    /// Reliable messages `send` accepted for `peer` that were never acknowledged when its
+    /// session ended or was replaced by a new one: each may or may not have been delivered,
+    /// and none will be sent again. Comes before the `PeerDown` of that session. Within one
+    /// session Reliable delivery is exactly once; across sessions it is at most once, and
+    /// this says what was at stake.
+    ReliableAbandoned {
+        /// The peer.
+        peer: PeerId,
+        /// Messages without an acknowledgement.
+        messages: u64,
+        /// Their payload bytes.
+        bytes: u64,
+    },
 }
 
 /// A datagram the endpoint wrote into the caller's buffer: send `buf[..len]` to `dst`.

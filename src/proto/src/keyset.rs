@@ -31,6 +31,9 @@ pub enum SealError {
 pub enum OpenError {
     /// Rejected by the replay window before any cryptography.
     Replay(ReplayError),
+    /// A counter of `REJECT_AFTER_MESSAGES` or more, which no sender may use: refused
+    /// before any cryptography.
+    CounterLimit,
     /// AEAD authentication failed.
     Crypto,
 }
@@ -38,8 +41,9 @@ pub enum OpenError {
 /// The transport keys of one key set, handed out when `EndpointConfig::export_session_keys`
 /// is on (for a capture's key log, like SSLKEYLOGFILE). Packets to `local_index` open with
 /// `recv`; packets to `remote_index` open with `send`. Only these keys: never the static key,
-/// ephemeral keys or cookie secrets.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// ephemeral keys or cookie secrets. Not `Copy`, and the keys are wiped when it is dropped,
+/// so no stray copy of them outlives its use.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionSecrets {
     /// The logging endpoint's index of this key set: packets to it carry it as `receiver`.
     pub local_index: SessionIndex,
@@ -59,6 +63,14 @@ pub struct SessionSecrets {
     pub created: Timestamp,
 }
 
+impl Drop for SessionSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.send.zeroize();
+        self.recv.zeroize();
+    }
+}
+
 /// Not `Debug` with the keys in it: a stray `{:?}` must not log them.
 impl core::fmt::Debug for SessionSecrets {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -69,6 +81,16 @@ impl core::fmt::Debug for SessionSecrets {
             .field("rekey", &self.rekey)
             .finish_non_exhaustive()
     }
+}
+
+/// A packet that authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// Plaintext bytes, at `packet[16..]`.
+    pub len: usize,
+    /// Its counter is higher than any packet opened under these keys before: only such a
+    /// packet may move the session to a new address (a replayed or delayed one may not).
+    pub newest: bool,
 }
 
 /// Keys, counters and replay state of one session (one completed handshake).
@@ -128,17 +150,30 @@ impl KeySet {
         Ok(len)
     }
 
-    /// Checks the replay window, opens `packet` in place, then marks the counter seen.
-    /// Returns the plaintext length; the plaintext is at `packet[16..]`.
-    pub fn open(&mut self, counter: Counter, packet: &mut [u8]) -> Result<usize, OpenError> {
-        self.replay.check(counter).map_err(OpenError::Replay)?;
+    /// Whether `counter` could still be accepted (below the limit, not a replay), with no
+    /// cryptography and no change of state.
+    pub fn precheck(&self, counter: Counter) -> Result<(), OpenError> {
+        if counter.0 >= REJECT_AFTER_MESSAGES {
+            return Err(OpenError::CounterLimit);
+        }
+        self.replay.check(counter).map_err(OpenError::Replay)
+    }
+
+    /// Checks the counter and the replay window, opens `packet` in place, then marks the
+    /// counter seen. The plaintext is at `packet[16..]`.
+    pub fn open(&mut self, counter: Counter, packet: &mut [u8]) -> Result<Opened, OpenError> {
+        self.precheck(counter)?;
         let len = self
             .recv
             .open_in_place(counter, packet)
             .map_err(|_| OpenError::Crypto)?;
+        let newest = self
+            .replay
+            .highest()
+            .is_none_or(|highest| counter > highest);
         self.replay.mark(counter).map_err(OpenError::Replay)?;
         self.received_any = true;
-        Ok(len)
+        Ok(Opened { len, newest })
     }
 
     pub fn messages_sent(&self) -> u64 {
@@ -214,7 +249,7 @@ mod tests {
         let (mut a, mut b) = pair();
         let packet = seal(&mut a, b"hello");
         let mut copy = packet.clone();
-        assert_eq!(b.open(counter_of(&copy), &mut copy), Ok(5));
+        assert_eq!(b.open(counter_of(&copy), &mut copy).map(|o| o.len), Ok(5));
         assert_eq!(&copy[16..21], b"hello");
         let mut again = packet.clone();
         assert_eq!(
@@ -237,7 +272,39 @@ mod tests {
         forged[20] ^= 1;
         assert_eq!(b.open(Counter(0), &mut forged), Err(OpenError::Crypto));
         let mut good = good;
-        assert_eq!(b.open(Counter(0), &mut good), Ok(1));
+        assert_eq!(b.open(Counter(0), &mut good).map(|o| o.len), Ok(1));
+    }
+
+    #[test]
+    fn only_a_packet_newer_than_all_before_is_newest() {
+        let (mut a, mut b) = pair();
+        let first = seal(&mut a, b"1");
+        let second = seal(&mut a, b"2");
+        let mut late = first.clone();
+        let mut on_time = second.clone();
+        assert!(b.open(Counter(1), &mut on_time).unwrap().newest);
+        // The delayed packet still opens (it is inside the window) but is not the newest.
+        assert!(!b.open(Counter(0), &mut late).unwrap().newest);
+    }
+
+    #[test]
+    fn a_counter_past_the_reject_limit_is_refused_before_the_aead() {
+        let (mut a, mut b) = pair();
+        for counter in [REJECT_AFTER_MESSAGES, u64::MAX - 1, u64::MAX] {
+            // The sender refuses to use such a counter: forge it into a genuine packet.
+            let mut packet = seal(&mut a, b"x");
+            packet[8..16].copy_from_slice(&counter.to_le_bytes());
+            assert_eq!(
+                b.open(Counter(counter), &mut packet),
+                Err(OpenError::CounterLimit)
+            );
+        }
+        // A counter just below the limit is judged by the AEAD as usual.
+        let mut packet = seal(&mut a, b"x");
+        assert_eq!(
+            b.open(Counter(REJECT_AFTER_MESSAGES - 1), &mut packet),
+            Err(OpenError::Crypto)
+        );
     }
 
     #[test]

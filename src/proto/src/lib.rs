@@ -104,6 +104,7 @@ mod config;
 mod cookie;
 mod endpoint;
 mod event;
+mod handshake_load;
 mod keys;
 mod keyset;
 mod noise;
@@ -140,6 +141,7 @@ pub mod internals {
     pub use crate::aead::RustCryptoCipher;
     pub use crate::aead::{PacketCipher, PacketKey};
     pub use crate::cookie::{init_mac1, mac1_key, verify_init_mac1, write_init_macs};
+    pub use crate::handshake_load::{Admission, HandshakeLoad, HandshakeRates, SourcePrefix};
     pub use crate::noise::{FinishIntent, Initiator, Responder, SessionKeys};
     pub use crate::ratelimit::TokenBucket;
     /// The Reliable sender and receiver alone, driven by operations read from bytes.

@@ -67,6 +67,10 @@ pub struct Initiator {
     remote: PublicKey,
     mac1_key: [u8; 32],
     packet: [u8; init::LEN],
+    /// What the ephemeral key was drawn from, kept (and wiped on drop) so that the very same
+    /// HandshakeInit can be rebuilt after a failed read left `state` unusable.
+    seed: zeroize::Zeroizing<[u8; 32]>,
+    sender: SessionIndex,
 }
 
 impl Initiator {
@@ -94,7 +98,16 @@ impl Initiator {
             remote: *remote,
             mac1_key,
             packet,
+            seed: zeroize::Zeroizing::new(seed),
+            sender,
         })
+    }
+
+    /// The same handshake from its start: the same ephemeral key, index and HandshakeInit
+    /// bytes. A HandshakeResponse that fails to read (forged, or from a responder with
+    /// another key) must not change what we retransmit (PROTOCOL.md 4.4).
+    pub fn again(&self, local: &Keypair) -> Result<Initiator, HandshakeError> {
+        Initiator::start(local, &self.remote, self.sender, *self.seed)
     }
 
     /// The HandshakeInit to (re)send, with mac2 computed from `cookie` when we hold one.

@@ -56,6 +56,8 @@ pub enum Record {
     Down(PeerId, PublicKey, CloseReason),
     /// A message was delivered.
     Message(PeerId, Mode, Vec<u8>),
+    /// Reliable messages were abandoned when a session ended or was replaced.
+    Abandoned(PeerId, u64),
 }
 
 /// One endpoint on the simulated network, with what it reported.
@@ -358,6 +360,9 @@ impl Network {
                     ..
                 }) => Record::Down(peer, public_key, reason),
                 Some(Event::Message(m)) => Record::Message(m.peer, m.mode, m.payload.to_vec()),
+                Some(Event::ReliableAbandoned { peer, messages, .. }) => {
+                    Record::Abandoned(peer, messages)
+                }
                 None => break,
             };
             self.nodes[node].records.push(record);

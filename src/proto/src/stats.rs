@@ -97,11 +97,15 @@ pub enum CloseReason {
     NotAllowed,
     /// The endpoint is shutting down.
     Shutdown,
+    /// A new session with the same peer replaced this one (the peer restarted, or started
+    /// over after its handshake went unconfirmed). Never sent in a close packet: the peer
+    /// already has the new session.
+    Replaced,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the order of its counters).
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::Local,
         CloseReason::Remote,
         CloseReason::IdleTimeout,
@@ -110,6 +114,7 @@ impl CloseReason {
         CloseReason::KeyExpired,
         CloseReason::NotAllowed,
         CloseReason::Shutdown,
+        CloseReason::Replaced,
     ];
     /// How many reasons there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -125,6 +130,7 @@ impl CloseReason {
             CloseReason::KeyExpired => "key_expired",
             CloseReason::NotAllowed => "not_allowed",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Replaced => "replaced",
         }
     }
 
@@ -171,6 +177,13 @@ pub struct Stats {
     pub handshake_retransmits: u64,
     /// Cookie replies sent to initiators under load.
     pub cookie_replies_sent: u64,
+    /// HandshakeFinishes set aside because both sides opened at once and ours wins.
+    pub simultaneous_opens: u64,
+    /// Responder handshakes from unproven sources given up for a cookie-proven one.
+    pub handshakes_displaced: u64,
+    /// Reliable messages accepted by `send` and never acknowledged when their session ended
+    /// or was replaced (each reported through `Event::ReliableAbandoned`).
+    pub reliable_abandoned: u64,
     /// Sessions that switched to new keys.
     pub rekeys: u64,
     /// Protocol violations counted against peers.
@@ -241,6 +254,9 @@ impl Stats {
             handshakes_completed,
             handshake_retransmits,
             cookie_replies_sent,
+            simultaneous_opens,
+            handshakes_displaced,
+            reliable_abandoned,
             rekeys,
             strike_events,
             reliable_retransmits,
@@ -269,6 +285,9 @@ impl Stats {
         self.handshakes_completed += handshakes_completed;
         self.handshake_retransmits += handshake_retransmits;
         self.cookie_replies_sent += cookie_replies_sent;
+        self.handshakes_displaced += handshakes_displaced;
+        self.simultaneous_opens += simultaneous_opens;
+        self.reliable_abandoned += reliable_abandoned;
         self.rekeys += rekeys;
         self.strike_events += strike_events;
         self.reliable_retransmits += reliable_retransmits;

@@ -197,18 +197,27 @@ fn a_spoofed_handshake_flood_gets_only_cookie_replies_and_a_real_peer_still_conn
 }
 
 #[test]
-fn under_load_without_always_cookie_state_is_bounded_by_the_threshold() {
+fn under_load_handshake_work_is_bounded_by_the_handshake_rate() {
     let mut net = Network::new(7);
     let b = net.add_default();
     let a = net.add_default();
-    let threshold = net.nodes[b].endpoint.config().cookie_threshold as u64;
+    let burst = u64::from(net.nodes[b].endpoint.config().handshake_burst);
+    net.capture = Some(Vec::new());
     for i in 0..2_000 {
         let packet = flood_packet(&mut net, b, 1_000 + i);
         net.inject(b, spoofed(i), &packet);
     }
+    // Every spoofed source is new, yet only the endpoint's burst of unproven handshakes got
+    // Diffie-Hellman work (a HandshakeResponse); every other one was asked for a cookie.
+    let sent = net.capture.take().unwrap();
+    let responses = sent
+        .iter()
+        .filter(|(_, _, bytes)| bytes[1] == PacketType::HandshakeResponse as u8)
+        .count() as u64;
     let stats = net.nodes[b].endpoint.stats();
-    assert_eq!(stats.handshakes_in_flight, threshold);
-    assert!(stats.cookie_replies_sent >= 2_000 - threshold);
+    assert_eq!(responses, burst);
+    assert_eq!(stats.handshakes_in_flight, burst);
+    assert_eq!(stats.cookie_replies_sent, 2_000 - burst);
     net.connect(a, b);
     net.run_until(20_000, |n| up(n, a, b));
 }
@@ -255,7 +264,11 @@ fn in_flight_handshakes_from_one_ip_are_capped() {
     }
     let stats = net.nodes[b].endpoint.stats();
     assert_eq!(stats.handshakes_in_flight, per_ip);
-    assert_eq!(stats.dropped(DropReason::HandshakeBudget), 3);
+    // Past its in-flight budget a source is asked to prove its address, not refused: spoofed
+    // inits from a peer's IP must not lock the peer out.
+    assert_eq!(stats.dropped(DropReason::HandshakeBudget), 0);
+    assert_eq!(stats.dropped(DropReason::BadCookie), 3);
+    assert_eq!(stats.cookie_replies_sent, 3);
     // They expire, and the budget frees up.
     net.run_for(Duration::from_secs(11), 10_000);
     assert_eq!(net.nodes[b].endpoint.stats().handshakes_in_flight, 0);
@@ -388,17 +401,13 @@ fn a_forged_handshake_finish_costs_a_restart_not_the_session() {
     );
     net.run_until(50_000, |n| up(n, a, b));
     net.run_for(Duration::from_secs(15), 100_000);
-    assert!(
-        net.nodes[a].downs().is_empty(),
-        "{:?}",
-        net.nodes[a].downs()
-    );
+    // b never had the session, so it saw one come up. a cannot tell whether b had it (and
+    // delivered what a sent under it): its restart replaced the unconfirmed session, which it
+    // reports, so no Reliable message can be delivered twice.
     assert!(net.nodes[b].downs().is_empty());
-    assert_eq!(
-        net.nodes[a].ups(),
-        1,
-        "the application saw one session come up"
-    );
+    assert_eq!(net.nodes[b].ups(), 1);
+    assert_eq!(net.nodes[a].downs(), vec![CloseReason::Replaced]);
+    assert_eq!(net.nodes[a].ups(), 2);
     let pa = net.peer_of(a, b).unwrap();
     net.send(a, pa, intentra_proto::Mode::Realtime, b"works")
         .unwrap();

@@ -212,6 +212,7 @@ impl Endpoint {
         let public_key = peer.public_key;
         let peer_reason = peer.peer_reason;
         self.stats.record_close(reason);
+        self.abandon_reliable(id);
         self.events.push_back(QueuedEvent::Down {
             peer: id,
             public_key,

@@ -1,15 +1,17 @@
 //! Handshake packets, as initiator (HandshakeInit out, HandshakeResponse in, HandshakeFinish out)
 //! and as responder (mac1, cookie under load, budgets, then Noise), plus cookie replies.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::control::PendingTx;
-use super::peers::SlotTarget;
+use super::peers::{peer_in, SlotTarget};
 use super::timers::Timer;
 use super::{Endpoint, QueuedEvent};
 use crate::cookie::{self, CookieReplyKey, COOKIE_SECRET_LIFETIME};
 use crate::event::PeerId;
+use crate::handshake_load::{Admission, SourcePrefix};
+use crate::keys::PublicKey;
 use crate::keyset::{KeySet, SessionSecrets};
 use crate::noise::{FinishIntent, Initiator, Responder};
 use crate::stats::DropReason;
@@ -29,6 +31,8 @@ pub(super) struct PendingResponder {
     pub(super) ephemeral: [u8; 32],
     pub(super) local_index: SessionIndex,
     pub(super) created: Timestamp,
+    /// Its init carried a valid cookie: the source address is real.
+    pub(super) proven: bool,
 }
 
 /// Where an initiator handshake stands.
@@ -81,61 +85,52 @@ impl Endpoint {
         }
         let mut ephemeral = [0u8; 32];
         ephemeral.copy_from_slice(&datagram[init::NOISE..init::PADDING]);
-        // A retransmitted HandshakeInit gets the answer we already computed. The same source
-        // and index with another ephemeral key is a new attempt (the initiator restarted after
-        // a failure): it replaces the stale one instead of being answered with a stale reply.
-        if let Some(position) = self.responders.iter().position(|r| {
+        // A retransmitted HandshakeInit (same source, index and ephemeral) gets the answer we
+        // already computed, at no Diffie-Hellman cost. The same source and index with another
+        // ephemeral is a new attempt: it must pass every check below like any new init, and
+        // only then replaces the stale one.
+        let replacing = self.responders.iter().position(|r| {
             r.as_ref()
                 .is_some_and(|r| r.src == src && r.initiator_index == sender)
-        }) {
-            let Some(pending) = &self.responders[position] else {
-                return Ok(());
-            };
-            let local_index = pending.local_index;
-            if pending.ephemeral == ephemeral {
-                self.queue(PendingTx::Response {
-                    responder: position,
-                    local_index,
-                });
-                return Ok(());
-            }
-            self.responders[position] = None;
-            self.free_index(local_index);
-        }
-        let in_flight = self.responders.iter().flatten().count();
-        if self.config.always_cookie || in_flight >= self.config.cookie_threshold {
-            if self.cookies.needs_rotation(now) {
-                let fresh = self.draw_seed();
-                self.cookies.rotate(fresh, now);
-            }
-            if !self
-                .cookies
-                .verify_mac2(src, &datagram[..init::MAC2], &datagram[init::MAC2..])
-            {
-                // Under load, a source earns state only by proving it can receive at its address.
-                let mut mac1 = [0u8; MAC_LEN];
-                mac1.copy_from_slice(&datagram[init::MAC1..init::MAC2]);
-                self.queue(PendingTx::CookieReply {
-                    dst: src,
-                    receiver: sender,
-                    mac1,
-                });
-                return Err(DropReason::BadCookie);
+        });
+        if let Some(at) = replacing {
+            if let Some(pending) = self.responders[at].as_ref() {
+                if pending.ephemeral == ephemeral {
+                    let local_index = pending.local_index;
+                    self.queue(PendingTx::Response {
+                        responder: at,
+                        local_index,
+                    });
+                    return Ok(());
+                }
             }
         }
-        let from_ip = self
-            .responders
-            .iter()
-            .flatten()
-            .filter(|r| same_ip(r.src.ip(), src.ip()))
-            .count();
-        if in_flight >= self.config.handshakes_in_flight || from_ip >= self.config.handshakes_per_ip
-        {
-            return Err(DropReason::HandshakeBudget);
-        }
-        let Some(position) = self.responders.iter().position(Option::is_none) else {
-            return Err(DropReason::HandshakeBudget);
+        // A valid mac2 proves the sender receives at `src`; only then may it displace
+        // handshakes from sources that proved nothing.
+        let proven = self.carries_valid_cookie(now, src, datagram);
+        let admission = if self.config.always_cookie && !proven {
+            Admission::DemandCookie
+        } else {
+            self.handshake_load.admit(now, src.ip(), proven)
         };
+        match admission {
+            Admission::Admit => {}
+            Admission::DemandCookie => return Err(self.demand_cookie(src, sender, datagram)),
+            Admission::Refuse => return Err(DropReason::HandshakeBudget),
+        }
+        let position = match replacing {
+            Some(position) => position,
+            None => match self.free_responder(src, proven) {
+                Ok(position) => position,
+                // Over its in-flight budget without proof: ask for proof, do not refuse, so
+                // that spoofed inits from a peer's address cannot lock the peer out.
+                Err(()) if !proven => return Err(self.demand_cookie(src, sender, datagram)),
+                Err(()) => return Err(DropReason::HandshakeBudget),
+            },
+        };
+        if let Some(stale) = self.responders[position].take() {
+            self.free_index(stale.local_index);
+        }
         let Some(local_index) = self.alloc_index(SlotTarget::Responder(position)) else {
             return Err(DropReason::HandshakeBudget);
         };
@@ -149,6 +144,7 @@ impl Endpoint {
                     ephemeral,
                     local_index,
                     created: now,
+                    proven,
                 });
                 self.queue(PendingTx::Response {
                     responder: position,
@@ -162,6 +158,72 @@ impl Endpoint {
                 Err(DropReason::HandshakeFailed)
             }
         }
+    }
+
+    /// Whether the init carries a mac2 made with a current cookie for `src`. An all-zero
+    /// mac2 (no cookie) is not checked.
+    fn carries_valid_cookie(&mut self, now: Timestamp, src: SocketAddr, datagram: &[u8]) -> bool {
+        if datagram[init::MAC2..].iter().all(|&b| b == 0) {
+            return false;
+        }
+        if self.cookies.needs_rotation(now) {
+            let fresh = self.draw_seed();
+            self.cookies.rotate(fresh, now);
+        }
+        self.cookies
+            .verify_mac2(src, &datagram[..init::MAC2], &datagram[init::MAC2..])
+    }
+
+    /// Queues a CookieReply for an init that must prove its source first; the drop reason.
+    fn demand_cookie(
+        &mut self,
+        src: SocketAddr,
+        sender: SessionIndex,
+        datagram: &[u8],
+    ) -> DropReason {
+        let mut mac1 = [0u8; MAC_LEN];
+        mac1.copy_from_slice(&datagram[init::MAC1..init::MAC2]);
+        self.queue(PendingTx::CookieReply {
+            dst: src,
+            receiver: sender,
+            mac1,
+        });
+        DropReason::BadCookie
+    }
+
+    /// A responder position for a new handshake from `src` within the in-flight budgets
+    /// (in total, and per source prefix). When a budget is spent, a proven init takes the
+    /// place of the oldest unproven one that holds it (from its own prefix when that budget is
+    /// the one spent); an unproven init, or a proven one with nothing unproven to displace,
+    /// gets `Err`.
+    fn free_responder(&mut self, src: SocketAddr, proven: bool) -> Result<usize, ()> {
+        let prefix = SourcePrefix::of(src.ip());
+        let same_prefix = |r: &PendingResponder| SourcePrefix::of(r.src.ip()) == prefix;
+        let in_flight = self.responders.iter().flatten().count();
+        let from_prefix = self
+            .responders
+            .iter()
+            .flatten()
+            .filter(|r| same_prefix(r))
+            .count();
+        let prefix_full = from_prefix >= self.config.handshakes_per_ip;
+        if in_flight < self.config.handshakes_in_flight && !prefix_full {
+            return self.responders.iter().position(Option::is_none).ok_or(());
+        }
+        if !proven {
+            return Err(());
+        }
+        let victim = self
+            .responders
+            .iter()
+            .enumerate()
+            .filter_map(|(at, r)| r.as_ref().map(|r| (at, r)))
+            .filter(|(_, r)| !r.proven && (!prefix_full || same_prefix(r)))
+            .min_by_key(|(_, r)| r.created)
+            .map(|(at, _)| at)
+            .ok_or(())?;
+        self.stats.handshakes_displaced += 1;
+        Ok(victim)
     }
 
     pub(super) fn on_response(
@@ -192,9 +254,20 @@ impl Endpoint {
             }
             _ => return Err(DropReason::UnknownSession),
         };
-        let seed = self.draw_seed();
         let retry = self.config.handshake_retry;
-        let keypair = self.config.keypair.clone();
+        // A failed read leaves snow's state unusable, so the same handshake (same ephemeral
+        // key, same HandshakeInit) is rebuilt first: what we retransmit does not change.
+        let again = match self
+            .peer(id)
+            .and_then(|p| p.handshake.as_ref())
+            .map(|h| &h.phase)
+        {
+            Some(Phase::AwaitResponse(initiator)) => initiator
+                .again(&self.config.keypair)
+                .map_err(|_| DropReason::HandshakeFailed)?,
+            Some(Phase::AwaitConfirm { .. }) => return Err(DropReason::Replay),
+            None => return Err(DropReason::UnknownSession),
+        };
         let Some(peer) = self.peer_mut(id) else {
             return Err(DropReason::UnknownSession);
         };
@@ -209,15 +282,7 @@ impl Endpoint {
         } else {
             FinishIntent::NewSession
         };
-        // A failed read leaves snow's state unusable, so the initiator is rebuilt with a
-        // fresh ephemeral key under the same index and the retransmission timer goes on.
-        let fresh = Initiator::start(&keypair, &peer.public_key, receiver, seed);
-        let phase = match fresh {
-            Ok(fresh) => {
-                std::mem::replace(&mut handshake.phase, Phase::AwaitResponse(Box::new(fresh)))
-            }
-            Err(_) => return Err(DropReason::HandshakeFailed),
-        };
+        let phase = std::mem::replace(&mut handshake.phase, Phase::AwaitResponse(Box::new(again)));
         let Phase::AwaitResponse(initiator) = phase else {
             handshake.phase = phase;
             return Err(DropReason::Replay);
@@ -238,8 +303,14 @@ impl Endpoint {
         let peer_key = peer.public_key;
         peer.addr = src;
         let mut came_up = None;
+        // A first-session handshake for a peer that already had a session (ours went
+        // unconfirmed, or it restarted): the new session replaces the old one, streams and all.
+        let mut replacement = None;
         let retired = if rekey {
             peer.next.replace(keyset).map(|k| k.local_index)
+        } else if peer.established {
+            replacement = Some(keyset);
+            None
         } else {
             let retired = peer
                 .current
@@ -255,11 +326,12 @@ impl Endpoint {
             peer.last_sent = now;
             retired
         };
-        if let Some(slot) = self.slot_mut(receiver) {
-            slot.target = SlotTarget::Keys(id);
-        }
+        self.indexes.retarget(receiver, SlotTarget::Keys(id));
         if let Some(index) = retired {
             self.free_index(index);
+        }
+        if let Some(keyset) = replacement {
+            self.replace_session(now, id, keyset, src, true);
         }
         if let Some((public_key, addr)) = came_up {
             self.events.push_back(QueuedEvent::Up {
@@ -359,9 +431,19 @@ impl Endpoint {
                 id
             }
             (Some(id), FinishIntent::NewSession) => {
-                // The peer started over (it restarted, or lost our session): so do we, and
-                // say so, since its Reliable streams start from zero again.
-                self.reset_peer(now, id, keyset, src);
+                match self.simultaneous_open(id, &public_key) {
+                    // Both sides opened at once and ours wins: the peer adopts our session
+                    // when our HandshakeFinish reaches it, so this one is set aside.
+                    Some(true) => {
+                        self.free_index(receiver);
+                        self.stats.simultaneous_opens += 1;
+                        return Ok(());
+                    }
+                    Some(false) => self.adopt_session(now, id, keyset, src),
+                    // The peer started over (it restarted, or lost our session): so do we,
+                    // and say so, since Reliable streams start from zero again.
+                    None => self.replace_session(now, id, keyset, src, false),
+                }
                 id
             }
             (None, FinishIntent::NewSession) => {
@@ -386,14 +468,22 @@ impl Endpoint {
                 return Err(DropReason::HandshakeFailed);
             }
         };
-        if let Some(slot) = self.slot_mut(receiver) {
-            slot.target = SlotTarget::Keys(id);
-        }
+        self.indexes.retarget(receiver, SlotTarget::Keys(id));
         self.export_keys(|| exported);
         self.record_handshake(now.saturating_since(pending.created));
         self.queue_keepalive(id);
         self.arm(id, Timer::Keepalive, now + self.config.keepalive_interval);
         Ok(())
+    }
+
+    /// Whether a first-session HandshakeFinish from the peer `id` (whose key is `theirs`)
+    /// meets a handshake of ours to it that is still unconfirmed: a simultaneous open. Then
+    /// `Some(true)` when ours wins, which is when our static public key is the smaller as
+    /// bytes (PROTOCOL.md 11.4); `None` when it is no simultaneous open.
+    fn simultaneous_open(&self, id: PeerId, theirs: &PublicKey) -> Option<bool> {
+        let peer = self.peer(id)?;
+        let confirmed = peer.current.as_ref().is_some_and(|k| k.received_any);
+        (peer.handshake.is_some() && !confirmed).then(|| self.config.keypair.public.0 < theirs.0)
     }
 
     pub(super) fn on_cookie_reply(
@@ -430,12 +520,10 @@ impl Endpoint {
         };
         let seed = self.draw_seed();
         let retry = self.config.handshake_retry;
-        let keypair = self.config.keypair.clone();
-        let Some(peer) = self.peer_mut(id) else {
-            self.free_index(local_index);
-            return false;
-        };
-        let Ok(initiator) = Initiator::start(&keypair, &peer.public_key, local_index, seed) else {
+        let started = self.peer(id).map(|peer| {
+            Initiator::start(&self.config.keypair, &peer.public_key, local_index, seed)
+        });
+        let (Some(Ok(initiator)), Some(peer)) = (started, peer_in(&mut self.peers, id)) else {
             self.free_index(local_index);
             return false;
         };
@@ -473,8 +561,4 @@ impl Endpoint {
         self.stats.handshake_retransmits += 1;
         self.start_handshake(now, id);
     }
-}
-
-pub(super) fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
 }

@@ -21,6 +21,7 @@
 
 mod control;
 mod handshake;
+mod indexes;
 mod peers;
 mod timers;
 mod transport;
@@ -33,11 +34,13 @@ use rand_core::CryptoRngCore;
 
 use self::control::PendingTx;
 use self::handshake::PendingResponder;
-use self::peers::{PeerEntry, Slot, SlotTarget, MAX_SLOTS};
+use self::indexes::IndexTable;
+use self::peers::PeerEntry;
 use self::timers::WakeHeap;
 use super::config::EndpointConfig;
 use super::cookie::{self, CookieReplyKey, CookieSecrets};
 use super::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo};
+use super::handshake_load::{HandshakeLoad, HandshakeRates};
 use super::keys::PublicKey;
 use super::keyset::SessionSecrets;
 use super::stats::{CloseReason, DropReason, Stats};
@@ -57,6 +60,11 @@ enum QueuedEvent {
         reason: CloseReason,
         peer_reason: Option<CloseReason>,
     },
+    Abandoned {
+        peer: PeerId,
+        messages: u64,
+        bytes: u64,
+    },
 }
 
 /// The sans-IO protocol endpoint. See the module docs for the drive loop.
@@ -66,8 +74,9 @@ pub struct Endpoint {
     mac1_key: [u8; 32],
     cookie_reply_key: CookieReplyKey,
     cookies: CookieSecrets,
-    slots: Vec<Slot>,
-    free_slots: Vec<u16>,
+    /// Handshake work by rate, per source and in total, checked before any Diffie-Hellman.
+    handshake_load: HandshakeLoad,
+    indexes: IndexTable,
     peers: Vec<PeerEntry>,
     free_peers: Vec<u32>,
     by_key: HashMap<PublicKey, PeerId>,
@@ -121,25 +130,29 @@ impl Endpoint {
     ) -> Endpoint {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
+        // Three key sets and a rekey per peer, plus the responder handshakes in flight.
         let slot_count = (config.max_peers.saturating_mul(3))
             .saturating_add(config.handshakes_in_flight)
-            .saturating_add(16)
-            .min(MAX_SLOTS);
-        let slots = vec![
-            Slot {
-                index: 0,
-                target: SlotTarget::Free
-            };
-            slot_count
-        ];
-        let free_slots = (0..slot_count as u16).rev().collect();
+            .saturating_add(16);
+        let indexes = IndexTable::new(slot_count, &mut *rng);
+        let handshake_load = HandshakeLoad::new(
+            HandshakeRates {
+                total_rate: config.handshake_rate,
+                total_burst: config.handshake_burst,
+                per_source_rate: config.handshake_rate_per_source,
+                per_source_burst: config.handshake_burst_per_source,
+            },
+            config.handshake_sources,
+            [rng.next_u64(), rng.next_u64()],
+            now,
+        );
         let own_key = config.keypair.public;
         Endpoint {
             mac1_key: cookie::mac1_key(&own_key),
             cookie_reply_key: CookieReplyKey::new(&own_key),
             cookies: CookieSecrets::new(secret, now),
-            slots,
-            free_slots,
+            handshake_load,
+            indexes,
             peers: Vec::new(),
             free_peers: Vec::new(),
             by_key: HashMap::new(),
@@ -332,6 +345,15 @@ impl Endpoint {
                     public_key,
                     reason,
                     peer_reason,
+                },
+                QueuedEvent::Abandoned {
+                    peer,
+                    messages,
+                    bytes,
+                } => Event::ReliableAbandoned {
+                    peer,
+                    messages,
+                    bytes,
                 },
             });
         }

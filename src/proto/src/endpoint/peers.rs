@@ -1,5 +1,5 @@
-//! The peer table (a slab with generations, so stale handles are refused) and the session-index
-//! table that routes every packet by its receiver index to a handshake or key set.
+//! The peer table: a slab with generations, so stale handles are refused. Session indexes
+//! route to it through `indexes`.
 
 use std::net::SocketAddr;
 
@@ -16,9 +16,6 @@ use crate::strikes::Strikes;
 use crate::time::Timestamp;
 use crate::wire::{SessionIndex, COOKIE_LEN};
 
-/// Session indexes are `generation << 16 | slot`, so at most this many slots.
-pub(super) const MAX_SLOTS: usize = u16::MAX as usize;
-
 /// What a session index routes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotTarget {
@@ -29,13 +26,6 @@ pub(super) enum SlotTarget {
     Responder(usize),
     /// One of the peer's key sets.
     Keys(PeerId),
-}
-
-/// One entry of the session-index table: the full index it was issued as, and its target.
-#[derive(Clone, Copy)]
-pub(super) struct Slot {
-    pub(super) index: u32,
-    pub(super) target: SlotTarget,
 }
 
 /// Which of a peer's key sets a packet opened under.
@@ -202,26 +192,41 @@ impl Endpoint {
         Some(id)
     }
 
-    /// Replaces a peer's session after it started a new one: fresh streams, fresh strikes.
-    pub(super) fn reset_peer(
+    /// Installs `keyset` as a new session in place of one the peer had (it restarted, or
+    /// one side started over after its handshake went unconfirmed). The old session ends as
+    /// `Replaced`: both directions of Reliable delivery start again from sequence 0 on both
+    /// sides (the peer does the same), what was unacknowledged is reported abandoned, and the
+    /// application sees `PeerDown` then `PeerUp`.
+    pub(super) fn replace_session(
         &mut self,
         now: Timestamp,
         id: PeerId,
         keyset: KeySet,
         src: SocketAddr,
+        we_initiated: bool,
     ) {
         let reliable = self.config.reliable;
+        let Some(peer) = self.peer(id) else {
+            return;
+        };
+        let was_established = peer.established;
+        let public_key = peer.public_key;
+        if was_established {
+            self.abandon_reliable(id);
+        }
+        let keep = keyset.local_index;
         let Some(peer) = self.peer_mut(id) else {
             return;
         };
-        let old: Vec<SessionIndex> = peer.session_indexes().collect();
-        let public_key = peer.public_key;
+        let old: Vec<SessionIndex> = peer.session_indexes().filter(|&i| i != keep).collect();
         peer.current = Some(keyset);
         peer.previous = None;
         peer.next = None;
-        peer.handshake = None;
+        if !we_initiated {
+            peer.handshake = None;
+        }
         peer.established = true;
-        peer.we_initiated = false;
+        peer.we_initiated = we_initiated;
         peer.addr = src;
         peer.sender = ReliableSender::new(reliable);
         peer.receiver = ReliableReceiver::new(reliable);
@@ -232,17 +237,75 @@ impl Endpoint {
         for index in old {
             self.free_index(index);
         }
-        self.stats.record_close(CloseReason::Remote);
-        self.events.push_back(QueuedEvent::Down {
-            peer: id,
-            public_key,
-            reason: CloseReason::Remote,
-            peer_reason: None,
-        });
+        if was_established {
+            self.stats.record_close(CloseReason::Replaced);
+            self.events.push_back(QueuedEvent::Down {
+                peer: id,
+                public_key,
+                reason: CloseReason::Replaced,
+                peer_reason: None,
+            });
+        }
         self.events.push_back(QueuedEvent::Up {
             peer: id,
             public_key,
             addr: src,
+        });
+    }
+
+    /// Simultaneous open, the side that lost: the peer's handshake completed while ours was
+    /// still unconfirmed, so ours is dropped and the peer's keys become the session. Nothing
+    /// was ever delivered under our keys (the peer refused them), so Reliable streams go on
+    /// as they are, and `PeerUp` is reported only if it was not already.
+    pub(super) fn adopt_session(
+        &mut self,
+        now: Timestamp,
+        id: PeerId,
+        keyset: KeySet,
+        src: SocketAddr,
+    ) {
+        let keep = keyset.local_index;
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
+        let old: Vec<SessionIndex> = peer.session_indexes().filter(|&i| i != keep).collect();
+        let came_up = !peer.established;
+        peer.current = Some(keyset);
+        peer.previous = None;
+        peer.next = None;
+        peer.handshake = None;
+        peer.established = true;
+        peer.we_initiated = false;
+        peer.addr = src;
+        peer.last_received = now;
+        let public_key = peer.public_key;
+        for index in old {
+            self.free_index(index);
+        }
+        if came_up {
+            self.events.push_back(QueuedEvent::Up {
+                peer: id,
+                public_key,
+                addr: src,
+            });
+        }
+    }
+
+    /// Reports (and counts) the Reliable messages of `id` that were never acknowledged, as
+    /// its session ends or is replaced.
+    pub(super) fn abandon_reliable(&mut self, id: PeerId) {
+        let Some(peer) = self.peer(id) else {
+            return;
+        };
+        let (messages, bytes) = peer.sender.unacknowledged();
+        if messages == 0 {
+            return;
+        }
+        self.stats.reliable_abandoned += messages;
+        self.events.push_back(QueuedEvent::Abandoned {
+            peer: id,
+            messages,
+            bytes: bytes as u64,
         });
     }
 
@@ -268,42 +331,15 @@ impl Endpoint {
     }
 
     pub(super) fn lookup(&self, index: SessionIndex) -> Option<SlotTarget> {
-        let slot = self.slots.get((index.get() & 0xffff) as usize)?;
-        (slot.index == index.get()).then_some(slot.target)
-    }
-
-    pub(super) fn slot_mut(&mut self, index: SessionIndex) -> Option<&mut Slot> {
-        self.slots
-            .get_mut((index.get() & 0xffff) as usize)
-            .filter(|s| s.index == index.get())
+        self.indexes.get(index)
     }
 
     pub(super) fn alloc_index(&mut self, target: SlotTarget) -> Option<SessionIndex> {
-        let slot = self.free_slots.pop()?;
-        // The upper half is random so that an index is not guessable from the last one.
-        let generation = loop {
-            let candidate = (self.rng.next_u32() >> 16) as u16;
-            if candidate != 0 {
-                break candidate;
-            }
-        };
-        let raw = (u32::from(generation) << 16) | u32::from(slot);
-        let index = SessionIndex::new(raw)?;
-        self.slots[usize::from(slot)] = Slot { index: raw, target };
-        Some(index)
+        self.indexes.insert(target, &mut *self.rng)
     }
 
     pub(super) fn free_index(&mut self, index: SessionIndex) {
-        let slot = (index.get() & 0xffff) as usize;
-        if let Some(entry) = self.slots.get_mut(slot) {
-            if entry.index == index.get() && entry.target != SlotTarget::Free {
-                *entry = Slot {
-                    index: 0,
-                    target: SlotTarget::Free,
-                };
-                self.free_slots.push(slot as u16);
-            }
-        }
+        self.indexes.remove(index);
     }
 }
 

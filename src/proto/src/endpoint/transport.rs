@@ -10,7 +10,6 @@ use super::Endpoint;
 use crate::event::{Message, Mode, PeerId, SendError, Transmit};
 use crate::keyset::{self, OpenError, SealError, REKEY_AFTER_MESSAGES};
 use crate::reliable::{PushError, Pushed, Receive};
-use crate::replay_window::ReplayError;
 use crate::stats::{CloseReason, DropReason};
 use crate::strikes::StrikeOutcome;
 use crate::time::Timestamp;
@@ -118,46 +117,54 @@ impl Endpoint {
         let Some(peer) = peer_in(&mut self.peers, id).filter(|p| p.closing.is_none()) else {
             return Err(DropReason::UnknownSession);
         };
+        // Replays are refused first, by the window alone: they cost no token, so replaying
+        // captured packets cannot drain the bucket the genuine ones need.
+        let precheck = peer
+            .keys_for(receiver)
+            .map(|(keys, _)| keys.precheck(counter));
+        match precheck {
+            None => return Err(DropReason::UnknownSession),
+            Some(Err(_)) => {
+                peer.drops += 1;
+                return Err(DropReason::Replay);
+            }
+            Some(Ok(())) => {}
+        }
         // The token bucket comes before any cryptography: a flood costs us one integer check.
         if !peer.bucket.try_take(now) {
             peer.drops += 1;
             return Err(DropReason::RateLimit);
         }
-        let from_peer = src == peer.addr;
         let Some((keys, role)) = peer.keys_for(receiver) else {
             return Err(DropReason::UnknownSession);
         };
-        let opened = keys.open(counter, datagram);
-        let plaintext_len = match opened {
-            Ok(len) => {
+        let opened = match keys.open(counter, datagram) {
+            Ok(opened) => {
                 self.stats.aead_opens += 1;
-                len
+                opened
             }
             Err(failure) => {
-                let (reason, violation) = match failure {
-                    // Networks duplicate packets: an exact duplicate inside the window is
-                    // dropped and counted, but only a packet older than the window (which no
-                    // network produces, but a replaying attacker does) is a violation.
-                    OpenError::Replay(ReplayError::Duplicate) => (DropReason::Replay, false),
-                    OpenError::Replay(ReplayError::TooOld) => (DropReason::Replay, true),
+                // Unauthenticated, whatever its source: counted and dropped, and nothing
+                // more. It is no strike, no step towards closing the session and no reason
+                // to move it, or junk and replays carrying a real index could end sessions.
+                let reason = match failure {
+                    OpenError::Replay(_) | OpenError::CounterLimit => DropReason::Replay,
                     OpenError::Crypto => {
                         self.stats.aead_opens += 1;
-                        (DropReason::Crypto, true)
+                        DropReason::Crypto
                     }
                 };
                 peer.drops += 1;
-                // Strikes only from the session's authenticated address, so that a spoofer
-                // elsewhere cannot close an honest session by sending garbage at its index.
-                if from_peer && violation {
-                    self.strike(now, id);
-                }
                 return Err(reason);
             }
         };
+        let plaintext_len = opened.len;
         peer.last_received = now;
         peer.packets_received += 1;
-        if !from_peer {
-            // Roaming: the endpoint moves only after a packet from the new address authenticated.
+        // Roaming: only a packet that authenticated and is newer than every packet before it
+        // under the session's live keys moves the session. A replay, or a genuine packet an
+        // observer relays late from its own address, cannot.
+        if src != peer.addr && opened.newest && role != KeyRole::Previous {
             peer.addr = src;
         }
         let mut retired = None;

@@ -389,6 +389,12 @@ impl ReliableSender {
         self.rtt.srtt()
     }
 
+    /// Messages and payload bytes accepted by `push` and not yet acknowledged in order
+    /// (selectively acknowledged ones included: the receiver has not delivered them).
+    pub fn unacknowledged(&self) -> (u64, usize) {
+        (self.next_seq - self.base, self.queued)
+    }
+
     /// The sequence number the next `push` will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
