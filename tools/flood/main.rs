@@ -483,7 +483,7 @@ fn ratio(received: u64, sent: u64) -> f64 {
 }
 
 /// Server series reported besides the drops; everything else in the scrape is left out.
-const SERVER_SERIES: [&str; 8] = [
+const SERVER_SERIES: [&str; 10] = [
     "intentra_connection_closes_total",
     "intentra_rekeys_total",
     "intentra_handshakes_completed_total",
@@ -492,6 +492,8 @@ const SERVER_SERIES: [&str; 8] = [
     "intentra_strike_events_total",
     "intentra_replay_rejections_total",
     "intentra_packets_received_total",
+    "intentra_handshakes_displaced_total",
+    "intentra_reliable_abandoned_total",
 ];
 
 fn series_name(series: &str) -> &str {
