@@ -119,19 +119,25 @@ impl Endpoint {
         };
         // Replays are refused first, by the window alone: they cost no token, so replaying
         // captured packets cannot drain the bucket the genuine ones need.
-        let precheck = peer
-            .keys_for(receiver)
-            .map(|(keys, _)| keys.precheck(counter));
-        match precheck {
+        let stray = match peer.keys_for(receiver) {
             None => return Err(DropReason::UnknownSession),
-            Some(Err(_)) => {
-                peer.drops += 1;
-                return Err(DropReason::Replay);
-            }
-            Some(Ok(())) => {}
-        }
-        // The token bucket comes before any cryptography: a flood costs us one integer check.
-        if !peer.bucket.try_take(now) {
+            Some((keys, _)) => match keys.precheck(counter) {
+                Ok(()) => keys.is_stray(counter),
+                Err(_) => {
+                    peer.drops += 1;
+                    return Err(DropReason::Replay);
+                }
+            },
+        };
+        // A token bucket comes before any cryptography: a flood costs us one integer check.
+        // A counter far ahead of anything accepted draws on a small budget of its own, so
+        // junk with made-up counters at a real index cannot starve the genuine packets.
+        let bucket = if stray {
+            &mut peer.stray
+        } else {
+            &mut peer.bucket
+        };
+        if !bucket.try_take(now) {
             peer.drops += 1;
             return Err(DropReason::RateLimit);
         }
