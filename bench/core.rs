@@ -215,13 +215,15 @@ fn handshake(c: &mut Criterion) {
                     Initiator::start(&initiator_keys, &responder_keys.public, i_index, seed_i)
                         .expect("start");
                 let init = *initiator.init_packet(None);
-                let responder = Responder::accept(&responder_keys, &init, i_index, r_index, seed_r)
-                    .expect("accept");
+                let window = intentra_proto::DEFAULT_QUEUE_BYTES;
+                let responder =
+                    Responder::accept(&responder_keys, &init, i_index, r_index, seed_r, window)
+                        .expect("accept");
                 let response = *responder.response_packet();
-                let (finish, _keys) = initiator
-                    .finish(&response, r_index, FinishIntent::NewSession)
+                let (finish, _keys, _) = initiator
+                    .finish(&response, r_index, FinishIntent::NewSession, window)
                     .expect("finish");
-                let (remote, _, _) = responder.finish(&finish).expect("responder finish");
+                let (remote, _, _, _) = responder.finish(&finish).expect("responder finish");
                 assert_eq!(remote, initiator_keys.public);
             },
             BatchSize::SmallInput,

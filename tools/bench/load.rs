@@ -20,7 +20,7 @@ use intentra::proto::wire::{self, Header, MAX_DATAGRAM_LEN};
 use intentra::proto::Endpoint;
 use intentra::proto::EndpointConfig;
 use intentra::proto::Timestamp;
-use intentra::proto::{Event, Mode, PeerId, SendError};
+use intentra::proto::{Event, Mode, PeerId, SendError, Sent};
 use intentra::proto::{Keypair, PublicKey};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -564,7 +564,10 @@ impl Generator<'_> {
                     return;
                 };
                 match peer.send(Timestamp::from_nanos(stamp), id, mode, payload, slot) {
-                    Ok(t) if t.len == self.segment => {}
+                    Ok(Sent::Now(t)) if t.len == self.segment => {}
+                    // Accepted beyond the receiver's window: the peer's endpoint sends it
+                    // from `poll_transmit` once ACKs open the window.
+                    Ok(Sent::Queued) => return,
                     Ok(_) => {
                         self.result.send_errors += 1;
                         return;

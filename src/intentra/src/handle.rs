@@ -420,8 +420,6 @@ impl SendFailures {
             SendError::KeysExhausted => self.keys_exhausted += 1,
             // Larger than this peer's configured bound: it can never fit, like TooLarge.
             SendError::ExceedsQueueBound => self.too_large += 1,
-            // Stored beyond the peer's window and sent once ACKs open it: not a failure.
-            SendError::Queued => {}
             _ => self.other += 1,
         }
     }

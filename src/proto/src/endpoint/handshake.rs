@@ -140,7 +140,15 @@ impl Endpoint {
             return Err(DropReason::HandshakeBudget);
         };
         let seed = self.draw_seed();
-        match Responder::accept(&self.config.keypair, datagram, sender, local_index, seed) {
+        let window = self.config.reliable.queue_bound();
+        match Responder::accept(
+            &self.config.keypair,
+            datagram,
+            sender,
+            local_index,
+            seed,
+            window,
+        ) {
             Ok(responder) => {
                 self.responders[position] = Some(PendingResponder {
                     responder: Box::new(responder),
@@ -195,6 +203,7 @@ impl Endpoint {
         let seed = self.draw_seed();
         let retry = self.config.handshake_retry;
         let keypair = self.config.keypair.clone();
+        let window = self.config.reliable.queue_bound();
         let Some(peer) = self.peer_mut(id) else {
             return Err(DropReason::UnknownSession);
         };
@@ -222,10 +231,11 @@ impl Endpoint {
             handshake.phase = phase;
             return Err(DropReason::Replay);
         };
-        let (finish_packet, keys) = match initiator.finish(datagram, sender, intent) {
-            Ok(done) => done,
-            Err(_) => return Err(DropReason::HandshakeFailed),
-        };
+        let (finish_packet, keys, peer_window) =
+            match initiator.finish(datagram, sender, intent, window) {
+                Ok(done) => done,
+                Err(_) => return Err(DropReason::HandshakeFailed),
+            };
         handshake.phase = Phase::AwaitConfirm {
             finish: finish_packet,
         };
@@ -237,6 +247,7 @@ impl Endpoint {
         let keyset = KeySet::new(&keys, receiver, sender, now);
         let peer_key = peer.public_key;
         peer.addr = src;
+        peer.sender.set_peer_window(peer_window);
         let mut came_up = None;
         let retired = if rekey {
             peer.next.replace(keyset).map(|k| k.local_index)
@@ -313,7 +324,7 @@ impl Endpoint {
             return Err(DropReason::UnknownSession);
         };
         let finished = pending.responder.finish(datagram);
-        let (public_key, keys, intent) = match finished {
+        let (public_key, keys, intent, peer_window) = match finished {
             Ok(done) => done,
             Err(_) => {
                 self.free_index(receiver);
@@ -386,6 +397,9 @@ impl Endpoint {
                 return Err(DropReason::HandshakeFailed);
             }
         };
+        if let Some(peer) = self.peer_mut(id) {
+            peer.sender.set_peer_window(peer_window);
+        }
         if let Some(slot) = self.slot_mut(receiver) {
             slot.target = SlotTarget::Keys(id);
         }

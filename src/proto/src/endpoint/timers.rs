@@ -1,5 +1,5 @@
 //! Timers: handshake retransmission and expiry, keepalives, idle and key expiry, rekeys,
-//! Reliable retransmissions, the expiry of replaced keys, and cookie-secret rotation.
+//! Reliable retransmissions and delayed ACKs, the expiry of replaced keys, and cookie-secret rotation.
 //!
 //! Each peer keeps its deadlines in a `TimerTable` indexed by `Timer`; its next wake-up is the
 //! table's minimum, never a value kept by hand. The endpoint keeps one min-heap of wake-ups
@@ -41,10 +41,12 @@ pub(super) enum Timer {
     Keepalive,
     /// Resend unacknowledged Reliable segments.
     Retransmit,
+    /// Send the delayed ACK of received Reliable segments.
+    Ack,
 }
 
 impl Timer {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
 }
 
 /// A peer's deadlines, one slot per `Timer`; `None` is a stopped timer.
@@ -249,7 +251,7 @@ impl Endpoint {
             self.timer_visits += 1;
         }
         let mut table = TimerTable::default();
-        let mut to_queue: [Option<PendingTx>; 3] = [None; 3];
+        let mut to_queue: [Option<PendingTx>; 4] = [None; 4];
         let mut close = None;
         let mut retire = [None; 2];
         let mut start_rekey = false;
@@ -336,6 +338,14 @@ impl Endpoint {
                     table.set(Timer::Retransmit, at);
                 }
             }
+            if let Some(due) = peer.receiver.ack_deadline() {
+                if due > now {
+                    table.set(Timer::Ack, due);
+                } else if !peer.ack_queued {
+                    peer.ack_queued = true;
+                    to_queue[3] = Some(PendingTx::Ack(id));
+                }
+            }
         }
         peer.timers = table;
         self.schedule(id);
@@ -349,8 +359,14 @@ impl Endpoint {
                     match item {
                         PendingTx::Keepalive(_) => peer.keepalive_queued = false,
                         PendingTx::Retransmit(_) => peer.retransmit_queued = false,
+                        PendingTx::Ack(_) => peer.ack_queued = false,
                         _ => {}
                     }
+                }
+                if matches!(item, PendingTx::Ack(_)) {
+                    // Nothing else would bring the ACK back: retry at the next visit (the
+                    // timer floor keeps that out of this call).
+                    self.arm(id, Timer::Ack, now);
                 }
             }
         }
