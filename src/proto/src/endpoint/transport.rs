@@ -216,18 +216,16 @@ impl Endpoint {
                 // it; if it may not, it is queued now.
                 match peer.receiver.ack_deadline() {
                     Some(due) if due > now => peer.timers.arm(Timer::Ack, due),
-                    Some(due) => {
-                        if !peer.ack_queued {
-                            if self.pending_tx.len() < self.config.control_queue {
-                                peer.ack_queued = true;
-                                self.pending_tx.push_back(PendingTx::Ack(id));
-                            } else {
-                                // No room: the next timer visit retries.
-                                peer.timers.arm(Timer::Ack, due);
-                            }
+                    Some(due) if !peer.ack_queued => {
+                        if self.pending_tx.len() < self.config.control_queue {
+                            peer.ack_queued = true;
+                            self.pending_tx.push_back(PendingTx::Ack(id));
+                        } else {
+                            // No room: the next timer visit retries.
+                            peer.timers.arm(Timer::Ack, due);
                         }
                     }
-                    None => {}
+                    Some(_) | None => {}
                 }
             }
             TransportKind::Ack => {
