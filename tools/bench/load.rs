@@ -505,12 +505,16 @@ impl Generator<'_> {
             }
             self.flush_run();
             self.shared.sent.store(self.result.sent, Ordering::Relaxed);
+            // Reliable senders react to ACKs and timers on every pass: their window waits for
+            // them, so reading them late would measure the generator's delay, not the protocol.
+            let reliable = matches!(self.config.intentra, Some((_, Mode::Reliable)));
             if self.config.intentra.is_some() {
-                if now_ns.saturating_sub(last_drain) >= DRAIN_EVERY.as_nanos() as u64 {
+                if reliable || now_ns.saturating_sub(last_drain) >= DRAIN_EVERY.as_nanos() as u64 {
                     last_drain = now_ns;
                     self.drain(now, 16);
                 }
-                if now_ns.saturating_sub(last_timers) >= TIMERS_EVERY.as_nanos() as u64 {
+                if reliable || now_ns.saturating_sub(last_timers) >= TIMERS_EVERY.as_nanos() as u64
+                {
                     last_timers = now_ns;
                     self.timers(now);
                 }
