@@ -27,7 +27,7 @@ use intentra_proto::wire::{MAX_DATAGRAM_LEN, MAX_RELIABLE_PAYLOAD};
 use intentra_proto::{
     CloseReason, DropReason, Endpoint, EndpointConfig, PublicKey, Stats, Timestamp,
 };
-use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
+use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent};
 use intentra_udp::{
     self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait, Waker,
 };
@@ -455,10 +455,10 @@ fn send_one(
     // The payload is copied once, into the buffer it is sealed in; nothing else is copied.
     let mut outcome = Ok(());
     let written = sink.write(|buf| match endpoint.send(now, peer, mode, payload, buf) {
-        Ok(transmit) => Some((transmit.dst, transmit.len)),
+        Ok(Sent::Now(transmit)) => Some((transmit.dst, transmit.len)),
         // Accepted and stored beyond what may be in flight now: the endpoint sends it
         // when ACKs open the window, so for the caller it is sent.
-        Err(SendError::Queued) => None,
+        Ok(Sent::Queued) => None,
         Err(err) => {
             outcome = Err(err);
             None

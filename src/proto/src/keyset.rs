@@ -16,6 +16,10 @@ use super::wire::{
 
 /// Start a new handshake once this many packets were sealed under one key (WireGuard's bound).
 pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+/// A counter more than this far above the highest one accepted is *stray*: no packet a
+/// peer sent since can have got through to us, so it is most likely forged, and it is
+/// opened only from a small budget of its own (PROTOCOL.md section 8, step 4).
+pub const STRAY_AHEAD: u64 = 1 << 16;
 /// Refuse to seal past this counter: the nonce space must never wrap.
 pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
 
@@ -157,6 +161,13 @@ impl KeySet {
             return Err(OpenError::CounterLimit);
         }
         self.replay.check(counter).map_err(OpenError::Replay)
+    }
+
+    /// Whether `counter` is more than `STRAY_AHEAD` above every counter accepted so far
+    /// (or, before any, not below `STRAY_AHEAD`).
+    pub fn is_stray(&self, counter: Counter) -> bool {
+        let highest = self.replay.highest().map_or(0, |c| c.0);
+        counter.0 > highest.saturating_add(STRAY_AHEAD)
     }
 
     /// Checks the counter and the replay window, opens `packet` in place, then marks the

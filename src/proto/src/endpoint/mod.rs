@@ -435,6 +435,8 @@ impl Endpoint {
             packets_sent: peer.packets_sent,
             drops: peer.drops,
             reliable_queued_bytes: peer.sender.queued_bytes(),
+            reliable_in_flight_bytes: peer.sender.window_bytes(),
+            peer_receive_window: peer.sender.peer_window(),
         })
     }
 
