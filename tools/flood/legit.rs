@@ -212,11 +212,14 @@ impl Sink<PeerId> for PeerSink<'_> {
             .endpoint
             .send(self.now, to, transport_mode(mode), bytes, self.buf)
         {
-            Ok(t) => {
-                if let Some(b) = self.buf.get(..t.len) {
-                    let _ = self.socket.send_to(b, t.dst);
-                    if let Some(c) = self.capture {
-                        remember(c, b);
+            // Queued: held beyond the peer's window, the endpoint sends it itself later.
+            Ok(sent) => {
+                if let Some(t) = sent.transmit() {
+                    if let Some(b) = self.buf.get(..t.len) {
+                        let _ = self.socket.send_to(b, t.dst);
+                        if let Some(c) = self.capture {
+                            remember(c, b);
+                        }
                     }
                 }
             }
