@@ -404,11 +404,7 @@ pub fn run(config: LegitConfig, control: Arc<Control>) -> Result<Vec<PhaseStats>
 
         // Everything that arrived.
         for p in peers.iter_mut() {
-            loop {
-                let (len, src) = match p.socket.recv_from(&mut rx) {
-                    Ok(x) => x,
-                    Err(_) => break,
-                };
+            while let Ok((len, src)) = p.socket.recv_from(&mut rx) {
                 let now = Timestamp::from_nanos(clock.ns());
                 let Some(datagram) = rx.get_mut(..len) else {
                     break;
