@@ -39,6 +39,9 @@ fn thread_cpu() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// One queue design: runs it with this many producers.
+type Design = fn(u64) -> Figures;
+
 struct Figures {
     messages_per_s: f64,
     reader_ns_per_message: f64,
@@ -178,7 +181,7 @@ fn mutex_per_message(producers: u64) -> Figures {
 fn queue_bench() {
     println!("queue | producers | messages/s per run | reader CPU ns/message per run");
     for producers in [1u64, 4] {
-        let designs: [(&str, fn(u64) -> Figures); 3] = [
+        let designs: [(&str, Design); 3] = [
             ("mailbox (lock per batch)", mailbox),
             ("sync_channel (lock-free)", channel),
             ("mutex per message", mutex_per_message),

@@ -964,8 +964,11 @@ impl Node {
             };
             // What the endpoint queued first happened first: above all the PeerUp of a
             // handshake whose last packet came earlier in this batch, which must reach the
-            // application before this message from that peer.
+            // application before this message from that peer. Released Reliable messages wait:
+            // this one comes before them (the endpoint returns a message directly only when
+            // nothing of its peer is waiting).
             dispatch_queued(
+                Dispatch::PeerEvents,
                 endpoint,
                 events.as_ref(),
                 on_event.as_mut(),
@@ -1063,6 +1066,7 @@ impl Node {
             }
         }
         dispatch_queued(
+            Dispatch::All,
             &mut self.endpoint,
             self.events.as_ref(),
             self.on_event.as_mut(),
@@ -1392,6 +1396,7 @@ impl Node {
 /// handing out a receive batch.
 #[allow(clippy::too_many_arguments)]
 fn dispatch_queued(
+    which: Dispatch,
     endpoint: &mut Endpoint,
     events: Option<&EventSink>,
     mut on_event: Option<&mut EventHandler>,
@@ -1404,7 +1409,11 @@ fn dispatch_queued(
     loop {
         // Reliable messages released from the reorder buffer borrow the endpoint, which the
         // callback's context also needs: copy them to a scratch buffer first.
-        let event = match endpoint.poll_event() {
+        let polled = match which {
+            Dispatch::PeerEvents => endpoint.poll_peer_event(),
+            Dispatch::All => endpoint.poll_event(),
+        };
+        let event = match polled {
             None => return,
             Some(Event::Message(m)) => {
                 let len = m.payload.len().min(MAX_DATAGRAM_LEN);
@@ -1514,6 +1523,15 @@ fn dispatch_queued(
             OwnedEvent::Other(event) => handler(&mut ctx, &event),
         }
     }
+}
+
+/// Which of the endpoint's queued events `dispatch_queued` hands out.
+#[derive(Clone, Copy)]
+enum Dispatch {
+    /// Peers up and down and abandoned Reliable messages only.
+    PeerEvents,
+    /// Those and released Reliable messages.
+    All,
 }
 
 enum OwnedEvent {
