@@ -88,7 +88,9 @@ fn header_parse(c: &mut Criterion) {
     let mut packet = vec![0u8; MAX_DATAGRAM_LEN];
     let t =
         p.a.send(p.now, p.peer, Mode::Realtime, &[0x42; PAYLOAD], &mut packet)
-            .expect("send");
+            .expect("send")
+            .transmit()
+            .expect("Realtime goes out at once");
     packet.truncate(t.len);
     let mut group = c.benchmark_group("wire");
     group.throughput(Throughput::Elements(1));
@@ -147,7 +149,7 @@ fn endpoint(c: &mut Criterion) {
     group.bench_function("send/realtime_128B", |b| {
         b.iter(|| {
             p.a.send(p.now, p.peer, Mode::Realtime, black_box(&payload), &mut out)
-                .map(|t| t.len)
+                .map(|sent| sent.transmit().map(|t| t.len))
         })
     });
 
@@ -156,6 +158,8 @@ fn endpoint(c: &mut Criterion) {
     let sealed_len =
         p.a.send(p.now, p.peer, Mode::Realtime, &payload, &mut out)
             .expect("send")
+            .transmit()
+            .expect("Realtime goes out at once")
             .len;
     let mut ring = vec![0u8; RING as usize * sealed_len];
     let mut delivered = 0u64;
@@ -167,8 +171,10 @@ fn endpoint(c: &mut Criterion) {
             while left > 0 {
                 let n = left.min(RING) as usize;
                 for slot in ring.chunks_exact_mut(sealed_len).take(n) {
-                    p.a.send(p.now, p.peer, Mode::Realtime, &payload, slot)
-                        .expect("send");
+                    // Sealed in place into the ring slot: nothing else to send.
+                    let _ =
+                        p.a.send(p.now, p.peer, Mode::Realtime, &payload, slot)
+                            .expect("send");
                 }
                 let start = Instant::now();
                 for slot in ring.chunks_exact_mut(sealed_len).take(n) {
@@ -215,13 +221,15 @@ fn handshake(c: &mut Criterion) {
                     Initiator::start(&initiator_keys, &responder_keys.public, i_index, seed_i)
                         .expect("start");
                 let init = *initiator.init_packet(None);
-                let responder = Responder::accept(&responder_keys, &init, i_index, r_index, seed_r)
-                    .expect("accept");
+                let window = intentra_proto::DEFAULT_QUEUE_BYTES;
+                let responder =
+                    Responder::accept(&responder_keys, &init, i_index, r_index, seed_r, window)
+                        .expect("accept");
                 let response = *responder.response_packet();
-                let (finish, _keys) = initiator
-                    .finish(&response, r_index, FinishIntent::NewSession)
+                let (finish, _keys, _) = initiator
+                    .finish(&response, r_index, FinishIntent::NewSession, window)
                     .expect("finish");
-                let (remote, _, _) = responder.finish(&finish).expect("responder finish");
+                let (remote, _, _, _) = responder.finish(&finish).expect("responder finish");
                 assert_eq!(remote, initiator_keys.public);
             },
             BatchSize::SmallInput,

@@ -20,7 +20,7 @@ use intentra::proto::wire::{self, Header, MAX_DATAGRAM_LEN};
 use intentra::proto::Endpoint;
 use intentra::proto::EndpointConfig;
 use intentra::proto::Timestamp;
-use intentra::proto::{Event, Mode, PeerId, SendError};
+use intentra::proto::{Event, Mode, PeerId, SendError, Sent};
 use intentra::proto::{Keypair, PublicKey};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -505,12 +505,16 @@ impl Generator<'_> {
             }
             self.flush_run();
             self.shared.sent.store(self.result.sent, Ordering::Relaxed);
+            // Reliable senders react to ACKs and timers on every pass: their window waits for
+            // them, so reading them late would measure the generator's delay, not the protocol.
+            let reliable = matches!(self.config.intentra, Some((_, Mode::Reliable)));
             if self.config.intentra.is_some() {
-                if now_ns.saturating_sub(last_drain) >= DRAIN_EVERY.as_nanos() as u64 {
+                if reliable || now_ns.saturating_sub(last_drain) >= DRAIN_EVERY.as_nanos() as u64 {
                     last_drain = now_ns;
                     self.drain(now, 16);
                 }
-                if now_ns.saturating_sub(last_timers) >= TIMERS_EVERY.as_nanos() as u64 {
+                if reliable || now_ns.saturating_sub(last_timers) >= TIMERS_EVERY.as_nanos() as u64
+                {
                     last_timers = now_ns;
                     self.timers(now);
                 }
@@ -564,7 +568,10 @@ impl Generator<'_> {
                     return;
                 };
                 match peer.send(Timestamp::from_nanos(stamp), id, mode, payload, slot) {
-                    Ok(t) if t.len == self.segment => {}
+                    Ok(Sent::Now(t)) if t.len == self.segment => {}
+                    // Accepted beyond the receiver's window: the peer's endpoint sends it
+                    // from `poll_transmit` once ACKs open the window.
+                    Ok(Sent::Queued) => return,
                     Ok(_) => {
                         self.result.send_errors += 1;
                         return;

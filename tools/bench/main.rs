@@ -167,9 +167,53 @@ struct RunArgs {
     /// Give up on handshakes still pending after this many seconds (default 10 + peers/200).
     #[arg(long)]
     handshake_timeout: Option<f64>,
+    /// Put the `intentra-proxy` next to this binary between the peers and the receiver,
+    /// with these impairment arguments (for example "--delay 1 --loss 0.01"). Loopback only.
+    #[arg(long, value_name = "PROXY_ARGS", allow_hyphen_values = true)]
+    proxy: Option<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// The impairment proxy of `--proxy`, stopped when dropped.
+struct ProxyChild(std::process::Child);
+
+impl Drop for ProxyChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `intentra-proxy` in front of `upstream`; returns it and the address peers send to.
+fn start_proxy(upstream: SocketAddr, extra: &str) -> Result<(ProxyChild, SocketAddr), BenchError> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Io(format!("cannot find this binary: {e}")))?
+        .with_file_name("intentra-proxy");
+    let mut child = std::process::Command::new(&exe)
+        .args(["--listen", "127.0.0.1:0", "--upstream"])
+        .arg(upstream.to_string())
+        .args(extra.split_whitespace())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| BenchError::Io(format!("cannot start {}: {e}", exe.display())))?;
+    let stdout = child.stdout.take();
+    let child = ProxyChild(child);
+    let mut line = String::new();
+    if let Some(stdout) = stdout {
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| BenchError::Io(format!("proxy: {e}")))?;
+    }
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| BenchError::Io(format!("proxy said {line:?}, not its address")))?;
+    Ok((child, addr))
 }
 
 #[derive(Debug)]
@@ -368,13 +412,18 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
     );
 
     let sink_shared = Arc::clone(&shared);
+    let proxy = match args.proxy.as_deref() {
+        Some(extra) => Some(start_proxy(receiver, extra)?),
+        None => None,
+    };
+    let target = proxy.as_ref().map_or(receiver, |(_, via)| *via);
     let sink = thread::Builder::new()
         .name("bench-receiver".into())
         .spawn(move || sink::run(rx, endpoint, sink_shared, hard_stop, spin))
         .map_err(|e| BenchError::Io(format!("cannot start the receiver: {e}")))?;
     let config = load::LoadConfig {
         intentra: (!raw).then_some((receiver_key, delivery)),
-        receiver,
+        receiver: target,
         peers: args.peers,
         rate_hz: args.rate,
         size: args.size,
@@ -404,6 +453,7 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
         Ordering::Release,
     );
     let sunk = sink.join().map_err(|_| BenchError::Thread("receiver"))?;
+    drop(proxy);
     let loaded = loaded
         .map_err(|_| BenchError::Thread("generator"))?
         .map_err(BenchError::Load)?;

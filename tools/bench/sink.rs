@@ -68,12 +68,16 @@ impl RxPath {
         }
     }
 
-    /// One batch: waits up to `RECV_WAIT` for the first datagram. Returns (datagrams, truncated).
-    fn recv(&mut self, on: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<(usize, usize)> {
+    /// One batch: waits up to `limit` for the first datagram. Returns (datagrams, truncated).
+    fn recv(
+        &mut self,
+        limit: Duration,
+        on: &mut dyn FnMut(SocketAddr, &mut [u8]),
+    ) -> io::Result<(usize, usize)> {
         let wait = if self.spin {
             Wait::NoWait
         } else {
-            Wait::Timeout(RECV_WAIT)
+            Wait::Timeout(limit)
         };
         match &mut self.rx {
             Rx::Driver(driver) => {
@@ -260,13 +264,20 @@ pub fn run(
             }
         }
         let now = Timestamp::from_nanos(now_ns);
+        // Never sleep past the endpoint's next timer: a delayed ACK is due within its delay.
+        let limit = endpoint
+            .as_ref()
+            .and_then(Endpoint::poll_timeout)
+            .map_or(RECV_WAIT, |at| {
+                RECV_WAIT.min(Duration::from_nanos(at.as_nanos().saturating_sub(now_ns)))
+            });
         let result = match endpoint.as_mut() {
-            Some(ep) => path.recv(&mut |src, data| {
+            Some(ep) => path.recv(limit, &mut |src, data| {
                 if let Some(message) = ep.handle_datagram(now, src, data) {
                     meter.deliver(message.payload);
                 }
             }),
-            None => path.recv(&mut |_, data| meter.deliver(data)),
+            None => path.recv(limit, &mut |_, data| meter.deliver(data)),
         };
         match result {
             Ok((_, cut)) => {

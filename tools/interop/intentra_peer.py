@@ -58,7 +58,7 @@ OVERHEAD = HEADER_LEN + TAG_LEN
 MAX_REALTIME = MAX_DATAGRAM - OVERHEAD  # 1420
 MAX_RELIABLE = MAX_REALTIME - 8  # 1412
 
-INIT_LEN, RESPONSE_LEN, FINISH_LEN, COOKIE_REPLY_LEN = 120, 108, 73, 52
+INIT_LEN, RESPONSE_LEN, FINISH_LEN, COOKIE_REPLY_LEN = 120, 112, 77, 52
 INIT_MAC1, INIT_MAC2 = 88, 104
 
 NOISE_NAME = b"Noise_XX_25519_AESGCM_SHA256"
@@ -72,6 +72,11 @@ REPLAY_WINDOW = 2048
 # Section 7.3: never seal once the next counter reaches 2^64 - 2^13 - 1.
 REJECT_COUNTER = 2**64 - 2**13 - 1
 RELIABLE_WINDOW = 64
+# Section 4.6: the receive window each side advertises in its handshake payload (u32 LE);
+# a sender treats more than 64 x 1412 bytes as that, since more is never in flight.
+MAX_WINDOW = RELIABLE_WINDOW * MAX_RELIABLE  # 90368
+# This peer's reorder buffer is bounded by sequence numbers only, so it takes any window.
+OUR_WINDOW = MAX_WINDOW
 
 HANDSHAKE_RETRY = 0.250
 HANDSHAKE_RETRY_MAX = 2.0
@@ -194,6 +199,7 @@ class XXInitiator:
         self.e = ephemeral if ephemeral is not None else X25519PrivateKey.generate()
         self.re = b""
         self.rs = b""
+        self.peer_window = 0
 
     def write_msg1(self) -> bytes:
         e_pub = public_bytes(self.e)
@@ -201,23 +207,25 @@ class XXInitiator:
         return e_pub + self.ss.encrypt_and_hash(b"")  # empty payload: 32 bytes in all
 
     def read_msg2(self, msg: bytes) -> bytes:
-        """Returns the responder's static public key."""
-        if len(msg) != 96:
-            raise PeerError(f"msg2 is {len(msg)} bytes, expected 96")
+        """Returns the responder's static public key; keeps its window in `peer_window`."""
+        if len(msg) != 100:
+            raise PeerError(f"msg2 is {len(msg)} bytes, expected 100")
         self.re = msg[:32]
         self.ss.mix_hash(self.re)
         self.ss.mix_key(dh(self.e, self.re))  # ee
         self.rs = self.ss.decrypt_and_hash(msg[32:80])  # s
         self.ss.mix_key(dh(self.e, self.rs))  # es
-        if self.ss.decrypt_and_hash(msg[80:96]) != b"":
-            raise PeerError("msg2 carried a payload")
+        payload = self.ss.decrypt_and_hash(msg[80:100])
+        if len(payload) != 4:
+            raise PeerError("msg2 payload is not a 4-byte window")
+        self.peer_window = min(struct.unpack("<I", payload)[0], MAX_WINDOW)
         return self.rs
 
-    def write_msg3(self, intent: int) -> tuple[bytes, bytes, bytes]:
+    def write_msg3(self, intent: int, window: int = OUR_WINDOW) -> tuple[bytes, bytes, bytes]:
         """Returns msg3 and the split (k1 initiator->responder, k2 responder->initiator)."""
         out = self.ss.encrypt_and_hash(public_bytes(self.s))  # s
         self.ss.mix_key(dh(self.s, self.re))  # se
-        out += self.ss.encrypt_and_hash(bytes([intent]))
+        out += self.ss.encrypt_and_hash(bytes([intent]) + struct.pack("<I", window))
         k1, k2 = self.ss.split()
         return out, k1, k2
 
@@ -231,6 +239,7 @@ class XXResponder:
         self.e = ephemeral if ephemeral is not None else X25519PrivateKey.generate()
         self.re = b""
         self.rs = b""
+        self.peer_window = 0
 
     def read_msg1(self, msg: bytes) -> None:
         if len(msg) != 32:
@@ -239,23 +248,25 @@ class XXResponder:
         self.ss.mix_hash(self.re)
         self.ss.decrypt_and_hash(b"")
 
-    def write_msg2(self) -> bytes:
+    def write_msg2(self, window: int = OUR_WINDOW) -> bytes:
         e_pub = public_bytes(self.e)
         self.ss.mix_hash(e_pub)
         self.ss.mix_key(dh(self.e, self.re))  # ee
         out = e_pub + self.ss.encrypt_and_hash(public_bytes(self.s))  # s
         self.ss.mix_key(dh(self.s, self.re))  # es
-        return out + self.ss.encrypt_and_hash(b"")
+        return out + self.ss.encrypt_and_hash(struct.pack("<I", window))
 
     def read_msg3(self, msg: bytes) -> tuple[bytes, int, bytes, bytes]:
-        """Returns the initiator's static key, the FinishIntent byte, k1 and k2."""
-        if len(msg) != 65:
-            raise PeerError(f"msg3 is {len(msg)} bytes, expected 65")
+        """Returns the initiator's static key, the FinishIntent byte, k1 and k2; keeps its
+        window in `peer_window`."""
+        if len(msg) != 69:
+            raise PeerError(f"msg3 is {len(msg)} bytes, expected 69")
         self.rs = self.ss.decrypt_and_hash(msg[:48])
         self.ss.mix_key(dh(self.e, self.rs))  # se
         payload = self.ss.decrypt_and_hash(msg[48:])
-        if len(payload) != 1:
-            raise PeerError("msg3 payload is not one byte")
+        if len(payload) != 5:
+            raise PeerError("msg3 payload is not the intent byte and a 4-byte window")
+        self.peer_window = min(struct.unpack_from("<I", payload, 1)[0], MAX_WINDOW)
         k1, k2 = self.ss.split()
         return self.rs, payload[0], k1, k2
 
@@ -464,23 +475,36 @@ class Outstanding:
 
 
 class ReliableSender:
-    """Sequence numbers from 0, at most 64 in flight, RTO with backoff, fast retransmit."""
+    """Sequence numbers from 0, at most 64 in flight, RTO with backoff, fast retransmit,
+    and never more bytes in flight than the peer's advertised window (section 15)."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer_window: int = MAX_WINDOW) -> None:
         self.next_seq = 0
         self.unacked: dict[int, Outstanding] = {}
+        # Payload length of every segment sent and not yet cumulatively acknowledged
+        # (selectively acknowledged ones too: the receiver still buffers them).
+        self.in_window: dict[int, int] = {}
+        self.peer_window = peer_window
         self.srtt: float | None = None
         self.acked = 0
         self.retransmits = 0
         self.bad_acks = 0
 
-    def can_send(self) -> bool:
-        return len(self.unacked) < RELIABLE_WINDOW
+    def window_bytes(self) -> int:
+        return sum(self.in_window.values())
+
+    def can_send(self, size: int = 0) -> bool:
+        if len(self.unacked) >= RELIABLE_WINDOW:
+            return False
+        # A lone segment always goes: the receiver takes the next in-order one in place.
+        in_flight = self.window_bytes()
+        return in_flight == 0 or in_flight + size <= self.peer_window
 
     def push(self, payload: bytes, now: float) -> int:
         seq = self.next_seq
         self.next_seq += 1
         self.unacked[seq] = Outstanding(payload, now, now)
+        self.in_window[seq] = len(payload)
         return seq
 
     def rto(self) -> float:
@@ -495,6 +519,8 @@ class ReliableSender:
         if highest_claimed >= self.next_seq:
             self.bad_acks += 1  # acknowledges what we never sent (section 10)
         highest_acked = -1
+        for seq in [seq for seq in self.in_window if seq < next_expected]:
+            del self.in_window[seq]
         for seq in sorted(self.unacked):
             if ack_covers(next_expected, selective, seq):
                 item = self.unacked.pop(seq)
@@ -651,6 +677,7 @@ class Initiator:
                 if remote_static != self.server_key:
                     raise PeerError("the responder's static key is not --server-key")
                 msg3, k1, k2 = noise.write_msg3(INTENT_NEW_SESSION)
+                self.rel_tx.peer_window = noise.peer_window
                 self.remote_index = h.sender
                 self.send_key, self.recv_key = k1, k2
                 self.finish_packet = build_finish(self.remote_index, msg3)
@@ -754,7 +781,7 @@ class Initiator:
                 if pending_rel is None and rel_left:
                     pending_rel = next(rel_iter)
                     rel_left -= 1
-                if pending_rel is not None and self.rel_tx.can_send():
+                if pending_rel is not None and self.rel_tx.can_send(len(pending_rel)):
                     seq = self.rel_tx.push(pending_rel, now)
                     self.seal_and_send(T_RELIABLE, struct.pack("<Q", seq) + pending_rel)
                     self.summary.sent["reliable"] += 1

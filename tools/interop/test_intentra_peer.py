@@ -54,20 +54,22 @@ class NoiseTests(unittest.TestCase):
         msg1 = init.write_msg1()
         self.assertEqual(len(msg1), 32)
         resp.read_msg1(msg1)
-        msg2 = resp.write_msg2()
-        self.assertEqual(len(msg2), 96)
+        msg2 = resp.write_msg2(window=512)
+        self.assertEqual(len(msg2), 100)
         self.assertEqual(init.read_msg2(msg2), ip.public_bytes(b))
-        msg3, k1, k2 = init.write_msg3(ip.INTENT_REKEY)
-        self.assertEqual(len(msg3), 65)
+        self.assertEqual(init.peer_window, 512)
+        msg3, k1, k2 = init.write_msg3(ip.INTENT_REKEY, window=2**32 - 1)
+        self.assertEqual(len(msg3), 69)
         seen, intent, r1, r2 = resp.read_msg3(msg3)
         self.assertEqual((seen, intent), (ip.public_bytes(a), ip.INTENT_REKEY))
+        self.assertEqual(resp.peer_window, ip.MAX_WINDOW, "above 64 x 1412 counts as that")
         self.assertEqual((k1, k2), (r1, r2))
         self.assertNotEqual(k1, k2)
         self.assertEqual(init.ss.h, resp.ss.h)
 
     def test_tampered_msg2_and_msg3_fail(self):
         a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-        for index in (0, 40, 95):
+        for index in (0, 40, 99):
             init, resp = ip.XXInitiator(a), ip.XXResponder(b)
             resp.read_msg1(init.write_msg1())
             msg2 = bytearray(resp.write_msg2())
@@ -96,17 +98,19 @@ class NoiseTests(unittest.TestCase):
             msg1 = init.write_msg1()
             self.assertEqual(msg1.hex(), hs["msg1"])
             resp.read_msg1(msg1)
-            msg2 = resp.write_msg2()
+            msg2 = resp.write_msg2(hs["responder_window"])
             self.assertEqual(msg2.hex(), hs["msg2"])
             self.assertEqual(init.read_msg2(bytes.fromhex(hs["msg2"])).hex(),
                              hs["responder_static_public"])
-            msg3, k1, k2 = init.write_msg3(hs["finish_intent"])
+            self.assertEqual(init.peer_window, min(hs["responder_window"], ip.MAX_WINDOW))
+            msg3, k1, k2 = init.write_msg3(hs["finish_intent"], hs["initiator_window"])
             self.assertEqual(msg3.hex(), hs["msg3"])
             self.assertEqual(k1.hex(), hs["k1_initiator_to_responder"])
             self.assertEqual(k2.hex(), hs["k2_responder_to_initiator"])
             self.assertEqual(init.ss.h.hex(), hs["handshake_hash"])
             _, intent, r1, r2 = resp.read_msg3(bytes.fromhex(hs["msg3"]))
             self.assertEqual((intent, r1, r2), (hs["finish_intent"], k1, k2))
+            self.assertEqual(resp.peer_window, min(hs["initiator_window"], ip.MAX_WINDOW))
 
 
 class CookieTests(unittest.TestCase):
@@ -247,6 +251,21 @@ class WindowAndReliableTests(unittest.TestCase):
         self.assertEqual(tx.bad_acks, 0)
         tx.on_ack(10, 0, 0.6)  # acknowledges seqs never sent
         self.assertEqual(tx.bad_acks, 1)
+
+    def test_sender_keeps_within_the_advertised_window(self):
+        tx = ip.ReliableSender(peer_window=512)
+        self.assertTrue(tx.can_send(1000), "a lone segment always goes")
+        tx.push(bytes(300), 0.0)
+        self.assertTrue(tx.can_send(212))
+        self.assertFalse(tx.can_send(213))
+        tx.push(bytes(200), 0.0)
+        # Selectively acknowledged bytes still count: the receiver buffers them.
+        tx.on_ack(0, 0b1, 0.1)
+        self.assertEqual(tx.window_bytes(), 500)
+        self.assertFalse(tx.can_send(100))
+        tx.on_ack(2, 0, 0.2)
+        self.assertEqual(tx.window_bytes(), 0)
+        self.assertTrue(tx.can_send(512))
 
 
 # ----- a minimal Python echo responder, for end-to-end tests of the peer ---------------------

@@ -53,7 +53,7 @@ local HEADER_LEN = 16
 local TAG_LEN = 16
 local OVERHEAD = HEADER_LEN + TAG_LEN
 -- Exact lengths of the handshake-phase packets, and plaintext bounds of transport ones.
-local EXACT_LEN = { [1] = 120, [2] = 108, [3] = 73, [4] = 52 }
+local EXACT_LEN = { [1] = 120, [2] = 112, [3] = 77, [4] = 52 }
 local PLAINTEXT = {
     [5] = { 0, 1420 },
     [6] = { 8, 1420 },
@@ -78,8 +78,13 @@ f.mac1 = ProtoField.bytes("intentra.mac1", "mac1")
 f.mac2 = ProtoField.bytes("intentra.mac2", "mac2")
 -- 4.4 HandshakeResponse and 4.5 HandshakeFinish.
 f.encrypted_static = ProtoField.bytes("intentra.encrypted_static", "Encrypted static key")
-f.encrypted_payload = ProtoField.bytes("intentra.encrypted_payload", "Encrypted payload")
-f.encrypted_intent = ProtoField.bytes("intentra.encrypted_intent", "Encrypted FinishIntent")
+-- The handshake payloads (PROTOCOL.md 4.6) are encrypted under handshake keys the key log
+-- does not hold, so they are shown sealed: msg2's receive window, msg3's FinishIntent and
+-- receive window, each with its 16-byte tag.
+f.encrypted_payload = ProtoField.bytes("intentra.encrypted_payload",
+    "Encrypted payload (receive window)")
+f.encrypted_intent = ProtoField.bytes("intentra.encrypted_intent",
+    "Encrypted payload (FinishIntent, receive window)")
 -- 4.8 CookieReply.
 f.cookie_nonce = ProtoField.bytes("intentra.cookie_reply.nonce", "Nonce")
 f.cookie = ProtoField.bytes("intentra.cookie_reply.cookie", "Encrypted cookie")
@@ -487,20 +492,20 @@ local function dissect(tvb, pinfo, tree)
         root:add(f.mac1, tvb:range(88, 16))
         root:add(f.mac2, tvb:range(104, 16))
         info = string.format("%s sender=0x%08x", name, tvb:range(4, 4):le_uint())
-    elseif ptype == 2 and len == 108 then
+    elseif ptype == 2 and len == 112 then
         root:add_le(f.sender, tvb:range(4, 4))
         root:add_le(f.receiver, tvb:range(8, 4))
-        local noise = root:add(f.noise, tvb:range(12, 96))
+        local noise = root:add(f.noise, tvb:range(12, 100))
         noise:add(f.ephemeral, tvb:range(12, 32))
         noise:add(f.encrypted_static, tvb:range(44, 48))
-        noise:add(f.encrypted_payload, tvb:range(92, 16))
+        noise:add(f.encrypted_payload, tvb:range(92, 20))
         info = string.format("%s sender=0x%08x receiver=0x%08x", name,
             tvb:range(4, 4):le_uint(), tvb:range(8, 4):le_uint())
-    elseif ptype == 3 and len == 73 then
+    elseif ptype == 3 and len == 77 then
         root:add_le(f.receiver, tvb:range(4, 4))
-        local noise = root:add(f.noise, tvb:range(8, 65))
+        local noise = root:add(f.noise, tvb:range(8, 69))
         noise:add(f.encrypted_static, tvb:range(8, 48))
-        noise:add(f.encrypted_intent, tvb:range(56, 17))
+        noise:add(f.encrypted_intent, tvb:range(56, 21))
         info = string.format("%s receiver=0x%08x", name, tvb:range(4, 4):le_uint())
     elseif ptype == 4 and len == 52 then
         root:add_le(f.receiver, tvb:range(4, 4))

@@ -494,6 +494,7 @@ pub struct StatusRates {
     pub packets_sent: f64,
     pub handshakes_completed: f64,
     pub drops: BTreeMap<String, f64>,
+    pub topics: BTreeMap<String, TopicRates>,
 }
 
 /// What `intentra status` prints, summed over workers.
@@ -510,6 +511,28 @@ pub struct StatusSummary {
     pub closes: BTreeMap<String, f64>,
     /// By hex public key.
     pub peers: BTreeMap<String, PeerStatus>,
+    /// A hub's topics by name (`hub.per_topic_metrics = true`).
+    pub topics: BTreeMap<String, TopicStatus>,
+    /// The process is a hub (it exports `intentra_pubsub_*` series).
+    pub hub: bool,
+}
+
+/// One topic in `intentra status` (a hub with `hub.per_topic_metrics = true`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicStatus {
+    pub publishers: f64,
+    pub subscribers: f64,
+    /// PUBLISH messages the hub accepted on the topic.
+    pub published_in: f64,
+    /// PUBLISH messages the hub sent on it (one per subscriber or link).
+    pub relayed: f64,
+}
+
+/// A topic's per-second rates between two scrapes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicRates {
+    pub published_in: f64,
+    pub relayed: f64,
 }
 
 impl StatusSummary {
@@ -575,6 +598,27 @@ impl StatusSummary {
                             Some(p.last_seen.map_or(sample.value, |t| t.max(sample.value)));
                     }
                 }
+                "intentra_pubsub_published_in_total" => summary.hub = true,
+                "intentra_pubsub_topic_members" => {
+                    if let (Some(topic), Some(role)) = (label("topic"), label("role")) {
+                        let t = summary.topics.entry(topic).or_default();
+                        match role.as_str() {
+                            "publisher" => t.publishers += sample.value,
+                            "subscriber" => t.subscribers += sample.value,
+                            _ => {}
+                        }
+                    }
+                }
+                "intentra_pubsub_topic_published_in_total" => {
+                    if let Some(topic) = label("topic") {
+                        summary.topics.entry(topic).or_default().published_in += sample.value;
+                    }
+                }
+                "intentra_pubsub_topic_relayed_total" => {
+                    if let Some(topic) = label("topic") {
+                        summary.topics.entry(topic).or_default().relayed += sample.value;
+                    }
+                }
                 "intentra_configured_peer_up" => {
                     let up = sample.value > 0.0;
                     if let Some(p) = peer_entry(&mut summary.peers, &sample.labels) {
@@ -609,6 +653,18 @@ impl StatusSummary {
                 .map(|(reason, &now)| {
                     let then = earlier.drops.get(reason).copied().unwrap_or(0.0);
                     (reason.clone(), rate(now, then))
+                })
+                .collect(),
+            topics: self
+                .topics
+                .iter()
+                .map(|(name, now)| {
+                    let then = earlier.topics.get(name).cloned().unwrap_or_default();
+                    let rates = TopicRates {
+                        published_in: rate(now.published_in, then.published_in),
+                        relayed: rate(now.relayed, then.relayed),
+                    };
+                    (name.clone(), rates)
                 })
                 .collect(),
         }
@@ -693,6 +749,43 @@ impl StatusSummary {
             if !any {
                 let _ = writeln!(out, "  (none)");
             }
+        }
+        if self.hub || !self.topics.is_empty() {
+            out.push_str(&self.render_topics(rates));
+        }
+        out
+    }
+
+    /// A hub's topics: members now, messages in and relayed, and with `rates` both per
+    /// second. Empty of rows unless the hub exports per-topic series.
+    pub fn render_topics(&self, rates: Option<&StatusRates>) -> String {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "topics\n  {:<32}{:>6}{:>6}{:>14}{:>14}",
+            "name", "pubs", "subs", "published", "relayed"
+        );
+        if rates.is_some() {
+            let _ = write!(out, "{:>14}{:>14}", "published/s", "relayed/s");
+        }
+        out.push('\n');
+        if self.topics.is_empty() {
+            let _ = writeln!(
+                out,
+                "  (none; per-topic series need hub.per_topic_metrics = true in the daemon)"
+            );
+        }
+        for (name, t) in &self.topics {
+            let _ = write!(
+                out,
+                "  {name:<32}{:>6}{:>6}{:>14}{:>14}",
+                t.publishers, t.subscribers, t.published_in, t.relayed
+            );
+            if let Some(rates) = rates {
+                let r = rates.topics.get(name).cloned().unwrap_or_default();
+                let _ = write!(out, "{:>14.1}{:>14.1}", r.published_in, r.relayed);
+            }
+            out.push('\n');
         }
         out
     }
@@ -857,6 +950,50 @@ mod tests {
             !table.contains("replay"),
             "zero reasons are hidden: {table}"
         );
+    }
+
+    #[test]
+    fn topics_come_with_members_and_rates_from_two_scrapes() {
+        let text = |published: u64, relayed: u64| {
+            format!(
+                "intentra_pubsub_published_in_total {published}\n\
+                 intentra_pubsub_topic_members{{topic=\"md/btc\",role=\"publisher\"}} 1\n\
+                 intentra_pubsub_topic_members{{topic=\"md/btc\",role=\"subscriber\"}} 100\n\
+                 intentra_pubsub_topic_published_in_total{{topic=\"md/btc\"}} {published}\n\
+                 intentra_pubsub_topic_relayed_total{{topic=\"md/btc\"}} {relayed}\n\
+                 intentra_pubsub_topic_members{{topic=\"a \\\"q\\\"\",role=\"subscriber\"}} 2\n"
+            )
+        };
+        let first = StatusSummary::from_metrics_text(&text(1_000, 100_000));
+        let second = StatusSummary::from_metrics_text(&text(3_000, 300_000));
+        assert!(second.hub);
+        let btc = &second.topics["md/btc"];
+        assert_eq!((btc.publishers, btc.subscribers), (1.0, 100.0));
+        assert_eq!(second.topics["a \"q\""].subscribers, 2.0);
+        let rates = second.rates_since(&first, 2.0);
+        assert_eq!(rates.topics["md/btc"].published_in, 1_000.0);
+        assert_eq!(rates.topics["md/btc"].relayed, 100_000.0);
+        let table = second.render_with("127.0.0.1:1".parse().unwrap(), Some(&rates));
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with("md/btc"))
+            .unwrap_or_else(|| panic!("{table}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["md/btc", "1", "100", "3000", "300000", "1000.0", "100000.0"],
+            "{table}"
+        );
+        // A hub without per-topic series says how to get them; a plain node prints no
+        // topics section at all.
+        let bare = StatusSummary::from_metrics_text("intentra_pubsub_published_in_total 5\n");
+        assert!(bare.render(addr()).contains("hub.per_topic_metrics"));
+        let plain = StatusSummary::from_metrics_text("intentra_packets_received_total 5\n");
+        assert!(!plain.render(addr()).contains("topics"));
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
     }
 
     #[test]

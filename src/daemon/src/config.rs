@@ -1118,7 +1118,8 @@ pub struct HubSection {
     pub max_topics: usize,
     /// Most subscriptions plus advertisements per member.
     pub max_memberships_per_member: usize,
-    /// Export per-topic series (subscribers, publishers); cardinality grows with topics.
+    /// Export per-topic series (members by role, publishes accepted and relayed) that
+    /// `intentra status` shows as a topics table; cardinality grows with topics.
     pub per_topic_metrics: bool,
 }
 

@@ -155,10 +155,63 @@ struct WorkerEvents {
     per_peer: bool,
     /// Per peer: packets received at the last tick, and when that count last moved.
     seen: HashMap<PublicKey, (u64, u64)>,
+    /// Sessions with configured peers held by listening workers, shared by all workers.
+    inbound: InboundSessions,
+}
+
+/// Which configured peers hold a session with one of our listening workers (that they
+/// initiated), shared between the listening workers, which record them, and the dialling
+/// worker, which does not dial a peer whose own session is the pair's one. Touched on
+/// session events and ticks only, never per packet.
+#[derive(Clone)]
+struct InboundSessions {
+    own_key: PublicKey,
+    configured: Arc<std::collections::HashSet<PublicKey>>,
+    up: Arc<Mutex<HashMap<PublicKey, u32>>>,
+}
+
+impl InboundSessions {
+    fn new(own_key: PublicKey, config: &Config) -> InboundSessions {
+        InboundSessions {
+            own_key,
+            configured: Arc::new(config.node.peers.iter().map(|p| p.public_key).collect()),
+            up: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn changed(&self, key: &PublicKey, delta: i32) {
+        if !self.configured.contains(key) {
+            return;
+        }
+        let mut up = self.up.lock().unwrap_or_else(|p| p.into_inner());
+        let count = up.entry(*key).or_insert(0);
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            up.remove(key);
+        }
+    }
+
+    /// Whether the pair's one session with `key` is the one it initiated to a listening
+    /// worker: it has one, and its key is the smaller (PROTOCOL.md 11.4's rule, applied
+    /// across the daemon's endpoints).
+    fn covers(&self, key: &PublicKey) -> bool {
+        key.0 < self.own_key.0
+            && self
+                .up
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(key)
+    }
 }
 
 impl WorkerEvents {
-    fn new(worker: usize, hub: MetricsHub, per_peer: bool, redial: Option<Redial>) -> WorkerEvents {
+    fn new(
+        worker: usize,
+        hub: MetricsHub,
+        per_peer: bool,
+        redial: Option<Redial>,
+        inbound: InboundSessions,
+    ) -> WorkerEvents {
         use rand_core::SeedableRng;
         WorkerEvents {
             worker,
@@ -170,6 +223,7 @@ impl WorkerEvents {
             hub,
             per_peer,
             seen: HashMap::new(),
+            inbound,
         }
     }
 
@@ -181,7 +235,9 @@ impl WorkerEvents {
                 public_key,
                 addr,
             } => {
-                self.addrs.insert(peer, addr);
+                if self.addrs.insert(peer, addr).is_none() && self.redial.is_none() {
+                    self.inbound.changed(&public_key, 1);
+                }
                 let configured = self
                     .redial
                     .as_mut()
@@ -201,6 +257,9 @@ impl WorkerEvents {
                 peer_reason,
             } => {
                 let known = self.addrs.remove(&peer);
+                if self.redial.is_none() && known.is_some() {
+                    self.inbound.changed(&public_key, -1);
+                }
                 let random = self.rng.next_u64();
                 let retry = self
                     .redial
@@ -252,6 +311,24 @@ impl WorkerEvents {
         let worker = self.worker;
         let mut changed = false;
         if let Some(redial) = self.redial.as_mut() {
+            // Two daemons that list each other would otherwise hold two sessions per pair
+            // (each dialler's to the other's listener): keep the one the smaller key opened.
+            let keys: Vec<PublicKey> = redial.targets().iter().map(|t| t.public_key).collect();
+            for key in keys {
+                let covered = self.inbound.covers(&key);
+                let (close, moved) = redial.covered(&key, covered, now);
+                if let Some(id) = close {
+                    ctx.close(id);
+                }
+                if moved {
+                    changed = true;
+                    if covered {
+                        tracing::info!(worker, peer = %key.short(), "configured peer connected to us: its session is the pair's one, not dialling");
+                    } else {
+                        tracing::info!(worker, peer = %key.short(), "configured peer no longer connected to us: dialling");
+                    }
+                }
+            }
             let due: Vec<usize> = redial.due(now).collect();
             for index in due {
                 let Some(target) = redial.targets().get(index).cloned() else {
@@ -362,12 +439,14 @@ fn watch_events(
     hub: &MetricsHub,
     config: &Config,
     redial: Option<Redial>,
+    inbound: &InboundSessions,
 ) -> Arc<Mutex<WorkerEvents>> {
     let events = Arc::new(Mutex::new(WorkerEvents::new(
         worker,
         hub.clone(),
         config.metrics.per_peer,
         redial,
+        inbound.clone(),
     )));
     let on_event = Arc::clone(&events);
     node.on_event(move |ctx, event| lock_events(&on_event).on_event(ctx.now(), event));
@@ -438,6 +517,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
     };
     let publish_every = Duration::from_millis(config.metrics.publish_interval_ms.max(10));
     let mut nodes = Vec::with_capacity(binds.len());
+    let inbound = InboundSessions::new(identity.keypair.public, &config);
     for (worker, &bind) in binds.iter().enumerate() {
         let endpoint = endpoint_config(
             &config,
@@ -462,7 +542,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         }
         tracing::info!(worker, addr = %node.local_addr(), driver = %node.driver_name(), key = %node.public_key(), "listening");
         node.publish_metrics(hub.clone(), worker, publish_every, config.metrics.per_peer);
-        let events = watch_events(&mut node, worker, &hub, &config, None);
+        let events = watch_events(&mut node, worker, &hub, &config, None, &inbound);
         if config.hub.enabled {
             // The hub glue takes the node's event callback and hands every event on to
             // the worker's session accounting.
@@ -502,7 +582,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
             },
             config.node.peers.iter().map(|p| (p.public_key, p.address)),
         );
-        let events = watch_events(&mut node, worker, &hub, &config, Some(redial));
+        let events = watch_events(&mut node, worker, &hub, &config, Some(redial), &inbound);
         lock_events(&events).publish_configured();
         // The first dial happens on the worker's first tick; every later one after a loss.
         tracing::info!(worker, addr = %node.local_addr(), peers = config.node.peers.len(), "connecting to configured peers");

@@ -129,8 +129,18 @@ pub struct GlueCounters {
 struct HubMetrics {
     stats: Stats,
     glue: GlueCounters,
-    /// `(topic, publishers, subscribers)`, only with `hub.per_topic_metrics`.
-    topics: Option<Vec<(String, u64, u64)>>,
+    /// Only with `hub.per_topic_metrics`.
+    topics: Option<Vec<TopicMetrics>>,
+}
+
+/// One topic's exported series.
+#[derive(Debug, Clone, Default)]
+struct TopicMetrics {
+    name: String,
+    publishers: u64,
+    subscribers: u64,
+    published_in: u64,
+    relayed: u64,
 }
 
 static METRICS: Mutex<Option<HubMetrics>> = Mutex::new(None);
@@ -147,11 +157,7 @@ pub fn append_metrics(mut body: String) -> String {
     };
     let mut extra = String::with_capacity(4096);
     let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(extra, "# HELP {name} {help}");
-        let _ = writeln!(extra, "# TYPE {name} counter");
-        for (labels, value) in samples {
-            let _ = writeln!(extra, "{name}_total{labels} {value}");
-        }
+        counter_family(&mut extra, name, help, samples);
     };
     let one = |v: u64| [(String::new(), v)];
     let drops: Vec<(String, u64)> = DropReason::ALL
@@ -250,16 +256,38 @@ pub fn append_metrics(mut body: String) -> String {
         &one(m.glue.backlog_now),
     );
     if let Some(topics) = &m.topics {
-        let mut samples = Vec::with_capacity(topics.len() * 2);
-        for (name, pubs, subs) in topics {
-            let name = escape_label(name);
-            samples.push((format!("{{topic=\"{name}\",role=\"publisher\"}}"), *pubs));
-            samples.push((format!("{{topic=\"{name}\",role=\"subscriber\"}}"), *subs));
+        let mut members = Vec::with_capacity(topics.len() * 2);
+        let mut published = Vec::with_capacity(topics.len());
+        let mut relayed = Vec::with_capacity(topics.len());
+        for t in topics {
+            let name = escape_label(&t.name);
+            members.push((
+                format!("{{topic=\"{name}\",role=\"publisher\"}}"),
+                t.publishers,
+            ));
+            members.push((
+                format!("{{topic=\"{name}\",role=\"subscriber\"}}"),
+                t.subscribers,
+            ));
+            published.push((format!("{{topic=\"{name}\"}}"), t.published_in));
+            relayed.push((format!("{{topic=\"{name}\"}}"), t.relayed));
         }
         gauge(
             "intentra_pubsub_topic_members",
-            "Members of each topic, local and behind links (hub.per_topic_metrics).",
-            &samples,
+            "Members of each topic present now, local and behind links (hub.per_topic_metrics).",
+            &members,
+        );
+        counter_family(
+            &mut extra,
+            "intentra_pubsub_topic_published_in",
+            "PUBLISH messages the hub accepted on each topic (hub.per_topic_metrics).",
+            &published,
+        );
+        counter_family(
+            &mut extra,
+            "intentra_pubsub_topic_relayed",
+            "PUBLISH messages the hub sent on each topic, one per target (hub.per_topic_metrics).",
+            &relayed,
         );
     }
     match body.rfind("# EOF") {
@@ -267,6 +295,15 @@ pub fn append_metrics(mut body: String) -> String {
         None => body.push_str(&extra),
     }
     body
+}
+
+/// A counter family in the OpenMetrics text format (sample names end in `_total`).
+fn counter_family(out: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}_total{labels} {value}");
+    }
 }
 
 fn escape_label(s: &str) -> String {
@@ -323,10 +360,13 @@ struct Glue {
     limiter: Limiter,
     dials: Vec<Dial>,
     closing: Vec<PeerId>,
-    /// Peers reported up to the hub from their first message, before the node's PeerUp:
-    /// the node dispatches a message that arrives in the same receive batch as the
-    /// handshake's last packet before it reports the session up.
-    early: Vec<PeerId>,
+    /// Authenticated packets counted from each session up, as last sampled: a count
+    /// that grew means the transport heard the peer (a keepalive, an ACK, anything),
+    /// which keeps it present even when its pubsub HEARTBEAT is late.
+    heard: HashMap<PeerId, u64>,
+    /// When `heard` was last sampled, and how often it is.
+    heard_at: Timestamp,
+    heard_every: Duration,
     per_topic: bool,
     next_metrics: Timestamp,
 }
@@ -445,6 +485,11 @@ impl Glue {
             closing: &mut self.closing,
         };
         f(&mut self.hub, now, &mut out);
+        self.close_overflowed(ctx);
+    }
+
+    /// Closes the sessions whose Reliable FIFO overflowed during the last call.
+    fn close_overflowed(&mut self, ctx: &mut Context<'_>) {
         for peer in std::mem::take(&mut self.closing) {
             tracing::warn!(%peer, backlog = self.backlog, "pubsub backlog full: closing the session");
             self.queues.remove(&peer);
@@ -481,10 +526,8 @@ impl Glue {
                     d.peer = Some(peer);
                     d.wait = DIAL_RETRY_FIRST;
                 }
-                if let Some(i) = self.early.iter().position(|&p| p == peer) {
-                    self.early.swap_remove(i);
-                    return; // already reported up by its first message
-                }
+                let count = ctx.peer_info(peer).map_or(0, |i| i.packets_received);
+                self.heard.insert(peer, count);
                 self.with_hub(ctx, |hub, now, out| {
                     hub.peer_up(peer, member_key(&key), now, out);
                 });
@@ -492,7 +535,7 @@ impl Glue {
             Event::PeerDown { peer, .. } => {
                 let peer = *peer;
                 self.queues.remove(&peer);
-                self.early.retain(|&p| p != peer);
+                self.heard.remove(&peer);
                 let now = Timestamp(ctx.now().as_nanos());
                 for d in self.dials.iter_mut().filter(|d| d.peer == Some(peer)) {
                     d.peer = None;
@@ -506,18 +549,7 @@ impl Glue {
                     TransportMode::Reliable => Mode::Reliable,
                 };
                 let (peer, payload) = (m.peer, m.payload);
-                let early = if self.hub.knows(peer) {
-                    None
-                } else {
-                    ctx.peer_info(peer).map(|info| info.public_key)
-                };
-                if early.is_some() {
-                    self.early.push(peer);
-                }
                 self.with_hub(ctx, |hub, now, out| {
-                    if let Some(key) = early {
-                        hub.peer_up(peer, member_key(&key), now, out);
-                    }
                     hub.handle_message(peer, mode, payload, now, out);
                 });
             }
@@ -527,6 +559,9 @@ impl Glue {
 
     fn on_tick(&mut self, ctx: &mut Context<'_>) {
         let now = Timestamp(ctx.now().as_nanos());
+        if now >= self.heard_at + self.heard_every {
+            self.sample_transport(ctx, now);
+        }
         if self.hub.poll_timeout().is_some_and(|t| t <= now) {
             self.with_hub(ctx, |hub, now, out| hub.handle_timeout(now, out));
         } else {
@@ -557,23 +592,59 @@ impl Glue {
         }
     }
 
+    /// Tells the hub about every session whose transport was heard since the last sample.
+    /// The packet came after that sample, so the hub is told it was heard then: never
+    /// later than it was, so a member that goes quiet is still reported within the
+    /// detection time of its last packet (at most one interval early, far less than
+    /// the keepalive the hub's node asks for).
+    fn sample_transport(&mut self, ctx: &mut Context<'_>, now: Timestamp) {
+        // Never more than half the detection time back, whatever the tick, so a silent
+        // member heard again is not found silent again at once.
+        let half = self.hub.config().detection_time / 2;
+        let floor = Timestamp(now.0.saturating_sub(half.as_nanos() as u64));
+        let since = self.heard_at.max(floor);
+        self.heard_at = now;
+        let Glue {
+            hub,
+            heard,
+            queues,
+            backlog,
+            counters,
+            limiter,
+            closing,
+            ..
+        } = self;
+        let mut out = Out {
+            ctx: &mut *ctx,
+            queues,
+            backlog: *backlog,
+            counters,
+            limiter,
+            closing,
+        };
+        for (&peer, seen) in heard.iter_mut() {
+            let Some(count) = out.ctx.peer_info(peer).map(|i| i.packets_received) else {
+                continue;
+            };
+            if count != *seen {
+                *seen = count;
+                hub.peer_alive(peer, since, &mut out);
+            }
+        }
+        self.close_overflowed(ctx);
+    }
+
     fn publish_metrics(&mut self) {
         self.counters.backlog_now = self.queues.values().map(|q| q.len() as u64).sum();
         let topics = self.per_topic.then(|| {
-            let names: Vec<(intentra_pubsub::TopicId, String)> = self
-                .hub
-                .topic_names()
-                .map(|(id, n)| (id, n.to_owned()))
-                .collect();
-            names
-                .into_iter()
-                .map(|(id, name)| {
-                    let members = self.hub.presence(id);
-                    let pubs = members
-                        .iter()
-                        .filter(|m| m.1 == intentra_pubsub::Role::Publisher)
-                        .count() as u64;
-                    (name, pubs, members.len() as u64 - pubs)
+            self.hub
+                .topic_stats()
+                .map(|t| TopicMetrics {
+                    name: t.name.to_owned(),
+                    publishers: t.publishers as u64,
+                    subscribers: t.subscribers as u64,
+                    published_in: t.published_in,
+                    relayed: t.relayed,
                 })
                 .collect()
         });
@@ -583,6 +654,13 @@ impl Glue {
             topics,
         });
     }
+}
+
+/// How often the transport's per-session packet counts are sampled for liveness: a
+/// twentieth of the detection time (150 ms at the default 3 s), at least one tick.
+fn liveness_interval(section: &HubSection) -> Duration {
+    (Duration::from_millis(section.detection_time_ms) / 20)
+        .max(Duration::from_millis(section.tick_ms))
 }
 
 /// Makes `node` a hub: its events go to `inner` (the daemon's session log) and then to
@@ -631,7 +709,9 @@ pub fn attach(
             })
             .collect(),
         closing: Vec::new(),
-        early: Vec::new(),
+        heard: HashMap::new(),
+        heard_at: Timestamp::ZERO,
+        heard_every: liveness_interval(section),
         per_topic: section.per_topic_metrics,
         next_metrics: Timestamp::ZERO,
     }));

@@ -148,8 +148,6 @@ struct Shared {
     queue: VecDeque<Vec<u8>>,
     notes: VecDeque<Note>,
     down: Option<String>,
-    /// The hub was taken up from its first message, before the node's PeerUp.
-    early: bool,
     now: Timestamp,
 }
 
@@ -351,7 +349,6 @@ fn attach(args: &HubArgs) -> Result<Attached, DaemonError> {
         queue: VecDeque::new(),
         notes: VecDeque::new(),
         down: None,
-        early: false,
         now: Timestamp::ZERO,
     }));
     let events = Arc::clone(&shared);
@@ -363,9 +360,6 @@ fn attach(args: &HubArgs) -> Result<Attached, DaemonError> {
                 peer, public_key, ..
             } if *public_key == s.hub_key => {
                 let peer = *peer;
-                if std::mem::take(&mut s.early) && s.hub == Some(peer) {
-                    return; // already up from its first message
-                }
                 s.hub = Some(peer);
                 s.down = None;
                 let key = member_key(public_key);
@@ -382,28 +376,6 @@ fn attach(args: &HubArgs) -> Result<Attached, DaemonError> {
                 s.queue.clear();
                 s.down = Some(peer_reason.unwrap_or(*reason).label().to_owned());
                 s.with_member(ctx, |m, now, out| m.peer_down(peer, now, out));
-            }
-            // A message that came in the receive batch that completed the handshake is
-            // dispatched before the node reports the session up.
-            Event::Message(msg)
-                if s.hub.is_none()
-                    && ctx
-                        .peer_info(msg.peer)
-                        .is_some_and(|i| i.public_key == s.hub_key) =>
-            {
-                let peer = msg.peer;
-                s.hub = Some(peer);
-                s.early = true;
-                let key = member_key(&s.hub_key);
-                let mode = match msg.mode {
-                    TransportMode::Realtime => Mode::Realtime,
-                    TransportMode::Reliable => Mode::Reliable,
-                };
-                let payload = msg.payload;
-                s.with_member(ctx, |m, now, out| {
-                    m.peer_up(peer, key, now, out);
-                    m.handle_message(peer, mode, payload, now, out);
-                });
             }
             Event::Message(msg) if s.hub == Some(msg.peer) => {
                 let mode = match msg.mode {

@@ -45,6 +45,10 @@ pub enum TargetState {
     Up(PeerId),
     /// Waiting until `at` for the next attempt.
     Waiting { at: Timestamp },
+    /// Not dialled: the peer has a session with one of our listening workers that it
+    /// initiated, and its key is the smaller, so that session is the pair's one (both
+    /// daemons apply the same rule). Due again as soon as that session ends.
+    Covered,
 }
 
 /// One configured peer.
@@ -170,6 +174,38 @@ impl Redial {
         }
     }
 
+    /// The peer `key` has (`true`) or no longer has (`false`) an inbound session that is the
+    /// pair's one (see `TargetState::Covered`). Returns the peer this worker must close, if
+    /// it had its own session or attempt, and whether the target's state changed.
+    pub fn covered(
+        &mut self,
+        key: &PublicKey,
+        covered: bool,
+        now: Timestamp,
+    ) -> (Option<PeerId>, bool) {
+        let Some(target) = self.targets.iter_mut().find(|t| t.public_key == *key) else {
+            return (None, false);
+        };
+        match (covered, target.state) {
+            (true, TargetState::Covered)
+            | (false, TargetState::Up(_) | TargetState::Dialling(_))
+            | (false, TargetState::Waiting { .. }) => (None, false),
+            (true, TargetState::Up(id) | TargetState::Dialling(id)) => {
+                target.state = TargetState::Covered;
+                (Some(id), true)
+            }
+            (true, TargetState::Waiting { .. }) => {
+                target.state = TargetState::Covered;
+                (None, true)
+            }
+            (false, TargetState::Covered) => {
+                target.backoff = self.policy.initial;
+                target.state = TargetState::Waiting { at: now };
+                (None, true)
+            }
+        }
+    }
+
     /// Whether target `index` is established.
     pub fn is_up(&self, index: usize) -> bool {
         self.targets
@@ -184,7 +220,7 @@ impl Redial {
             .map(|t| ConfiguredPeer {
                 public_key: t.public_key,
                 addr: t.addr,
-                up: matches!(t.state, TargetState::Up(_)),
+                up: matches!(t.state, TargetState::Up(_) | TargetState::Covered),
                 attempts: t.attempts,
             })
             .collect()

@@ -158,3 +158,66 @@ fn a_configured_peer_refused_by_our_allow_list_is_dialled_once_sighup_restores_i
         || a.metric("intentra_configured_peer_up", &[("peer", &b_key)]) == 1.0,
     );
 }
+
+#[test]
+fn two_daemons_that_list_each_other_hold_one_session_and_heal_when_it_is_lost() {
+    let dir = scratch("ops_redial_mutual");
+    let a_key = keygen(&dir, "a.key");
+    let b_key = keygen(&dir, "b.key");
+    let (a_udp, b_udp) = (free_udp(), free_udp());
+    let (a_metrics, b_metrics) = (free_tcp(), free_tcp());
+    let lists =
+        |addr, key: &str| format!("peers = [{{ address = \"{addr}\", public_key = \"{key}\" }}]");
+    let extra = "[log]\nlevel = \"info\"";
+    let a_config = config(a_udp, "a.key", &lists(b_udp, &b_key), a_metrics, extra);
+    let b_config = config(b_udp, "b.key", &lists(a_udp, &a_key), b_metrics, extra);
+    let a = Daemon::start(&dir, "a", &a_config, a_metrics);
+    let b = Daemon::start(&dir, "b", &b_config, b_metrics);
+    let up = |d: &Daemon, key: &str, addr: std::net::SocketAddr| {
+        d.metric(
+            "intentra_configured_peer_up",
+            &[("peer", key), ("address", &addr.to_string())],
+        )
+    };
+    let sessions = |d: &Daemon| d.metric("intentra_connections_active", &[]);
+    wait_until(Duration::from_secs(15), "both to see the other up", || {
+        up(&a, &b_key, b_udp) == 1.0 && up(&b, &a_key, a_udp) == 1.0
+    });
+    // Each dialled the other; the daemon whose key is the larger gives up its own dial in
+    // favour of the session the smaller key opened: one session per daemon, not two.
+    wait_until(Duration::from_secs(10), "one session each", || {
+        sessions(&a) == 1.0 && sessions(&b) == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!((sessions(&a), sessions(&b)), (1.0, 1.0));
+    let (smaller, larger, larger_log) = if a_key < b_key {
+        ("a", "b", b.log_text())
+    } else {
+        ("b", "a", a.log_text())
+    };
+    assert!(
+        larger_log.contains("its session is the pair's one, not dialling"),
+        "{larger} should have deferred to {smaller}: {larger_log}"
+    );
+
+    // The daemon with the smaller key restarts: the other dials again and they meet again,
+    // still with one session each.
+    let restart_a = a_key < b_key;
+    let (a, b) = if restart_a {
+        drop(a);
+        std::thread::sleep(Duration::from_millis(200));
+        (Daemon::start(&dir, "a", &a_config, a_metrics), b)
+    } else {
+        drop(b);
+        std::thread::sleep(Duration::from_millis(200));
+        (a, Daemon::start(&dir, "b", &b_config, b_metrics))
+    };
+    wait_until(Duration::from_secs(20), "the pair to meet again", || {
+        up(&a, &b_key, b_udp) == 1.0 && up(&b, &a_key, a_udp) == 1.0
+    });
+    wait_until(Duration::from_secs(15), "one session each again", || {
+        sessions(&a) == 1.0 && sessions(&b) == 1.0
+    });
+    drop(a);
+    drop(b);
+}

@@ -458,3 +458,102 @@ fn hub_metrics_export_relays_and_refusals() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn status_shows_topics_with_subscribers_and_rates() {
+    let keys = Keys::new();
+    let (key_file, hub_key) = keys.make("hub.key");
+    let (s1_file, _) = keys.make("s1.key");
+    let (s2_file, _) = keys.make("s2.key");
+    let (p_file, _) = keys.make("p.key");
+    let bind = format!("127.0.0.1:{}", free_udp());
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let toml = hub_toml(&HubSpec {
+        bind: bind.clone(),
+        key_file: &key_file,
+        rules: vec![("*", "md/*", "publish,subscribe")],
+        links: Vec::new(),
+        dial: Vec::new(),
+        detection_ms: 3000,
+    })
+    .replace(
+        "[metrics]\nlisten = \"off\"\n",
+        &format!("[metrics]\nlisten = \"{metrics}\"\npublish_interval_ms = 20\n"),
+    )
+    .replace(
+        "enabled = true\n",
+        "enabled = true\nper_topic_metrics = true\n",
+    );
+    let _hub = start_hub(&[], keys.dir.path(), "hub", &toml);
+    let subs: Vec<Proc> = [("s1", &s1_file), ("s2", &s2_file)]
+        .into_iter()
+        .map(|(name, file)| {
+            let s = Proc::spawn(
+                name,
+                tool(&[], "subscribe", &bind, &hub_key, "md/eth", file, &[]),
+            );
+            s.wait_err(T, "connected to hub");
+            s
+        })
+        .collect();
+    // Publishes for up to 20 s; the status below is taken while it runs.
+    let _p = Proc::spawn(
+        "pub",
+        tool(
+            &[],
+            "publish",
+            &bind,
+            &hub_key,
+            "md/eth",
+            &p_file,
+            &[
+                "--rate",
+                "200",
+                "--count",
+                "4000",
+                "--wait-subscribers",
+                "2",
+            ],
+        ),
+    );
+    let end = std::time::Instant::now() + T;
+    while !intentra_daemon::metrics_http::fetch_metrics(metrics)
+        .unwrap()
+        .contains("intentra_pubsub_topic_relayed_total{topic=\"md/eth\"}")
+    {
+        assert!(std::time::Instant::now() < end, "no per-topic series");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::process::Command::new(BIN)
+        .args([
+            "status",
+            "--metrics",
+            &metrics.to_string(),
+            "--interval",
+            "0.5",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("md/eth"))
+        .unwrap_or_else(|| panic!("no topic row:\n{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.len(), 7, "{text}");
+    assert_eq!(
+        &cells[1..3],
+        ["1", "2"],
+        "one publisher, two subscribers:\n{text}"
+    );
+    let per_s = |i: usize| cells[i].parse::<f64>().unwrap();
+    assert!(per_s(5) > 0.0 && per_s(6) > 0.0, "rates:\n{text}");
+    // Each publish goes to both subscribers.
+    let total = |i: usize| cells[i].parse::<f64>().unwrap();
+    assert!(total(4) >= total(3), "{text}");
+    drop(subs);
+}

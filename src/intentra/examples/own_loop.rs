@@ -16,7 +16,7 @@ use intentra::proto::Endpoint;
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
 use intentra::proto::Timestamp;
-use intentra::proto::{Event, Mode, PeerId};
+use intentra::proto::{Event, Mode, PeerId, Sent};
 
 /// One endpoint, its socket and the epoch its timestamps count from.
 struct Host {
@@ -85,9 +85,11 @@ impl Host {
         let Some(peer) = self.peer else { return Ok(()) };
         let now = self.now();
         match self.endpoint.send(now, peer, mode, payload, buf) {
-            Ok(transmit) => {
+            Ok(Sent::Now(transmit)) => {
                 self.socket.send_to(&buf[..transmit.len], transmit.dst)?;
             }
+            // Held beyond the peer's window: `poll_transmit` sends it when ACKs open it.
+            Ok(Sent::Queued) => {}
             Err(err) => println!("{}: send refused: {err}", self.name),
         }
         Ok(())

@@ -16,8 +16,9 @@
 //! [`HandleConfig`] bounds every queue, in messages and in bytes. The commands queued
 //! between two turns must fit `commands`/`command_bytes`: at a producer rate R messages/s and
 //! a loop turn of T seconds (a receive batch, at most the wait), size it at least R × T.
-//! A Reliable peer's send window (`EndpointConfig::reliable.max_queued_bytes`) holds what is
-//! sent and not yet acknowledged, so it must be at least
+//! A Reliable peer's send window (`EndpointConfig::reliable.max_queued_bytes`, and no more
+//! than the receive window the peer advertised in its handshake) holds what is sent and not
+//! yet acknowledged, so it must be at least
 //! **rate × message size × round trip**: 1,000 messages/s of 512 B over a 2 ms round trip
 //! need 1,000 × 512 × 0.002 ≈ 1 KiB; with less, sends answer `WouldBlock` (or wait in the
 //! peer's deferred queue, `deferred_per_peer` messages) until ACKs free room, and
@@ -420,8 +421,6 @@ impl SendFailures {
             SendError::KeysExhausted => self.keys_exhausted += 1,
             // Larger than this peer's configured bound: it can never fit, like TooLarge.
             SendError::ExceedsQueueBound => self.too_large += 1,
-            // Stored beyond the peer's window and sent once ACKs open it: not a failure.
-            SendError::Queued => {}
             _ => self.other += 1,
         }
     }
@@ -896,3 +895,7 @@ impl Events {
         Ok(queued.event)
     }
 }
+
+#[cfg(test)]
+#[path = "handle_queue_bench.rs"]
+mod queue_bench;

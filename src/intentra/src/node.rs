@@ -27,7 +27,7 @@ use intentra_proto::wire::{MAX_DATAGRAM_LEN, MAX_RELIABLE_PAYLOAD};
 use intentra_proto::{
     CloseReason, DropReason, Endpoint, EndpointConfig, PublicKey, Stats, Timestamp,
 };
-use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError};
+use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent};
 use intentra_udp::{
     self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait, Waker,
 };
@@ -131,6 +131,15 @@ struct Sink<'a> {
 enum Target<'a> {
     Driver(&'a mut dyn Driver),
     Deferred(&'a mut DeferredSends),
+}
+
+impl Target<'_> {
+    fn reborrow(&mut self) -> Target<'_> {
+        match self {
+            Target::Driver(driver) => Target::Driver(&mut **driver),
+            Target::Deferred(deferred) => Target::Deferred(deferred),
+        }
+    }
 }
 
 impl<'a> Sink<'a> {
@@ -455,10 +464,10 @@ fn send_one(
     // The payload is copied once, into the buffer it is sealed in; nothing else is copied.
     let mut outcome = Ok(());
     let written = sink.write(|buf| match endpoint.send(now, peer, mode, payload, buf) {
-        Ok(transmit) => Some((transmit.dst, transmit.len)),
+        Ok(Sent::Now(transmit)) => Some((transmit.dst, transmit.len)),
         // Accepted and stored beyond what may be in flight now: the endpoint sends it
         // when ACKs open the window, so for the caller it is sent.
-        Err(SendError::Queued) => None,
+        Ok(Sent::Queued) => None,
         Err(err) => {
             outcome = Err(err);
             None
@@ -938,6 +947,7 @@ impl Node {
             recorder,
             events,
             backlog,
+            scratch,
             ..
         } = self;
         let clock = &self.clock;
@@ -952,6 +962,22 @@ impl Node {
             let Some(message) = endpoint.handle_datagram(now, datagram.src, datagram.data) else {
                 return;
             };
+            // What the endpoint queued first happened first: above all the PeerUp of a
+            // handshake whose last packet came earlier in this batch, which must reach the
+            // application before this message from that peer. Released Reliable messages wait:
+            // this one comes before them (the endpoint returns a message directly only when
+            // nothing of its peer is waiting).
+            dispatch_queued(
+                Dispatch::PeerEvents,
+                endpoint,
+                events.as_ref(),
+                on_event.as_mut(),
+                scratch,
+                backlog,
+                Target::Deferred(&mut *deferred),
+                recorder,
+                now,
+            );
             if let Some(events) = events.as_ref() {
                 let event = NodeEvent::Message {
                     peer: message.peer,
@@ -1039,7 +1065,17 @@ impl Node {
                 (tick.handler)(&mut ctx);
             }
         }
-        self.drain_events(now);
+        dispatch_queued(
+            Dispatch::All,
+            &mut self.endpoint,
+            self.events.as_ref(),
+            self.on_event.as_mut(),
+            &mut self.scratch,
+            &mut self.backlog,
+            Target::Driver(self.driver.as_mut()),
+            &mut self.recorder,
+            now,
+        );
         self.run_commands(now);
         self.service_backlog(now);
         while self.endpoint.has_transmit() {
@@ -1092,119 +1128,6 @@ impl Node {
                             }));
                     }
                 });
-            }
-        }
-    }
-
-    fn drain_events(&mut self, now: Timestamp) {
-        loop {
-            // Reliable messages released from the reorder buffer borrow the endpoint, which the
-            // callback's context also needs: copy them to a scratch buffer first.
-            let event = match self.endpoint.poll_event() {
-                None => return,
-                Some(Event::Message(m)) => {
-                    let len = m.payload.len().min(MAX_DATAGRAM_LEN);
-                    self.scratch[..len].copy_from_slice(&m.payload[..len]);
-                    OwnedEvent::Message(m.peer, m.mode, len)
-                }
-                Some(Event::PeerUp {
-                    peer,
-                    public_key,
-                    addr,
-                }) => OwnedEvent::Other(Event::PeerUp {
-                    peer,
-                    public_key,
-                    addr,
-                }),
-                Some(Event::PeerDown {
-                    peer,
-                    public_key,
-                    reason,
-                    peer_reason,
-                }) => OwnedEvent::Other(Event::PeerDown {
-                    peer,
-                    public_key,
-                    reason,
-                    peer_reason,
-                }),
-                Some(Event::ReliableAbandoned {
-                    peer,
-                    messages,
-                    bytes,
-                }) => OwnedEvent::Other(Event::ReliableAbandoned {
-                    peer,
-                    messages,
-                    bytes,
-                }),
-                // An event this loop does not know yet carries nothing it must act on.
-                Some(_) => continue,
-            };
-            if let Some(events) = self.events.as_ref() {
-                match event {
-                    OwnedEvent::Message(peer, mode, len) => {
-                        events.push(NodeEvent::Message { peer, mode, len }, &self.scratch[..len])
-                    }
-                    OwnedEvent::Other(Event::PeerUp {
-                        peer,
-                        public_key,
-                        addr,
-                    }) => events.push(
-                        NodeEvent::PeerUp {
-                            peer,
-                            public_key,
-                            addr,
-                        },
-                        &[],
-                    ),
-                    OwnedEvent::Other(Event::PeerDown {
-                        peer,
-                        public_key,
-                        reason,
-                        peer_reason,
-                    }) => events.push(
-                        NodeEvent::PeerDown {
-                            peer,
-                            public_key,
-                            reason,
-                            peer_reason,
-                        },
-                        &[],
-                    ),
-                    OwnedEvent::Other(Event::ReliableAbandoned {
-                        peer,
-                        messages,
-                        bytes,
-                    }) => events.push(
-                        NodeEvent::ReliableAbandoned {
-                            peer,
-                            messages,
-                            bytes,
-                        },
-                        &[],
-                    ),
-                    OwnedEvent::Other(Event::Message(_)) => {}
-                    _ => {}
-                }
-            }
-            let Some(handler) = self.on_event.as_mut() else {
-                continue;
-            };
-            let mut ctx = Context {
-                endpoint: &mut self.endpoint,
-                sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
-                backlog: &mut self.backlog,
-                now,
-            };
-            match event {
-                OwnedEvent::Message(peer, mode, len) => {
-                    let message = Event::Message(Message {
-                        peer,
-                        mode,
-                        payload: &self.scratch[..len],
-                    });
-                    handler(&mut ctx, &message);
-                }
-                OwnedEvent::Other(event) => handler(&mut ctx, &event),
             }
         }
     }
@@ -1465,6 +1388,150 @@ impl Node {
     fn now(&self) -> Timestamp {
         since(&self.clock, self.epoch)
     }
+}
+
+/// Hands every event the endpoint has queued (peers up and down, Reliable messages
+/// released in order) to the `Events` queue and the callback, oldest first. `target` is
+/// where the callback's sends go: the driver, or the deferred buffers while the driver is
+/// handing out a receive batch.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_queued(
+    which: Dispatch,
+    endpoint: &mut Endpoint,
+    events: Option<&EventSink>,
+    mut on_event: Option<&mut EventHandler>,
+    scratch: &mut [u8; MAX_DATAGRAM_LEN],
+    backlog: &mut Backlog,
+    mut target: Target<'_>,
+    recorder: &mut Option<Recorder>,
+    now: Timestamp,
+) {
+    loop {
+        // Reliable messages released from the reorder buffer borrow the endpoint, which the
+        // callback's context also needs: copy them to a scratch buffer first.
+        let polled = match which {
+            Dispatch::PeerEvents => endpoint.poll_peer_event(),
+            Dispatch::All => endpoint.poll_event(),
+        };
+        let event = match polled {
+            None => return,
+            Some(Event::Message(m)) => {
+                let len = m.payload.len().min(MAX_DATAGRAM_LEN);
+                scratch[..len].copy_from_slice(&m.payload[..len]);
+                OwnedEvent::Message(m.peer, m.mode, len)
+            }
+            Some(Event::PeerUp {
+                peer,
+                public_key,
+                addr,
+            }) => OwnedEvent::Other(Event::PeerUp {
+                peer,
+                public_key,
+                addr,
+            }),
+            Some(Event::PeerDown {
+                peer,
+                public_key,
+                reason,
+                peer_reason,
+            }) => OwnedEvent::Other(Event::PeerDown {
+                peer,
+                public_key,
+                reason,
+                peer_reason,
+            }),
+            Some(Event::ReliableAbandoned {
+                peer,
+                messages,
+                bytes,
+            }) => OwnedEvent::Other(Event::ReliableAbandoned {
+                peer,
+                messages,
+                bytes,
+            }),
+            // An event this loop does not know yet carries nothing it must act on.
+            Some(_) => continue,
+        };
+        if let Some(events) = events {
+            match event {
+                OwnedEvent::Message(peer, mode, len) => {
+                    events.push(NodeEvent::Message { peer, mode, len }, &scratch[..len])
+                }
+                OwnedEvent::Other(Event::PeerUp {
+                    peer,
+                    public_key,
+                    addr,
+                }) => events.push(
+                    NodeEvent::PeerUp {
+                        peer,
+                        public_key,
+                        addr,
+                    },
+                    &[],
+                ),
+                OwnedEvent::Other(Event::PeerDown {
+                    peer,
+                    public_key,
+                    reason,
+                    peer_reason,
+                }) => events.push(
+                    NodeEvent::PeerDown {
+                        peer,
+                        public_key,
+                        reason,
+                        peer_reason,
+                    },
+                    &[],
+                ),
+                OwnedEvent::Other(Event::ReliableAbandoned {
+                    peer,
+                    messages,
+                    bytes,
+                }) => events.push(
+                    NodeEvent::ReliableAbandoned {
+                        peer,
+                        messages,
+                        bytes,
+                    },
+                    &[],
+                ),
+                OwnedEvent::Other(Event::Message(_)) => {}
+                _ => {}
+            }
+        }
+        let Some(handler) = on_event.as_deref_mut() else {
+            continue;
+        };
+        let mut ctx = Context {
+            endpoint: &mut *endpoint,
+            sink: Sink {
+                target: target.reborrow(),
+                recorder: recorder.as_mut(),
+            },
+            backlog: &mut *backlog,
+            now,
+        };
+        match event {
+            OwnedEvent::Message(peer, mode, len) => {
+                let message = Event::Message(Message {
+                    peer,
+                    mode,
+                    payload: &scratch[..len],
+                });
+                handler(&mut ctx, &message);
+            }
+            OwnedEvent::Other(event) => handler(&mut ctx, &event),
+        }
+    }
+}
+
+/// Which of the endpoint's queued events `dispatch_queued` hands out.
+#[derive(Clone, Copy)]
+enum Dispatch {
+    /// Peers up and down and abandoned Reliable messages only.
+    PeerEvents,
+    /// Those and released Reliable messages.
+    All,
 }
 
 enum OwnedEvent {

@@ -104,6 +104,28 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// What `Endpoint::send` did with an accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a `Sent::Now` datagram must be sent by the caller"]
+pub enum Sent {
+    /// Sealed into the caller's buffer: send `buf[..len]` to `dst` now.
+    Now(Transmit),
+    /// A Reliable message accepted but held beyond the peer's receive window: the
+    /// endpoint sends it itself (from `poll_transmit`) once ACKs open the window. The
+    /// caller's buffer holds nothing to send, and the message must not be sent again.
+    Queued,
+}
+
+impl Sent {
+    /// The datagram to send now, if the message went out at once.
+    pub fn transmit(self) -> Option<Transmit> {
+        match self {
+            Sent::Now(transmit) => Some(transmit),
+            Sent::Queued => None,
+        }
+    }
+}
+
 /// Why `Endpoint::send` refused a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -119,9 +141,6 @@ pub enum SendError {
     ExceedsQueueBound,
     /// The peer's Reliable buffer is full: try again once ACKs free it. Nothing was sent.
     WouldBlock,
-    /// Not a failure: the Reliable message was accepted and waits beyond the peer's
-    /// receive window; it goes out once ACKs open the window. Do not send it again.
-    Queued,
     /// The caller's buffer cannot hold the packet.
     BufferTooSmall,
     /// The session's keys are spent and no rekey succeeded.
@@ -138,7 +157,6 @@ impl fmt::Display for SendError {
                 "reliable message larger than the configured queue bound: it can never be sent"
             }
             SendError::WouldBlock => "reliable queue full, would block",
-            SendError::Queued => "reliable message queued until the peer's window opens",
             SendError::BufferTooSmall => "send buffer too small",
             SendError::KeysExhausted => "session keys exhausted",
         })
@@ -193,4 +211,9 @@ pub struct PeerInfo {
     pub drops: u64,
     /// Reliable payload bytes waiting for acknowledgement.
     pub reliable_queued_bytes: usize,
+    /// Reliable payload bytes transmitted and not yet cumulatively acknowledged: never
+    /// more than `peer_receive_window`, except for a lone segment.
+    pub reliable_in_flight_bytes: usize,
+    /// The Reliable receive window the peer advertised in its handshake, in bytes.
+    pub peer_receive_window: usize,
 }

@@ -16,6 +16,10 @@ use super::wire::{
 
 /// Start a new handshake once this many packets were sealed under one key (WireGuard's bound).
 pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+/// A counter more than this far above the highest one accepted is *stray*: no packet a
+/// peer sent since can have got through to us, so it is most likely forged, and it is
+/// opened only from a small budget of its own (PROTOCOL.md section 8, step 4).
+pub const STRAY_AHEAD: u64 = 1 << 16;
 /// Refuse to seal past this counter: the nonce space must never wrap.
 pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
 
@@ -41,8 +45,9 @@ pub enum OpenError {
 /// The transport keys of one key set, handed out when `EndpointConfig::export_session_keys`
 /// is on (for a capture's key log, like SSLKEYLOGFILE). Packets to `local_index` open with
 /// `recv`; packets to `remote_index` open with `send`. Only these keys: never the static key,
-/// ephemeral keys or cookie secrets.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// ephemeral keys or cookie secrets. Not `Copy`, and the keys are wiped when it is dropped,
+/// so no stray copy of them outlives its use.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionSecrets {
     /// The logging endpoint's index of this key set: packets to it carry it as `receiver`.
     pub local_index: SessionIndex,
@@ -60,6 +65,14 @@ pub struct SessionSecrets {
     pub rekey: bool,
     /// When the key set was installed.
     pub created: Timestamp,
+}
+
+impl Drop for SessionSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.send.zeroize();
+        self.recv.zeroize();
+    }
 }
 
 /// Not `Debug` with the keys in it: a stray `{:?}` must not log them.
@@ -148,6 +161,13 @@ impl KeySet {
             return Err(OpenError::CounterLimit);
         }
         self.replay.check(counter).map_err(OpenError::Replay)
+    }
+
+    /// Whether `counter` is more than `STRAY_AHEAD` above every counter accepted so far
+    /// (or, before any, not below `STRAY_AHEAD`).
+    pub fn is_stray(&self, counter: Counter) -> bool {
+        let highest = self.replay.highest().map_or(0, |c| c.0);
+        counter.0 > highest.saturating_add(STRAY_AHEAD)
     }
 
     /// Checks the counter and the replay window, opens `packet` in place, then marks the

@@ -75,13 +75,14 @@
 //!
 //! // `send` seals straight into the caller's buffer and says where the datagram goes.
 //! let mut buf = [0u8; MAX_DATAGRAM_LEN];
-//! let t = a.send(now, peer, Mode::Reliable, b"hello", &mut buf).unwrap();
+//! let sent = a.send(now, peer, Mode::Reliable, b"hello", &mut buf).unwrap();
+//! let t = sent.transmit().expect("the window is open: it goes out now");
 //! assert_eq!(t.dst, addr(2000));
 //! let message = b.handle_datagram(now, addr(1000), &mut buf[..t.len]).unwrap();
 //! assert_eq!(message.payload, b"hello");
-//! drive(now, &mut a, &mut b, &mut log); // b's ACK
+//! drive(now, &mut a, &mut b, &mut log); // nothing yet: b's ACK waits to cover more
 //!
-//! // Sleep until the earlier deadline, run the timers, drive again: here, keepalives.
+//! // Sleep until the earlier deadline, run the timers, drive again: here, b's delayed ACK.
 //! now = [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min().unwrap();
 //! a.handle_timeout(now);
 //! b.handle_timeout(now);
@@ -126,7 +127,9 @@ pub mod wire;
 
 pub use crate::config::EndpointConfig;
 pub use crate::endpoint::Endpoint;
-pub use crate::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Transmit};
+pub use crate::event::{
+    ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent, Transmit,
+};
 pub use crate::keys::{KeyError, Keypair, PublicKey, SecretKey, KEY_LEN};
 pub use crate::keyset::SessionSecrets;
 pub use crate::reliable::{ReliableConfig, DEFAULT_QUEUE_BYTES, MAX_QUEUE_BYTES};

@@ -9,7 +9,10 @@
 use super::cookie;
 use super::keys::{Keypair, PublicKey, KEY_LEN};
 use super::noise_crypto::SeededResolver;
-use super::wire::{self, finish, init, response, PacketType, SessionIndex, MAC_LEN};
+use super::wire::{
+    self, finish, init, response, PacketType, SessionIndex, MAC_LEN, MSG2_PAYLOAD_LEN,
+    MSG3_PAYLOAD_LEN, WINDOW_LEN,
+};
 
 /// The Noise protocol name, as PROTOCOL.md states it.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_AESGCM_SHA256";
@@ -26,7 +29,7 @@ pub enum HandshakeError {
     MissingStatic,
 }
 
-/// The one encrypted payload byte of HandshakeFinish: does the initiator continue a session
+/// The first encrypted payload byte of HandshakeFinish: does the initiator continue a session
 /// the responder already has (keeping its Reliable streams), or start afresh?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishIntent {
@@ -44,6 +47,20 @@ impl FinishIntent {
             _ => None,
         }
     }
+}
+
+/// Encodes a receive-window advertisement (PROTOCOL.md 4.6): bytes, u32 LE. A bound
+/// above `u32::MAX` cannot be configured usefully (at most `MAX_QUEUE_BYTES` is used), so
+/// it saturates.
+fn encode_window(bytes: usize) -> [u8; WINDOW_LEN] {
+    u32::try_from(bytes).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+/// Reads an advertisement: every value is valid; the sender treats values above
+/// `MAX_QUEUE_BYTES` as that (`ReliableSender::set_peer_window`).
+fn decode_window(bytes: &[u8]) -> Option<usize> {
+    let raw: [u8; WINDOW_LEN] = bytes.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(raw)).ok()
 }
 
 /// The transport keys of one session, as seen by one side.
@@ -133,33 +150,42 @@ impl Initiator {
     }
 
     /// Reads HandshakeResponse, checks the responder is who we asked for, and writes
-    /// HandshakeFinish addressed to `responder_index`.
+    /// HandshakeFinish addressed to `responder_index`, advertising our Reliable receive
+    /// `window` in bytes. Also returns the responder's advertised window.
     pub fn finish(
         mut self,
         response_packet: &[u8],
         responder_index: SessionIndex,
         intent: FinishIntent,
-    ) -> Result<([u8; finish::LEN], SessionKeys), HandshakeError> {
+        window: usize,
+    ) -> Result<([u8; finish::LEN], SessionKeys, usize), HandshakeError> {
         let noise = response_packet
             .get(response::NOISE..response::LEN)
             .ok_or(HandshakeError::Noise)?;
         let mut payload = [0u8; 64];
-        self.state
+        let payload_len = self
+            .state
             .read_message(noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
         let remote = remote_static(&self.state)?;
         if remote != self.remote {
             return Err(HandshakeError::UnexpectedPeer);
         }
+        // The packet length is fixed, so only a peer that encrypted another payload
+        // length into it gets here: refused, like any other malformed handshake.
+        let peer_window = payload
+            .get(..payload_len)
+            .filter(|p| p.len() == MSG2_PAYLOAD_LEN)
+            .and_then(decode_window)
+            .ok_or(HandshakeError::Noise)?;
         let mut packet = [0u8; finish::LEN];
         wire::write_prefix(&mut packet, PacketType::HandshakeFinish);
         packet[finish::RECEIVER..finish::NOISE]
             .copy_from_slice(&responder_index.get().to_le_bytes());
-        write_noise(
-            &mut self.state,
-            &[intent as u8],
-            &mut packet[finish::NOISE..],
-        )?;
+        let mut msg3_payload = [0u8; MSG3_PAYLOAD_LEN];
+        msg3_payload[0] = intent as u8;
+        msg3_payload[1..].copy_from_slice(&encode_window(window));
+        write_noise(&mut self.state, &msg3_payload, &mut packet[finish::NOISE..])?;
         if !self.state.is_handshake_finished() {
             return Err(HandshakeError::Noise);
         }
@@ -171,6 +197,7 @@ impl Initiator {
                 send: initiator_to_responder,
                 recv: responder_to_initiator,
             },
+            peer_window,
         ))
     }
 }
@@ -183,13 +210,15 @@ pub struct Responder {
 
 impl Responder {
     /// Reads a HandshakeInit whose mac1 (and cookie, if required) the caller has checked,
-    /// and writes the HandshakeResponse from `local_index` to the initiator's index.
+    /// and writes the HandshakeResponse from `local_index` to the initiator's index,
+    /// advertising our Reliable receive `window` in bytes.
     pub fn accept(
         local: &Keypair,
         init_packet: &[u8],
         initiator_index: SessionIndex,
         local_index: SessionIndex,
         seed: [u8; 32],
+        window: usize,
     ) -> Result<Responder, HandshakeError> {
         let mut state = builder(seed)
             .local_private_key(local.secret.as_bytes())
@@ -209,7 +238,11 @@ impl Responder {
             .copy_from_slice(&local_index.get().to_le_bytes());
         packet[response::RECEIVER..response::NOISE]
             .copy_from_slice(&initiator_index.get().to_le_bytes());
-        write_noise(&mut state, &[], &mut packet[response::NOISE..])?;
+        write_noise(
+            &mut state,
+            &encode_window(window),
+            &mut packet[response::NOISE..],
+        )?;
         Ok(Responder { state, packet })
     }
 
@@ -218,11 +251,12 @@ impl Responder {
         &self.packet
     }
 
-    /// Reads HandshakeFinish: returns the initiator's static key, the session keys and intent.
+    /// Reads HandshakeFinish: returns the initiator's static key, the session keys, the
+    /// intent and the initiator's advertised receive window in bytes.
     pub fn finish(
         mut self,
         finish_packet: &[u8],
-    ) -> Result<(PublicKey, SessionKeys, FinishIntent), HandshakeError> {
+    ) -> Result<(PublicKey, SessionKeys, FinishIntent, usize), HandshakeError> {
         let noise = finish_packet
             .get(finish::NOISE..finish::LEN)
             .ok_or(HandshakeError::Noise)?;
@@ -231,10 +265,11 @@ impl Responder {
             .state
             .read_message(noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
-        if !self.state.is_handshake_finished() || payload_len != 1 {
+        if !self.state.is_handshake_finished() || payload_len != MSG3_PAYLOAD_LEN {
             return Err(HandshakeError::Noise);
         }
         let intent = FinishIntent::from_byte(payload[0]).ok_or(HandshakeError::Noise)?;
+        let window = decode_window(&payload[1..MSG3_PAYLOAD_LEN]).ok_or(HandshakeError::Noise)?;
         let remote = remote_static(&self.state)?;
         let (initiator_to_responder, responder_to_initiator) =
             self.state.dangerously_get_raw_split();
@@ -245,6 +280,7 @@ impl Responder {
                 recv: initiator_to_responder,
             },
             intent,
+            window,
         ))
     }
 }
@@ -311,14 +347,16 @@ mod tests {
             &init_packet[..init::MAC1],
             &init_packet[init::MAC1..init::MAC2]
         ));
-        let responder = Responder::accept(&b, &init_packet, index(11), index(22), [2; 32]).unwrap();
+        let responder =
+            Responder::accept(&b, &init_packet, index(11), index(22), [2; 32], 700).unwrap();
         let response_packet = *responder.response_packet();
         assert!(wire::parse_header(&response_packet).is_ok());
-        let (finish_packet, init_keys) = initiator
-            .finish(&response_packet, index(22), FinishIntent::Rekey)
+        let (finish_packet, init_keys, responder_window) = initiator
+            .finish(&response_packet, index(22), FinishIntent::Rekey, 90_000)
             .unwrap();
         assert!(wire::parse_header(&finish_packet).is_ok());
-        let (seen, resp_keys, intent) = responder.finish(&finish_packet).unwrap();
+        let (seen, resp_keys, intent, initiator_window) = responder.finish(&finish_packet).unwrap();
+        assert_eq!((responder_window, initiator_window), (700, 90_000));
         assert_eq!(seen, a.public);
         assert_eq!(intent, FinishIntent::Rekey);
         assert_eq!(init_keys.send, resp_keys.recv);
@@ -348,11 +386,12 @@ mod tests {
         let mut initiator = Initiator::start(&a, &b.public, index(1), [1; 32]).unwrap();
         let init_packet = *initiator.init_packet(None);
         let responder =
-            Responder::accept(&mallory, &init_packet, index(1), index(2), [2; 32]).unwrap();
+            Responder::accept(&mallory, &init_packet, index(1), index(2), [2; 32], 512).unwrap();
         let result = initiator.finish(
             responder.response_packet(),
             index(2),
             FinishIntent::NewSession,
+            512,
         );
         assert!(matches!(result, Err(HandshakeError::UnexpectedPeer)));
     }
@@ -364,25 +403,27 @@ mod tests {
             let mut initiator = Initiator::start(&a, &b.public, index(1), [1; 32]).unwrap();
             let init_packet = *initiator.init_packet(None);
             let responder =
-                Responder::accept(&b, &init_packet, index(1), index(2), [2; 32]).unwrap();
+                Responder::accept(&b, &init_packet, index(1), index(2), [2; 32], 512).unwrap();
             let mut response_packet = *responder.response_packet();
             response_packet[byte] ^= 1;
             assert!(initiator
-                .finish(&response_packet, index(2), FinishIntent::NewSession)
+                .finish(&response_packet, index(2), FinishIntent::NewSession, 512)
                 .is_err());
         }
         let mut initiator = Initiator::start(&a, &b.public, index(1), [1; 32]).unwrap();
         let init_packet = *initiator.init_packet(None);
-        let responder = Responder::accept(&b, &init_packet, index(1), index(2), [2; 32]).unwrap();
-        let (mut finish_packet, _) = initiator
+        let responder =
+            Responder::accept(&b, &init_packet, index(1), index(2), [2; 32], 512).unwrap();
+        let (mut finish_packet, _, _) = initiator
             .finish(
                 responder.response_packet(),
                 index(2),
                 FinishIntent::NewSession,
+                512,
             )
             .unwrap();
         finish_packet[finish::LEN - 1] ^= 0x80;
         assert!(responder.finish(&finish_packet).is_err());
-        assert!(Responder::accept(&b, &[0u8; 10], index(1), index(2), [2; 32]).is_err());
+        assert!(Responder::accept(&b, &[0u8; 10], index(1), index(2), [2; 32], 512).is_err());
     }
 }

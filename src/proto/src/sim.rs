@@ -14,7 +14,7 @@ use rand_chacha::ChaCha20Rng;
 
 use super::config::EndpointConfig;
 use super::endpoint::Endpoint;
-use super::event::{Event, Mode, PeerId, SendError};
+use super::event::{Event, Mode, PeerId, SendError, Sent};
 use super::keys::{Keypair, PublicKey};
 use super::stats::CloseReason;
 use super::time::Timestamp;
@@ -238,11 +238,13 @@ impl Network {
     ) -> Result<(), SendError> {
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
         let now = self.now;
-        let transmit = self.nodes[node]
+        let sent = self.nodes[node]
             .endpoint
             .send(now, peer, mode, payload, &mut buf)?;
-        let src = self.nodes[node].addr;
-        self.put_on_wire(src, transmit.dst, &buf[..transmit.len]);
+        if let Sent::Now(transmit) = sent {
+            let src = self.nodes[node].addr;
+            self.put_on_wire(src, transmit.dst, &buf[..transmit.len]);
+        }
         self.drain(node);
         Ok(())
     }

@@ -35,12 +35,19 @@ pub const MAX_REALTIME_PAYLOAD: usize = MAX_DATAGRAM_LEN - TRANSPORT_OVERHEAD;
 /// Largest Reliable payload one datagram carries (its sequence number takes the rest).
 pub const MAX_RELIABLE_PAYLOAD: usize = MAX_REALTIME_PAYLOAD - RELIABLE_SEQ_LEN;
 
-/// Noise XX message sizes with empty payloads (25519, AES-GCM).
+/// Bytes of a receive-window advertisement in a handshake payload (u32 LE).
+pub const WINDOW_LEN: usize = 4;
+/// The msg2 payload: the responder's Reliable receive window.
+pub const MSG2_PAYLOAD_LEN: usize = WINDOW_LEN;
+/// The msg3 payload: the `FinishIntent` byte, then the initiator's receive window.
+pub const MSG3_PAYLOAD_LEN: usize = 1 + WINDOW_LEN;
+
+/// Noise XX msg1 (25519, AES-GCM): the ephemeral key, empty payload.
 pub const NOISE_MSG1_LEN: usize = 32;
-/// Noise XX msg2: ephemeral, encrypted static, tag of the empty payload.
-pub const NOISE_MSG2_LEN: usize = 32 + 48 + 16;
-/// msg3 carries one encrypted payload byte: `FinishIntent`.
-pub const NOISE_MSG3_LEN: usize = 48 + 1 + 16;
+/// Noise XX msg2: ephemeral, encrypted static, the encrypted window and its tag.
+pub const NOISE_MSG2_LEN: usize = 32 + 48 + MSG2_PAYLOAD_LEN + 16;
+/// msg3: encrypted static, then the encrypted `FinishIntent` and window with their tag.
+pub const NOISE_MSG3_LEN: usize = 48 + MSG3_PAYLOAD_LEN + 16;
 
 pub mod init {
     //! HandshakeInit: 120 bytes, padded so that no reply is ever larger.
@@ -62,7 +69,7 @@ pub mod init {
 }
 
 pub mod response {
-    //! HandshakeResponse: 108 bytes.
+    //! HandshakeResponse: 112 bytes.
     use super::*;
     /// Offset of the responder's session index.
     pub const SENDER: usize = 4;
@@ -75,7 +82,7 @@ pub mod response {
 }
 
 pub mod finish {
-    //! HandshakeFinish: 73 bytes.
+    //! HandshakeFinish: 77 bytes.
     use super::*;
     /// Offset of the responder's session index.
     pub const RECEIVER: usize = 4;
@@ -492,8 +499,8 @@ mod tests {
     #[test]
     fn sizes_match_protocol_md() {
         assert_eq!(init::LEN, 120);
-        assert_eq!(response::LEN, 108);
-        assert_eq!(finish::LEN, 73);
+        assert_eq!(response::LEN, 112);
+        assert_eq!(finish::LEN, 77);
         assert_eq!(cookie_reply::LEN, 52);
         assert_eq!(MAX_REALTIME_PAYLOAD, 1420);
     }

@@ -67,7 +67,9 @@ impl Pair {
         let t = self
             .a
             .send(self.now, peer, mode, payload, &mut self.buf)
-            .unwrap();
+            .unwrap()
+            .transmit()
+            .expect("the window is open");
         if self
             .b
             .handle_datagram(self.now, self.a_addr, &mut self.buf[..t.len])

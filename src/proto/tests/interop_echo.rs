@@ -15,7 +15,7 @@ use intentra_proto::EndpointConfig;
 use intentra_proto::Keypair;
 use intentra_proto::Timestamp;
 use intentra_proto::{CloseReason, DropReason};
-use intentra_proto::{Event, Mode, PeerId};
+use intentra_proto::{Event, Mode, PeerId, Sent};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -96,7 +96,7 @@ fn python_peer_interoperates_with_the_rust_endpoint() {
             }
         }
         for (peer, mode, payload) in echoes.drain(..) {
-            if let Ok(tx) = endpoint.send(t, peer, mode, &payload, &mut out) {
+            if let Ok(Sent::Now(tx)) = endpoint.send(t, peer, mode, &payload, &mut out) {
                 socket.send_to(&out[..tx.len], tx.dst).unwrap();
             }
         }

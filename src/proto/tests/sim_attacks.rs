@@ -302,6 +302,49 @@ fn replays_cost_no_token_so_they_cannot_starve_the_peer() {
 }
 
 #[test]
+fn junk_with_made_up_counters_at_a_real_index_cannot_starve_the_peer() {
+    let (mut net, pa, _) = Network::connected_pair(110, |c| {
+        c.rate_pps = 1_000;
+        c.rate_burst = 50;
+        c.export_session_keys = true;
+    });
+    let secrets = net.nodes[0].endpoint.poll_session_keys().unwrap();
+    let src = net.nodes[0].addr;
+    net.run_for(Duration::from_secs(1), 10_000);
+    // Ten thousand forgeries at the session's real index, from the peer's own address, with
+    // counters the peer has not come near: they spend only the stray budget.
+    let mut forged = secrets.clone();
+    forged.send = [0x42; 32];
+    for i in 0..10_000u64 {
+        let junk = seal_with(&forged, TransportKind::Realtime, (1 << 40) + i, b"junk");
+        net.inject(1, src, &junk);
+    }
+    for i in 0..40u32 {
+        net.send(0, pa, Mode::Realtime, &i.to_le_bytes()).unwrap();
+    }
+    net.run_for(Duration::from_millis(5), 10_000);
+    let stats = net.nodes[1].endpoint.stats();
+    assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 40);
+    assert_eq!(
+        stats.dropped(DropReason::Crypto),
+        20,
+        "the stray burst was opened"
+    );
+    assert_eq!(stats.dropped(DropReason::RateLimit), 10_000 - 20);
+    assert!(net.nodes[1].downs().is_empty());
+    // A genuine packet far ahead (the peer sent much that was lost) still gets through.
+    net.run_for(Duration::from_secs(1), 10_000);
+    let ahead = seal_with(
+        &secrets,
+        TransportKind::Realtime,
+        500_000,
+        b"after a long loss",
+    );
+    net.inject(1, src, &ahead);
+    assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 41);
+}
+
+#[test]
 fn authenticated_violations_still_strike_and_close_the_session() {
     let (mut net, _, _) = Network::connected_pair(105, |c| {
         c.export_session_keys = true;

@@ -104,6 +104,26 @@ struct TopicState {
     /// The last publish as sent to local subscribers (hop count included), and its mode.
     last: Vec<u8>,
     last_mode: Option<Mode>,
+    /// PUBLISH messages accepted on this topic, and sent on (one per target).
+    published_in: u64,
+    relayed: u64,
+}
+
+/// One topic's figures, for per-topic metrics ([`Hub::topic_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicStats<'a> {
+    /// The topic's id.
+    pub id: TopicId,
+    /// Its name.
+    pub name: &'a str,
+    /// Members present as publishers: local ones not silent, and those behind links.
+    pub publishers: usize,
+    /// Members present as subscribers, counted the same way.
+    pub subscribers: usize,
+    /// PUBLISH messages the hub accepted on the topic (from members and links).
+    pub published_in: u64,
+    /// PUBLISH messages the hub sent on the topic, one per relay target.
+    pub relayed: u64,
 }
 
 /// A hub.
@@ -207,6 +227,28 @@ impl<P: Copy + Eq + Hash> Hub<P> {
         }
         out.extend(t.remote.iter().map(|r| (r.member, r.role, r.hub)));
         out
+    }
+
+    /// Every topic known by name with its member counts and message counters, without
+    /// allocating (the per-topic metrics read this a few times a second).
+    pub fn topic_stats(&self) -> impl Iterator<Item = TopicStats<'_>> {
+        self.topics.iter().filter_map(|t| {
+            let name = t.name.as_deref()?;
+            let present = |list: &[usize]| {
+                list.iter()
+                    .filter(|&&i| matches!(self.peers.get(i), Some(Some(p)) if !p.silent))
+                    .count()
+            };
+            let remote = |role: Role| t.remote.iter().filter(|r| r.role == role).count();
+            Some(TopicStats {
+                id: t.id,
+                name,
+                publishers: present(&t.pubs) + remote(Role::Publisher),
+                subscribers: present(&t.subs) + remote(Role::Subscriber),
+                published_in: t.published_in,
+                relayed: t.relayed,
+            })
+        })
     }
 
     /// The names of the topics this hub knows by name.
@@ -325,7 +367,9 @@ impl<P: Copy + Eq + Hash> Hub<P> {
         }
     }
 
-    /// The transport heard from `handle` (e.g. a keepalive): it is not silent.
+    /// The transport heard from `handle` at `now` (e.g. a keepalive): it is not silent.
+    /// `now` may be earlier than the last input (a node that samples per-session packet
+    /// counts passes the time of its previous sample); the hub keeps the later time.
     pub fn peer_alive(&mut self, handle: P, now: Timestamp, sink: &mut impl Sink<P>) {
         if let Some(i) = self.slot_of(handle) {
             self.heard(i, now, sink);
@@ -336,7 +380,8 @@ impl<P: Copy + Eq + Hash> Hub<P> {
         let Some(Some(p)) = self.peers.get_mut(i) else {
             return;
         };
-        p.last_heard = now;
+        // `peer_alive` may report a packet at a time earlier than the last message.
+        p.last_heard = p.last_heard.max(now);
         if !p.silent {
             return;
         }
@@ -653,6 +698,8 @@ impl<P: Copy + Eq + Hash> Hub<P> {
             remote: Vec::new(),
             last: Vec::new(),
             last_mode: None,
+            published_in: 0,
+            relayed: 0,
         });
         let t = self.topics.len() - 1;
         self.by_id.insert(id, t);
@@ -990,6 +1037,8 @@ impl<P: Copy + Eq + Hash> Hub<P> {
         out.copy_from_slice(&bytes[..len]);
         out[wire::PUBLISH_HOPS_OFFSET] = out[wire::PUBLISH_HOPS_OFFSET].saturating_add(1);
         let topic = &mut topics[t];
+        topic.published_in += 1;
+        let before = stats.published_out;
         for &s in &topic.subs {
             if Some(s) != from {
                 send_to(peers, s, mode, out, now, sink);
@@ -1002,6 +1051,7 @@ impl<P: Copy + Eq + Hash> Hub<P> {
                 stats.published_out += 1;
             }
         }
+        topic.relayed += stats.published_out - before;
         if config.last_value_cache {
             // `last` keeps its capacity, so after the first publish this copies without allocating.
             topic.last.clear();

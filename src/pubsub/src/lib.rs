@@ -58,7 +58,7 @@ mod topic;
 pub mod wire;
 
 pub use auth::{is_allowed, KeyPattern, Permissions, Rule, TopicPattern};
-pub use hub::{Hub, HubConfig, RemoteMember};
+pub use hub::{Hub, HubConfig, RemoteMember, TopicStats};
 pub use member::{Member, MemberConfig, PresenceEntry, PublishError};
 pub use seq::{Seq, SeqTracker, Verdict, REORDER_WINDOW};
 pub use stats::{DropReason, Stats};

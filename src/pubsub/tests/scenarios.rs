@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{key, Ev, Net, Node};
 use intentra_pubsub::{
     Action, DropReason, KeyPattern, Member, MemberConfig, Mode, Permissions, PresenceReason, Role,
-    Rule, TopicPattern,
+    Rule, Timestamp, TopicPattern,
 };
 
 fn seqs(evs: &[Ev]) -> Vec<u64> {
@@ -465,6 +465,43 @@ fn silence_is_reported_within_the_detection_time_and_recovery_too() {
         Ev::Up { member, .. } if *member == key(b)
     )));
     assert_eq!(net.stats(h).silent, 1);
+}
+
+#[test]
+fn transport_liveness_keeps_a_member_present_and_never_moves_its_time_back() {
+    let (mut net, h, ms) = star(2);
+    let (a, b) = (ms[0], ms[1]);
+    net.advertise(a, "t");
+    net.subscribe(b, "t");
+    net.advance(Duration::from_secs(2));
+    net.take(a);
+    // b's HEARTBEATs are lost, but its transport is heard (keepalives) every 500 ms.
+    net.cut(b, h);
+    for _ in 0..20 {
+        net.advance(Duration::from_millis(500));
+        let now = net.now;
+        let mut c = common::Collect::default();
+        net.hub(h).peer_alive(b, now, &mut c);
+        net.absorb_from(h, c);
+    }
+    assert!(
+        !net.take(a).iter().any(|e| matches!(e, Ev::Down { .. })),
+        "heard at the transport level, so present"
+    );
+    // A report of a packet older than the last one heard changes nothing: b is still
+    // reported down 3 s after the last real report, not earlier.
+    let last = net.now;
+    let mut c = common::Collect::default();
+    net.hub(h)
+        .peer_alive(b, Timestamp(last.0 - 2_500_000_000), &mut c);
+    net.absorb_from(h, c);
+    net.advance(Duration::from_millis(2900));
+    assert!(!net.take(a).iter().any(|e| matches!(e, Ev::Down { .. })));
+    net.advance(Duration::from_millis(200));
+    assert!(net
+        .take(a)
+        .iter()
+        .any(|e| matches!(e, Ev::Down { member, reason: PresenceReason::Silent, .. } if *member == key(b))));
 }
 
 #[test]

@@ -135,7 +135,15 @@ impl Endpoint {
             return Err(DropReason::HandshakeBudget);
         };
         let seed = self.draw_seed();
-        match Responder::accept(&self.config.keypair, datagram, sender, local_index, seed) {
+        let window = self.config.reliable.queue_bound();
+        match Responder::accept(
+            &self.config.keypair,
+            datagram,
+            sender,
+            local_index,
+            seed,
+            window,
+        ) {
             Ok(responder) => {
                 self.responders[position] = Some(PendingResponder {
                     responder: Box::new(responder),
@@ -268,6 +276,7 @@ impl Endpoint {
             Some(Phase::AwaitConfirm { .. }) => return Err(DropReason::Replay),
             None => return Err(DropReason::UnknownSession),
         };
+        let window = self.config.reliable.queue_bound();
         let Some(peer) = self.peer_mut(id) else {
             return Err(DropReason::UnknownSession);
         };
@@ -287,10 +296,11 @@ impl Endpoint {
             handshake.phase = phase;
             return Err(DropReason::Replay);
         };
-        let (finish_packet, keys) = match initiator.finish(datagram, sender, intent) {
-            Ok(done) => done,
-            Err(_) => return Err(DropReason::HandshakeFailed),
-        };
+        let (finish_packet, keys, peer_window) =
+            match initiator.finish(datagram, sender, intent, window) {
+                Ok(done) => done,
+                Err(_) => return Err(DropReason::HandshakeFailed),
+            };
         handshake.phase = Phase::AwaitConfirm {
             finish: finish_packet,
         };
@@ -302,6 +312,7 @@ impl Endpoint {
         let keyset = KeySet::new(&keys, receiver, sender, now);
         let peer_key = peer.public_key;
         peer.addr = src;
+        peer.sender.set_peer_window(peer_window);
         let mut came_up = None;
         // A first-session handshake for a peer that already had a session (ours went
         // unconfirmed, or it restarted): the new session replaces the old one, streams and all.
@@ -332,6 +343,10 @@ impl Endpoint {
         }
         if let Some(keyset) = replacement {
             self.replace_session(now, id, keyset, src, true);
+            // The restarted streams' sender honours the window this handshake advertised.
+            if let Some(peer) = self.peer_mut(id) {
+                peer.sender.set_peer_window(peer_window);
+            }
         }
         if let Some((public_key, addr)) = came_up {
             self.events.push_back(QueuedEvent::Up {
@@ -385,7 +400,7 @@ impl Endpoint {
             return Err(DropReason::UnknownSession);
         };
         let finished = pending.responder.finish(datagram);
-        let (public_key, keys, intent) = match finished {
+        let (public_key, keys, intent, peer_window) = match finished {
             Ok(done) => done,
             Err(_) => {
                 self.free_index(receiver);
@@ -468,6 +483,9 @@ impl Endpoint {
                 return Err(DropReason::HandshakeFailed);
             }
         };
+        if let Some(peer) = self.peer_mut(id) {
+            peer.sender.set_peer_window(peer_window);
+        }
         self.indexes.retarget(receiver, SlotTarget::Keys(id));
         self.export_keys(|| exported);
         self.record_handshake(now.saturating_since(pending.created));

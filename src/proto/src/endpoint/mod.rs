@@ -324,6 +324,19 @@ impl Endpoint {
 
     /// The next event: peers up and down, and Reliable messages released in order.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        if let Some(event) = self.poll_peer_event() {
+            return Some(event);
+        }
+        self.poll_released()
+    }
+
+    /// The next event about a peer (up, down, abandoned Reliable messages), never a released
+    /// Reliable message. A caller that hands out the message `handle_datagram` returned calls
+    /// this first: a PeerUp queued by an earlier datagram must come before that peer's
+    /// message, while released Reliable messages (of this or another peer) must not jump
+    /// ahead of it, since the endpoint returns an in-order message directly only when
+    /// nothing of that peer waits before it.
+    pub fn poll_peer_event(&mut self) -> Option<Event<'static>> {
         if let Some(event) = self.events.pop_front() {
             return Some(match event {
                 QueuedEvent::Up {
@@ -357,6 +370,10 @@ impl Endpoint {
                 },
             });
         }
+        None
+    }
+
+    fn poll_released(&mut self) -> Option<Event<'_>> {
         while let Some(&id) = self.ready.front() {
             let has_ready = self
                 .peer(id)
@@ -435,6 +452,8 @@ impl Endpoint {
             packets_sent: peer.packets_sent,
             drops: peer.drops,
             reliable_queued_bytes: peer.sender.queued_bytes(),
+            reliable_in_flight_bytes: peer.sender.window_bytes(),
+            peer_receive_window: peer.sender.peer_window(),
         })
     }
 

@@ -16,6 +16,10 @@ use crate::strikes::Strikes;
 use crate::time::Timestamp;
 use crate::wire::{SessionIndex, COOKIE_LEN};
 
+/// Stray-counter packets opened per second and in a burst, per peer (PROTOCOL.md 8).
+pub(super) const STRAY_RATE: u32 = 100;
+pub(super) const STRAY_BURST: u32 = 20;
+
 /// What a session index routes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotTarget {
@@ -51,6 +55,9 @@ pub(super) struct Peer {
     pub(super) handshake: Option<InitiatorHandshake>,
     pub(super) cookie: Option<([u8; COOKIE_LEN], Timestamp)>,
     pub(super) bucket: TokenBucket,
+    /// The budget of packets with stray counters (far ahead of anything accepted), so that
+    /// junk with made-up counters cannot spend `bucket`, which the genuine packets need.
+    pub(super) stray: TokenBucket,
     pub(super) strikes: Strikes,
     pub(super) sender: ReliableSender,
     pub(super) receiver: ReliableReceiver,
@@ -150,6 +157,7 @@ impl Endpoint {
             handshake: None,
             cookie: None,
             bucket: TokenBucket::new(self.config.rate_pps, self.config.rate_burst, now),
+            stray: TokenBucket::new(STRAY_RATE, STRAY_BURST, now),
             strikes: Strikes::new(),
             sender: ReliableSender::new(self.config.reliable),
             receiver: ReliableReceiver::new(self.config.reliable),

@@ -1,5 +1,5 @@
 //! Timers: handshake retransmission and expiry, keepalives, idle and key expiry, rekeys,
-//! Reliable retransmissions, the expiry of replaced keys, and cookie-secret rotation.
+//! Reliable retransmissions and delayed ACKs, the expiry of replaced keys, and cookie-secret rotation.
 //!
 //! Each peer keeps its deadlines in a `TimerTable` indexed by `Timer`; its next wake-up is the
 //! table's minimum, never a value kept by hand. The endpoint keeps one min-heap of wake-ups
@@ -41,10 +41,12 @@ pub(super) enum Timer {
     Keepalive,
     /// Resend unacknowledged Reliable segments.
     Retransmit,
+    /// Send the delayed ACK of received Reliable segments.
+    Ack,
 }
 
 impl Timer {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
 }
 
 /// A peer's deadlines, one slot per `Timer`; `None` is a stopped timer.
@@ -249,7 +251,7 @@ impl Endpoint {
             self.timer_visits += 1;
         }
         let mut table = TimerTable::default();
-        let mut to_queue: [Option<PendingTx>; 3] = [None; 3];
+        let mut to_queue: [Option<PendingTx>; 4] = [None; 4];
         let mut close = None;
         let mut retire = [None; 2];
         let mut start_rekey = false;
@@ -336,6 +338,14 @@ impl Endpoint {
                     table.set(Timer::Retransmit, at);
                 }
             }
+            if let Some(due) = peer.receiver.ack_deadline() {
+                if due > now {
+                    table.set(Timer::Ack, due);
+                } else if !peer.ack_queued {
+                    peer.ack_queued = true;
+                    to_queue[3] = Some(PendingTx::Ack(id));
+                }
+            }
         }
         peer.timers = table;
         self.schedule(id);
@@ -349,8 +359,14 @@ impl Endpoint {
                     match item {
                         PendingTx::Keepalive(_) => peer.keepalive_queued = false,
                         PendingTx::Retransmit(_) => peer.retransmit_queued = false,
+                        PendingTx::Ack(_) => peer.ack_queued = false,
                         _ => {}
                     }
+                }
+                if matches!(item, PendingTx::Ack(_)) {
+                    // Nothing else would bring the ACK back: retry at the next visit (the
+                    // timer floor keeps that out of this call).
+                    self.arm(id, Timer::Ack, now);
                 }
             }
         }
@@ -454,5 +470,62 @@ mod tests {
             while hub.poll_transmit(now, &mut buf).is_some() {}
         }
         assert_eq!(hub.wakes.heap.capacity(), capacity);
+    }
+
+    #[test]
+    fn a_long_reliable_stream_keeps_the_wake_heap_within_its_capacity() {
+        // Delayed ACKs re-arm a peer's wake-up every millisecond while its later deadlines
+        // (keepalive, idle) stay put: entries for those deadlines must not pile up.
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let config_a = EndpointConfig::new(Keypair::generate(&mut rng));
+        let config_b = EndpointConfig::new(Keypair::generate(&mut rng));
+        let key_b = config_b.keypair.public;
+        let mut now = Timestamp::from_millis(1_000);
+        let mut a = Endpoint::new(config_a, now, ChaCha20Rng::seed_from_u64(10));
+        let mut b = Endpoint::new(config_b, now, ChaCha20Rng::seed_from_u64(11));
+        let (addr_a, addr_b) = (
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 2)),
+        );
+        let peer = a.connect(now, addr_b, key_b).unwrap();
+        let mut buf = [0u8; crate::wire::MAX_DATAGRAM_LEN];
+        let shuttle = |now: Timestamp, a: &mut Endpoint, b: &mut Endpoint, buf: &mut [u8]| {
+            for _ in 0..100 {
+                let mut moved = false;
+                while let Some(t) = a.poll_transmit(now, buf) {
+                    b.handle_datagram(now, addr_a, &mut buf[..t.len]);
+                    moved = true;
+                }
+                while let Some(t) = b.poll_transmit(now, buf) {
+                    a.handle_datagram(now, addr_b, &mut buf[..t.len]);
+                    moved = true;
+                }
+                while a.poll_event().is_some() {}
+                while b.poll_event().is_some() {}
+                if !moved {
+                    break;
+                }
+            }
+        };
+        shuttle(now, &mut a, &mut b, &mut buf);
+        let capacity = (a.wakes.heap.capacity(), b.wakes.heap.capacity());
+        // Nine seconds of a few segments per 0.3 ms: ACKs wait for their delay, keepalives
+        // come due, nothing else changes.
+        for step in 0..30_000u32 {
+            now += Duration::from_micros(300);
+            for _ in 0..(step % 3) {
+                if let Ok(crate::event::Sent::Now(t)) =
+                    a.send(now, peer, crate::event::Mode::Reliable, b"x", &mut buf)
+                {
+                    b.handle_datagram(now, addr_a, &mut buf[..t.len]);
+                }
+            }
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            shuttle(now, &mut a, &mut b, &mut buf);
+        }
+        assert!(a.peer_info(peer).unwrap().established);
+        assert_eq!(b.stats().dropped_total(), 0);
+        assert_eq!((a.wakes.heap.capacity(), b.wakes.heap.capacity()), capacity);
     }
 }

@@ -7,7 +7,7 @@ use super::handshake::Phase;
 use super::peers::{peer_in, KeyRole, SlotTarget};
 use super::timers::Timer;
 use super::Endpoint;
-use crate::event::{Message, Mode, PeerId, SendError, Transmit};
+use crate::event::{Message, Mode, PeerId, SendError, Sent, Transmit};
 use crate::keyset::{self, OpenError, SealError, REKEY_AFTER_MESSAGES};
 use crate::reliable::{PushError, Pushed, Receive};
 use crate::stats::{CloseReason, DropReason};
@@ -19,9 +19,11 @@ use crate::wire::{
 };
 
 impl Endpoint {
-    /// Seals `payload` for `peer` straight into `buf` and returns what to send. Reliable
-    /// messages are also kept for retransmission; when the peer's bound is reached the
-    /// answer is `WouldBlock` and nothing is sent.
+    /// Seals `payload` for `peer` straight into `buf` and returns what to send
+    /// (`Sent::Now`). Reliable messages are also kept for retransmission; one beyond the
+    /// peer's receive window is accepted and held (`Sent::Queued`: `poll_transmit` sends
+    /// it once ACKs open the window); when the local bound is reached the answer is
+    /// `WouldBlock` and nothing is kept.
     pub fn send(
         &mut self,
         now: Timestamp,
@@ -29,7 +31,7 @@ impl Endpoint {
         mode: Mode,
         payload: &[u8],
         buf: &mut [u8],
-    ) -> Result<Transmit, SendError> {
+    ) -> Result<Sent, SendError> {
         let peer = peer_in(&mut self.peers, peer_id).ok_or(SendError::UnknownPeer)?;
         if peer.closing.is_some() {
             return Err(SendError::UnknownPeer);
@@ -70,7 +72,8 @@ impl Endpoint {
                     if let Some(at) = peer.sender.next_timeout() {
                         peer.timers.arm(Timer::Retransmit, at);
                     }
-                    return Err(SendError::Queued);
+                    self.schedule(peer_id);
+                    return Ok(Sent::Queued);
                 }
                 Err(PushError::WouldBlock) => {
                     self.stats.send_would_block += 1;
@@ -99,7 +102,7 @@ impl Endpoint {
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;
         self.schedule(peer_id);
-        Ok(Transmit { dst, len })
+        Ok(Sent::Now(Transmit { dst, len }))
     }
 
     pub(super) fn on_transport<'b>(
@@ -119,19 +122,25 @@ impl Endpoint {
         };
         // Replays are refused first, by the window alone: they cost no token, so replaying
         // captured packets cannot drain the bucket the genuine ones need.
-        let precheck = peer
-            .keys_for(receiver)
-            .map(|(keys, _)| keys.precheck(counter));
-        match precheck {
+        let stray = match peer.keys_for(receiver) {
             None => return Err(DropReason::UnknownSession),
-            Some(Err(_)) => {
-                peer.drops += 1;
-                return Err(DropReason::Replay);
-            }
-            Some(Ok(())) => {}
-        }
-        // The token bucket comes before any cryptography: a flood costs us one integer check.
-        if !peer.bucket.try_take(now) {
+            Some((keys, _)) => match keys.precheck(counter) {
+                Ok(()) => keys.is_stray(counter),
+                Err(_) => {
+                    peer.drops += 1;
+                    return Err(DropReason::Replay);
+                }
+            },
+        };
+        // A token bucket comes before any cryptography: a flood costs us one integer check.
+        // A counter far ahead of anything accepted draws on a small budget of its own, so
+        // junk with made-up counters at a real index cannot starve the genuine packets.
+        let bucket = if stray {
+            &mut peer.stray
+        } else {
+            &mut peer.bucket
+        };
+        if !bucket.try_take(now) {
             peer.drops += 1;
             return Err(DropReason::RateLimit);
         }
@@ -215,9 +224,21 @@ impl Endpoint {
                         rejected = Some(DropReason::ReorderBufferFull);
                     }
                 }
-                if !peer.ack_queued && self.pending_tx.len() < self.config.control_queue {
-                    peer.ack_queued = true;
-                    self.pending_tx.push_back(PendingTx::Ack(id));
+                // The ACK is written by `poll_transmit`, so everything that arrived by then
+                // (the rest of the driver's batch) shares it. If it may wait, a timer sends
+                // it; if it may not, it is queued now.
+                match peer.receiver.ack_deadline() {
+                    Some(due) if due > now => peer.timers.arm(Timer::Ack, due),
+                    Some(due) if !peer.ack_queued => {
+                        if self.pending_tx.len() < self.config.control_queue {
+                            peer.ack_queued = true;
+                            self.pending_tx.push_back(PendingTx::Ack(id));
+                        } else {
+                            // No room: the next timer visit retries.
+                            peer.timers.arm(Timer::Ack, due);
+                        }
+                    }
+                    Some(_) | None => {}
                 }
             }
             TransportKind::Ack => {

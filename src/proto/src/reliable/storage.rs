@@ -42,11 +42,15 @@ pub(super) struct Arena {
     tail: usize,
 }
 
-/// The first allocation (capped at the arena's limit): room for a full window of 64 small
-/// updates (128 B each, twice over), so a peer's Reliable traffic of the sizes intentra
-/// carries reaches its steady state, and stops allocating, with its first message. Idle
+/// Small updates, the size the first allocation is made for.
+const SMALL_UPDATE: usize = 128;
+
+/// The first allocation (capped at the arena's limit): twice a full window of small
+/// updates plus the one being stored, so that a stream of them never fills more than half
+/// the buffer (`grow_for`'s rule) and reaches its steady state, and stops allocating, with
+/// its first message, however full the window gets later (a loss, a slow path). Idle
 /// peers, and peers that never send Reliable data, allocate nothing.
-const MIN_ALLOCATION: usize = 16 * 1024;
+const MIN_ALLOCATION: usize = 2 * (MAX_IN_FLIGHT + 1) * SMALL_UPDATE;
 
 impl Arena {
     pub(super) fn new(max_live: usize) -> Self {
@@ -67,7 +71,7 @@ impl Arena {
     ) -> Option<Span> {
         if self.buf.len().saturating_sub(self.tail) < data.len() {
             let live: usize = slots.iter().flatten().map(|slot| slot.span().len).sum();
-            self.grow_for(live.saturating_add(data.len()));
+            self.grow_for(live.saturating_add(data.len()), data.len());
             if self.buf.len().saturating_sub(self.tail) < data.len() {
                 self.compact(slots);
             }
@@ -84,15 +88,21 @@ impl Arena {
     }
 
     /// Grows the buffer when `needed` live bytes would fill more than half of it (so a
-    /// compaction would free too little), doubling, capped at `limit`.
-    fn grow_for(&mut self, needed: usize) {
+    /// compaction would free too little), capped at `limit`: at least doubling, and at
+    /// once to twice a full window of messages of `message` bytes, so that a stream of one
+    /// message size grows once, the first time its window fills, not step by step.
+    fn grow_for(&mut self, needed: usize, message: usize) {
         let len = self.buf.len();
         if len >= self.limit || needed.saturating_mul(2) <= len {
             return;
         }
+        let full_window = (MAX_IN_FLIGHT + 1)
+            .saturating_mul(message)
+            .saturating_mul(2);
         let target = len
             .saturating_mul(2)
             .max(needed.saturating_mul(2))
+            .max(full_window)
             .max(MIN_ALLOCATION)
             .min(self.limit);
         // `reserve_exact`, so the allocation is what the bound says and not a Vec's

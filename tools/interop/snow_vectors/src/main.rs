@@ -79,7 +79,15 @@ fn builder(ephemeral: [u8; 32]) -> snow::Builder<'static> {
     snow::Builder::with_resolver(params, Box::new(FixedResolver(ephemeral)))
 }
 
-fn handshake(case: u8, finish_intent: u8) -> (Value, [u8; 32], [u8; 32]) {
+/// One handshake with fixed keys; each side advertises its Reliable receive window
+/// (u32 LE) in its payload: the responder's alone in msg2, the initiator's after the
+/// FinishIntent byte in msg3.
+fn handshake(
+    case: u8,
+    finish_intent: u8,
+    responder_window: u32,
+    initiator_window: u32,
+) -> (Value, [u8; 32], [u8; 32]) {
     let (init_static, resp_static) = (fill(case), fill(case + 100));
     let (init_eph, resp_eph) = (fill(case + 50), fill(case + 150));
     let mut init = builder(init_eph)
@@ -99,16 +107,19 @@ fn handshake(case: u8, finish_intent: u8) -> (Value, [u8; 32], [u8; 32]) {
     let msg1 = buf[..n1].to_vec();
     assert_eq!(resp.read_message(&msg1, &mut payload).expect("read1"), 0);
 
-    let n2 = resp.write_message(&[], &mut buf).expect("msg2");
+    let n2 = resp
+        .write_message(&responder_window.to_le_bytes(), &mut buf)
+        .expect("msg2");
     let msg2 = buf[..n2].to_vec();
-    assert_eq!(init.read_message(&msg2, &mut payload).expect("read2"), 0);
+    assert_eq!(init.read_message(&msg2, &mut payload).expect("read2"), 4);
+    assert_eq!(payload[..4], responder_window.to_le_bytes());
 
-    let n3 = init
-        .write_message(&[finish_intent], &mut buf)
-        .expect("msg3");
+    let mut msg3_payload = vec![finish_intent];
+    msg3_payload.extend_from_slice(&initiator_window.to_le_bytes());
+    let n3 = init.write_message(&msg3_payload, &mut buf).expect("msg3");
     let msg3 = buf[..n3].to_vec();
-    assert_eq!(resp.read_message(&msg3, &mut payload).expect("read3"), 1);
-    assert_eq!(payload[0], finish_intent);
+    assert_eq!(resp.read_message(&msg3, &mut payload).expect("read3"), 5);
+    assert_eq!(payload[..5], msg3_payload[..]);
 
     let hash = init.get_handshake_hash().to_vec();
     assert_eq!(hash, resp.get_handshake_hash());
@@ -124,6 +135,8 @@ fn handshake(case: u8, finish_intent: u8) -> (Value, [u8; 32], [u8; 32]) {
         "responder_static_public": init_public,
         "initiator_static_public": resp.get_remote_static().map(hex),
         "finish_intent": finish_intent,
+        "responder_window": responder_window,
+        "initiator_window": initiator_window,
         "msg1": hex(&msg1),
         "msg2": hex(&msg2),
         "msg3": hex(&msg3),
@@ -163,8 +176,8 @@ fn transport(key: &[u8; 32], ty: u8, receiver: u32, counter: u64, plaintext: &[u
 }
 
 fn main() {
-    let (first, k1, k2) = handshake(1, 0);
-    let (second, _, _) = handshake(2, 1);
+    let (first, k1, k2) = handshake(1, 0, 65_536, 90_368);
+    let (second, _, _) = handshake(2, 1, 512, 0x0102_0304);
     let mut reliable = 7u64.to_le_bytes().to_vec();
     reliable.extend_from_slice(b"reliable payload");
     let mut ack = 5u64.to_le_bytes().to_vec();
