@@ -32,7 +32,7 @@ use rand_chacha::ChaCha20Rng;
 use super::Input;
 use crate::config::EndpointConfig;
 use crate::endpoint::Endpoint;
-use crate::event::{Event, Mode, PeerId, SendError};
+use crate::event::{Event, Mode, PeerId, Sent};
 use crate::keys::Keypair;
 use crate::stats::{CloseReason, DropReason};
 use crate::time::Timestamp;
@@ -366,11 +366,11 @@ impl Harness {
             .endpoint
             .send(self.now, side.peer, mode, &bytes, &mut buf);
         let accepted = match result {
-            Ok(transmit) => {
+            Ok(Sent::Now(transmit)) => {
                 self.route(from, transmit.dst, buf[..transmit.len].to_vec());
                 true
             }
-            Err(SendError::Queued) => true,
+            Ok(Sent::Queued) => true,
             Err(_) => false,
         };
         if accepted {

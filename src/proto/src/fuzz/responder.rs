@@ -264,9 +264,12 @@ impl Harness {
             return;
         };
         let src = attempt.src;
-        if let Ok((packet, _keys)) =
-            initiator.finish(&response, responder_index, FinishIntent::NewSession)
-        {
+        if let Ok((packet, _keys, _window)) = initiator.finish(
+            &response,
+            responder_index,
+            FinishIntent::NewSession,
+            1 << 16,
+        ) {
             let mut datagram = packet.to_vec();
             self.feed(src, &mut datagram);
         }
