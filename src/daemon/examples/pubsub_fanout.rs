@@ -934,6 +934,14 @@ fn main() {
                 r.allocations as f64 / r.published.max(1) as f64,
             );
             let _ = r.seconds;
+            let glue = intentra_daemon::hub::exported_counters().unwrap_or_default();
+            eprintln!(
+                "  after {}: subscriber sessions up {} of {}, hub backlog overflows {}",
+                phase.name(),
+                h.subs.iter().filter(|s| s.up).count(),
+                h.subs.len(),
+                glue.backlog_overflow
+            );
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
