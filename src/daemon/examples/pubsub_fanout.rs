@@ -603,11 +603,13 @@ struct PhaseResult {
 }
 
 impl PhaseResult {
+    /// CPU per datagram really sent: relays the node could not take cost next to nothing.
     fn cpu_per_datagram_ns(&self) -> f64 {
-        if self.datagrams_sent == 0 {
+        let sent = self.datagrams_sent.saturating_sub(self.send_failed);
+        if sent == 0 {
             return f64::NAN;
         }
-        self.cpu_ns as f64 / self.datagrams_sent as f64
+        self.cpu_ns as f64 / sent as f64
     }
 }
 
