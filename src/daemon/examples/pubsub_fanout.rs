@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use intentra::proto::{
-    Endpoint, EndpointConfig, Event, Keypair, Mode, PeerId, PublicKey, Timestamp,
+    Endpoint, EndpointConfig, Event, Keypair, Mode, PeerId, PublicKey, Sent, Timestamp,
 };
 use intentra::udp::raw::{self as sys, Outgoing, RecvBatch, SendBatch};
 use intentra::udp::DriverKind;
@@ -306,7 +306,9 @@ impl Session {
 
     fn send(&mut self, now: Timestamp, mode: Mode, payload: &[u8], buf: &mut [u8]) -> bool {
         match self.endpoint.send(now, self.peer, mode, payload, buf) {
-            Ok(t) => self.socket.send_to(&buf[..t.len], t.dst).is_ok(),
+            Ok(Sent::Now(t)) => self.socket.send_to(&buf[..t.len], t.dst).is_ok(),
+            // Held beyond the peer's window: the endpoint sends it from poll_transmit.
+            Ok(_) => true,
             Err(_) => false,
         }
     }
