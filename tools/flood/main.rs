@@ -362,6 +362,11 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
     let server_died = !srv.alive();
     let log_tail = srv.log_tail();
     drop(srv);
+    // A scratch directory of our own (it holds a throwaway server key) goes once the server
+    // is down; one the caller named, or one whose log explains a failure, stays.
+    if cli.dir.is_none() && failure.is_none() && !server_died {
+        let _ = std::fs::remove_dir_all(&options.dir);
+    }
     if let Some(f) = failure {
         return Err(f);
     }
