@@ -181,6 +181,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// A progress line on stderr. A closed stderr (`2>&1 | head`) must not end the suite
+/// early: `eprintln!` would panic there.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn validate(cli: &Cli) -> Result<(), FloodError> {
     let problem = if !(2..=200).contains(&cli.peers) {
         Some("--peers must be 2..=200")
@@ -248,12 +255,12 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
     };
     let loadavg_start = loadavg();
     let server_pid = srv.pid();
-    eprintln!(
+    say(format_args!(
         "intentra-flood: server pid {server_pid} on {} (metrics {}), log {}",
         srv.addr,
         srv.metrics,
         srv.log.display()
-    );
+    ));
     let control = Arc::new(Control::new());
     let legit_config = LegitConfig {
         server: srv.addr,
@@ -293,7 +300,7 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
             break;
         }
         let name = attack.map_or("baseline", Attack::name).to_string();
-        eprintln!("intentra-flood: {name} ({} s)", cli.duration);
+        say(format_args!("intentra-flood: {name} ({} s)", cli.duration));
         let before = Sample::take(&srv);
         control.phase.store(i as u32 + 1, Ordering::Release);
         let started = Instant::now();
@@ -362,6 +369,11 @@ fn suite(cli: &Cli) -> Result<(), FloodError> {
     let server_died = !srv.alive();
     let log_tail = srv.log_tail();
     drop(srv);
+    // A scratch directory of our own (it holds a throwaway server key) goes once the server
+    // is down; one the caller named, or one whose log explains a failure, stays.
+    if cli.dir.is_none() && failure.is_none() && !server_died {
+        let _ = std::fs::remove_dir_all(&options.dir);
+    }
     if let Some(f) = failure {
         return Err(f);
     }

@@ -1107,7 +1107,8 @@ pub struct HubSection {
     /// Send each new subscriber the topic's last relayed publish.
     pub last_value_cache: bool,
     /// A member or link not heard from for this long is reported down (silent). The
-    /// node's keepalive is set to a third of it and its idle timeout to three times it.
+    /// node's keepalive is set to a third of it (at most 3 s) and its idle timeout to
+    /// three times it.
     pub detection_time_ms: u64,
     /// Reliable messages held per peer while the transport answers WouldBlock; one more
     /// closes the session (dropping a control message would desynchronise the peer).

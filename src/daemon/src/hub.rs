@@ -84,16 +84,21 @@ pub fn hub_config(section: &HubSection, own: &PublicKey) -> Result<HubConfig, Co
     Ok(config)
 }
 
+/// Longest keepalive a hub sends: well under a member's default idle timeout (10 s), so
+/// a member that only listens keeps its session however long the detection time is.
+const HUB_KEEPALIVE_MAX: Duration = Duration::from_secs(3);
+
 /// Hub mode's changes to a node's configuration: the transport's keepalive and idle
-/// timeout follow the detection time (keepalive a third of it, idle timeout three
-/// times it, so a member is reported silent before its session is closed), and the
-/// node may defer more sends per receive batch (one relay per subscriber).
+/// timeout follow the detection time (keepalive a third of it but at most 3 s, idle
+/// timeout three times it, so a member is reported silent before its session is
+/// closed), and the node may defer more sends per receive batch (one relay per
+/// subscriber).
 pub fn adjust_node_config(config: &Config, node: &mut NodeConfig) {
     if !config.hub.enabled {
         return;
     }
     let detection = Duration::from_millis(config.hub.detection_time_ms);
-    node.endpoint.keepalive_interval = detection / 3;
+    node.endpoint.keepalive_interval = (detection / 3).min(HUB_KEEPALIVE_MAX);
     node.endpoint.idle_timeout = detection * 3;
     node.send_queue = node.send_queue.max(HUB_SEND_QUEUE);
     // Sessions come from members and links; nothing here is a SO_REUSEPORT group.

@@ -77,3 +77,27 @@ fn hub_section_refusals_name_the_key() {
     // Several workers are fine without a hub.
     check("[node]\nworkers = 2\n").unwrap();
 }
+
+#[test]
+fn hub_transport_timers_follow_the_detection_time_with_a_keepalive_members_can_hear() {
+    use std::time::Duration;
+    let node = |detection_ms: u64| {
+        let config = check(&format!(
+            "[hub]\nenabled = true\ndetection_time_ms = {detection_ms}\n"
+        ))
+        .unwrap();
+        let keys = intentra::proto::Keypair::generate(&mut rand_core::OsRng);
+        let mut node = intentra::NodeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            intentra::proto::EndpointConfig::new(keys),
+        );
+        intentra_daemon::hub::adjust_node_config(&config, &mut node);
+        (node.endpoint.keepalive_interval, node.endpoint.idle_timeout)
+    };
+    assert_eq!(node(3000), (Duration::from_secs(1), Duration::from_secs(9)));
+    // A long detection time keeps the keepalive under a member's 10 s idle timeout.
+    assert_eq!(
+        node(60_000),
+        (Duration::from_secs(3), Duration::from_secs(180))
+    );
+}
