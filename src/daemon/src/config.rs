@@ -149,6 +149,12 @@ pub enum IdleMode {
     Spin,
 }
 
+/// The receive buffer the daemon asks for unless told otherwise: a kernel default of about
+/// 200 KiB holds under half a millisecond of a 500k packets/s flood, so a worker that is
+/// descheduled that long loses legitimate datagrams with the flood's (perf/flood.md); 4 MiB
+/// holds about 10 ms. The kernel caps it at `net.core.rmem_max`, and the daemon warns then.
+pub const DEFAULT_RECV_BUFFER_BYTES: usize = 4 << 20;
+
 /// `[io]`: sockets and batching.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -179,7 +185,7 @@ impl Default for IoConfig {
             batch_size: 64,
             buffers: 4096,
             buffer_size: 2048,
-            recv_buffer_bytes: None,
+            recv_buffer_bytes: Some(DEFAULT_RECV_BUFFER_BYTES),
             send_buffer_bytes: None,
             gso: true,
             gro: true,
