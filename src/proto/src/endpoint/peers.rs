@@ -213,37 +213,20 @@ impl Endpoint {
         src: SocketAddr,
         we_initiated: bool,
     ) {
-        let reliable = self.config.reliable;
-        let Some(peer) = self.peer(id) else {
-            return;
-        };
-        let was_established = peer.established;
-        let public_key = peer.public_key;
+        let was_established = self.peer(id).is_some_and(|p| p.established);
         if was_established {
             self.abandon_reliable(id);
         }
-        let keep = keyset.local_index;
-        let Some(peer) = self.peer_mut(id) else {
+        let reliable = self.config.reliable;
+        let Some(public_key) = self.install_keys(now, id, keyset, src, we_initiated) else {
             return;
         };
-        let old: Vec<SessionIndex> = peer.session_indexes().filter(|&i| i != keep).collect();
-        peer.current = Some(keyset);
-        peer.previous = None;
-        peer.next = None;
-        if !we_initiated {
-            peer.handshake = None;
-        }
-        peer.established = true;
-        peer.we_initiated = we_initiated;
-        peer.addr = src;
-        peer.sender = ReliableSender::new(reliable);
-        peer.receiver = ReliableReceiver::new(reliable);
-        peer.strikes = Strikes::new();
-        peer.last_received = now;
-        peer.ack_queued = false;
-        peer.retransmit_queued = false;
-        for index in old {
-            self.free_index(index);
+        if let Some(peer) = self.peer_mut(id) {
+            peer.sender = ReliableSender::new(reliable);
+            peer.receiver = ReliableReceiver::new(reliable);
+            peer.strikes = Strikes::new();
+            peer.ack_queued = false;
+            peer.retransmit_queued = false;
         }
         if was_established {
             self.stats.record_close(CloseReason::Replaced);
@@ -272,24 +255,10 @@ impl Endpoint {
         keyset: KeySet,
         src: SocketAddr,
     ) {
-        let keep = keyset.local_index;
-        let Some(peer) = self.peer_mut(id) else {
+        let came_up = self.peer(id).is_some_and(|p| !p.established);
+        let Some(public_key) = self.install_keys(now, id, keyset, src, false) else {
             return;
         };
-        let old: Vec<SessionIndex> = peer.session_indexes().filter(|&i| i != keep).collect();
-        let came_up = !peer.established;
-        peer.current = Some(keyset);
-        peer.previous = None;
-        peer.next = None;
-        peer.handshake = None;
-        peer.established = true;
-        peer.we_initiated = false;
-        peer.addr = src;
-        peer.last_received = now;
-        let public_key = peer.public_key;
-        for index in old {
-            self.free_index(index);
-        }
         if came_up {
             self.events.push_back(QueuedEvent::Up {
                 peer: id,
@@ -297,6 +266,45 @@ impl Endpoint {
                 addr: src,
             });
         }
+    }
+
+    /// What a new session and an adopted one share: `keyset` becomes the only key set, at
+    /// `src`, every other index of the peer is freed, and a handshake of ours is forgotten
+    /// unless we initiated this session (its HandshakeFinish is still being confirmed).
+    /// Returns the peer's key, or `None` for a stale handle.
+    fn install_keys(
+        &mut self,
+        now: Timestamp,
+        id: PeerId,
+        keyset: KeySet,
+        src: SocketAddr,
+        we_initiated: bool,
+    ) -> Option<PublicKey> {
+        let keep = keyset.local_index;
+        let peer = self.peer_mut(id)?;
+        // At most three key sets and one handshake: no allocation needed to free them.
+        let mut old = [None; 4];
+        for (slot, index) in old
+            .iter_mut()
+            .zip(peer.session_indexes().filter(|&i| i != keep))
+        {
+            *slot = Some(index);
+        }
+        peer.current = Some(keyset);
+        peer.previous = None;
+        peer.next = None;
+        if !we_initiated {
+            peer.handshake = None;
+        }
+        peer.established = true;
+        peer.we_initiated = we_initiated;
+        peer.addr = src;
+        peer.last_received = now;
+        let public_key = peer.public_key;
+        for index in old.into_iter().flatten() {
+            self.free_index(index);
+        }
+        Some(public_key)
     }
 
     /// Reports (and counts) the Reliable messages of `id` that were never acknowledged, as
