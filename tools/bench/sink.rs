@@ -273,7 +273,7 @@ pub fn run(
             });
         let result = match endpoint.as_mut() {
             Some(ep) => path.recv(limit, &mut |src, data| {
-                if let Some(message) = ep.handle_datagram(now, src, data) {
+                for message in ep.handle_datagram(now, src, data) {
                     meter.deliver(message.payload);
                 }
             }),

@@ -412,9 +412,10 @@ pub fn run(config: LegitConfig, control: Arc<Control>) -> Result<Vec<PhaseStats>
                 let message = p
                     .endpoint
                     .handle_datagram(now, src, datagram)
-                    .map(|m| (m.peer, m.mode, m.payload.to_vec()));
+                    .map(|m| (m.peer, m.mode, m.payload.to_vec()))
+                    .collect::<Vec<_>>();
                 let capture = (p.number == 0).then_some(&control.capture);
-                if let Some((from, mode, bytes)) = message {
+                for (from, mode, bytes) in message {
                     let mut sink = PeerSink {
                         endpoint: &mut p.endpoint,
                         socket: &p.socket,

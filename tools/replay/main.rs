@@ -64,7 +64,7 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-const PACKET_TYPES: [PacketType; 9] = [
+const PACKET_TYPES: [PacketType; 10] = [
     PacketType::HandshakeInit,
     PacketType::HandshakeResponse,
     PacketType::HandshakeFinish,
@@ -74,6 +74,7 @@ const PACKET_TYPES: [PacketType; 9] = [
     PacketType::Ack,
     PacketType::Keepalive,
     PacketType::Close,
+    PacketType::Bundle,
 ];
 
 const MALFORMED: [Malformed; 7] = [
@@ -98,6 +99,7 @@ fn packet_type_index(t: PacketType) -> usize {
         PacketType::Ack => 6,
         PacketType::Keepalive => 7,
         PacketType::Close => 8,
+        PacketType::Bundle => 9,
     }
 }
 

@@ -16,7 +16,7 @@ use intentra::capture::{keylog_path, read_keylog, LoggedSession};
 use intentra::proto::internals::ReplayWindow;
 use intentra::proto::internals::{mac1_key, verify_init_mac1};
 use intentra::proto::internals::{PacketCipher, PacketKey};
-use intentra::proto::wire::{parse_header, Header, TransportKind};
+use intentra::proto::wire::{self, parse_header, FrameKind, Header, TransportKind};
 use intentra::proto::CloseReason;
 use intentra_daemon::config::read_key_file;
 use serde::Serialize;
@@ -180,20 +180,41 @@ pub fn replay(
                 let _ = state.window.mark(counter);
                 report.opened += 1;
                 let plaintext = datagram.get(16..16 + len).unwrap_or_default();
+                // Whether a Reliable segment (`seq` then the message) is seen for the first
+                // time in its session chain: retransmissions are not deliveries.
+                let chain = state.chain;
+                let mut fresh = |segment: &[u8]| {
+                    let seq = segment
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes);
+                    seq.is_some_and(|seq| {
+                        delivered
+                            .get_mut(chain)
+                            .is_some_and(|seen| seen.insert(seq))
+                    })
+                };
                 match kind {
                     TransportKind::Realtime => report.delivered_realtime += 1,
                     TransportKind::Reliable => {
-                        let seq = plaintext
-                            .get(..8)
-                            .and_then(|b| b.try_into().ok())
-                            .map(u64::from_le_bytes);
-                        let fresh = seq.is_some_and(|seq| {
-                            delivered
-                                .get_mut(state.chain)
-                                .is_some_and(|seen| seen.insert(seq))
-                        });
-                        if fresh {
+                        if fresh(plaintext) {
                             report.delivered_reliable += 1;
+                        }
+                    }
+                    TransportKind::Bundle => {
+                        if wire::check_bundle(plaintext).is_err() {
+                            count_drop(&mut report, "malformed");
+                            continue;
+                        }
+                        for frame in wire::bundle_frames(plaintext) {
+                            match frame.kind {
+                                FrameKind::Realtime => report.delivered_realtime += 1,
+                                FrameKind::Reliable => {
+                                    if fresh(frame.body) {
+                                        report.delivered_reliable += 1;
+                                    }
+                                }
+                            }
                         }
                     }
                     TransportKind::Ack => report.acks += 1,

@@ -395,7 +395,7 @@ impl Harness {
                         }
                         continue;
                     }
-                    if let Some(m) = sub.endpoint.handle_datagram(now, d.src, d.data) {
+                    for m in sub.endpoint.handle_datagram(now, d.src, d.data) {
                         let app = match self.tally.phase {
                             Phase::Hub => m.payload.get(PUBLISH_HEADER_LEN..),
                             Phase::Plain => Some(m.payload),

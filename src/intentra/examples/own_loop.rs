@@ -52,7 +52,7 @@ impl Host {
     fn turn(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         if let Ok((len, src)) = self.socket.recv_from(buf) {
             let now = self.now();
-            if let Some(message) = self.endpoint.handle_datagram(now, src, &mut buf[..len]) {
+            for message in self.endpoint.handle_datagram(now, src, &mut buf[..len]) {
                 self.received.push((message.mode, message.payload.to_vec()));
             }
         }

@@ -959,44 +959,43 @@ impl Node {
             if let Some(recorder) = recorder.as_mut() {
                 recorder.received(datagram.src, datagram.data);
             }
-            let Some(message) = endpoint.handle_datagram(now, datagram.src, datagram.data) else {
-                return;
-            };
-            // What the endpoint queued first happened first: above all the PeerUp of a
-            // handshake whose last packet came earlier in this batch, which must reach the
-            // application before this message from that peer. Released Reliable messages wait:
-            // this one comes before them (the endpoint returns a message directly only when
-            // nothing of its peer is waiting).
-            dispatch_queued(
-                Dispatch::PeerEvents,
-                endpoint,
-                events.as_ref(),
-                on_event.as_mut(),
-                scratch,
-                backlog,
-                Target::Deferred(&mut *deferred),
-                recorder,
-                now,
-            );
-            if let Some(events) = events.as_ref() {
-                let event = NodeEvent::Message {
-                    peer: message.peer,
-                    mode: message.mode,
-                    len: message.payload.len(),
-                };
-                events.push(event, message.payload);
-            }
-            if let Some(handler) = on_event.as_mut() {
-                let mut ctx = Context {
+            for message in endpoint.handle_datagram(now, datagram.src, datagram.data) {
+                // What the endpoint queued first happened first: above all the PeerUp of a
+                // handshake whose last packet came earlier in this batch, which must reach
+                // the application before this message from that peer. Released Reliable
+                // messages wait: this one comes before them (the endpoint returns a message
+                // directly only when nothing of its peer is waiting).
+                dispatch_queued(
+                    Dispatch::PeerEvents,
                     endpoint,
-                    sink: Sink {
-                        target: Target::Deferred(deferred),
-                        recorder: recorder.as_mut(),
-                    },
+                    events.as_ref(),
+                    on_event.as_mut(),
+                    scratch,
                     backlog,
+                    Target::Deferred(&mut *deferred),
+                    recorder,
                     now,
-                };
-                handler(&mut ctx, &Event::Message(message));
+                );
+                if let Some(events) = events.as_ref() {
+                    let event = NodeEvent::Message {
+                        peer: message.peer,
+                        mode: message.mode,
+                        len: message.payload.len(),
+                    };
+                    events.push(event, message.payload);
+                }
+                if let Some(handler) = on_event.as_mut() {
+                    let mut ctx = Context {
+                        endpoint,
+                        sink: Sink {
+                            target: Target::Deferred(deferred),
+                            recorder: recorder.as_mut(),
+                        },
+                        backlog,
+                        now,
+                    };
+                    handler(&mut ctx, &Event::Message(message));
+                }
             }
         })?;
         self.woken |= received.woken;

@@ -53,6 +53,129 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+/// The messages one datagram delivered, in order: none, one, or several from a bundle
+/// (PROTOCOL.md 7.5). It borrows only the datagram, never the endpoint, so a caller can use
+/// the endpoint (poll its events, send) between two messages. Every message must be taken:
+/// a Reliable one here is already counted as received (the endpoint acknowledges it), so one
+/// left untaken is lost to the application.
+#[derive(Debug, Clone)]
+pub struct Deliveries<'b> {
+    peer: PeerId,
+    source: Source<'b>,
+}
+
+#[derive(Debug, Clone)]
+enum Source<'b> {
+    Empty,
+    One(Mode, &'b [u8]),
+    /// A well-formed bundle's plaintext; bit `i` of `deliver` marks frame `i` as one to hand
+    /// out (a Realtime frame, or a Reliable one that arrived in order with nothing waiting).
+    Bundle {
+        plaintext: &'b [u8],
+        at: usize,
+        frame: u32,
+        deliver: u64,
+    },
+}
+
+impl<'b> Deliveries<'b> {
+    /// Nothing to deliver.
+    pub const fn none() -> Deliveries<'b> {
+        Deliveries {
+            peer: PeerId {
+                slot: 0,
+                generation: 0,
+            },
+            source: Source::Empty,
+        }
+    }
+
+    pub(crate) fn one(peer: PeerId, mode: Mode, payload: &'b [u8]) -> Deliveries<'b> {
+        Deliveries {
+            peer,
+            source: Source::One(mode, payload),
+        }
+    }
+
+    /// `plaintext` must have passed `wire::check_bundle`.
+    pub(crate) fn bundle(peer: PeerId, plaintext: &'b [u8], deliver: u64) -> Deliveries<'b> {
+        Deliveries {
+            peer,
+            source: Source::Bundle {
+                plaintext,
+                at: 0,
+                frame: 0,
+                deliver,
+            },
+        }
+    }
+
+    /// How many messages are left to take, and their payload bytes.
+    pub fn totals(&self) -> (u64, u64) {
+        self.clone()
+            .fold((0, 0), |(n, b), m| (n + 1, b + m.payload.len() as u64))
+    }
+
+    /// Whether no message is left to take.
+    pub fn is_empty(&self) -> bool {
+        match &self.source {
+            Source::Empty => true,
+            Source::One(..) => false,
+            Source::Bundle { frame, deliver, .. } => deliver.checked_shr(*frame).unwrap_or(0) == 0,
+        }
+    }
+}
+
+impl<'b> Iterator for Deliveries<'b> {
+    type Item = Message<'b>;
+
+    fn next(&mut self) -> Option<Message<'b>> {
+        let peer = self.peer;
+        match &mut self.source {
+            Source::Empty => None,
+            Source::One(mode, payload) => {
+                let message = Message {
+                    peer,
+                    mode: *mode,
+                    payload,
+                };
+                self.source = Source::Empty;
+                Some(message)
+            }
+            Source::Bundle {
+                plaintext,
+                at,
+                frame,
+                deliver,
+            } => {
+                let plaintext: &'b [u8] = plaintext;
+                while deliver.checked_shr(*frame).unwrap_or(0) != 0 {
+                    let this = crate::wire::bundle_frames(plaintext.get(*at..)?).next()?;
+                    let marked = *deliver & (1u64 << *frame) != 0;
+                    *at += this.offset + this.body.len();
+                    *frame += 1;
+                    if marked {
+                        let (mode, payload) = match this.kind {
+                            crate::wire::FrameKind::Realtime => (Mode::Realtime, this.body),
+                            crate::wire::FrameKind::Reliable => (
+                                Mode::Reliable,
+                                this.body.get(crate::wire::RELIABLE_SEQ_LEN..)?,
+                            ),
+                        };
+                        return Some(Message {
+                            peer,
+                            mode,
+                            payload,
+                        });
+                    }
+                }
+                self.source = Source::Empty;
+                None
+            }
+        }
+    }
+}
+
 /// What `poll_event` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

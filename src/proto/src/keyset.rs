@@ -11,7 +11,7 @@ use super::noise::SessionKeys;
 use super::replay_window::{ReplayError, ReplayWindow};
 use super::time::Timestamp;
 use super::wire::{
-    self, Counter, SessionIndex, TransportKind, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
+    self, Counter, SessionIndex, TransportKind, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
 };
 
 /// Start a new handshake once this many packets were sealed under one key (WireGuard's bound).
@@ -196,11 +196,6 @@ impl KeySet {
     pub(crate) fn set_next_counter(&mut self, counter: u64) {
         self.next_counter = counter;
     }
-}
-
-/// Bytes a sealed packet of `plaintext_len` occupies.
-pub const fn sealed_len(plaintext_len: usize) -> usize {
-    plaintext_len + TRANSPORT_HEADER_LEN + TAG_LEN
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@
 //!         let mut quiet = true;
 //!         while let Some(t) = a.poll_transmit(now, &mut buf) {
 //!             quiet = false;
-//!             if let Some(m) = b.handle_datagram(now, a_addr, &mut buf[..t.len]) {
+//!             for m in b.handle_datagram(now, a_addr, &mut buf[..t.len]) {
 //!                 log.push(format!("b got {:?}", m.payload));
 //!             }
 //!         }
@@ -78,7 +78,7 @@
 //! let sent = a.send(now, peer, Mode::Reliable, b"hello", &mut buf).unwrap();
 //! let t = sent.transmit().expect("the window is open: it goes out now");
 //! assert_eq!(t.dst, addr(2000));
-//! let message = b.handle_datagram(now, addr(1000), &mut buf[..t.len]).unwrap();
+//! let message = b.handle_datagram(now, addr(1000), &mut buf[..t.len]).next().unwrap();
 //! assert_eq!(message.payload, b"hello");
 //! drive(now, &mut a, &mut b, &mut log); // nothing yet: b's ACK waits to cover more
 //!
@@ -126,9 +126,9 @@ mod time;
 pub mod wire;
 
 pub use crate::config::EndpointConfig;
-pub use crate::endpoint::Endpoint;
+pub use crate::endpoint::{Bundle, Bundled, Endpoint};
 pub use crate::event::{
-    ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent, Transmit,
+    ConnectError, Deliveries, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent, Transmit,
 };
 pub use crate::keys::{KeyError, Keypair, PublicKey, SecretKey, KEY_LEN};
 pub use crate::keyset::SessionSecrets;

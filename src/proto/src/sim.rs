@@ -13,7 +13,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::config::EndpointConfig;
-use super::endpoint::Endpoint;
+use super::endpoint::{Bundled, Endpoint};
 use super::event::{Event, Mode, PeerId, SendError, Sent};
 use super::keys::{Keypair, PublicKey};
 use super::stats::CloseReason;
@@ -247,6 +247,45 @@ impl Network {
         }
         self.drain(node);
         Ok(())
+    }
+
+    /// `node` sends `messages` to `peer` as bundles (PROTOCOL.md 7.5), as a smart-batching
+    /// sender would: as many as fit in each datagram, in order; returns the datagrams sent.
+    /// Stops at the first refusal, after sending what was bundled before it.
+    pub fn send_bundle(
+        &mut self,
+        node: usize,
+        peer: PeerId,
+        messages: &[(Mode, &[u8])],
+    ) -> Result<usize, SendError> {
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let now = self.now;
+        let src = self.nodes[node].addr;
+        let mut datagrams = 0;
+        let mut next = 0;
+        let mut refused = None;
+        while next < messages.len() && refused.is_none() {
+            let mut bundle = self.nodes[node].endpoint.bundle(now, peer, &mut buf)?;
+            while let Some(&(mode, payload)) = messages.get(next) {
+                match bundle.push(mode, payload) {
+                    Ok(Bundled::Full) => break,
+                    Ok(Bundled::Added | Bundled::Queued) => next += 1,
+                    Err(error) => {
+                        refused = Some(error);
+                        break;
+                    }
+                }
+            }
+            if let Some(transmit) = bundle.finish()? {
+                datagrams += 1;
+                self.put_on_wire(src, transmit.dst, &buf[..transmit.len]);
+            }
+        }
+        self.drain(node);
+        match refused {
+            Some(error) => Err(error),
+            None => Ok(datagrams),
+        }
     }
 
     /// Hands `bytes` to `node` as if they came from `src`, right now, bypassing the link.

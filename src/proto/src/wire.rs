@@ -132,6 +132,8 @@ pub enum PacketType {
     Keepalive = 8,
     /// A sealed close with its reason.
     Close = 9,
+    /// Several sealed messages for one peer in one packet (PROTOCOL.md 7.5).
+    Bundle = 10,
 }
 
 impl PacketType {
@@ -147,6 +149,7 @@ impl PacketType {
             7 => PacketType::Ack,
             8 => PacketType::Keepalive,
             9 => PacketType::Close,
+            10 => PacketType::Bundle,
             _ => return None,
         })
     }
@@ -163,6 +166,7 @@ impl PacketType {
             PacketType::Ack => "ack",
             PacketType::Keepalive => "keepalive",
             PacketType::Close => "close",
+            PacketType::Bundle => "bundle",
         }
     }
 }
@@ -180,6 +184,8 @@ pub enum TransportKind {
     Keepalive,
     /// A close.
     Close,
+    /// Frames of several messages (PROTOCOL.md 7.5).
+    Bundle,
 }
 
 impl TransportKind {
@@ -191,6 +197,7 @@ impl TransportKind {
             TransportKind::Ack => PacketType::Ack,
             TransportKind::Keepalive => PacketType::Keepalive,
             TransportKind::Close => PacketType::Close,
+            TransportKind::Bundle => PacketType::Bundle,
         }
     }
 
@@ -202,6 +209,7 @@ impl TransportKind {
             TransportKind::Ack => (ACK_LEN, ACK_LEN),
             TransportKind::Keepalive => (0, 0),
             TransportKind::Close => (1, 1),
+            TransportKind::Bundle => (BUNDLE_FRAME_HEADER_LEN, MAX_REALTIME_PAYLOAD),
         }
     }
 }
@@ -377,12 +385,14 @@ pub fn parse_header(datagram: &[u8]) -> Result<Header, Malformed> {
         | PacketType::Reliable
         | PacketType::Ack
         | PacketType::Keepalive
-        | PacketType::Close => {
+        | PacketType::Close
+        | PacketType::Bundle => {
             let kind = match packet_type {
                 PacketType::Realtime => TransportKind::Realtime,
                 PacketType::Reliable => TransportKind::Reliable,
                 PacketType::Ack => TransportKind::Ack,
                 PacketType::Keepalive => TransportKind::Keepalive,
+                PacketType::Bundle => TransportKind::Bundle,
                 _ => TransportKind::Close,
             };
             let plaintext_len = datagram
@@ -400,6 +410,114 @@ pub fn parse_header(datagram: &[u8]) -> Result<Header, Malformed> {
             })
         }
     }
+}
+
+/// The header of one frame of a bundle: kind (1 byte), body length (u16 LE).
+pub const BUNDLE_FRAME_HEADER_LEN: usize = 3;
+/// The most frames one bundle may carry; more make it malformed (PROTOCOL.md 7.5).
+pub const MAX_BUNDLE_FRAMES: usize = 64;
+
+/// The kind of one frame of a bundle: the lone packet type whose plaintext its body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// The body is a Realtime message.
+    Realtime,
+    /// The body is a Reliable segment: `seq` u64 LE, then the message.
+    Reliable,
+}
+
+impl FrameKind {
+    /// The frame's kind byte, which is the lone packet's type byte.
+    pub const fn byte(self) -> u8 {
+        match self {
+            FrameKind::Realtime => PacketType::Realtime as u8,
+            FrameKind::Reliable => PacketType::Reliable as u8,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<FrameKind> {
+        match byte {
+            5 => Some(FrameKind::Realtime),
+            6 => Some(FrameKind::Reliable),
+            _ => None,
+        }
+    }
+}
+
+/// One frame of a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// What the body is.
+    pub kind: FrameKind,
+    /// Where the body starts, counted from the start of the bundle's plaintext.
+    pub offset: usize,
+    /// The body: exactly the plaintext a lone packet of `kind` would carry.
+    pub body: &'a [u8],
+}
+
+/// Why a bundle's framing was refused (the whole bundle is dropped as `malformed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadBundle {
+    /// A frame header or body runs past the end of the plaintext.
+    Truncated,
+    /// A kind byte other than 5 or 6.
+    UnknownKind,
+    /// A Reliable body too short for its sequence number.
+    ShortReliable,
+    /// More than `MAX_BUNDLE_FRAMES` frames.
+    TooManyFrames,
+}
+
+/// Checks a bundle's whole framing (PROTOCOL.md 7.5) and returns its frame count. Only a
+/// plaintext that passes is handed to `bundle_frames`, so no frame is acted on before the
+/// bundle is known to be well formed.
+pub fn check_bundle(plaintext: &[u8]) -> Result<usize, BadBundle> {
+    let mut frames = 0;
+    let mut at = 0;
+    while at < plaintext.len() {
+        if frames == MAX_BUNDLE_FRAMES {
+            return Err(BadBundle::TooManyFrames);
+        }
+        let frame = read_frame(plaintext, at)?;
+        at = frame.offset + frame.body.len();
+        frames += 1;
+    }
+    if frames == 0 {
+        return Err(BadBundle::Truncated);
+    }
+    Ok(frames)
+}
+
+/// The frames of a bundle that `check_bundle` accepted, in order.
+pub fn bundle_frames(plaintext: &[u8]) -> impl Iterator<Item = Frame<'_>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let frame = read_frame(plaintext, at).ok()?;
+        at = frame.offset + frame.body.len();
+        Some(frame)
+    })
+}
+
+fn read_frame(plaintext: &[u8], at: usize) -> Result<Frame<'_>, BadBundle> {
+    let header = plaintext
+        .get(at..at + BUNDLE_FRAME_HEADER_LEN)
+        .ok_or(BadBundle::Truncated)?;
+    let kind = FrameKind::from_byte(header[0]).ok_or(BadBundle::UnknownKind)?;
+    let len = usize::from(u16::from_le_bytes([header[1], header[2]]));
+    let offset = at + BUNDLE_FRAME_HEADER_LEN;
+    let body = plaintext
+        .get(offset..offset + len)
+        .ok_or(BadBundle::Truncated)?;
+    if kind == FrameKind::Reliable && body.len() < RELIABLE_SEQ_LEN {
+        return Err(BadBundle::ShortReliable);
+    }
+    Ok(Frame { kind, offset, body })
+}
+
+/// Writes a frame header at `out[..3]` for a body of `len` bytes.
+pub fn write_frame_header(out: &mut [u8; BUNDLE_FRAME_HEADER_LEN], kind: FrameKind, len: u16) {
+    out[0] = kind.byte();
+    out[1..3].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Writes the 16-byte transport header into `out[..16]`.
@@ -494,6 +612,42 @@ mod tests {
         write_transport_header(&mut header, kind, SessionIndex::new(7).unwrap(), Counter(9));
         pkt[..TRANSPORT_HEADER_LEN].copy_from_slice(&header);
         pkt
+    }
+
+    #[test]
+    fn bundle_framing_follows_protocol_md_7_5() {
+        // The worked example: Realtime "hi", then Reliable seq 7 "ok".
+        let example = [
+            0x05, 0x02, 0x00, b'h', b'i', 0x06, 0x0a, 0x00, 7, 0, 0, 0, 0, 0, 0, 0, b'o', b'k',
+        ];
+        assert_eq!(check_bundle(&example), Ok(2));
+        let frames: Vec<Frame<'_>> = bundle_frames(&example).collect();
+        assert_eq!(frames[0].kind, FrameKind::Realtime);
+        assert_eq!(frames[0].body, b"hi");
+        assert_eq!(frames[1].kind, FrameKind::Reliable);
+        assert_eq!(&frames[1].body[8..], b"ok");
+        assert_eq!(read_u64(frames[1].body, 0), 7);
+        assert_eq!(check_bundle(&example[..17]), Err(BadBundle::Truncated));
+        assert_eq!(check_bundle(&example[..4]), Err(BadBundle::Truncated));
+        assert_eq!(check_bundle(&[]), Err(BadBundle::Truncated));
+        assert_eq!(check_bundle(&[5, 0]), Err(BadBundle::Truncated));
+        assert_eq!(check_bundle(&[7, 0, 0]), Err(BadBundle::UnknownKind));
+        assert_eq!(
+            check_bundle(&[6, 7, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(BadBundle::ShortReliable)
+        );
+        assert_eq!(check_bundle(&[5, 0, 0]), Ok(1));
+        let most = [5u8, 0, 0].repeat(MAX_BUNDLE_FRAMES);
+        assert_eq!(check_bundle(&most), Ok(MAX_BUNDLE_FRAMES));
+        let too_many = [5u8, 0, 0].repeat(MAX_BUNDLE_FRAMES + 1);
+        assert_eq!(check_bundle(&too_many), Err(BadBundle::TooManyFrames));
+        let mut header = [0u8; BUNDLE_FRAME_HEADER_LEN];
+        write_frame_header(&mut header, FrameKind::Reliable, 10);
+        assert_eq!(header, [0x06, 0x0a, 0x00]);
+        // Bundle packets parse with plaintexts of 3..=1420 bytes.
+        assert!(parse_header(&transport(TransportKind::Bundle, 2)).is_err());
+        assert!(parse_header(&transport(TransportKind::Bundle, 3)).is_ok());
+        assert!(parse_header(&transport(TransportKind::Bundle, 1420)).is_ok());
     }
 
     #[test]

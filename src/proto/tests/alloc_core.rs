@@ -9,13 +9,16 @@ use intentra_proto::Endpoint;
 use intentra_proto::EndpointConfig;
 use intentra_proto::Keypair;
 use intentra_proto::Timestamp;
-use intentra_proto::{Event, Mode, PeerId};
+use intentra_proto::{Bundled, Event, Mode, PeerId};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 #[path = "../../udp/tests/common/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations;
+
+/// The allocation counter is global to the test binary: its tests take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Pair {
     a: Endpoint,
@@ -44,10 +47,7 @@ impl Pair {
                         break;
                     };
                     moved = true;
-                    if dst
-                        .handle_datagram(self.now, src_addr, &mut self.buf[..t.len])
-                        .is_some()
-                    {
+                    for _ in dst.handle_datagram(self.now, src_addr, &mut self.buf[..t.len]) {
                         self.delivered += 1;
                     }
                     while let Some(event) = dst.poll_event() {
@@ -70,14 +70,40 @@ impl Pair {
             .unwrap()
             .transmit()
             .expect("the window is open");
-        if self
+        for _ in self
             .b
             .handle_datagram(self.now, self.a_addr, &mut self.buf[..t.len])
-            .is_some()
         {
             self.delivered += 1;
         }
         self.settle();
+    }
+
+    /// Sends `count` messages of each mode, interleaved, as bundles (as many as fit each).
+    fn send_bundled(&mut self, peer: PeerId, payload: &[u8], count: usize) {
+        let mut queued = (0..count)
+            .flat_map(|_| [Mode::Realtime, Mode::Reliable])
+            .peekable();
+        while queued.peek().is_some() {
+            let mut bundle = self.a.bundle(self.now, peer, &mut self.buf).unwrap();
+            while let Some(&mode) = queued.peek() {
+                match bundle.push(mode, payload).unwrap() {
+                    Bundled::Added => {
+                        queued.next();
+                    }
+                    Bundled::Full => break,
+                    Bundled::Queued => panic!("the window is open"),
+                }
+            }
+            let t = bundle.finish().unwrap().expect("a bundle to send");
+            for _ in self
+                .b
+                .handle_datagram(self.now, self.a_addr, &mut self.buf[..t.len])
+            {
+                self.delivered += 1;
+            }
+            self.settle();
+        }
     }
 
     fn tick(&mut self, step: Duration) {
@@ -90,6 +116,7 @@ impl Pair {
 
 #[test]
 fn the_steady_state_packet_path_allocates_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut config_a = EndpointConfig::new(Keypair::generate(&mut rng));
     let mut config_b = EndpointConfig::new(Keypair::generate(&mut rng));
@@ -135,5 +162,53 @@ fn the_steady_state_packet_path_allocates_nothing() {
     assert_eq!(
         allocations, 0,
         "the per-packet path allocated {allocations} times"
+    );
+}
+
+#[test]
+fn bundling_allocates_nothing_in_steady_state() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let mut config_a = EndpointConfig::new(Keypair::generate(&mut rng));
+    let mut config_b = EndpointConfig::new(Keypair::generate(&mut rng));
+    for c in [&mut config_a, &mut config_b] {
+        c.rate_pps = 10_000_000;
+        c.rate_burst = 10_000_000;
+    }
+    let key_b = config_b.keypair.public;
+    let now = Timestamp::from_millis(1);
+    let mut pair = Pair {
+        a: Endpoint::new(config_a, now, ChaCha20Rng::seed_from_u64(12)),
+        b: Endpoint::new(config_b, now, ChaCha20Rng::seed_from_u64(13)),
+        a_addr: "127.0.0.1:1000".parse().unwrap(),
+        b_addr: "127.0.0.1:2000".parse().unwrap(),
+        now,
+        buf: vec![0u8; MAX_DATAGRAM_LEN],
+        delivered: 0,
+    };
+    let peer = pair.a.connect(now, pair.b_addr, key_b).unwrap();
+    pair.settle();
+    while pair.a.poll_event().is_some() {}
+    while pair.b.poll_event().is_some() {}
+    let payload = [0x24u8; 64];
+    for i in 0..500u32 {
+        pair.send_bundled(peer, &payload, 8);
+        if i % 50 == 0 {
+            pair.tick(Duration::from_millis(5));
+        }
+    }
+    let before = allocations();
+    let delivered_before = pair.delivered;
+    for i in 0..10_000u32 {
+        pair.send_bundled(peer, &payload, 8);
+        if i % 50 == 0 {
+            pair.tick(Duration::from_millis(5));
+        }
+    }
+    let allocations = allocations() - before;
+    assert_eq!(pair.delivered - delivered_before, 160_000);
+    assert_eq!(
+        allocations, 0,
+        "the bundling path allocated {allocations} times"
     );
 }

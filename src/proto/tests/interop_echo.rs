@@ -81,7 +81,7 @@ fn python_peer_interoperates_with_the_rust_endpoint() {
         }
         if let Ok((len, src)) = socket.recv_from(&mut buf) {
             let t = now(start);
-            if let Some(message) = endpoint.handle_datagram(t, src, &mut buf[..len]) {
+            for message in endpoint.handle_datagram(t, src, &mut buf[..len]) {
                 echoes.push((message.peer, message.mode, message.payload.to_vec()));
             }
         }

@@ -26,6 +26,8 @@ mod peers;
 mod timers;
 mod transport;
 
+pub use self::transport::{Bundle, Bundled};
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,7 +41,7 @@ use self::peers::PeerEntry;
 use self::timers::WakeHeap;
 use super::config::EndpointConfig;
 use super::cookie::{self, CookieReplyKey, CookieSecrets};
-use super::event::{ConnectError, Event, Message, Mode, PeerId, PeerInfo};
+use super::event::{ConnectError, Deliveries, Event, Message, Mode, PeerId, PeerInfo};
 use super::handshake_load::{HandshakeLoad, HandshakeRates};
 use super::keys::PublicKey;
 use super::keyset::SessionSecrets;
@@ -251,20 +253,22 @@ impl Endpoint {
         }
     }
 
-    /// Processes one received datagram, opened in place. A Realtime message, or a Reliable one
-    /// that arrived in order, is returned as a slice of `datagram`; everything else is reported
-    /// through `poll_event` and `poll_transmit`.
+    /// Processes one received datagram, opened in place. Realtime messages, and Reliable ones
+    /// that arrived in order with nothing of their peer waiting before them, are returned as
+    /// slices of `datagram` (several when it was a bundle, in order); everything else is
+    /// reported through `poll_event` and `poll_transmit`. Take every returned message before
+    /// polling the endpoint's released Reliable messages (`poll_event`): they come after it.
     pub fn handle_datagram<'b>(
         &mut self,
         now: Timestamp,
         src: SocketAddr,
         datagram: &'b mut [u8],
-    ) -> Option<Message<'b>> {
+    ) -> Deliveries<'b> {
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
         // The one place a rejected datagram is counted: every handler says why it refused.
         match self.dispatch(now, src, datagram) {
-            Ok(message) => message,
+            Ok(delivered) => delivered,
             Err(reason) => {
                 self.stats.record_drop(reason);
                 if matches!(
@@ -276,7 +280,7 @@ impl Endpoint {
                     }
                     self.refusals.push_back((src, reason));
                 }
-                None
+                Deliveries::none()
             }
         }
     }
@@ -297,7 +301,7 @@ impl Endpoint {
         now: Timestamp,
         src: SocketAddr,
         datagram: &'b mut [u8],
-    ) -> Result<Option<Message<'b>>, DropReason> {
+    ) -> Result<Deliveries<'b>, DropReason> {
         let header = wire::parse_header(datagram).map_err(|_| DropReason::Malformed)?;
         match header {
             Header::Transport {
@@ -305,18 +309,18 @@ impl Endpoint {
                 receiver,
                 counter,
             } => self.on_transport(now, src, kind, receiver, counter, datagram),
-            Header::HandshakeInit { sender } => {
-                self.on_init(now, src, sender, datagram).map(|()| None)
-            }
+            Header::HandshakeInit { sender } => self
+                .on_init(now, src, sender, datagram)
+                .map(|()| Deliveries::none()),
             Header::HandshakeResponse { sender, receiver } => self
                 .on_response(now, src, sender, receiver, datagram)
-                .map(|()| None),
-            Header::HandshakeFinish { receiver } => {
-                self.on_finish(now, src, receiver, datagram).map(|()| None)
-            }
-            Header::CookieReply { receiver } => {
-                self.on_cookie_reply(now, receiver, datagram).map(|()| None)
-            }
+                .map(|()| Deliveries::none()),
+            Header::HandshakeFinish { receiver } => self
+                .on_finish(now, src, receiver, datagram)
+                .map(|()| Deliveries::none()),
+            Header::CookieReply { receiver } => self
+                .on_cookie_reply(now, receiver, datagram)
+                .map(|()| Deliveries::none()),
         }
     }
 

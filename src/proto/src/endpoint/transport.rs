@@ -1,22 +1,166 @@
 //! The data path: sealing outgoing messages and opening, checking and delivering incoming ones.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use super::control::PendingTx;
 use super::handshake::Phase;
-use super::peers::{peer_in, KeyRole, SlotTarget};
+use super::peers::{peer_in, KeyRole, Peer, SlotTarget};
 use super::timers::Timer;
 use super::Endpoint;
-use crate::event::{Message, Mode, PeerId, SendError, Sent, Transmit};
-use crate::keyset::{self, OpenError, SealError, REKEY_AFTER_MESSAGES};
+use crate::event::{Deliveries, Mode, PeerId, SendError, Sent, Transmit};
+use crate::keyset::{OpenError, SealError, REKEY_AFTER_MESSAGES};
 use crate::reliable::{PushError, Pushed, Receive};
 use crate::stats::{CloseReason, DropReason};
 use crate::strikes::StrikeOutcome;
 use crate::time::Timestamp;
 use crate::wire::{
-    self, Ack, Counter, SessionIndex, TransportKind, MAX_REALTIME_PAYLOAD, MAX_RELIABLE_PAYLOAD,
-    RELIABLE_SEQ_LEN, TRANSPORT_HEADER_LEN,
+    self, Ack, Counter, FrameKind, SessionIndex, TransportKind, BUNDLE_FRAME_HEADER_LEN,
+    MAX_BUNDLE_FRAMES, MAX_REALTIME_PAYLOAD, MAX_RELIABLE_PAYLOAD, RELIABLE_SEQ_LEN,
+    TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
 };
+
+/// Several messages for one peer sealed into one datagram (PROTOCOL.md 7.5), made by
+/// `Endpoint::bundle`: `push` each message, then `finish`. Nothing waits to fill it: the
+/// caller pushes what is queued now and finishes. A bundle of one message is sent as that
+/// message's own packet, so a caller can always go through a bundle at no cost.
+pub struct Bundle<'e, 'b> {
+    endpoint: &'e mut Endpoint,
+    now: Timestamp,
+    peer: PeerId,
+    buf: &'b mut [u8],
+    /// Plaintext bytes written after the transport header.
+    written: usize,
+    /// The largest plaintext this datagram may carry (the protocol's, or less for a small
+    /// caller buffer).
+    limit: usize,
+    /// The kind of the first message, written unframed at the lone-packet position until a
+    /// second one arrives; `None` once the plaintext is framed (or while empty).
+    lone: Option<FrameKind>,
+    frames: usize,
+}
+
+/// What `Bundle::push` did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a `Full` message was not taken: finish this bundle and push it into the next"]
+pub enum Bundled {
+    /// Written into the bundle.
+    Added,
+    /// A Reliable message accepted but held beyond the peer's receive window, as
+    /// `Sent::Queued`: the endpoint sends it itself once ACKs open the window.
+    Queued,
+    /// It does not fit beside what the bundle holds; nothing was done with it.
+    Full,
+}
+
+impl Bundle<'_, '_> {
+    /// Adds a message, in the order the peer should receive it. Refusals are those of
+    /// `Endpoint::send`; a message that does not fit beside the others is `Full`, untouched.
+    pub fn push(&mut self, mode: Mode, payload: &[u8]) -> Result<Bundled, SendError> {
+        let (kind, seq_len, max) = match mode {
+            Mode::Realtime => (FrameKind::Realtime, 0, MAX_REALTIME_PAYLOAD),
+            Mode::Reliable => (FrameKind::Reliable, RELIABLE_SEQ_LEN, MAX_RELIABLE_PAYLOAD),
+        };
+        if payload.len() > max {
+            return Err(SendError::TooLarge);
+        }
+        let body_len = seq_len + payload.len();
+        // The first message sits where a lone packet's plaintext would; from the second on,
+        // every message takes a frame header too (the first one's included).
+        let (body_at, needed) = match (self.frames, self.lone) {
+            (0, _) => (0, body_len),
+            (_, Some(_)) => (
+                self.written + 2 * BUNDLE_FRAME_HEADER_LEN,
+                self.written + 2 * BUNDLE_FRAME_HEADER_LEN + body_len,
+            ),
+            (_, None) => (
+                self.written + BUNDLE_FRAME_HEADER_LEN,
+                self.written + BUNDLE_FRAME_HEADER_LEN + body_len,
+            ),
+        };
+        if needed > self.limit || self.frames == MAX_BUNDLE_FRAMES {
+            return if self.frames == 0 {
+                Err(SendError::BufferTooSmall)
+            } else {
+                Ok(Bundled::Full)
+            };
+        }
+        let endpoint = &mut *self.endpoint;
+        let peer = peer_in(&mut endpoint.peers, self.peer).ok_or(SendError::UnknownPeer)?;
+        let seq = match mode {
+            Mode::Realtime => None,
+            Mode::Reliable => match peer.sender.push(self.now, payload) {
+                Ok(Pushed { seq, send_now }) => {
+                    if let Some(at) = peer.sender.next_timeout() {
+                        peer.timers.arm(Timer::Retransmit, at);
+                    }
+                    if !send_now {
+                        // Stored beyond the peer's receive window: the retransmission path
+                        // sends it once ACKs open the window.
+                        endpoint.schedule(self.peer);
+                        return Ok(Bundled::Queued);
+                    }
+                    Some(seq)
+                }
+                Err(PushError::WouldBlock) => {
+                    endpoint.stats.send_would_block += 1;
+                    return Err(SendError::WouldBlock);
+                }
+                Err(PushError::ExceedsBound { .. }) => return Err(SendError::ExceedsQueueBound),
+            },
+        };
+        let plaintext = &mut self.buf[TRANSPORT_HEADER_LEN..];
+        if let Some(first) = self.lone.take() {
+            // The second message: frame the first one where it lies.
+            plaintext.copy_within(..self.written, BUNDLE_FRAME_HEADER_LEN);
+            write_frame_header(&mut plaintext[..BUNDLE_FRAME_HEADER_LEN], first, self.written);
+            self.written += BUNDLE_FRAME_HEADER_LEN;
+        }
+        if self.frames == 0 {
+            self.lone = Some(kind);
+        } else {
+            write_frame_header(&mut plaintext[self.written..body_at], kind, body_len);
+        }
+        let body = &mut plaintext[body_at..body_at + body_len];
+        if let Some(seq) = seq {
+            body[..RELIABLE_SEQ_LEN].copy_from_slice(&seq.to_le_bytes());
+        }
+        body[seq_len..].copy_from_slice(payload);
+        self.written = body_at + body_len;
+        self.frames += 1;
+        Ok(Bundled::Added)
+    }
+
+    /// How many messages the bundle holds.
+    pub fn len(&self) -> usize {
+        self.frames
+    }
+
+    /// Whether the bundle holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// Seals what was pushed and returns the datagram to send, `None` if nothing was.
+    pub fn finish(self) -> Result<Option<Transmit>, SendError> {
+        let kind = match (self.frames, self.lone) {
+            (0, _) => return Ok(None),
+            (_, Some(FrameKind::Realtime)) => TransportKind::Realtime,
+            (_, Some(FrameKind::Reliable)) => TransportKind::Reliable,
+            (_, None) => TransportKind::Bundle,
+        };
+        self.endpoint
+            .seal_data(self.now, self.peer, kind, self.buf, self.written)
+            .map(Some)
+    }
+}
+
+/// Writes a frame header for a body of `len` bytes (at most a datagram, so it fits a u16).
+fn write_frame_header(out: &mut [u8], kind: FrameKind, len: usize) {
+    if let Ok(header) = <&mut [u8; BUNDLE_FRAME_HEADER_LEN]>::try_from(out) {
+        wire::write_frame_header(header, kind, len as u16);
+    }
+}
 
 impl Endpoint {
     /// Seals `payload` for `peer` straight into `buf` and returns what to send
@@ -32,61 +176,61 @@ impl Endpoint {
         payload: &[u8],
         buf: &mut [u8],
     ) -> Result<Sent, SendError> {
-        let peer = peer_in(&mut self.peers, peer_id).ok_or(SendError::UnknownPeer)?;
+        let mut bundle = self.bundle(now, peer_id, buf)?;
+        match bundle.push(mode, payload)? {
+            Bundled::Added => {}
+            Bundled::Queued => return Ok(Sent::Queued),
+            // The first message of a bundle is never `Full` (too big is an error).
+            Bundled::Full => return Err(SendError::BufferTooSmall),
+        }
+        match bundle.finish()? {
+            Some(transmit) => Ok(Sent::Now(transmit)),
+            None => Err(SendError::BufferTooSmall),
+        }
+    }
+
+    /// Starts a bundle of messages for `peer` in `buf` (PROTOCOL.md 7.5): smart batching,
+    /// several small messages in one sealed datagram. See `Bundle`.
+    pub fn bundle<'e, 'b>(
+        &'e mut self,
+        now: Timestamp,
+        peer_id: PeerId,
+        buf: &'b mut [u8],
+    ) -> Result<Bundle<'e, 'b>, SendError> {
+        let peer = self.peer(peer_id).ok_or(SendError::UnknownPeer)?;
         if peer.closing.is_some() {
             return Err(SendError::UnknownPeer);
         }
         if !peer.established {
             return Err(SendError::NotEstablished);
         }
-        let (kind, body_at, max) = match mode {
-            Mode::Realtime => (
-                TransportKind::Realtime,
-                TRANSPORT_HEADER_LEN,
-                MAX_REALTIME_PAYLOAD,
-            ),
-            Mode::Reliable => (
-                TransportKind::Reliable,
-                TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN,
-                MAX_RELIABLE_PAYLOAD,
-            ),
-        };
-        if payload.len() > max {
-            return Err(SendError::TooLarge);
-        }
-        let plaintext_len = body_at - TRANSPORT_HEADER_LEN + payload.len();
-        if buf.len() < keyset::sealed_len(plaintext_len) {
-            return Err(SendError::BufferTooSmall);
-        }
-        if mode == Mode::Reliable {
-            let seq = match peer.sender.push(now, payload) {
-                Ok(Pushed {
-                    seq,
-                    send_now: true,
-                }) => seq,
-                // Stored beyond the peer's receive window: the retransmission path
-                // sends it once ACKs open the window.
-                Ok(Pushed {
-                    send_now: false, ..
-                }) => {
-                    if let Some(at) = peer.sender.next_timeout() {
-                        peer.timers.arm(Timer::Retransmit, at);
-                    }
-                    self.schedule(peer_id);
-                    return Ok(Sent::Queued);
-                }
-                Err(PushError::WouldBlock) => {
-                    self.stats.send_would_block += 1;
-                    return Err(SendError::WouldBlock);
-                }
-                Err(PushError::ExceedsBound { .. }) => return Err(SendError::ExceedsQueueBound),
-            };
-            buf[TRANSPORT_HEADER_LEN..body_at].copy_from_slice(&seq.to_le_bytes());
-            if let Some(at) = peer.sender.next_timeout() {
-                peer.timers.arm(Timer::Retransmit, at);
-            }
-        }
-        buf[body_at..body_at + payload.len()].copy_from_slice(payload);
+        let limit = buf
+            .len()
+            .saturating_sub(TRANSPORT_OVERHEAD)
+            .min(MAX_REALTIME_PAYLOAD);
+        Ok(Bundle {
+            endpoint: self,
+            now,
+            peer: peer_id,
+            buf,
+            written: 0,
+            limit,
+            lone: None,
+            frames: 0,
+        })
+    }
+
+    /// Seals a data packet (a message or a bundle) whose plaintext is written, and does the
+    /// bookkeeping of a sent packet.
+    fn seal_data(
+        &mut self,
+        now: Timestamp,
+        peer_id: PeerId,
+        kind: TransportKind,
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<Transmit, SendError> {
+        let peer = peer_in(&mut self.peers, peer_id).ok_or(SendError::UnknownPeer)?;
         let keys = peer.current.as_mut().ok_or(SendError::NotEstablished)?;
         let len = keys.seal(kind, buf, plaintext_len).map_err(|e| match e {
             SealError::BufferTooSmall => SendError::BufferTooSmall,
@@ -102,7 +246,7 @@ impl Endpoint {
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;
         self.schedule(peer_id);
-        Ok(Sent::Now(Transmit { dst, len }))
+        Ok(Transmit { dst, len })
     }
 
     pub(super) fn on_transport<'b>(
@@ -113,7 +257,7 @@ impl Endpoint {
         receiver: SessionIndex,
         counter: Counter,
         datagram: &'b mut [u8],
-    ) -> Result<Option<Message<'b>>, DropReason> {
+    ) -> Result<Deliveries<'b>, DropReason> {
         let Some(SlotTarget::Keys(id)) = self.lookup(receiver) else {
             return Err(DropReason::UnknownSession);
         };
@@ -201,48 +345,56 @@ impl Endpoint {
             KeyRole::Previous => {}
         }
         let body_end = TRANSPORT_HEADER_LEN + plaintext_len;
+        let datagram: &'b [u8] = datagram;
+        let plaintext = &datagram[TRANSPORT_HEADER_LEN..body_end];
         let mut violation = false;
         let mut rejected = None;
-        let mut delivered = None;
+        let mut delivered = Deliveries::none();
+        let mut reliable_arrived = false;
         match kind {
             TransportKind::Realtime => {
-                delivered = Some((Mode::Realtime, TRANSPORT_HEADER_LEN));
+                delivered = Deliveries::one(id, Mode::Realtime, plaintext);
             }
             TransportKind::Reliable => {
-                let seq = wire::read_u64(datagram, TRANSPORT_HEADER_LEN);
-                let body = &datagram[TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN..body_end];
-                match peer.receiver.on_segment(now, seq, body) {
-                    Receive::Deliver => {
-                        delivered = Some((Mode::Reliable, TRANSPORT_HEADER_LEN + RELIABLE_SEQ_LEN));
-                        if peer.receiver.has_ready() {
-                            self.ready.push_back(id);
-                        }
-                    }
-                    Receive::Buffered | Receive::Duplicate => {}
-                    Receive::NoRoom => {
+                reliable_arrived = true;
+                match accept_segment(now, id, peer, &mut self.ready, plaintext) {
+                    Ok(Some(message)) => delivered = Deliveries::one(id, Mode::Reliable, message),
+                    Ok(None) => {}
+                    Err(reason) => {
                         peer.drops += 1;
-                        rejected = Some(DropReason::ReorderBufferFull);
+                        rejected = Some(reason);
                     }
-                }
-                // The ACK is written by `poll_transmit`, so everything that arrived by then
-                // (the rest of the driver's batch) shares it. If it may wait, a timer sends
-                // it; if it may not, it is queued now.
-                match peer.receiver.ack_deadline() {
-                    Some(due) if due > now => peer.timers.arm(Timer::Ack, due),
-                    Some(due) if !peer.ack_queued => {
-                        if self.pending_tx.len() < self.config.control_queue {
-                            peer.ack_queued = true;
-                            self.pending_tx.push_back(PendingTx::Ack(id));
-                        } else {
-                            // No room: the next timer visit retries.
-                            peer.timers.arm(Timer::Ack, due);
-                        }
-                    }
-                    Some(_) | None => {}
                 }
             }
+            TransportKind::Bundle => match wire::check_bundle(plaintext) {
+                // Authenticated, yet its framing lies: a broken or hostile peer. Dropped
+                // whole (nothing of it delivered), counted as malformed and struck.
+                Err(_) => violation = true,
+                Ok(_) => {
+                    let mut deliver = 0u64;
+                    for (i, frame) in wire::bundle_frames(plaintext).enumerate() {
+                        let bit = 1u64 << i;
+                        match frame.kind {
+                            FrameKind::Realtime => deliver |= bit,
+                            FrameKind::Reliable => {
+                                reliable_arrived = true;
+                                match accept_segment(now, id, peer, &mut self.ready, frame.body) {
+                                    Ok(Some(_)) => deliver |= bit,
+                                    Ok(None) => {}
+                                    Err(reason) => {
+                                        // One frame refused, the others unaffected.
+                                        peer.drops += 1;
+                                        self.stats.record_drop(reason);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    delivered = Deliveries::bundle(id, plaintext, deliver);
+                }
+            },
             TransportKind::Ack => {
-                let ack = Ack::decode(&datagram[TRANSPORT_HEADER_LEN..body_end]);
+                let ack = Ack::decode(plaintext);
                 match ack.map(|ack| peer.sender.on_ack(now, ack)) {
                     Some(Ok(_)) => {
                         if let Some(at) = peer.sender.next_timeout() {
@@ -256,13 +408,31 @@ impl Endpoint {
             }
             TransportKind::Keepalive => {}
             TransportKind::Close => {
-                let code = datagram.get(TRANSPORT_HEADER_LEN).copied().unwrap_or(0);
+                let code = plaintext.first().copied().unwrap_or(0);
                 peer.peer_reason = Some(CloseReason::from_wire_code(code));
                 if let Some(index) = retired {
                     self.free_index(index);
                 }
                 self.close_peer(now, id, CloseReason::Remote, false);
-                return Ok(None);
+                return Ok(Deliveries::none());
+            }
+        }
+        if reliable_arrived {
+            // The ACK is written by `poll_transmit`, so everything that arrived by then (the
+            // rest of the driver's batch) shares it. If it may wait, a timer sends it; if it
+            // may not, it is queued now.
+            match peer.receiver.ack_deadline() {
+                Some(due) if due > now => peer.timers.arm(Timer::Ack, due),
+                Some(due) if !peer.ack_queued => {
+                    if self.pending_tx.len() < self.config.control_queue {
+                        peer.ack_queued = true;
+                        self.pending_tx.push_back(PendingTx::Ack(id));
+                    } else {
+                        // No room: the next timer visit retries.
+                        peer.timers.arm(Timer::Ack, due);
+                    }
+                }
+                Some(_) | None => {}
             }
         }
         self.schedule(id);
@@ -276,16 +446,10 @@ impl Endpoint {
         if let Some(reason) = rejected {
             return Err(reason);
         }
-        let Some((mode, start)) = delivered else {
-            return Ok(None);
-        };
-        self.stats.messages_delivered += 1;
-        self.stats.bytes_delivered += (body_end - start) as u64;
-        Ok(Some(Message {
-            peer: id,
-            mode,
-            payload: &datagram[start..body_end],
-        }))
+        let (messages, bytes) = delivered.totals();
+        self.stats.messages_delivered += messages;
+        self.stats.bytes_delivered += bytes;
+        Ok(delivered)
     }
 
     pub(super) fn strike(&mut self, now: Timestamp, id: PeerId) {
@@ -298,5 +462,34 @@ impl Endpoint {
         if outcome == StrikeOutcome::Exceeded {
             self.close_peer(now, id, CloseReason::Strikes, true);
         }
+    }
+}
+
+/// Hands one Reliable segment (`seq` then the message) to the peer's reorder buffer. Returns
+/// the message when it is to be delivered straight from the datagram (in order, nothing
+/// waiting before it); queues the peer for `poll_event` when buffered messages became ready.
+fn accept_segment<'b>(
+    now: Timestamp,
+    id: PeerId,
+    peer: &mut Peer,
+    ready: &mut VecDeque<PeerId>,
+    segment: &'b [u8],
+) -> Result<Option<&'b [u8]>, DropReason> {
+    let (Some(seq), Some(message)) = (
+        segment.get(..RELIABLE_SEQ_LEN),
+        segment.get(RELIABLE_SEQ_LEN..),
+    ) else {
+        return Err(DropReason::Malformed);
+    };
+    let seq = wire::read_u64(seq, 0);
+    match peer.receiver.on_segment(now, seq, message) {
+        Receive::Deliver => {
+            if peer.receiver.has_ready() {
+                ready.push_back(id);
+            }
+            Ok(Some(message))
+        }
+        Receive::Buffered | Receive::Duplicate => Ok(None),
+        Receive::NoRoom => Err(DropReason::ReorderBufferFull),
     }
 }

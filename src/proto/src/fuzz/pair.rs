@@ -510,11 +510,12 @@ impl Harness {
         if self.sides[to].down.is_some() {
             return;
         }
-        let message = self.sides[to]
+        let messages = self.sides[to]
             .endpoint
             .handle_datagram(self.now, src, &mut bytes)
-            .map(|m| (m.peer, m.mode, m.payload.to_vec()));
-        if let Some((peer, mode, payload)) = message {
+            .map(|m| (m.peer, m.mode, m.payload.to_vec()))
+            .collect::<Vec<_>>();
+        for (peer, mode, payload) in messages {
             self.check_message(to, peer, mode, &payload);
         }
         self.drain(to);
@@ -524,11 +525,12 @@ impl Harness {
     /// one or arbitrary, and a body of random bytes.
     fn junk_transport(&mut self, input: &mut Input<'_>) {
         let to = usize::from(input.byte() & 1);
-        let kind = match input.byte() % 5 {
+        let kind = match input.byte() % 6 {
             0 => TransportKind::Realtime,
             1 => TransportKind::Reliable,
             2 => TransportKind::Ack,
             3 => TransportKind::Keepalive,
+            4 => TransportKind::Bundle,
             _ => TransportKind::Close,
         };
         let index_choice = usize::from(input.byte());
@@ -540,6 +542,7 @@ impl Harness {
             TransportKind::Close => 1,
             TransportKind::Reliable => 8 + usize::from(input.byte() % 64),
             TransportKind::Realtime => usize::from(input.byte() % 72),
+            TransportKind::Bundle => 3 + usize::from(input.byte() % 72),
         };
         let body = input.bytes(len + wire::TAG_LEN).to_vec();
         let src = input.byte();

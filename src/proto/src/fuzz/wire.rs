@@ -128,9 +128,43 @@ fn check_datagram(datagram: &[u8]) {
                 TransportKind::Keepalive => assert!(body.is_empty()),
                 TransportKind::Reliable => assert!(body.len() >= wire::RELIABLE_SEQ_LEN),
                 TransportKind::Realtime => assert!(body.len() <= wire::MAX_REALTIME_PAYLOAD),
+                TransportKind::Bundle => check_bundle_framing(body),
             }
         }
     }
+}
+
+/// A bundle's framing is accepted exactly when its frames tile the plaintext: walking the
+/// accepted frames covers every byte once, in order, with legal kinds and lengths.
+fn check_bundle_framing(plaintext: &[u8]) {
+    let Ok(count) = wire::check_bundle(plaintext) else {
+        return;
+    };
+    assert!((1..=wire::MAX_BUNDLE_FRAMES).contains(&count));
+    let mut end = 0;
+    let mut walked = 0;
+    for frame in wire::bundle_frames(plaintext) {
+        assert_eq!(
+            frame.offset,
+            end + wire::BUNDLE_FRAME_HEADER_LEN,
+            "frames are contiguous"
+        );
+        assert_eq!(plaintext[end], frame.kind.byte());
+        if frame.kind == wire::FrameKind::Reliable {
+            assert!(frame.body.len() >= wire::RELIABLE_SEQ_LEN);
+        }
+        end = frame.offset + frame.body.len();
+        walked += 1;
+    }
+    assert_eq!(
+        walked, count,
+        "the walk yields every frame the check counted"
+    );
+    assert_eq!(
+        end,
+        plaintext.len(),
+        "the frames end where the plaintext ends"
+    );
 }
 
 /// A rejection must be for a reason the bytes actually show.
@@ -186,6 +220,7 @@ fn check_decoders(data: &[u8]) {
         TransportKind::Ack,
         TransportKind::Keepalive,
         TransportKind::Close,
+        TransportKind::Bundle,
     ] {
         let Some(receiver) = SessionIndex::new(raw.max(1)) else {
             continue;
@@ -194,7 +229,10 @@ fn check_decoders(data: &[u8]) {
         let mut packet = [0u8; TRANSPORT_OVERHEAD + ACK_LEN];
         packet[..TRANSPORT_HEADER_LEN].copy_from_slice(&out);
         let len = match kind {
-            TransportKind::Ack | TransportKind::Realtime | TransportKind::Reliable => packet.len(),
+            TransportKind::Ack
+            | TransportKind::Realtime
+            | TransportKind::Reliable
+            | TransportKind::Bundle => packet.len(),
             TransportKind::Keepalive => TRANSPORT_OVERHEAD,
             TransportKind::Close => TRANSPORT_OVERHEAD + 1,
         };
