@@ -65,6 +65,8 @@ pub struct NodeSection {
     pub allow_list: Option<PathBuf>,
     /// Accept an allow-list with no keys (every peer refused) instead of refusing it.
     pub allow_list_empty_ok: bool,
+    /// Smart batching: messages queued together for one peer share sealed datagrams.
+    pub bundling: bool,
     /// Peers to connect to at start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerConfig>,
@@ -104,6 +106,7 @@ impl Default for NodeSection {
             key_file: None,
             allow_list: None,
             allow_list_empty_ok: false,
+            bundling: true,
             peers: Vec::new(),
             capture: None,
             capture_max_bytes: None,

@@ -129,6 +129,7 @@ pub(crate) fn node_config(
     node.io.batch = io.batch_size;
     node.io.send_slots = io.buffers;
     node.io.max_datagram = io.buffer_size;
+    node.bundling = config.node.bundling;
     node.capture = config.node.capture.clone();
     node.capture_limits = intentra::capture::CaptureLimits {
         max_bytes: config.node.capture_max_bytes,

@@ -25,9 +25,11 @@ use crate::handle::{
 use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot};
 use intentra_proto::wire::{MAX_DATAGRAM_LEN, MAX_RELIABLE_PAYLOAD};
 use intentra_proto::{
+    Bundled, ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent,
+};
+use intentra_proto::{
     CloseReason, DropReason, Endpoint, EndpointConfig, PublicKey, Stats, Timestamp,
 };
-use intentra_proto::{ConnectError, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent};
 use intentra_udp::{
     self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait, Waker,
 };
@@ -56,6 +58,12 @@ pub struct NodeConfig {
     /// Bounds of the cross-thread queues ([`Handle`], [`Events`]) and of the per-peer
     /// deferred Reliable sends.
     pub handle: HandleConfig,
+    /// Smart batching (PROTOCOL.md 7.5): messages for one peer that [`Handle`]s queued
+    /// together (consecutive sends to it, or consecutive publishes) go out in as few sealed
+    /// datagrams as they fit, each delivered separately; a lone message is sent as its own
+    /// packet, and nothing ever waits to fill a datagram. On by default. Off, every message
+    /// is its own datagram. Either way the node receives bundles.
+    pub bundling: bool,
 }
 
 impl NodeConfig {
@@ -71,6 +79,7 @@ impl NodeConfig {
             capture: None,
             capture_limits: Default::default(),
             handle: HandleConfig::default(),
+            bundling: true,
         }
     }
 }
@@ -453,6 +462,97 @@ impl Context<'_> {
     }
 }
 
+/// The outcome of a Reliable message its window refused: held in the peer's deferred queue
+/// (in order behind what waits there), or refused when that queue is full too.
+fn defer_reliable(
+    backlog: &mut Backlog,
+    peer: PeerId,
+    payload: &[u8],
+    from_handle: bool,
+) -> Outcome {
+    if backlog.defer(peer, payload, None, from_handle) {
+        Outcome::Deferred
+    } else {
+        Outcome::Failed(SendError::WouldBlock)
+    }
+}
+
+/// Smart batching: sends `messages` to `peer` in as few datagrams as they fit, in order
+/// (PROTOCOL.md 7.5). Reliable messages keep `send_or_defer`'s rules: behind the peer's
+/// deferred queue when it has one, into it when the window refuses. `outcome` hears each
+/// message's fate (not in order: a deferred one may be told before the bundle before it).
+#[allow(clippy::too_many_arguments)]
+fn send_bundled<'m>(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
+    now: Timestamp,
+    peer: PeerId,
+    messages: impl Iterator<Item = (Mode, &'m [u8])>,
+    from_handle: bool,
+    outcome: &mut dyn FnMut(Outcome),
+) {
+    let mut messages = messages.peekable();
+    while messages.peek().is_some() {
+        let mut added = 0;
+        let mut taken = 0;
+        let mut sealed = Ok(());
+        let written = sink.write(|buf| {
+            let mut bundle = match endpoint.bundle(now, peer, buf) {
+                Ok(bundle) => bundle,
+                Err(err) => {
+                    sealed = Err(err);
+                    return None;
+                }
+            };
+            while let Some(&(mode, payload)) = messages.peek() {
+                if mode == Mode::Reliable && backlog.has_queue(peer) {
+                    outcome(defer_reliable(backlog, peer, payload, from_handle));
+                } else {
+                    match bundle.push(mode, payload) {
+                        Ok(Bundled::Full) => break,
+                        Ok(Bundled::Added) => added += 1,
+                        // Held beyond the peer's window; the endpoint sends it.
+                        Ok(Bundled::Queued) => outcome(Outcome::Sent),
+                        Err(SendError::WouldBlock) if mode == Mode::Reliable => {
+                            backlog.note_would_block(peer, payload.len());
+                            outcome(defer_reliable(backlog, peer, payload, from_handle));
+                        }
+                        Err(err) => outcome(Outcome::Failed(err)),
+                    }
+                }
+                messages.next();
+                taken += 1;
+            }
+            match bundle.finish() {
+                Ok(transmit) => transmit.map(|t| (t.dst, t.len)),
+                Err(err) => {
+                    sealed = Err(err);
+                    None
+                }
+            }
+        });
+        let result = match written {
+            Ok(_) => sealed,
+            Err(NoBuffer) => Err(SendError::BufferTooSmall),
+        };
+        for _ in 0..added {
+            outcome(match result {
+                Ok(()) => Outcome::Sent,
+                Err(err) => Outcome::Failed(err),
+            });
+        }
+        if taken == 0 {
+            // No bundle could be started (no such peer, no send buffer): every message
+            // left fails the same way, as each would alone.
+            let err = result.err().unwrap_or(SendError::BufferTooSmall);
+            for _ in messages.by_ref() {
+                outcome(Outcome::Failed(err));
+            }
+        }
+    }
+}
+
 fn send_one(
     endpoint: &mut Endpoint,
     sink: &mut Sink<'_>,
@@ -503,6 +603,88 @@ fn publish_all(
 type EventHandler = Box<dyn FnMut(&mut Context<'_>, &Event<'_>) + Send>;
 type TickHandler = Box<dyn FnMut(&mut Context<'_>) + Send>;
 type WritableHandler = Box<dyn FnMut(&mut Context<'_>, PeerId) + Send>;
+
+/// Smart batching of the handles' commands from `inbox.items[start..]`: a run of sends to one
+/// peer (without a `send_timeout` waiter), or a run of publishes, goes out through
+/// `send_bundled`. Returns how many commands it carried out, 0 when `start` begins no run (a
+/// lone command, a waiter, anything else: handled one by one).
+fn bundle_run(
+    endpoint: &mut Endpoint,
+    sink: &mut Sink<'_>,
+    backlog: &mut Backlog,
+    now: Timestamp,
+    inbox: &Batch<Command>,
+    start: usize,
+    stats: &mut HandleStats,
+) -> usize {
+    let items = inbox.items.get(start..).unwrap_or(&[]);
+    let mut record = |outcome| match outcome {
+        Outcome::Sent => stats.sent += 1,
+        Outcome::Deferred => stats.deferred += 1,
+        Outcome::Failed(err) => stats.failed.add(err),
+    };
+    let run = match items.first() {
+        Some(&Command::Send {
+            peer, waiter: None, ..
+        }) => {
+            let run = items
+                .iter()
+                .take_while(
+                    |c| matches!(c, Command::Send { peer: p, waiter: None, .. } if *p == peer),
+                )
+                .count();
+            if run < 2 {
+                return 0;
+            }
+            let messages = items[..run].iter().filter_map(|c| match *c {
+                Command::Send { mode, at, len, .. } => Some((mode, inbox.payload(at, len))),
+                _ => None,
+            });
+            send_bundled(
+                endpoint,
+                sink,
+                backlog,
+                now,
+                peer,
+                messages,
+                true,
+                &mut record,
+            );
+            run
+        }
+        Some(Command::Publish { .. }) => {
+            let run = items
+                .iter()
+                .take_while(|c| matches!(c, Command::Publish { .. }))
+                .count();
+            if run < 2 {
+                return 0;
+            }
+            let mut next = endpoint.next_established(None);
+            while let Some(peer) = next {
+                let messages = items[..run].iter().filter_map(|c| match *c {
+                    Command::Publish { mode, at, len } => Some((mode, inbox.payload(at, len))),
+                    _ => None,
+                });
+                send_bundled(
+                    endpoint,
+                    sink,
+                    backlog,
+                    now,
+                    peer,
+                    messages,
+                    true,
+                    &mut record,
+                );
+                next = endpoint.next_established(Some(peer));
+            }
+            run
+        }
+        _ => return 0,
+    };
+    stats.commands += run as u64;
+    run
+}
 
 /// The loop's side of the handles: the shared queues, the batch it swaps in, its counts.
 struct HandleState {
@@ -599,6 +781,7 @@ pub struct Node {
     events: Option<EventSink>,
     backlog: Backlog,
     on_writable: Option<WritableHandler>,
+    bundling: bool,
 }
 
 impl Drop for Node {
@@ -660,6 +843,7 @@ impl Node {
             events: None,
             backlog: Backlog::new(&config.handle),
             on_writable: None,
+            bundling: config.bundling,
         };
         let now = node.now();
         node.endpoint.handle_timeout(now);
@@ -1155,11 +1339,23 @@ impl Node {
             recorder,
             backlog,
             events,
+            bundling,
             ..
         } = self;
-        for &command in &inbox.items {
-            stats.commands += 1;
+        let mut next = 0;
+        while let Some(&command) = inbox.items.get(next) {
             let mut sink = Sink::driver(driver.as_mut(), recorder);
+            let bundled = if *bundling {
+                bundle_run(endpoint, &mut sink, backlog, now, inbox, next, stats)
+            } else {
+                0
+            };
+            if bundled > 0 {
+                next += bundled;
+                continue;
+            }
+            next += 1;
+            stats.commands += 1;
             match command {
                 Command::Send {
                     peer,

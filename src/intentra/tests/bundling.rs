@@ -1,0 +1,147 @@
+//! Smart batching over real sockets (PROTOCOL.md 7.5): messages a `Handle` queued together
+//! for one peer share datagrams and arrive one by one, in order; with bundling off each is
+//! its own datagram; a node with bundling off and one with it on talk both ways. Every loop
+//! is bounded in count; nothing asserts on timing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use intentra::proto::{EndpointConfig, Keypair, Mode, PeerId};
+use intentra::{Node, NodeConfig};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+fn node(seed: u64, bundling: bool) -> Node {
+    let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(seed)));
+    config.rate_pps = 1_000_000;
+    config.rate_burst = 1_000_000;
+    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
+    node_config.socket.recv_buffer = Some(4 << 20);
+    node_config.bundling = bundling;
+    Node::bind(node_config).unwrap()
+}
+
+fn pair(a: &mut Node, b: &mut Node) -> PeerId {
+    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
+    for _ in 0..5_000 {
+        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
+            break;
+        }
+        a.turn(Duration::from_millis(1)).unwrap();
+        b.turn(Duration::from_millis(1)).unwrap();
+    }
+    assert!(a.peer_info(peer).is_some_and(|p| p.established));
+    for _ in 0..50 {
+        a.turn(Duration::from_millis(1)).unwrap();
+        b.turn(Duration::from_millis(1)).unwrap();
+    }
+    peer
+}
+
+type Log = Arc<Mutex<Vec<(Mode, Vec<u8>)>>>;
+
+fn record(node: &mut Node) -> Log {
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    node.on_message(move |_, mode, bytes| sink.lock().unwrap().push((mode, bytes.to_vec())));
+    log
+}
+
+fn message(mode: Mode, n: u16) -> Vec<u8> {
+    let mut m = vec![n as u8; 64];
+    m[0] = u8::from(mode == Mode::Reliable);
+    m[1..3].copy_from_slice(&n.to_le_bytes());
+    m
+}
+
+/// Queues `count` messages of each mode, interleaved, from `from` to `peer` through a handle
+/// before the loop turns (so the loop takes them in one batch), then turns both nodes until
+/// `to` has them all. Returns the datagrams `to` received meanwhile.
+fn exchange(from: &mut Node, to: &mut Node, peer: PeerId, log: &Log, count: u16) -> u64 {
+    let handle = from.handle();
+    for n in 0..count {
+        handle
+            .send(peer, Mode::Realtime, &message(Mode::Realtime, n))
+            .unwrap();
+        handle
+            .send(peer, Mode::Reliable, &message(Mode::Reliable, n))
+            .unwrap();
+    }
+    let received_before = to.stats().packets_received;
+    let want = usize::from(count) * 2;
+    for _ in 0..10_000 {
+        if log.lock().unwrap().len() >= want {
+            break;
+        }
+        from.turn(Duration::from_millis(1)).unwrap();
+        to.turn(Duration::from_millis(1)).unwrap();
+    }
+    let got = std::mem::take(&mut *log.lock().unwrap());
+    for mode in [Mode::Realtime, Mode::Reliable] {
+        let of_mode: Vec<Vec<u8>> = got
+            .iter()
+            .filter(|(m, _)| *m == mode)
+            .map(|(_, b)| b.clone())
+            .collect();
+        let sent: Vec<Vec<u8>> = (0..count).map(|n| message(mode, n)).collect();
+        let first_wrong = of_mode
+            .iter()
+            .zip(&sent)
+            .position(|(got, want)| got != want);
+        assert!(
+            of_mode.len() == sent.len() && first_wrong.is_none(),
+            "{mode:?}: got {} of {count}, first difference at {first_wrong:?}: {:?}",
+            of_mode.len(),
+            first_wrong.map(|i| (&of_mode[i][..4], &sent[i][..4]))
+        );
+    }
+    to.stats().packets_received - received_before
+}
+
+#[test]
+fn messages_queued_together_share_datagrams_and_arrive_separately() {
+    let mut a = node(1, true);
+    let mut b = node(2, true);
+    let peer = pair(&mut a, &mut b);
+    let log = record(&mut b);
+    // 60 of each mode: within one Reliable window (64 segments), so all go out at once.
+    let datagrams = exchange(&mut a, &mut b, peer, &log, 60);
+    // 120 messages of 64 bytes, about 20 to a datagram; a keepalive may arrive meanwhile.
+    assert!(
+        datagrams <= 10,
+        "120 messages took {datagrams} datagrams with bundling on"
+    );
+}
+
+#[test]
+fn with_bundling_off_each_message_is_its_own_datagram() {
+    let mut a = node(3, false);
+    let mut b = node(4, false);
+    let peer = pair(&mut a, &mut b);
+    let log = record(&mut b);
+    let datagrams = exchange(&mut a, &mut b, peer, &log, 60);
+    assert!(
+        datagrams >= 120,
+        "120 messages took {datagrams} datagrams with bundling off"
+    );
+}
+
+#[test]
+fn a_node_with_bundling_off_and_one_with_it_on_talk_both_ways() {
+    let mut on = node(5, true);
+    let mut off = node(6, false);
+    let peer_of_off = pair(&mut on, &mut off);
+    let log_off = record(&mut off);
+    let bundled = exchange(&mut on, &mut off, peer_of_off, &log_off, 60);
+    assert!(
+        bundled <= 10,
+        "{bundled} datagrams for 120 bundled messages"
+    );
+    let peer_of_on = off.peers()[0];
+    let log_on = record(&mut on);
+    let lone = exchange(&mut off, &mut on, peer_of_on, &log_on, 60);
+    assert!(
+        lone >= 120,
+        "{lone} datagrams for 120 messages sent one by one"
+    );
+}
