@@ -129,6 +129,11 @@ def p_send(side, realtime, length):
     return [0, side | (realtime << 1), length]
 
 
+def p_bundle(side, count, modes, length):
+    # Several messages queued together, sent as bundles: bit i of `modes` makes message i Reliable.
+    return [0, side | 4 | ((count - 2) << 3), length, modes]
+
+
 def p_deliver(i=0):
     return [2, i]
 
@@ -157,7 +162,7 @@ def p_junk(to, kind, index=0, counter_choice=0, delta=1, length=8, srcb=1):
     op = [9, to, kind, index, counter_choice] + u16(delta)
     if body_len is None:
         op.append(length)
-        body_len = (8 + length % 64) if kind == 1 else length % 72
+        body_len = {1: 8 + length % 64, 5: 3 + length % 72}.get(kind, length % 72)
     return op + [0x3C] * (body_len + 16) + [srcb]
 
 
@@ -231,6 +236,11 @@ def pair_seeds():
         if i % 7 == 6:
             small += p_deliver(i) + p_drop(i + 1)
     write("pair", "small_queue", small + P_FLUSH + p_advance_ms(2000) + P_FLUSH)
+    bundles = [0]
+    for i in range(10):
+        bundles += p_bundle(i % 2, 2 + i * 3, 0b1010_0110 ^ i, 8 + i * 5)
+        bundles += p_deliver(0) + p_dup(0) + p_swap(0, 1) + p_drop(2) + p_deliver(1)
+    write("pair", "bundles_drops_dups_reorder", bundles + P_FLUSH + p_advance_ms(3000) + P_FLUSH)
     write("pair", "dead_network", [1] + traffic(1) + p_advance_s(30, healthy=False) + P_FLUSH)
     write("pair", "idle_then_junk",
           [0] + traffic(1) + P_FLUSH + p_advance_ms(3000, healthy=False) + p_junk(1, 3, 0, 0, 1)

@@ -31,7 +31,7 @@ use rand_chacha::ChaCha20Rng;
 
 use super::Input;
 use crate::config::EndpointConfig;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Bundled, Endpoint};
 use crate::event::{Event, Mode, PeerId, Sent};
 use crate::keys::Keypair;
 use crate::stats::{CloseReason, DropReason};
@@ -246,7 +246,15 @@ impl Harness {
                 } else {
                     Mode::Realtime
                 };
-                self.send(usize::from(how & 1), mode, len);
+                if how & 4 == 0 {
+                    self.send(usize::from(how & 1), mode, len);
+                } else {
+                    // Several messages queued together: bundles (PROTOCOL.md 7.5), their
+                    // modes chosen by the bits of one byte.
+                    let count = 2 + usize::from(how >> 3);
+                    let modes = input.byte();
+                    self.send_bundle(usize::from(how & 1), count, modes, len);
+                }
             }
             2 | 3 => {
                 if let Some(at) = self.pick(input.byte()) {
@@ -378,6 +386,52 @@ impl Harness {
             self.sent.insert(id, (from, mode, len));
             if mode == Mode::Reliable {
                 self.reliable_sent[from].push(id);
+            }
+        }
+        self.drain(from);
+    }
+
+    /// Sends `count` messages of `len` bytes from `from` as bundles, as many to a datagram as
+    /// fit; bit `i % 8` of `modes` makes message `i` Reliable.
+    fn send_bundle(&mut self, from: usize, count: usize, modes: u8, len: usize) {
+        if self.sides[from].down.is_some() {
+            return;
+        }
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let mut next = 0;
+        while next < count {
+            let mut accepted = Vec::new();
+            let side = &mut self.sides[from];
+            let Ok(mut bundle) = side.endpoint.bundle(self.now, side.peer, &mut buf) else {
+                break;
+            };
+            let mut full = false;
+            while next < count && !full {
+                let mode = if modes >> (next % 8) & 1 == 1 {
+                    Mode::Reliable
+                } else {
+                    Mode::Realtime
+                };
+                let id = (self.next_id + accepted.len() as u64) << 1 | from as u64;
+                match bundle.push(mode, &payload(id, len)) {
+                    Ok(Bundled::Full) => full = true,
+                    Ok(Bundled::Added | Bundled::Queued) => {
+                        accepted.push((id, mode));
+                        next += 1;
+                    }
+                    Err(_) => next += 1,
+                }
+            }
+            let transmit = bundle.finish();
+            for &(id, mode) in &accepted {
+                self.next_id += 1;
+                self.sent.insert(id, (from, mode, len));
+                if mode == Mode::Reliable {
+                    self.reliable_sent[from].push(id);
+                }
+            }
+            if let Ok(Some(transmit)) = transmit {
+                self.route(from, transmit.dst, buf[..transmit.len].to_vec());
             }
         }
         self.drain(from);
@@ -530,8 +584,8 @@ impl Harness {
             1 => TransportKind::Reliable,
             2 => TransportKind::Ack,
             3 => TransportKind::Keepalive,
-            4 => TransportKind::Bundle,
-            _ => TransportKind::Close,
+            4 => TransportKind::Close,
+            _ => TransportKind::Bundle,
         };
         let index_choice = usize::from(input.byte());
         let counter_choice = input.byte();
