@@ -113,7 +113,11 @@ impl Bundle<'_, '_> {
         if let Some(first) = self.lone.take() {
             // The second message: frame the first one where it lies.
             plaintext.copy_within(..self.written, BUNDLE_FRAME_HEADER_LEN);
-            write_frame_header(&mut plaintext[..BUNDLE_FRAME_HEADER_LEN], first, self.written);
+            write_frame_header(
+                &mut plaintext[..BUNDLE_FRAME_HEADER_LEN],
+                first,
+                self.written,
+            );
             self.written += BUNDLE_FRAME_HEADER_LEN;
         }
         if self.frames == 0 {
