@@ -11,7 +11,9 @@ second implementation that must agree with the first on the wire.
         [--key-file F] --send-realtime 100 --send-reliable 100 --expect-echo
 
 It performs the handshake over UDP (answering a CookieReply with mac2), waits for
-the responder's confirmation, sends the Realtime and Reliable messages, ACKs the
+the responder's confirmation, sends the Realtime and Reliable messages (each as its
+own packet, or with --bundle N several in one Bundle, section 7.5), takes apart the
+Bundles it receives, ACKs the
 Reliable data it receives, retransmits its own until they are ACKed, sends
 keepalives when idle, collects what the server sends back, closes the session with
 an authenticated Close and prints a JSON summary on stdout. Exit status: 0 on
@@ -37,6 +39,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -48,8 +51,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 VERSION = 1
 T_INIT, T_RESPONSE, T_FINISH, T_COOKIE = 1, 2, 3, 4
-T_REALTIME, T_RELIABLE, T_ACK, T_KEEPALIVE, T_CLOSE = 5, 6, 7, 8, 9
-TRANSPORT_TYPES = (T_REALTIME, T_RELIABLE, T_ACK, T_KEEPALIVE, T_CLOSE)
+T_REALTIME, T_RELIABLE, T_ACK, T_KEEPALIVE, T_CLOSE, T_BUNDLE = 5, 6, 7, 8, 9, 10
+TRANSPORT_TYPES = (T_REALTIME, T_RELIABLE, T_ACK, T_KEEPALIVE, T_CLOSE, T_BUNDLE)
 
 MAX_DATAGRAM = 1452
 HEADER_LEN = 16
@@ -57,6 +60,12 @@ TAG_LEN = 16
 OVERHEAD = HEADER_LEN + TAG_LEN
 MAX_REALTIME = MAX_DATAGRAM - OVERHEAD  # 1420
 MAX_RELIABLE = MAX_REALTIME - 8  # 1412
+# Section 7.5: a Bundle's plaintext is frames of kind (u8), length (u16 LE), body.
+FRAME_HEADER_LEN = 3
+MAX_BUNDLE_FRAMES = 64
+FRAME_KINDS = (T_REALTIME, T_RELIABLE)
+MODES = {"realtime": T_REALTIME, "reliable": T_RELIABLE, T_REALTIME: T_REALTIME,
+         T_RELIABLE: T_RELIABLE}
 
 INIT_LEN, RESPONSE_LEN, FINISH_LEN, COOKIE_REPLY_LEN = 120, 112, 77, 52
 INIT_MAC1, INIT_MAC2 = 88, 104
@@ -362,7 +371,8 @@ def parse(datagram: bytes) -> Header | None:
     elif t in TRANSPORT_TYPES and n >= OVERHEAD:
         plain = n - OVERHEAD
         lo, hi = {T_REALTIME: (0, MAX_REALTIME), T_RELIABLE: (8, MAX_REALTIME), T_ACK: (16, 16),
-                  T_KEEPALIVE: (0, 0), T_CLOSE: (1, 1)}[t]
+                  T_KEEPALIVE: (0, 0), T_CLOSE: (1, 1),
+                  T_BUNDLE: (FRAME_HEADER_LEN, MAX_REALTIME)}[t]
         if not lo <= plain <= hi:
             return None
         receiver, counter = struct.unpack_from("<IQ", datagram, 4)
@@ -396,6 +406,58 @@ def open_packet(key: bytes, packet: bytes) -> bytes | None:
         return AESGCM(key).decrypt(transport_nonce(counter), packet[HEADER_LEN:], packet[:HEADER_LEN])
     except InvalidTag:
         return None
+
+
+class BadBundle(ValueError):
+    """A Bundle's framing breaks a rule of section 7.5; the message says which."""
+
+
+def bundle_frames(plaintext: bytes) -> list[tuple[int, bytes]]:
+    """Section 7.5: the frames of a Bundle's plaintext, as (kind, body) in order, where a
+    body is exactly the plaintext a lone packet of type `kind` would carry. Raises
+    BadBundle if the framing is malformed; then no frame may be acted on."""
+    frames: list[tuple[int, bytes]] = []
+    at, end = 0, len(plaintext)
+    while at < end:
+        if len(frames) == MAX_BUNDLE_FRAMES:
+            raise BadBundle(f"more than {MAX_BUNDLE_FRAMES} frames")
+        if end - at < FRAME_HEADER_LEN:
+            raise BadBundle(f"a frame header at offset {at} does not fit in the "
+                            f"{end - at} bytes left")
+        kind = plaintext[at]
+        length = struct.unpack_from("<H", plaintext, at + 1)[0]
+        if kind not in FRAME_KINDS:
+            raise BadBundle(f"frame kind {kind} at offset {at} is not 5 or 6")
+        body_at = at + FRAME_HEADER_LEN
+        if body_at + length > end:
+            raise BadBundle(f"the frame at offset {at} claims {length} bytes, "
+                            f"{end - body_at} are left")
+        if kind == T_RELIABLE and length < 8:
+            raise BadBundle(f"the Reliable frame at offset {at} has {length} bytes, "
+                            "shorter than its 8-byte seq")
+        frames.append((kind, plaintext[body_at:body_at + length]))
+        at = body_at + length
+    if not frames:  # only an empty plaintext, which parse() already refuses
+        raise BadBundle("no frame")
+    return frames
+
+
+def build_bundle(frames: list[tuple[int, bytes]]) -> bytes:
+    """The plaintext of a Bundle of `frames`, (kind, body) each, body as in bundle_frames.
+    Raises ValueError for what a sender must not send (section 7.5 and 3.3)."""
+    if not 1 <= len(frames) <= MAX_BUNDLE_FRAMES:
+        raise ValueError(f"a bundle has 1 to {MAX_BUNDLE_FRAMES} frames, not {len(frames)}")
+    out = bytearray()
+    for kind, body in frames:
+        if kind not in FRAME_KINDS:
+            raise ValueError(f"frame kind {kind} is not 5 (Realtime) or 6 (Reliable)")
+        if kind == T_RELIABLE and len(body) < 8:
+            raise ValueError("a Reliable frame's body starts with its 8-byte seq")
+        out += struct.pack("<BH", kind, len(body)) + body
+    if len(out) > MAX_REALTIME:
+        raise ValueError(f"the bundle's plaintext is {len(out)} bytes, more than "
+                         f"{MAX_REALTIME} (a datagram of at most {MAX_DATAGRAM})")
+    return bytes(out)
 
 
 def encode_ack(next_expected: int, selective: int) -> bytes:
@@ -493,6 +555,17 @@ class ReliableSender:
     def window_bytes(self) -> int:
         return sum(self.in_window.values())
 
+    def can_send_all(self, sizes: list[int]) -> bool:
+        """Whether every message of `sizes` could be pushed now, one after the other."""
+        if len(self.unacked) + len(sizes) > RELIABLE_WINDOW:
+            return False
+        in_flight = self.window_bytes()
+        for size in sizes:
+            if in_flight != 0 and in_flight + size > self.peer_window:
+                return False
+            in_flight += size
+        return True
+
     def can_send(self, size: int = 0) -> bool:
         if len(self.unacked) >= RELIABLE_WINDOW:
             return False
@@ -560,6 +633,10 @@ class Summary:
     keepalives_seen: int = 0
     keepalives_sent: int = 0
     bad_acks: int = 0
+    bundles_sent: int = 0
+    bundles_received: int = 0
+    bundle_frames_received: int = 0
+    bad_bundles: int = 0
     dropped: dict = field(default_factory=lambda: {"malformed": 0, "unknown_session": 0,
                                                    "replay": 0, "crypto": 0,
                                                    "handshake_failed": 0})
@@ -717,15 +794,23 @@ class Initiator:
         self.replay.mark(h.counter)
         self.confirmed = True
         now = time.monotonic()
-        if h.packet_type == T_REALTIME:
-            self.summary.received["realtime"] += 1
-            self.realtime_in.append(plaintext)
-        elif h.packet_type == T_RELIABLE:
-            seq = struct.unpack_from("<Q", plaintext)[0]
-            delivered = self.rel_rx.on_segment(seq, plaintext[8:])
-            self.reliable_in.extend(delivered)
-            self.summary.received["reliable"] += len(delivered)
-            self.ack_due = True
+        if h.packet_type in FRAME_KINDS:
+            self.on_message(h.packet_type, plaintext)
+        elif h.packet_type == T_BUNDLE:
+            # Section 7.5 and 8, step 7: the whole framing is checked first; a malformed
+            # bundle is dropped whole as `malformed` (a strike at the implementation) and
+            # nothing of it is delivered. Otherwise each frame, in order, is handled as a
+            # lone packet of its kind with that plaintext.
+            try:
+                frames = bundle_frames(plaintext)
+            except BadBundle:
+                self.summary.dropped["malformed"] += 1
+                self.summary.bad_bundles += 1
+                return
+            self.summary.bundles_received += 1
+            self.summary.bundle_frames_received += len(frames)
+            for kind, body in frames:
+                self.on_message(kind, body)
         elif h.packet_type == T_ACK:
             self.summary.acks_seen += 1
             next_expected, selective = decode_ack(plaintext)
@@ -736,6 +821,62 @@ class Initiator:
         elif h.packet_type == T_CLOSE:
             code = plaintext[0]
             self.closed_reason = CLOSE_REASONS[code] if code < len(CLOSE_REASONS) else f"code {code}"
+
+    def on_message(self, kind: int, plaintext: bytes) -> None:
+        """A Realtime or Reliable plaintext, from a lone packet or a bundle's frame."""
+        if kind == T_REALTIME:
+            self.summary.received["realtime"] += 1
+            self.realtime_in.append(plaintext)
+        else:
+            seq = struct.unpack_from("<Q", plaintext)[0]
+            delivered = self.rel_rx.on_segment(seq, plaintext[8:])
+            self.reliable_in.extend(delivered)
+            self.summary.received["reliable"] += len(delivered)
+            self.ack_due = True  # whatever the outcome: new, duplicate or dropped
+
+    def send_bundle(self, messages: list[tuple[str | int, bytes]]) -> list[int | None] | None:
+        """Sends `messages`, (mode, message) each with mode "realtime"/"reliable" (or type
+        5/6), in one datagram (section 7.5): a Bundle, or the message's own packet when
+        there is only one. Reliable messages get the next sequence numbers, in order.
+        Returns each message's seq (None for Realtime); None, sending nothing, when the
+        Reliable ones do not all fit the window now. Raises ValueError when the messages
+        cannot share one datagram (too many, too large, unknown mode)."""
+        if not messages:
+            raise ValueError("a bundle needs at least one message")
+        kinds = []
+        for mode, message in messages:
+            if mode not in MODES:
+                raise ValueError(f"unknown mode {mode!r}")
+            kind = MODES[mode]
+            if len(message) > (MAX_REALTIME if kind == T_REALTIME else MAX_RELIABLE):
+                raise ValueError(f"a {len(message)}-byte message is too large")
+            kinds.append(kind)
+        if len(messages) > 1:
+            # Check the size before taking sequence numbers (placeholder seqs are as long).
+            build_bundle([(k, (bytes(8) if k == T_RELIABLE else b"") + m)
+                          for k, (_, m) in zip(kinds, messages)])
+        if not self.rel_tx.can_send_all([len(m) for k, (_, m) in zip(kinds, messages)
+                                         if k == T_RELIABLE]):
+            return None
+        now = time.monotonic()
+        seqs: list[int | None] = []
+        frames = []
+        for kind, (_, message) in zip(kinds, messages):
+            if kind == T_RELIABLE:
+                seq = self.rel_tx.push(message, now)
+                seqs.append(seq)
+                frames.append((kind, struct.pack("<Q", seq) + message))
+                self.summary.sent["reliable"] += 1
+            else:
+                seqs.append(None)
+                frames.append((kind, message))
+                self.summary.sent["realtime"] += 1
+        if len(frames) == 1:
+            self.seal_and_send(*frames[0])  # a lone message goes as its own packet
+        else:
+            self.seal_and_send(T_BUNDLE, build_bundle(frames))
+            self.summary.bundles_sent += 1
+        return seqs
 
     def retransmit(self, seq: int) -> None:
         item = self.rel_tx.unacked[seq]
@@ -751,16 +892,17 @@ class Initiator:
             self.summary.acks_sent += 1
 
     def exchange(self, realtime: list[bytes], reliable: list[bytes], expect_echo: bool,
-                 realtime_min: int, rate: float, timeout: float) -> None:
+                 realtime_min: int, rate: float, timeout: float, bundle: int = 1) -> None:
+        """Sends the messages, one Realtime and one Reliable per tick at `rate` ticks per
+        second; with `bundle` > 1, up to `bundle` messages per tick, alternating Realtime
+        and Reliable, in one Bundle (section 7.5)."""
         start = time.monotonic()
         gap = 1.0 / rate
         next_send = start
-        rt_iter, rel_iter = iter(realtime), iter(reliable)
-        rt_left, rel_left = len(realtime), len(reliable)
-        pending_rel: bytes | None = None
+        rt_q, rel_q = deque(realtime), deque(reliable)
 
         def done() -> bool:
-            if rt_left or rel_left or pending_rel is not None or self.rel_tx.unacked:
+            if rt_q or rel_q or self.rel_tx.unacked:
                 return False
             if expect_echo:
                 return (len(self.reliable_in) >= len(reliable)
@@ -774,25 +916,27 @@ class Initiator:
             if now - start >= timeout:
                 raise PeerError("timed out before the exchange completed")
             if now >= next_send:
-                if rt_left:
-                    self.seal_and_send(T_REALTIME, next(rt_iter))
-                    rt_left -= 1
-                    self.summary.sent["realtime"] += 1
-                if pending_rel is None and rel_left:
-                    pending_rel = next(rel_iter)
-                    rel_left -= 1
-                if pending_rel is not None and self.rel_tx.can_send(len(pending_rel)):
-                    seq = self.rel_tx.push(pending_rel, now)
-                    self.seal_and_send(T_RELIABLE, struct.pack("<Q", seq) + pending_rel)
-                    self.summary.sent["reliable"] += 1
-                    pending_rel = None
+                if bundle > 1:
+                    batch = self.next_batch(rt_q, rel_q, bundle)
+                    if batch:
+                        sent = self.send_bundle(batch)
+                        assert sent is not None, "next_batch kept to the window"
+                else:
+                    if rt_q:
+                        self.seal_and_send(T_REALTIME, rt_q.popleft())
+                        self.summary.sent["realtime"] += 1
+                    if rel_q and self.rel_tx.can_send(len(rel_q[0])):
+                        message = rel_q.popleft()
+                        seq = self.rel_tx.push(message, now)
+                        self.seal_and_send(T_RELIABLE, struct.pack("<Q", seq) + message)
+                        self.summary.sent["reliable"] += 1
                 next_send = max(next_send + gap, now - 1.0)
             for seq in self.rel_tx.due(now):
                 self.retransmit(seq)
             if now - self.last_sent >= KEEPALIVE_INTERVAL:
                 self.seal_and_send(T_KEEPALIVE, b"")
                 self.summary.keepalives_sent += 1
-            sending = rt_left or rel_left or pending_rel is not None
+            sending = rt_q or rel_q
             wait = min(next_send - now if sending else 0.02, 0.02)
             got = self._recv(wait)
             while got is not None:
@@ -808,6 +952,36 @@ class Initiator:
                     self.summary.dropped["unknown_session"] += 1
                 got = self._recv(0.0)
             self.send_ack_if_due()
+
+    def next_batch(self, rt_q: deque, rel_q: deque, limit: int) -> list[tuple[str, bytes]]:
+        """Takes up to `limit` messages off the queues for one datagram, alternating
+        Realtime and Reliable, while they fit a datagram and the Reliable window."""
+        batch: list[tuple[str, bytes]] = []
+        plaintext = 0
+        rel_sizes: list[int] = []
+        turn = "realtime"
+        while len(batch) < limit:
+            order = ("realtime", "reliable") if turn == "realtime" else ("reliable", "realtime")
+            taken = False
+            for mode in order:
+                queue = rt_q if mode == "realtime" else rel_q
+                if not queue:
+                    continue
+                body = len(queue[0]) + (8 if mode == "reliable" else 0)
+                if batch and plaintext + FRAME_HEADER_LEN + body > MAX_REALTIME:
+                    continue  # (a lone message goes as its own packet: no frame header)
+                if mode == "reliable" and not self.rel_tx.can_send_all(rel_sizes + [len(queue[0])]):
+                    continue
+                if mode == "reliable":
+                    rel_sizes.append(len(queue[0]))
+                batch.append((mode, queue.popleft()))
+                plaintext += FRAME_HEADER_LEN + body
+                turn = "reliable" if mode == "realtime" else "realtime"
+                taken = True
+                break
+            if not taken:
+                break
+        return batch
 
     def linger(self, seconds: float) -> None:
         """Keeps ACKing what the server sends for a moment, so its Reliable data settles."""
@@ -909,7 +1083,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="Realtime echoes required (default: all of them)")
     parser.add_argument("--payload-size", type=int, default=64, metavar="BYTES")
     parser.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
-                        help="message pairs sent per second")
+                        help="message pairs (or bundles, with --bundle) sent per second")
+    parser.add_argument("--bundle", type=int, default=1, metavar="N",
+                        help="send up to N messages per tick in one Bundle (PROTOCOL.md 7.5), "
+                             "alternating Realtime and Reliable; 1 (default) sends each "
+                             "message as its own packet")
     parser.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS",
                         help="limit for the exchange after the handshake")
     parser.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT,
@@ -941,6 +1119,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
         if not 0 <= args.payload_size <= MAX_RELIABLE:
             raise ValueError(f"--payload-size must be 0..={MAX_RELIABLE}")
+        if not 1 <= args.bundle <= MAX_BUNDLE_FRAMES:
+            raise ValueError(f"--bundle must be 1..={MAX_BUNDLE_FRAMES}")
         if args.rate <= 0:
             raise ValueError("--rate must be positive")
         if not 0 < args.timeout + args.handshake_timeout + args.linger <= MAX_RUN_SECONDS:
@@ -963,7 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 peer.handshake()
                 peer.exchange(realtime, reliable, args.expect_echo, realtime_min, args.rate,
-                              args.timeout)
+                              args.timeout, args.bundle)
                 peer.linger(args.linger)
                 if args.expect_echo:
                     check_echo(summary, peer, realtime, reliable, realtime_min)

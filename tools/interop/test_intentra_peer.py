@@ -7,8 +7,11 @@
 - transport sealing against src/proto/tests/data/interop_vectors.json and, when it exists,
   src/proto/tests/data/transport_vectors.json;
 - the replay window, ACK bitmaps, the Reliable sender and receiver;
+- Bundles (PROTOCOL.md 7.5): the worked example, every malformed framing, delivery of each
+  frame as a lone packet would be, and `send_bundle`;
 - the whole peer, as a subprocess, against a small Python echo responder on loopback
-  that demands a cookie, loses a HandshakeFinish and a Reliable segment.
+  that demands a cookie, loses a HandshakeFinish and a Reliable segment; and with
+  `--bundle`, against one that loses a whole Bundle and echoes in Bundles.
 
     python3 tools/interop/test_intentra_peer.py        (or: python3 -m unittest discover tools/interop)
 
@@ -28,6 +31,7 @@ import tempfile
 import threading
 import time
 import unittest
+from collections import deque
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -268,14 +272,234 @@ class WindowAndReliableTests(unittest.TestCase):
         self.assertTrue(tx.can_send(512))
 
 
+def rel(seq: int, message: bytes = b"") -> tuple[int, bytes]:
+    """A Reliable frame (kind 6) of `message` with sequence number `seq`."""
+    return ip.T_RELIABLE, struct.pack("<Q", seq) + message
+
+
+class BundleFramingTests(unittest.TestCase):
+    """PROTOCOL.md 7.5: frames of kind (u8), length (u16 LE), body; 1 to 64 of them tiling
+    the plaintext exactly; a malformed bundle is refused whole."""
+
+    # The worked example of 7.5: Realtime "hi", then Reliable seq 7 "ok".
+    EXAMPLE_HEX = "050200" "6869" "060a00" "0700000000000000" "6f6b"
+
+    def test_the_worked_example_of_section_7_5(self):
+        plaintext = ip.build_bundle([(ip.T_REALTIME, b"hi"), rel(7, b"ok")])
+        self.assertEqual(plaintext.hex(), self.EXAMPLE_HEX)
+        self.assertEqual(len(plaintext), 18)
+        self.assertEqual(len(b"\x05\x02\x00hi"), 5, "first frame: 3 + 2")
+        self.assertEqual(len(plaintext) - 5, 13, "second frame: 3 + 8 + 2")
+        self.assertEqual(ip.bundle_frames(plaintext), [(5, b"hi"), (6, bytes.fromhex(
+            "0700000000000000") + b"ok")])
+        packet = ip.seal(bytes(32), ip.T_BUNDLE, 0x01020304, 0, plaintext)
+        self.assertEqual(len(packet), 50, "16-byte header + 18 + 16-byte tag")
+        self.assertEqual(packet[1], 10)
+        header = ip.parse(packet)
+        self.assertEqual((header.packet_type, header.receiver), (ip.T_BUNDLE, 0x01020304))
+        self.assertEqual(ip.open_packet(bytes(32), packet), plaintext)
+
+    def test_parse_bounds_of_type_10(self):
+        k = bytes(32)
+        self.assertIsNone(ip.parse(ip.seal(k, ip.T_BUNDLE, 7, 0, b"")))
+        self.assertIsNone(ip.parse(ip.seal(k, ip.T_BUNDLE, 7, 0, b"\x05\x00")))
+        self.assertIsNotNone(ip.parse(ip.seal(k, ip.T_BUNDLE, 7, 0, b"\x05\x00\x00")))
+        self.assertIsNotNone(ip.parse(ip.seal(k, ip.T_BUNDLE, 7, 0, bytes(1420))))
+        self.assertIsNone(ip.parse(ip.seal(k, ip.T_BUNDLE, 7, 0, bytes(1421))))
+        self.assertIsNone(ip.parse(ip.seal(k, ip.T_BUNDLE, 0, 0, b"\x05\x00\x00")))  # zero index
+        self.assertEqual(len(ip.seal(k, ip.T_BUNDLE, 7, 0, bytes(1420))), ip.MAX_DATAGRAM)
+
+    def test_well_formed_edges(self):
+        self.assertEqual(ip.bundle_frames(b"\x05\x00\x00"), [(5, b"")], "an empty Realtime frame")
+        self.assertEqual(ip.bundle_frames(bytes([6, 8, 0]) + bytes(8)), [(6, bytes(8))],
+                         "a Reliable frame of an empty message")
+        self.assertEqual(len(ip.bundle_frames(b"\x05\x00\x00" * 64)), 64)
+        largest = bytes([5]) + struct.pack("<H", 1417) + bytes(1417)
+        self.assertEqual(ip.bundle_frames(largest), [(5, bytes(1417))])
+        # Frames are handed out in order, kinds mixed freely.
+        mixed = ip.build_bundle([rel(1, b"b"), (5, b"x"), rel(0, b"a"), (5, b"")])
+        self.assertEqual([k for k, _ in ip.bundle_frames(mixed)], [6, 5, 6, 5])
+
+    def malformed(self):
+        good = ip.build_bundle([(ip.T_REALTIME, b"hi"), rel(7, b"ok")])
+        return {
+            "truncated header, 1 byte left": good + b"\x05",
+            "truncated header, 2 bytes left": good + b"\x05\x00",
+            "length past end": b"\x05\x03\x00hi",
+            "length past end by far": good + b"\x05\xff\xff",
+            "Reliable length past end": good + bytes([6, 9, 0]) + bytes(8),
+            "unknown kind 0": b"\x00\x00\x00",
+            "unknown kind 7 (Ack)": bytes([7, 16, 0]) + bytes(16),
+            "unknown kind 8 (Keepalive)": good + b"\x08\x00\x00",
+            "unknown kind 9 (Close)": bytes([9, 1, 0, 0]),
+            "unknown kind 10 (Bundle)": bytes([10, 3, 0]) + b"\x05\x00\x00",
+            "unknown kind 255": b"\xff\x00\x00",
+            "short Reliable (0)": b"\x06\x00\x00",
+            "short Reliable (7)": good + bytes([6, 7, 0]) + bytes(7),
+            "65 frames": b"\x05\x00\x00" * 65,
+            "65 frames, the last Reliable": b"\x05\x00\x00" * 64 + bytes([6, 8, 0]) + bytes(8),
+        }
+
+    def test_every_malformed_case_is_refused(self):
+        for name, plaintext in self.malformed().items():
+            with self.subTest(name):
+                self.assertLessEqual(len(plaintext), ip.MAX_REALTIME)
+                with self.assertRaises(ip.BadBundle):
+                    ip.bundle_frames(plaintext)
+
+    def test_build_refuses_what_a_sender_must_not_send(self):
+        for frames in ([], [(5, b"")] * 65, [(7, bytes(16))], [(6, bytes(7))],
+                       [(5, bytes(1000)), (5, bytes(415))]):  # 1003 + 418 = 1421 bytes
+            with self.assertRaises(ValueError):
+                ip.build_bundle(frames)
+        self.assertEqual(len(ip.build_bundle([(5, bytes(1000)), (5, bytes(414))])), 1420)
+
+
+class BundleSessionTests(unittest.TestCase):
+    """The peer's receive path (section 8, step 7) and `send_bundle`, on a session whose keys
+    are set by hand; what it sends goes to a socket of the test on 127.0.0.1."""
+
+    SEND, RECV = bytes(range(32)), bytes(range(32, 64))
+
+    def setUp(self):
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.bind(("127.0.0.1", 0))
+        self.sink.settimeout(5)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.peer = ip.Initiator(self.sock, self.sink.getsockname(), bytes(32),
+                                 X25519PrivateKey.generate(), ip.Summary(), 1.0)
+        self.peer.local_index, self.peer.remote_index = 0x1111, 0x2222
+        self.peer.send_key, self.peer.recv_key = self.SEND, self.RECV
+        self.counter = 0
+
+    def tearDown(self):
+        self.sock.close()
+        self.sink.close()
+
+    def deliver(self, packet_type, plaintext):
+        packet = ip.seal(self.RECV, packet_type, 0x1111, self.counter, plaintext)
+        self.counter += 1
+        h = ip.parse(packet)
+        self.assertIsNotNone(h)
+        self.peer.on_transport(packet, h)
+        return packet, h
+
+    def sent(self):
+        datagram, _ = self.sink.recvfrom(2048)
+        h = ip.parse(datagram)
+        self.assertEqual(h.receiver, 0x2222)
+        return h, ip.open_packet(self.SEND, datagram), datagram
+
+    def test_frames_are_delivered_as_lone_packets_would_be(self):
+        self.deliver(ip.T_BUNDLE, ip.build_bundle(
+            [(5, b"a"), rel(1, b"y"), rel(0, b"x"), (5, b""), rel(0, b"x"), rel(3, b"w")]))
+        self.assertEqual(self.peer.realtime_in, [b"a", b""])
+        self.assertEqual(self.peer.reliable_in, [b"x", b"y"], "in sequence order, once")
+        self.assertTrue(self.peer.ack_due)
+        self.assertEqual(self.peer.rel_rx.ack(), (2, 0b1), "3 waits above the hole at 2")
+        self.assertEqual((self.peer.summary.bundles_received,
+                          self.peer.summary.bundle_frames_received), (1, 6))
+        # A lone packet and a second bundle continue the same stream.
+        self.deliver(ip.T_RELIABLE, struct.pack("<Q", 2) + b"z")
+        self.assertEqual(self.peer.reliable_in, [b"x", b"y", b"z", b"w"])
+        self.deliver(ip.T_BUNDLE, ip.build_bundle([rel(4, b"v"), (5, b"b")]))
+        self.assertEqual(self.peer.reliable_in[-1], b"v")
+        self.assertEqual(self.peer.realtime_in, [b"a", b"", b"b"])
+        self.assertEqual(self.peer.summary.dropped["malformed"], 0)
+
+    def test_a_malformed_bundle_delivers_nothing(self):
+        for name, plaintext in BundleFramingTests().malformed().items():
+            with self.subTest(name):
+                # A valid Reliable frame first: it must not be acted on either.
+                bad = ip.build_bundle([rel(0, b"x")]) + plaintext
+                if len(bad) > ip.MAX_REALTIME:
+                    continue
+                self.peer.ack_due = False
+                before = dict(self.peer.summary.dropped)
+                packet, h = self.deliver(ip.T_BUNDLE, bad)
+                self.assertEqual((self.peer.realtime_in, self.peer.reliable_in), ([], []))
+                self.assertEqual(self.peer.rel_rx.ack(), (0, 0), "seq 0 is not in the buffer")
+                self.assertFalse(self.peer.ack_due, "no Ack becomes pending")
+                self.assertEqual(self.peer.summary.dropped["malformed"], before["malformed"] + 1)
+                # It authenticated, so its counter is spent (section 7.5: one replay entry).
+                self.assertFalse(self.peer.replay.check(h.counter))
+        self.assertGreaterEqual(self.peer.summary.bad_bundles, 10)
+        self.assertEqual(self.peer.summary.bundles_received, 0)
+        self.deliver(ip.T_BUNDLE, ip.build_bundle([rel(0, b"x"), (5, b"after")]))
+        self.assertEqual((self.peer.realtime_in, self.peer.reliable_in), ([b"after"], [b"x"]))
+
+    def test_send_bundle_makes_the_example_and_keeps_reliable_state(self):
+        self.peer.rel_tx.next_seq = 7
+        self.assertEqual(self.peer.send_bundle([("realtime", b"hi"), ("reliable", b"ok")]),
+                         [None, 7])
+        h, plaintext, datagram = self.sent()
+        self.assertEqual((h.packet_type, h.counter, len(datagram)), (ip.T_BUNDLE, 0, 50))
+        self.assertEqual(plaintext.hex(), BundleFramingTests.EXAMPLE_HEX)
+        self.assertEqual(sorted(self.peer.rel_tx.unacked), [7])
+        self.assertEqual(self.peer.summary.sent, {"realtime": 1, "reliable": 1})
+        self.assertEqual(self.peer.summary.bundles_sent, 1)
+        # Its retransmission is a lone Reliable packet: same seq and message, new counter.
+        self.peer.retransmit(7)
+        h, plaintext, _ = self.sent()
+        self.assertEqual((h.packet_type, h.counter), (ip.T_RELIABLE, 1))
+        self.assertEqual(plaintext, struct.pack("<Q", 7) + b"ok")
+
+    def test_send_bundle_lone_messages_limits_and_the_window(self):
+        self.assertEqual(self.peer.send_bundle([(ip.T_RELIABLE, b"solo")]), [0])
+        h, plaintext, _ = self.sent()
+        self.assertEqual((h.packet_type, plaintext), (ip.T_RELIABLE, struct.pack("<Q", 0) + b"solo"))
+        self.assertEqual(self.peer.send_bundle([("realtime", b"r")]), [None])
+        self.assertEqual(self.sent()[0].packet_type, ip.T_REALTIME)
+        for messages in ([], [("ack", b"")], [("realtime", bytes(1421))],
+                         [("reliable", bytes(1413))], [("realtime", b"")] * 65,
+                         [("realtime", bytes(710)), ("reliable", bytes(702))]):  # 1426 bytes
+            with self.assertRaises(ValueError):
+                self.peer.send_bundle(messages)
+        self.assertEqual(self.peer.rel_tx.next_seq, 1, "refused bundles take no seq")
+        # 64 frames, mixed, fit one datagram.
+        many = [("realtime" if i % 2 else "reliable", bytes([i])) for i in range(64)]
+        seqs = self.peer.send_bundle(many)
+        self.assertEqual([s for s in seqs if s is not None], list(range(1, 33)))
+        h, plaintext, _ = self.sent()
+        self.assertEqual(len(ip.bundle_frames(plaintext)), 64)
+        # 33 unacknowledged + 32 would pass 64 in flight: the whole bundle waits, nothing is sent.
+        self.assertIsNone(self.peer.send_bundle([("realtime", b"x")] + [("reliable", b"y")] * 32))
+        self.assertEqual(self.peer.rel_tx.next_seq, 33)
+        self.assertEqual(self.peer.send_counter, 3)
+        self.peer.rel_tx.peer_window = 10
+        self.peer.rel_tx.on_ack(33, 0, time.monotonic())
+        self.assertIsNotNone(self.peer.send_bundle([("reliable", bytes(6)), ("reliable", bytes(4))]))
+        self.assertIsNone(self.peer.send_bundle([("reliable", b"z"), ("realtime", b"")]),
+                          "10 bytes in flight fill a 10-byte window")
+
+    def test_next_batch_alternates_and_fits_a_datagram(self):
+        rt = deque([b"r0", b"r1"])
+        rel_q = deque([b"l0", b"l1", b"l2"])
+        batch = self.peer.next_batch(rt, rel_q, 8)
+        self.assertEqual(batch, [("realtime", b"r0"), ("reliable", b"l0"), ("realtime", b"r1"),
+                                 ("reliable", b"l1"), ("reliable", b"l2")])
+        self.assertEqual(len(self.peer.next_batch(deque([bytes(707)] * 3), deque(), 8)), 2,
+                         "two frames of 3 + 707 bytes make 1420: the largest plaintext")
+        big = deque([bytes(708), bytes(708)])
+        self.assertEqual(self.peer.next_batch(big, deque(), 8), [("realtime", bytes(708))])
+        self.assertEqual(len(big), 1, "the second waits for the next datagram")
+        solo = deque([bytes(1412)])
+        self.assertEqual(self.peer.next_batch(deque(), solo, 8), [("reliable", bytes(1412))],
+                         "a message too large to frame still goes alone")
+
+
 # ----- a minimal Python echo responder, for end-to-end tests of the peer ---------------------
 
 
 class EchoResponder(threading.Thread):
     """Answers one initiator: cookie on the first HandshakeInit, loses the first
-    HandshakeFinish and the first copy of Reliable seq 3, echoes every message back."""
+    HandshakeFinish and the first copy of Reliable seq 3 (or the first Bundle holding a
+    given seq), echoes every message back (what one datagram brought, in one Bundle when
+    `bundle_echo`)."""
 
-    def __init__(self, demand_cookie=True, lose_finish=True, lose_seq=3):
+    def __init__(self, demand_cookie=True, lose_finish=True, lose_seq=3, lose_bundle_with=None,
+                 bundle_echo=False):
         super().__init__(daemon=True)
         self.static = X25519PrivateKey.generate()
         self.public = ip.public_bytes(self.static)
@@ -285,6 +509,8 @@ class EchoResponder(threading.Thread):
         self.port = self.sock.getsockname()[1]
         self.secret = os.urandom(32)
         self.demand_cookie, self.lose_finish, self.lose_seq = demand_cookie, lose_finish, lose_seq
+        # Loses the first Bundle holding this Reliable seq, whole; echoes as bundles.
+        self.lose_bundle_with, self.bundle_echo = lose_bundle_with, bundle_echo
         self.pending = {}  # our index -> (noise, src, response, initiator index)
         self.keys = None  # (send, recv, remote index, local index, addr)
         self.counter = 0
@@ -293,7 +519,9 @@ class EchoResponder(threading.Thread):
         self.tx = ip.ReliableSender()
         self.close_code = None
         self.stop = threading.Event()
-        self.log = {"cookie_replies": 0, "inits": 0, "finishes": 0, "acks": 0, "bad_acks": 0}
+        self.log = {"cookie_replies": 0, "inits": 0, "finishes": 0, "acks": 0, "bad_acks": 0,
+                    "bundles": 0, "bundle_frames": 0, "bad_bundles": 0, "lost_bundles": 0,
+                    "bundles_sent": 0}
 
     def send_transport(self, t, plaintext):
         send, _, remote, _, addr = self.keys
@@ -359,23 +587,60 @@ class EchoResponder(threading.Thread):
             if plaintext is None:
                 return
             self.replay.mark(h.counter)
-            if h.packet_type == ip.T_REALTIME:
-                self.send_transport(ip.T_REALTIME, plaintext)
-            elif h.packet_type == ip.T_RELIABLE:
-                seq = struct.unpack_from("<Q", plaintext)[0]
-                if seq == self.lose_seq:
-                    self.lose_seq = None
+            if h.packet_type in ip.FRAME_KINDS:
+                messages = [(h.packet_type, plaintext)]
+            elif h.packet_type == ip.T_BUNDLE:
+                try:
+                    messages = ip.bundle_frames(plaintext)
+                except ip.BadBundle:
+                    self.log["bad_bundles"] += 1
                     return
-                for message in self.rx.on_segment(seq, plaintext[8:]):
-                    echo_seq = self.tx.push(message, time.monotonic())
-                    self.send_transport(ip.T_RELIABLE, struct.pack("<Q", echo_seq) + message)
-                self.send_transport(ip.T_ACK, ip.encode_ack(*self.rx.ack()))
+                self.log["bundles"] += 1
+                self.log["bundle_frames"] += len(messages)
+                if self.lose_bundle_with is not None and any(
+                        k == ip.T_RELIABLE and struct.unpack_from("<Q", b)[0] == self.lose_bundle_with
+                        for k, b in messages):
+                    self.lose_bundle_with = None  # the whole datagram is lost
+                    self.log["lost_bundles"] += 1
+                    return
             elif h.packet_type == ip.T_ACK:
                 self.log["acks"] += 1
                 self.tx.on_ack(*ip.decode_ack(plaintext), time.monotonic())
                 self.log["bad_acks"] = self.tx.bad_acks
+                return
             elif h.packet_type == ip.T_CLOSE:
                 self.close_code = plaintext[0]
+                return
+            else:
+                return
+            echoes, got_reliable = [], False
+            for kind, body in messages:
+                if kind == ip.T_REALTIME:
+                    echoes.append((ip.T_REALTIME, body))
+                    continue
+                seq = struct.unpack_from("<Q", body)[0]
+                if h.packet_type == ip.T_RELIABLE and seq == self.lose_seq:
+                    self.lose_seq = None
+                    return
+                got_reliable = True
+                for message in self.rx.on_segment(seq, body[8:]):
+                    echo_seq = self.tx.push(message, time.monotonic())
+                    echoes.append((ip.T_RELIABLE, struct.pack("<Q", echo_seq) + message))
+            # Echo what one datagram brought in one datagram back, when asked to (and it fits).
+            while echoes:
+                take = 1
+                if self.bundle_echo:
+                    while take < len(echoes) and take < ip.MAX_BUNDLE_FRAMES and sum(
+                            3 + len(b) for _, b in echoes[:take + 1]) <= ip.MAX_REALTIME:
+                        take += 1
+                if take == 1:
+                    self.send_transport(*echoes[0])
+                else:
+                    self.send_transport(ip.T_BUNDLE, ip.build_bundle(echoes[:take]))
+                    self.log["bundles_sent"] += 1
+                echoes = echoes[take:]
+            if got_reliable:
+                self.send_transport(ip.T_ACK, ip.encode_ack(*self.rx.ack()))
 
 
 def run_peer(*args, timeout=60):
@@ -417,6 +682,46 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual(server.log["cookie_replies"], 1)
         self.assertEqual(server.log["bad_acks"], 0)
         self.assertEqual(len(server.tx.unacked), 0, "our ACKs covered every echo")
+
+    def test_peer_bundles_mixed_messages_through_a_lost_bundle(self):
+        # The responder loses the first Bundle carrying Reliable seq 5 (whole, its Realtime
+        # messages too) and echoes what each datagram brought as one Bundle.
+        server = EchoResponder(demand_cookie=False, lose_finish=False, lose_seq=None,
+                               lose_bundle_with=5, bundle_echo=True)
+        server.start()
+        try:
+            result = run_peer("--server", f"127.0.0.1:{server.port}",
+                              "--server-key", server.public.hex(),
+                              "--send-realtime", "40", "--send-reliable", "40", "--bundle", "6",
+                              "--realtime-min", "37", "--expect-echo", "--timeout", "20")
+        finally:
+            server.join(timeout=5)
+            server.stop.set()
+        self.assertEqual(result.returncode, 0, result.stderr + result.stdout)
+        summary = json.loads(result.stdout)
+        self.assertEqual(summary["sent"], {"realtime": 40, "reliable": 40})
+        self.assertGreaterEqual(summary["bundles_sent"], 40 * 2 // 6)
+        self.assertEqual(summary["received"]["reliable"], 40)
+        self.assertGreaterEqual(summary["received"]["realtime"], 37)
+        self.assertTrue(summary["echo"]["reliable_in_order"])
+        self.assertEqual(summary["echo"]["realtime_unknown"], 0)
+        self.assertGreaterEqual(summary["reliable_retransmits"], 1, "the lost bundle's segments")
+        self.assertGreater(summary["bundles_received"], 0)
+        self.assertEqual(summary["bad_bundles"], 0)
+        self.assertEqual(summary["dropped"]["malformed"], 0)
+        self.assertEqual(server.log["lost_bundles"], 1)
+        self.assertEqual(server.log["bad_bundles"], 0)
+        self.assertGreaterEqual(server.log["bundles"], summary["bundles_sent"] - 1)
+        self.assertEqual(server.log["bad_acks"], 0)
+        self.assertEqual(len(server.tx.unacked), 0, "our ACKs covered every echo")
+        self.assertEqual(server.close_code, 0)
+
+    def test_bundle_argument_bounds(self):
+        for value in ("0", "65"):
+            result = run_peer("--server", "127.0.0.1:1", "--server-key", "11" * 32,
+                              "--bundle", value)
+            self.assertEqual(result.returncode, 2, value)
+            self.assertIn("--bundle", result.stderr)
 
     def test_wrong_server_key_fails_with_a_clear_message(self):
         server = EchoResponder(demand_cookie=False, lose_finish=False)

@@ -7,9 +7,10 @@
 -- section 3.3 (version, type, reserved bytes, exact length, non-zero indexes).
 --
 -- Decryption: with preference "keylog" naming a capture's key log (FILE.keylog, written by
--- `intentra serve --capture FILE`; format in PROTOCOL.md section 19), transport packets in
+-- `intentra serve --capture FILE`; format in PROTOCOL.md section 20), transport packets in
 -- both directions are opened with the logged key of their receiver index, and their
--- plaintext is dissected (section 7.4). AES-256-GCM comes from Wireshark's GcryptCipher
+-- plaintext is dissected (section 7.4); a Bundle's (type 10, section 7.5) frame by frame, each
+-- with its kind, length and (Reliable) seq, and a malformed one says why. AES-256-GCM comes from Wireshark's GcryptCipher
 -- bindings where this Lua has them (recent releases); elsewhere (4.0, Debian 12's, has none)
 -- from a small Lua implementation below.
 --
@@ -30,7 +31,13 @@ local TYPE_NAMES = {
     [7] = "Ack",
     [8] = "Keepalive",
     [9] = "Close",
+    [10] = "Bundle",
 }
+
+-- The kinds of a Bundle's frames (PROTOCOL.md 7.5): the lone packet type of the body.
+local FRAME_KINDS = { [5] = "Realtime", [6] = "Reliable" }
+local FRAME_HEADER_LEN = 3
+local MAX_BUNDLE_FRAMES = 64
 
 local CLOSE_REASONS = {
     [0] = "local",
@@ -60,6 +67,7 @@ local PLAINTEXT = {
     [7] = { 16, 16 },
     [8] = { 0, 0 },
     [9] = { 1, 1 },
+    [10] = { 3, 1420 },
 }
 
 local f = intentra.fields
@@ -102,6 +110,13 @@ f.message_len = ProtoField.uint32("intentra.message_length", "Message length", b
 f.next_expected = ProtoField.uint64("intentra.ack.next_expected", "Next expected", base.DEC)
 f.selective = ProtoField.uint64("intentra.ack.selective", "Selective", base.HEX)
 f.close_reason = ProtoField.uint8("intentra.close.reason", "Close reason", base.DEC, CLOSE_REASONS)
+-- 7.5 Bundles: frames of kind (u8), length (u16 LE) and body, each body the plaintext of a
+-- lone Realtime or Reliable packet.
+f.bundle_frames = ProtoField.uint32("intentra.bundle.frames", "Frames", base.DEC)
+f.frame = ProtoField.bytes("intentra.bundle.frame", "Frame")
+f.frame_kind = ProtoField.uint8("intentra.bundle.frame.kind", "Frame kind", base.DEC, FRAME_KINDS)
+f.frame_len = ProtoField.uint16("intentra.bundle.frame.length", "Frame length", base.DEC)
+f.bundle_malformed = ProtoField.string("intentra.bundle.malformed", "Malformed bundle")
 
 intentra.prefs.port = Pref.uint("UDP port", 7700, "The UDP port intentra is dissected on")
 intentra.prefs.heuristic = Pref.bool("Heuristic dissection", true,
@@ -452,20 +467,79 @@ end
 
 -- ----- dissection -------------------------------------------------------------------------
 
+-- A lone Realtime (5) or Reliable (6) plaintext, or a bundle frame's body, at ptvb[at, at+len).
+local function message_tree(tree, ptype, ptvb, at, len)
+    if ptype == 6 then
+        tree:add_le(f.seq, ptvb:range(at, 8))
+        at, len = at + 8, len - 8
+    end
+    tree:add(f.message_len, len)
+    if len > 0 then
+        tree:add(f.message, ptvb:range(at, len))
+    end
+end
+
+-- Walks a Bundle's frames (PROTOCOL.md 7.5), adding each to the tree. Returns the frame count
+-- and nil, or the count of frames read and why the bundle is malformed (then a receiver drops
+-- it whole, delivering none of its frames).
+local function bundle_tree(tree, ptvb)
+    local len = ptvb:len()
+    local at, frames = 0, 0
+    while at < len do
+        if frames == MAX_BUNDLE_FRAMES then
+            return frames, "more than " .. MAX_BUNDLE_FRAMES .. " frames"
+        end
+        if len - at < FRAME_HEADER_LEN then
+            return frames, string.format("a frame header at offset %d does not fit in the %d bytes left",
+                at, len - at)
+        end
+        local kind = ptvb:range(at, 1):uint()
+        local body_len = ptvb:range(at + 1, 2):le_uint()
+        if FRAME_KINDS[kind] == nil then
+            return frames, string.format("frame kind %d at offset %d is not 5 or 6", kind, at)
+        end
+        local body_at = at + FRAME_HEADER_LEN
+        if body_at + body_len > len then
+            return frames, string.format("the frame at offset %d claims %d bytes, %d are left", at,
+                body_len, len - body_at)
+        end
+        if kind == 6 and body_len < 8 then
+            return frames, string.format("the Reliable frame at offset %d has %d bytes, fewer than its seq",
+                at, body_len)
+        end
+        frames = frames + 1
+        local frame = tree:add(f.frame, ptvb:range(at, FRAME_HEADER_LEN + body_len))
+        local text = string.format("Frame %d: %s, %d bytes", frames, FRAME_KINDS[kind], body_len)
+        if kind == 6 then
+            text = text .. ", seq " .. tostring(ptvb:range(body_at, 8):le_uint64())
+        end
+        frame:set_text(text)
+        frame:add(f.frame_kind, ptvb:range(at, 1))
+        frame:add_le(f.frame_len, ptvb:range(at + 1, 2))
+        message_tree(frame, kind, ptvb, body_at, body_len)
+        at = body_at + body_len
+    end
+    if frames == 0 then
+        return frames, "no frame"
+    end
+    return frames, nil
+end
+
 local function plaintext_tree(tree, ptype, plaintext)
     local ptvb = plaintext:tvb("Decrypted intentra")
     local len = ptvb:len()
-    if ptype == 5 then
-        tree:add(f.message_len, len)
-        if len > 0 then
-            tree:add(f.message, ptvb:range(0, len))
+    if ptype == 10 then
+        local frames, malformed = bundle_tree(tree, ptvb)
+        local count = tree:add(f.bundle_frames, frames)
+        count:set_generated()
+        if malformed ~= nil then
+            local note = tree:add(f.bundle_malformed, malformed .. " (dropped whole: nothing delivered, a strike)")
+            note:set_generated()
+            return " malformed"
         end
-    elseif ptype == 6 then
-        tree:add_le(f.seq, ptvb:range(0, 8))
-        tree:add(f.message_len, len - 8)
-        if len > 8 then
-            tree:add(f.message, ptvb:range(8, len - 8))
-        end
+        return string.format(" frames=%d", frames)
+    elseif ptype == 5 or ptype == 6 then
+        message_tree(tree, ptype, ptvb, 0, len)
     elseif ptype == 7 then
         tree:add_le(f.next_expected, ptvb:range(0, 8))
         tree:add_le(f.selective, ptvb:range(8, 8))
@@ -513,7 +587,7 @@ local function dissect(tvb, pinfo, tree)
         root:add(f.cookie, tvb:range(20, 16))
         root:add(f.cookie_tag, tvb:range(36, 16))
         info = string.format("%s receiver=0x%08x", name, tvb:range(4, 4):le_uint())
-    elseif ptype >= 5 and ptype <= 9 and len >= OVERHEAD then
+    elseif ptype >= 5 and ptype <= 10 and len >= OVERHEAD then
         local receiver = tvb:range(4, 4):le_uint()
         root:add_le(f.receiver, tvb:range(4, 4))
         root:add_le(f.counter, tvb:range(8, 8))
@@ -525,11 +599,12 @@ local function dissect(tvb, pinfo, tree)
         local plaintext, why = open(tvb, receiver)
         local note = root:add(f.decrypted, why)
         note:set_generated()
+        local suffix = nil
         if plaintext ~= nil then
-            plaintext_tree(root, ptype, plaintext)
+            suffix = plaintext_tree(root, ptype, plaintext)
         end
-        info = string.format("%s receiver=0x%08x counter=%s len=%d", name, receiver,
-            tostring(tvb:range(8, 8):le_uint64()), len - OVERHEAD)
+        info = string.format("%s receiver=0x%08x counter=%s len=%d%s", name, receiver,
+            tostring(tvb:range(8, 8):le_uint64()), len - OVERHEAD, suffix or "")
     end
     pinfo.cols.info = info
     return len

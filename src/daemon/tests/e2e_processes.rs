@@ -490,6 +490,74 @@ fn an_independent_python_peer_written_from_protocol_md_interoperates() {
     assert_eq!(metric(&server, "intentra_strike_events_total"), 0.0);
 }
 
+/// PROTOCOL.md 7.5 against the daemon: the Python peer sends its messages in Bundles of up
+/// to 10, Realtime and Reliable alternating, and the daemon delivers every one (each frame
+/// as a lone packet of its kind would be), ACKs the Reliable ones, and refuses nothing.
+#[test]
+fn the_python_peer_sends_bundles_of_mixed_messages_and_the_daemon_delivers_each() {
+    if !python_with_cryptography() {
+        eprintln!("skipped: python3 with the `cryptography` package is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None);
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tools/interop/intentra_peer.py"
+        ))
+        .args([
+            "--server",
+            &server.udp.to_string(),
+            "--server-key",
+            &server.key,
+        ])
+        .args([
+            "--send-realtime",
+            "100",
+            "--send-reliable",
+            "100",
+            "--bundle",
+            "10",
+            "--payload-size",
+            "96",
+            "--rate",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["sent"]["realtime"], 100, "{summary}");
+    assert_eq!(summary["sent"]["reliable"], 100, "{summary}");
+    assert!(
+        summary["bundles_sent"].as_u64().unwrap() >= 15,
+        "200 messages, at most 10 a bundle: {summary}"
+    );
+    assert_eq!(summary["reliable_acked"], 100, "{summary}");
+    assert_eq!(summary["bad_acks"], 0, "{summary}");
+    wait_for(Duration::from_secs(5), || {
+        metric(&server, "intentra_messages_delivered_total") >= 200.0
+    });
+    assert_eq!(metric(&server, "intentra_messages_delivered_total"), 200.0);
+    // Labelled {worker="N",reason="..."}: every worker's malformed count is 0.
+    let text = intentra_daemon::metrics_http::fetch_metrics(server.metrics).unwrap();
+    let malformed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("intentra_packets_dropped_total{"))
+        .filter(|l| l.contains("reason=\"malformed\""))
+        .collect();
+    assert!(!malformed.is_empty(), "{text}");
+    assert!(malformed.iter().all(|l| l.ends_with(" 0")), "{malformed:?}");
+    assert_eq!(metric(&server, "intentra_packets_dropped_crypto"), 0.0);
+    assert_eq!(metric(&server, "intentra_strike_events_total"), 0.0);
+}
+
 #[test]
 fn status_prints_sessions_and_drops_of_a_live_daemon() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use intentra::capture::{keylog_line, CaptureWriter};
+use intentra::proto::internals::{PacketCipher, PacketKey};
+use intentra::proto::wire::{self, Counter, TransportKind};
+use intentra::proto::{
+    Bundled, DropReason, Endpoint, EndpointConfig, Event, Keypair, Mode, PublicKey, Sent, Timestamp,
+};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
 const BIN: &str = env!("CARGO_BIN_EXE_intentra");
 const REPLAY: &str = env!("CARGO_BIN_EXE_intentra-replay");
 
@@ -222,6 +231,7 @@ fn tshark_dissects_a_served_capture_with_the_protocols_field_names() {
         (7, "ack"),
         (8, "keepalive"),
         (9, "close"),
+        (10, "bundle"),
     ] {
         assert_eq!(
             by_type.get(&ty).copied().unwrap_or(0),
@@ -231,7 +241,9 @@ fn tshark_dissects_a_served_capture_with_the_protocols_field_names() {
         );
     }
     assert!(by_type.get(&5).copied().unwrap_or(0) >= 20);
-    let transport: u64 = (5..=9).map(|t| by_type.get(&t).copied().unwrap_or(0)).sum();
+    let transport: u64 = (5..=10)
+        .map(|t| by_type.get(&t).copied().unwrap_or(0))
+        .sum();
     assert_eq!(decrypted as u64, transport);
     // The 20 Realtime messages' plaintext, as the client sent them, is in the tree.
     assert!(verbose.matches("Type: Realtime (5)").count() >= 20);
@@ -251,4 +263,314 @@ fn tshark_dissects_a_served_capture_with_the_protocols_field_names() {
         heuristic.lines().filter(|l| !l.is_empty()).count(),
         by_type.values().sum::<u64>() as usize
     );
+}
+
+/// Two endpoints in one process, joined by a loop that records every datagram into a
+/// capture (as `intentra serve --capture` would). No socket: the addresses only label the
+/// capture.
+struct Pair {
+    a: Endpoint,
+    b: Endpoint,
+    a_key: PublicKey,
+    b_key: PublicKey,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+    capture: CaptureWriter,
+    clock: u64,
+    /// Messages `b` delivered, in order.
+    at_b: Vec<(Mode, Vec<u8>)>,
+}
+
+impl Pair {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_nanos(self.clock)
+    }
+
+    /// Records `datagram` from `src` and hands it to the other endpoint.
+    fn carry(&mut self, src: SocketAddr, datagram: &[u8]) {
+        self.clock += 1_000_000;
+        let now = self.now();
+        let (dst, to) = if src == self.a_addr {
+            (self.b_addr, &mut self.b)
+        } else {
+            (self.a_addr, &mut self.a)
+        };
+        self.capture
+            .record(1_800_000_000_000_000_000 + self.clock, src, dst, datagram)
+            .unwrap();
+        let mut copy = datagram.to_vec();
+        for message in to.handle_datagram(now, src, &mut copy) {
+            if dst == self.b_addr {
+                self.at_b.push((message.mode, message.payload.to_vec()));
+            }
+        }
+    }
+
+    /// Carries what both endpoints have queued until neither has anything.
+    fn settle(&mut self) {
+        let mut out = vec![0u8; 1452];
+        let mut idle_rounds = 0;
+        loop {
+            let now = self.now();
+            let mut moved = false;
+            while let Some(tx) = self.a.poll_transmit(now, &mut out) {
+                let datagram = out[..tx.len].to_vec();
+                self.carry(self.a_addr, &datagram);
+                moved = true;
+            }
+            while let Some(tx) = self.b.poll_transmit(now, &mut out) {
+                let datagram = out[..tx.len].to_vec();
+                self.carry(self.b_addr, &datagram);
+                moved = true;
+            }
+            while let Some(event) = self.b.poll_event() {
+                if let Event::Message(m) = event {
+                    self.at_b.push((m.mode, m.payload.to_vec()));
+                }
+            }
+            while self.a.poll_event().is_some() {}
+            if moved {
+                idle_rounds = 0;
+                continue;
+            }
+            idle_rounds += 1;
+            if idle_rounds > 1 {
+                break;
+            }
+            // Delayed ACKs are due within a millisecond: let them go, then stop.
+            self.clock += 2_000_000;
+            let now = self.now();
+            self.a.handle_timeout(now);
+            self.b.handle_timeout(now);
+        }
+    }
+
+    /// Sends `messages` from a to b (or b to a) in one Bundle and carries it.
+    fn bundle(&mut self, from_a: bool, messages: &[(Mode, &[u8])]) {
+        let mut out = vec![0u8; 1452];
+        let now = self.now();
+        let (endpoint, other, src) = if from_a {
+            (&mut self.a, self.b_key, self.a_addr)
+        } else {
+            (&mut self.b, self.a_key, self.b_addr)
+        };
+        let peer = endpoint.peer_by_key(&other).expect("a session");
+        let mut bundle = endpoint.bundle(now, peer, &mut out).unwrap();
+        for (mode, payload) in messages {
+            assert_eq!(bundle.push(*mode, payload).unwrap(), Bundled::Added);
+        }
+        let tx = bundle.finish().unwrap().unwrap();
+        let datagram = out[..tx.len].to_vec();
+        assert_eq!(datagram[1], 10, "several messages make a Bundle");
+        self.carry(src, &datagram);
+    }
+}
+
+/// PROTOCOL.md 7.5 in the dissector: a capture of Bundles made by the real endpoint (the
+/// spec's worked example among them, in both directions) and one with lying framing, sealed
+/// by hand with the logged key. tshark must show every frame with its kind, length and
+/// (Reliable) seq, in order, and say why the lying one is malformed.
+#[test]
+fn tshark_dissects_bundles_frame_by_frame() {
+    if !tshark_available() {
+        eprintln!(
+            "SKIPPED tshark_dissects_bundles_frame_by_frame: tshark is not installed \
+             (apt-get install tshark)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("bundles.pcap");
+    let a_pair = Keypair::generate(&mut ChaCha20Rng::seed_from_u64(1));
+    let b_pair = Keypair::generate(&mut ChaCha20Rng::seed_from_u64(2));
+    let (a_key, b_key) = (a_pair.public, b_pair.public);
+    let mut a_config = EndpointConfig::new(a_pair);
+    a_config.export_session_keys = true;
+    let zero = Timestamp::from_nanos(0);
+    let mut pair = Pair {
+        a: Endpoint::new(a_config, zero, ChaCha20Rng::seed_from_u64(3)),
+        b: Endpoint::new(
+            EndpointConfig::new(b_pair),
+            zero,
+            ChaCha20Rng::seed_from_u64(4),
+        ),
+        a_key,
+        b_key,
+        a_addr: "127.0.0.1:40001".parse().unwrap(),
+        b_addr: "127.0.0.1:40002".parse().unwrap(),
+        capture: CaptureWriter::create(&pcap).unwrap(),
+        clock: 0,
+        at_b: Vec::new(),
+    };
+    let b_addr = pair.b_addr;
+    let to_b = pair.a.connect(zero, b_addr, b_key).unwrap();
+    pair.settle();
+    // Seven lone Reliable messages, so that the bundle after them is the example of 7.5.
+    let mut out = vec![0u8; 1452];
+    for i in 0..7u8 {
+        let now = pair.now();
+        let sent = pair.a.send(now, to_b, Mode::Reliable, &[i], &mut out);
+        let Ok(Sent::Now(tx)) = sent else {
+            panic!("{sent:?}")
+        };
+        let datagram = out[..tx.len].to_vec();
+        pair.carry(pair.a_addr, &datagram);
+    }
+    pair.settle();
+    pair.bundle(true, &[(Mode::Realtime, b"hi"), (Mode::Reliable, b"ok")]);
+    pair.bundle(
+        true,
+        &[
+            (Mode::Reliable, b"second"),
+            (Mode::Realtime, b""),
+            (Mode::Reliable, b""),
+            (Mode::Realtime, b"third"),
+        ],
+    );
+    pair.bundle(
+        false,
+        &[(Mode::Realtime, b"back"), (Mode::Reliable, b"back-rel")],
+    );
+    pair.settle();
+
+    // Lying framing, sealed with a's real send key: a Reliable frame, then kind 7.
+    let secrets = pair.a.poll_session_keys().expect("a exported its keys");
+    let mut plaintext = vec![6, 10, 0];
+    plaintext.extend_from_slice(&10u64.to_le_bytes());
+    plaintext.extend_from_slice(b"ok");
+    plaintext.extend_from_slice(&[7, 0, 0]);
+    let mut packet = vec![0u8; wire::TRANSPORT_HEADER_LEN + plaintext.len() + 16];
+    let counter = Counter(1000);
+    let header: &mut [u8; wire::TRANSPORT_HEADER_LEN] = (&mut packet[..16]).try_into().unwrap();
+    wire::write_transport_header(header, TransportKind::Bundle, secrets.remote_index, counter);
+    packet[16..16 + plaintext.len()].copy_from_slice(&plaintext);
+    PacketKey::new(&secrets.send)
+        .seal_in_place(counter, &mut packet)
+        .unwrap();
+    let delivered_before = pair.at_b.len();
+    pair.carry(pair.a_addr, &packet);
+    pair.settle();
+    pair.capture.flush().unwrap();
+
+    // The endpoint itself: every bundled message delivered in order, the lying one refused.
+    let expected: Vec<(Mode, Vec<u8>)> = (0..7u8)
+        .map(|i| (Mode::Reliable, vec![i]))
+        .chain([
+            (Mode::Realtime, b"hi".to_vec()),
+            (Mode::Reliable, b"ok".to_vec()),
+            (Mode::Reliable, b"second".to_vec()),
+            (Mode::Realtime, Vec::new()),
+            (Mode::Reliable, Vec::new()),
+            (Mode::Realtime, b"third".to_vec()),
+        ])
+        .collect();
+    assert_eq!(pair.at_b, expected);
+    assert_eq!(
+        pair.at_b.len(),
+        delivered_before,
+        "the malformed bundle delivered nothing"
+    );
+    assert_eq!(pair.b.stats().dropped(DropReason::Malformed), 1);
+
+    let keylog = dir.path().join("bundles.keylog");
+    std::fs::write(
+        &keylog,
+        format!("# intentra key log v1\n{}", keylog_line(&secrets)),
+    )
+    .unwrap();
+    let pcap_arg = pcap.to_str().unwrap().to_string();
+    let keylog_pref = format!("intentra.keylog:{}", keylog.display());
+    let verbose = tshark(&[
+        "-o",
+        "intentra.port:40002",
+        "-o",
+        &keylog_pref,
+        "-r",
+        &pcap_arg,
+        "-V",
+    ]);
+    assert!(!verbose.contains("decryption failed"), "{verbose}");
+    assert!(!verbose.contains("not decrypted"), "{verbose}");
+    assert_eq!(verbose.matches("Type: Bundle (10)").count(), 4, "{verbose}");
+    for expected in [
+        // The worked example: Realtime "hi", Reliable seq 7 "ok", 18 bytes sealed as 50.
+        "Sealed length: 18",
+        "Frame 1: Realtime, 2 bytes",
+        "Frame 2: Reliable, 10 bytes, seq 7",
+        "Frame kind: Realtime (5)",
+        "Frame kind: Reliable (6)",
+        "Frame length: 2",
+        "Frame length: 10",
+        "Sequence: 7",
+        "Message: 6869",
+        "Message: 6f6b",
+        "[Frames: 2]",
+        // Four frames, empty messages included.
+        "Frame 1: Reliable, 14 bytes, seq 8",
+        "Frame 2: Realtime, 0 bytes",
+        "Frame 3: Reliable, 8 bytes, seq 9",
+        "Frame 4: Realtime, 5 bytes",
+        "[Frames: 4]",
+        // The other direction: b's own stream starts at 0.
+        "Frame 2: Reliable, 16 bytes, seq 0",
+        "[Malformed bundle: frame kind 7 at offset 13 is not 5 or 6",
+    ] {
+        assert!(verbose.contains(expected), "no {expected:?} in:\n{verbose}");
+    }
+    // Frame by frame, packet by packet: kinds, lengths and seqs in order.
+    let fields = tshark(&[
+        "-o",
+        "intentra.port:40002",
+        "-o",
+        &keylog_pref,
+        "-r",
+        &pcap_arg,
+        "-Y",
+        "intentra.type == 10",
+        "-T",
+        "fields",
+        "-E",
+        "separator=;",
+        "-e",
+        "intentra.bundle.frame.kind",
+        "-e",
+        "intentra.bundle.frame.length",
+        "-e",
+        "intentra.reliable.seq",
+        "-e",
+        "intentra.bundle.frames",
+    ]);
+    let lines: Vec<&str> = fields.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines,
+        [
+            "5,6;2,10;7;2",
+            "6,5,6,5;14,0,8,5;8,9;4",
+            "5,6;4,16;0;2",
+            "6;10;10;1",
+        ],
+        "{fields}"
+    );
+    // The Info column counts the frames, or says the bundle is malformed.
+    let summary = tshark(&[
+        "-o",
+        "intentra.port:40002",
+        "-o",
+        &keylog_pref,
+        "-r",
+        &pcap_arg,
+    ]);
+    assert_eq!(summary.matches(" frames=2").count(), 2, "{summary}");
+    assert_eq!(summary.matches(" frames=4").count(), 1, "{summary}");
+    assert_eq!(summary.matches("len=16 malformed").count(), 1, "{summary}");
+
+    // intentra-replay counts the same Bundles.
+    let replay = Command::new(REPLAY)
+        .arg(&pcap)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(replay.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(report["counts"]["bundle"], 4, "{report}");
 }
