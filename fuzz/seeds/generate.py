@@ -53,6 +53,12 @@ def wire_seeds():
     write("wire", "reserved", [1, 8, 0, 1] + transport(8, 0)[4:])
     write("wire", "short", [1, 5, 0])
     write("wire", "oversize", transport(5, 1452 - 32 + 1))
+    # Bundles (PROTOCOL.md 7.5): the worked example's frames, then framing that lies.
+    example = [0x05, 0x02, 0x00, 0x68, 0x69, 0x06, 0x0A, 0x00] + u64(7) + [0x6F, 0x6B]
+    bundle = [1, 10, 0, 0, 7, 0, 0, 0] + u64(9)
+    write("wire", "bundle", bundle + example + [0] * 16)
+    write("wire", "bundle_lies", bundle + example[:5] + [0x05, 0x40, 0x00, 1, 2] + [0] * 16)
+    write("wire", "bundle_64_frames", bundle + [0x05, 0, 0] * 64 + [0] * 16)
 
 
 # ----- responder ----------------------------------------------------------------------------
