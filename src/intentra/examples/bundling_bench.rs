@@ -1,6 +1,6 @@
 //! Smart batching (PROTOCOL.md 7.5, `NodeConfig::bundling`) measured: one producer thread
 //! sends 64-byte Realtime messages through a `Handle` to one peer over loopback, with
-//! bundling off and then on in the same run.
+//! bundling off and on in the same run (alternating which goes first).
 //!
 //! - *Flat out*: the producer sends `messages` as fast as it can. Reported: delivered
 //!   messages/s (at the receiver, until its count settles), datagrams/s, and the receiver
