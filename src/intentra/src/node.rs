@@ -43,7 +43,10 @@ pub struct NodeConfig {
     pub driver: DriverKind,
     /// What the loop does while there is nothing to do.
     pub idle: IdleStrategy,
-    /// Sends made from inside a receive callback, held until the batch is done.
+    /// Sends made from inside a receive callback, held until the batch is done (or paused:
+    /// the batch is paused and these sent before the next datagram could find less room than
+    /// an earlier one asked for). The most one received datagram's callbacks may send;
+    /// allocated once, `send_queue` × the largest datagram.
     pub send_queue: usize,
     /// The socket: bind address, buffers, GSO/GRO, busy polling, SO_REUSEPORT.
     pub socket: SocketConfig,
