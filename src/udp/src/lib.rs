@@ -3,7 +3,8 @@
 //!
 //! Owns every system call and every line of `unsafe` in the project (each block
 //! with a `// SAFETY:` line saying why it holds; a test checks both). The loop
-//! sees only the [`Driver`] trait: an in-place receive callback per datagram,
+//! sees only the [`Driver`] trait: an in-place receive callback per datagram
+//! (which may pause the batch; the rest is handed over by the next call),
 //! in-place send buffers committed one by one, and an explicit `flush`. Every
 //! datagram that is not delivered or not sent is counted in the returned stats.
 //! This layer must never interpret packet contents, read the protocol's clock,
