@@ -158,6 +158,9 @@ fn read_payload(buf: &[u8]) -> Option<(u32, u64)> {
 
 // ----- the hub thread ----------------------------------------------------------------------
 
+/// The hub's daemon configuration. Every subscriber session comes from 127.0.0.1, one
+/// source to the handshake limits: their per-source budgets (10 a second by default) are
+/// raised to the whole population, else setup stalls past its 300 s bound.
 fn hub_config_text(bind: SocketAddr, key_file: &std::path::Path) -> String {
     format!(
         "[node]\nbind = [\"{bind}\"]\nkey_file = \"{}\"\n\
@@ -165,6 +168,8 @@ fn hub_config_text(bind: SocketAddr, key_file: &std::path::Path) -> String {
          [io]\ndriver = \"mmsg\"\nrecv_buffer_bytes = 16777216\nsend_buffer_bytes = 16777216\n\
          [limits]\nreliable_queue_bytes = 65536\nmax_peers = 8192\nhandshakes_in_flight = 1024\n\
          handshakes_per_ip = 1024\nrate_pps = 1000000\nrate_burst = 100000\n\
+         handshake_rate = 100000\nhandshake_burst = 8192\n\
+         handshake_rate_per_source = 100000\nhandshake_burst_per_source = 8192\n\
          [hub]\nenabled = true\ndetection_time_ms = 60000\n\
          [[hub.rules]]\nkey = \"*\"\ntopic = \"fan/*\"\nallow = [\"publish\", \"subscribe\"]\n",
         key_file.display()
