@@ -24,8 +24,9 @@
 //! report subscribers silent and then back (each an n-wide PRESENCE fan-out), which is
 //! presence churn, not the relay being measured.
 //!
-//! Bounded: `--messages` per phase at `--rate`, each phase at most its duration plus 2 s,
-//! setup at most 300 s. Run with `cargo run --release -p intentra-daemon --example
+//! Bounded: `--messages` per phase at `--rate`, each phase at most its duration plus 2 s
+//! and a drain of at most 5 s (until all arrived or 500 ms without news), setup at most
+//! 300 s. Run with `cargo run --release -p intentra-daemon --example
 //! pubsub_fanout -- --subscribers 100 --rate 1000 --messages 5000 --runs 3`.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -826,9 +827,23 @@ fn run_phase(h: &mut Harness, phase: Phase, args: &Args, raw_socket: &UdpSocket)
                 sent = n;
             }
             shared.phase.store(Phase::Idle as u32, Ordering::Release);
-            let drain_end = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < drain_end {
+            // A relay that falls behind is still working through its socket when the last
+            // message is published: wait until every subscriber has every message, or
+            // nothing new arrived for 500 ms (at most 5 s), so late is told from lost.
+            let published = match phase {
+                Phase::Plain => u64::from(shared.plain_sent.load(Ordering::Relaxed)),
+                _ => u64::from(sent),
+            };
+            let drain_end = Instant::now() + Duration::from_secs(5);
+            let mut last = (h.tally.delivered, Instant::now());
+            while Instant::now() < drain_end
+                && h.tally.delivered < published * n as u64
+                && last.1.elapsed() < Duration::from_millis(500)
+            {
                 h.pump(Duration::from_millis(1));
+                if h.tally.delivered != last.0 {
+                    last = (h.tally.delivered, Instant::now());
+                }
             }
             result.cpu_ns = hub_cpu(&shared) - cpu0;
             let failed =
