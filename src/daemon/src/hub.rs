@@ -33,7 +33,10 @@ use crate::config::{Config, ConfigError, HubSection};
 const METRICS_EVERY: Duration = Duration::from_millis(100);
 /// Refusal WARN lines per second at most; the rest are counted and summarised.
 const REFUSAL_LOGS_PER_SECOND: u32 = 10;
-/// Deferred sends the hub's node holds during a receive batch (a fan-out per publish).
+/// Deferred sends the hub's node holds during a receive batch (a fan-out per publish). The
+/// node pauses the batch before a publish could find less room than an earlier one needed,
+/// so this bounds the subscribers one publish reaches (beyond it, relays fail and are
+/// counted), not the publishes one batch may carry.
 const HUB_SEND_QUEUE: usize = 4096;
 /// First and longest wait between dials of a configured peer that is not up.
 const DIAL_RETRY_FIRST: Duration = Duration::from_millis(500);

@@ -31,7 +31,7 @@ use intentra_proto::{
     CloseReason, DropReason, Endpoint, EndpointConfig, PublicKey, Stats, Timestamp,
 };
 use intentra_udp::{
-    self as drivers, Datagram, Driver, DriverConfig, DriverKind, SocketConfig, Wait, Waker,
+    self as drivers, Datagram, Driver, DriverConfig, DriverKind, Flow, SocketConfig, Wait, Waker,
 };
 
 pub use intentra_udp::IdleStrategy;
@@ -45,7 +45,10 @@ pub struct NodeConfig {
     pub driver: DriverKind,
     /// What the loop does while there is nothing to do.
     pub idle: IdleStrategy,
-    /// Sends made from inside a receive callback, held until the batch is done.
+    /// Sends made from inside a receive callback, held until the batch is done (or paused:
+    /// the batch is paused and these sent before the next datagram could find less room than
+    /// an earlier one asked for). The most one received datagram's callbacks may send;
+    /// allocated once, `send_queue` × the largest datagram.
     pub send_queue: usize,
     /// The socket: bind address, buffers, GSO/GRO, busy polling, SO_REUSEPORT.
     pub socket: SocketConfig,
@@ -86,10 +89,21 @@ impl NodeConfig {
 
 /// Sends made while the driver is handing out received datagrams: the driver's buffers are
 /// busy then, so these are sealed here (buffers allocated once) and moved over after the batch.
+///
+/// A batch must never ask for more than this holds: `turn` pauses the batch (see
+/// [`Driver::recv_until`]) once the room left is less than the most one received datagram has
+/// asked for, moves these to the driver and flushes, and takes the rest of the batch in the
+/// next turn. So only one datagram whose own callbacks ask for more than `capacity` loses
+/// sends (its callback sees the error).
 struct DeferredSends {
     buffers: Vec<u8>,
     meta: Vec<(SocketAddr, usize)>,
     capacity: usize,
+    /// Slots asked for since bind, granted or not.
+    asked: usize,
+    /// The most slots the handling of one received datagram has asked for (at most
+    /// `capacity`): the room a datagram is given before it is handed over.
+    reserve: usize,
 }
 
 impl DeferredSends {
@@ -98,10 +112,13 @@ impl DeferredSends {
             buffers: vec![0u8; capacity * MAX_DATAGRAM_LEN],
             meta: Vec::with_capacity(capacity),
             capacity,
+            asked: 0,
+            reserve: 0,
         }
     }
 
     fn slot(&mut self) -> Option<&mut [u8]> {
+        self.asked = self.asked.wrapping_add(1);
         let at = self.meta.len();
         if at >= self.capacity {
             return None;
@@ -110,11 +127,22 @@ impl DeferredSends {
             .get_mut(at * MAX_DATAGRAM_LEN..(at + 1) * MAX_DATAGRAM_LEN)
     }
 
-    fn move_to(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
+    /// After one received datagram was handled (`asked_before` read before it): whether the
+    /// batch must pause so the next datagram finds as much room as any before it needed.
+    fn must_pause(&mut self, asked_before: usize) -> bool {
+        let asked = self.asked.wrapping_sub(asked_before).min(self.capacity);
+        self.reserve = self.reserve.max(asked);
+        self.capacity - self.meta.len() < self.reserve
+    }
+
+    /// Commits every held packet to the driver, flushing it whenever its slots are all
+    /// committed. Returns what those flushes did.
+    fn move_to(&mut self, driver: &mut dyn Driver) -> io::Result<drivers::SendStats> {
+        let mut stats = drivers::SendStats::default();
         for (i, &(dst, len)) in self.meta.iter().enumerate() {
             let packet = &self.buffers[i * MAX_DATAGRAM_LEN..i * MAX_DATAGRAM_LEN + len];
             if driver.send_buffer().is_none() {
-                driver.flush()?;
+                stats += driver.flush()?;
             }
             let Some(mut slot) = driver.send_buffer() else {
                 continue;
@@ -126,7 +154,7 @@ impl DeferredSends {
             }
         }
         self.meta.clear();
-        Ok(())
+        Ok(stats)
     }
 }
 
@@ -1137,12 +1165,15 @@ impl Node {
         let clock = &self.clock;
         let epoch = self.epoch;
         let mut batch_now = None;
-        let received = driver.recv_batch(wait, &mut |datagram: Datagram<'_>| {
+        let received = driver.recv_until(wait, &mut |datagram: Datagram<'_>| {
             // The clock is read once per batch, when its first datagram is handed over.
             let now = *batch_now.get_or_insert_with(|| since(clock, epoch));
             if let Some(recorder) = recorder.as_mut() {
                 recorder.received(datagram.src, datagram.data);
             }
+            // Slots asked for by the handling of this one datagram (all of a bundle's
+            // messages): the pause below keeps room for the most any datagram asked.
+            let asked_before = deferred.asked;
             for message in endpoint.handle_datagram(now, datagram.src, datagram.data) {
                 // What the endpoint queued first happened first: above all the PeerUp of a
                 // handshake whose last packet came earlier in this batch, which must reach
@@ -1181,13 +1212,27 @@ impl Node {
                     handler(&mut ctx, &Event::Message(message));
                 }
             }
+            // Stop handing out the batch while the next datagram might not find room for
+            // its sends: they are moved to the driver and flushed below, and the driver
+            // hands out the rest of the batch (already read, in order) next turn.
+            if deferred.must_pause(asked_before) {
+                Flow::Pause
+            } else {
+                Flow::Continue
+            }
         })?;
         self.woken |= received.woken;
         for _ in 0..received.truncated {
             self.endpoint.record_external_drop(DropReason::Truncated);
         }
-        if let Err(err) = self.deferred.move_to(self.driver.as_mut()) {
-            tracing::debug!(error = %err, "deferred sends failed");
+        match self.deferred.move_to(self.driver.as_mut()) {
+            Ok(sent) => {
+                let dropped = sent.dropped() as u64;
+                if dropped > 0 {
+                    self.endpoint.record_send_drops(dropped);
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "deferred sends failed"),
         }
         if let Some(publication) = self.publication.as_mut() {
             if received.datagrams > 0 {

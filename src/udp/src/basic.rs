@@ -15,7 +15,7 @@ use super::sendq::{send_slot_of, Retry, SendQueue};
 use super::socket::{disable_gro, SocketCaps};
 use super::sys::{self, classify_recv_error, classify_send_error, RecvFailure, SendFailure};
 
-use super::{Datagram, Driver, DriverConfig, RecvStats, SendSlot, SendStats, Wait, Waker};
+use super::{Datagram, Driver, DriverConfig, Flow, RecvStats, SendSlot, SendStats, Wait, Waker};
 
 /// One datagram per `recv_from`/`send_to`: the portable comparison point.
 pub struct BasicDriver {
@@ -55,12 +55,13 @@ impl BasicDriver {
         })
     }
 
-    /// One non-blocking receive. Ok(None) when nothing was queued.
+    /// One non-blocking receive. Ok(None) when nothing was queued, else what the
+    /// callback said (Continue when nothing was handed over).
     fn recv_one(
         &mut self,
         stats: &mut RecvStats,
-        on_datagram: &mut dyn FnMut(Datagram<'_>),
-    ) -> io::Result<Option<()>> {
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
+    ) -> io::Result<Option<Flow>> {
         let Some(slot) = self.ring.recv_slot(0) else {
             return Ok(None);
         };
@@ -69,23 +70,24 @@ impl BasicDriver {
         stats.syscalls += 1;
         match self.socket.recv_from(buf) {
             Ok((n, src)) => {
+                let mut flow = Flow::Continue;
                 if n > max {
                     stats.truncated += 1;
                 } else if let Some(data) = buf.get_mut(..n) {
                     stats.datagrams += 1;
-                    on_datagram(Datagram {
+                    flow = on_datagram(Datagram {
                         src,
                         data,
                         kernel_time: None,
                     });
                 }
-                Ok(Some(()))
+                Ok(Some(flow))
             }
             Err(e) => match classify_recv_error(sys::errno_of(&e)) {
                 RecvFailure::Empty | RecvFailure::Interrupted => Ok(None),
                 RecvFailure::Absorbed => {
                     stats.errors += 1;
-                    Ok(Some(()))
+                    Ok(Some(Flow::Continue))
                 }
                 RecvFailure::Fatal => Err(e),
             },
@@ -110,18 +112,24 @@ impl Driver for BasicDriver {
         self.socket.as_raw_fd()
     }
 
-    fn recv_batch(
+    fn recv_until(
         &mut self,
         wait: Wait,
-        on_datagram: &mut dyn FnMut(Datagram<'_>),
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
     ) -> io::Result<RecvStats> {
         let mut stats = RecvStats::default();
         let mut waited = false;
         let mut progressed = 0usize;
         while progressed < self.cfg.batch {
-            if self.recv_one(&mut stats, on_datagram)?.is_some() {
-                progressed += 1;
-                continue;
+            // One datagram is read per call, so a pause leaves nothing read and
+            // not handed over: the rest stays in the kernel's queue.
+            match self.recv_one(&mut stats, on_datagram)? {
+                Some(Flow::Pause) => break,
+                Some(Flow::Continue) => {
+                    progressed += 1;
+                    continue;
+                }
+                None => {}
             }
             if progressed > 0 || waited {
                 break;

@@ -3,7 +3,8 @@
 //!
 //! Owns every system call and every line of `unsafe` in the project (each block
 //! with a `// SAFETY:` line saying why it holds; a test checks both). The loop
-//! sees only the [`Driver`] trait: an in-place receive callback per datagram,
+//! sees only the [`Driver`] trait: an in-place receive callback per datagram
+//! (which may pause the batch; the rest is handed over by the next call),
 //! in-place send buffers committed one by one, and an explicit `flush`. Every
 //! datagram that is not delivered or not sent is counted in the returned stats.
 //! This layer must never interpret packet contents, read the protocol's clock,
@@ -160,6 +161,26 @@ impl std::ops::AddAssign for SendStats {
     }
 }
 
+/// What a receive callback tells the driver after each datagram (see [`Driver::recv_until`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Hand over the next datagram of the batch.
+    Continue,
+    /// Return now; keep the rest of the batch for the next receive call.
+    Pause,
+}
+
+/// How far `deliver` got through one receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// Every datagram in it was handed over (or it was dropped as truncated); go on.
+    All,
+    /// The callback paused after the buffer's last datagram: the buffer is done, stop.
+    PausedAfter,
+    /// The callback paused inside a GRO buffer: resume at this segment.
+    PausedWithin(usize),
+}
+
 /// How long `recv_batch` may wait for the first datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -275,11 +296,31 @@ pub trait Driver: Send {
     /// segments) and calls `on_datagram` once per datagram with the bytes in
     /// place in the ring. Truncated datagrams are counted and not handed over.
     /// Returns with zero datagrams when `wait` elapses or a signal interrupts.
+    ///
+    /// When `on_datagram` returns [`Flow::Pause`], the driver hands over nothing
+    /// more and returns; the datagrams it had already read from the kernel but not
+    /// handed over stay in its receive buffers (which it does not reuse meanwhile)
+    /// and are handed over first, in order, by the next call, which then returns
+    /// without waiting and without reading more. This lets a caller that must
+    /// hold what a callback sends until the batch is over (the send slots are the
+    /// driver's) empty that hold between two datagrams instead of dropping sends.
+    fn recv_until(
+        &mut self,
+        wait: Wait,
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
+    ) -> io::Result<RecvStats>;
+
+    /// [`Driver::recv_until`] with a callback that never pauses.
     fn recv_batch(
         &mut self,
         wait: Wait,
         on_datagram: &mut dyn FnMut(Datagram<'_>),
-    ) -> io::Result<RecvStats>;
+    ) -> io::Result<RecvStats> {
+        self.recv_until(wait, &mut |datagram| {
+            on_datagram(datagram);
+            Flow::Continue
+        })
+    }
 
     /// The next send buffer (`max_datagram` bytes) from the ring; write the
     /// packet in place and commit it. None when every send slot is committed:
@@ -303,43 +344,70 @@ pub trait Driver: Send {
     fn set_waker(&mut self, waker: Option<std::sync::Arc<Waker>>);
 }
 
-/// Hands one received buffer to the callback: once, or once per segment when
-/// the kernel coalesced several datagrams (GRO) into it.
+/// Hands one received buffer to the callback, from segment `skip` on (0 unless the
+/// callback paused inside it before): once, or once per segment when the kernel
+/// coalesced several datagrams (GRO) into it. Stops early when the callback pauses.
 ///
 /// A datagram longer than `max_datagram` is counted as truncated and not handed
 /// over, exactly as when the kernel cuts it to fit a slot: a GRO slot is larger
 /// than any datagram, so without this check the same oversized datagram would be
 /// "truncated" on one driver and reach the protocol (as malformed) on another.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn deliver(
     data: &mut [u8],
     gro_segment: Option<usize>,
     max_datagram: usize,
     src: SocketAddr,
     kernel_time: Option<KernelTime>,
+    skip: usize,
     stats: &mut RecvStats,
-    on_datagram: &mut dyn FnMut(Datagram<'_>),
-) {
+    on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
+) -> Handed {
     let segment = gro_segment.unwrap_or(0);
     let datagram_len = if segment == 0 || segment >= data.len() {
         data.len()
     } else {
         segment
     };
+    let count = gro::segment_count(data.len(), segment);
     if datagram_len > max_datagram {
-        stats.truncated += gro::segment_count(data.len(), segment);
-        return;
+        stats.truncated += count;
+        return Handed::All;
     }
-    let n = gro::for_each_segment(data, segment, |seg| {
-        on_datagram(Datagram {
+    // Counted once, on the first visit, so a buffer resumed after a pause is not
+    // counted twice.
+    if skip == 0 && count > 1 {
+        stats.gro_buffers += 1;
+    }
+    if count == 1 {
+        // Also an empty datagram, which `chunks_mut` would skip.
+        stats.datagrams += 1;
+        let flow = on_datagram(Datagram {
+            src,
+            data,
+            kernel_time,
+        });
+        return match flow {
+            Flow::Continue => Handed::All,
+            Flow::Pause => Handed::PausedAfter,
+        };
+    }
+    for (at, seg) in data.chunks_mut(segment).enumerate().skip(skip) {
+        stats.datagrams += 1;
+        let flow = on_datagram(Datagram {
             src,
             data: seg,
             kernel_time,
-        })
-    });
-    if n > 1 {
-        stats.gro_buffers += 1;
+        });
+        if flow == Flow::Pause {
+            return if at + 1 < count {
+                Handed::PausedWithin(at + 1)
+            } else {
+                Handed::PausedAfter
+            };
+        }
     }
-    stats.datagrams += n;
+    Handed::All
 }
 
 /// Which driver to run.

@@ -21,8 +21,8 @@ use super::sys::{
     ADDR_CAP, CONTROL_CAP,
 };
 use super::{
-    deliver, Datagram, Driver, DriverConfig, KernelTime, RecvStats, SendSlot, SendStats, Wait,
-    Waker,
+    deliver, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, RecvStats, SendSlot,
+    SendStats, Wait, Waker,
 };
 
 /// Batches of datagrams per system call with recvmmsg/sendmmsg, GRO and GSO.
@@ -43,6 +43,9 @@ pub struct MmsgDriver {
     gso: bool,
     fake_gso_failure: bool,
     waker: Option<Arc<Waker>>,
+    /// Where the last batch stopped when its callback paused: (message, messages
+    /// received, GRO segment). Those slots are not reused until handed over.
+    held: Option<(usize, usize, usize)>,
 }
 
 // SAFETY: the raw pointers in the receive arrays point only into heap memory
@@ -108,6 +111,7 @@ impl MmsgDriver {
             queue: SendQueue::new(cfg.send_slots),
             batch,
             waker: None,
+            held: None,
         })
     }
 
@@ -148,13 +152,16 @@ impl MmsgDriver {
         }
     }
 
+    /// Hands over messages `from..n` of the last recvmmsg, the first from GRO
+    /// segment `skip`; remembers where it stopped if the callback paused.
     fn deliver_batch(
         &mut self,
-        n: usize,
+        (from, n, mut skip): (usize, usize, usize),
         stats: &mut RecvStats,
-        on_datagram: &mut dyn FnMut(Datagram<'_>),
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
     ) {
-        for i in 0..n {
+        for i in from..n {
+            let at = std::mem::take(&mut skip);
             let (Some(h), Some(slot)) = (self.recv_hdrs.get(i), self.ring.recv_slot(i)) else {
                 break;
             };
@@ -184,15 +191,27 @@ impl MmsgDriver {
                 stats.truncated += 1;
                 continue;
             };
-            deliver(
+            let handed = deliver(
                 data,
                 meta.gro_segment,
                 self.cfg.max_datagram,
                 src,
                 meta.timestamp_ns.map(KernelTime::from_nanos),
+                at,
                 stats,
                 on_datagram,
             );
+            match handed {
+                Handed::All => {}
+                Handed::PausedAfter => {
+                    self.held = (i + 1 < n).then_some((i + 1, n, 0));
+                    return;
+                }
+                Handed::PausedWithin(segment) => {
+                    self.held = Some((i, n, segment));
+                    return;
+                }
+            }
         }
     }
 
@@ -248,15 +267,21 @@ impl Driver for MmsgDriver {
         self.socket.as_raw_fd()
     }
 
-    fn recv_batch(
+    fn recv_until(
         &mut self,
         wait: Wait,
-        on_datagram: &mut dyn FnMut(Datagram<'_>),
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
     ) -> io::Result<RecvStats> {
         let mut stats = RecvStats::default();
+        // What a paused batch left goes first, alone: a recvmmsg now would
+        // overwrite the slots it still sits in.
+        if let Some(held) = self.held.take() {
+            self.deliver_batch(held, &mut stats, on_datagram);
+            return Ok(stats);
+        }
         // Try first: when data is queued (the busy case) no poll is needed.
         if let Some(n) = self.recv_some(&mut stats)? {
-            self.deliver_batch(n, &mut stats, on_datagram);
+            self.deliver_batch((0, n, 0), &mut stats, on_datagram);
             return Ok(stats);
         }
         let timeout = match wait {
@@ -270,7 +295,7 @@ impl Driver for MmsgDriver {
         stats.woken |= woken;
         if readable {
             if let Some(n) = self.recv_some(&mut stats)? {
-                self.deliver_batch(n, &mut stats, on_datagram);
+                self.deliver_batch((0, n, 0), &mut stats, on_datagram);
             }
         }
         Ok(stats)

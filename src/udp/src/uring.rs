@@ -26,7 +26,8 @@ use super::sendq::{Retry, SendQueue};
 use super::socket::SocketCaps;
 use super::sys::{self, classify_recv_error, classify_send_error, RecvFailure, SendFailure};
 use super::{
-    deliver, Datagram, Driver, DriverConfig, KernelTime, RecvStats, SendSlot, SendStats, Wait,
+    deliver, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, RecvStats, SendSlot,
+    SendStats, Wait,
 };
 
 /// Why the io_uring driver cannot run here. Log it once; mmsg takes over.
@@ -307,6 +308,9 @@ pub struct UringDriver {
     armed: bool,
     /// (user data, result, flags) of the CQEs taken in one pass.
     cqes: Box<[(u64, i32, u32)]>,
+    /// Where the last pass stopped when its callback paused: (CQE, CQEs taken,
+    /// GRO segment). The buffers of those CQEs are not recycled until handed over.
+    held: Option<(usize, usize, usize)>,
     queue: SendQueue,
     batch: SendBatch,
     send_results: Box<[i32]>,
@@ -434,6 +438,7 @@ impl UringDriver {
             cfg: *cfg,
             armed: false,
             cqes: vec![(0, 0, 0); usize::from(p.recv_buffers) * 2 + 8].into_boxed_slice(),
+            held: None,
             waker: None,
             wake_armed: false,
             queue: SendQueue::new(cfg.send_slots),
@@ -476,46 +481,64 @@ impl UringDriver {
         self.wake_armed = unsafe { self.recv_ring.submission().push(&sqe) }.is_ok();
     }
 
-    /// Takes up to `batch` CQEs, delivers their datagrams, recycles their buffers.
+    /// Takes up to `batch` CQEs, delivers their datagrams, recycles their buffers;
+    /// or, after a pause, goes on with the CQEs already taken, taking none.
     /// Returns how many CQEs were handled.
     fn reap(
         &mut self,
         stats: &mut RecvStats,
-        on_datagram: &mut dyn FnMut(Datagram<'_>),
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
     ) -> io::Result<usize> {
-        let limit = self.cfg.batch.min(self.cqes.len());
-        let mut taken = 0;
-        {
-            let cq = self.recv_ring.completion();
-            // The slot iterator goes first so zip never pulls (and loses) a
-            // CQE it has no room for.
-            for (out, cqe) in self.cqes.iter_mut().take(limit).zip(cq) {
-                *out = (cqe.user_data(), cqe.result(), cqe.flags());
-                taken += 1;
+        let (from, taken, mut skip) = match self.held.take() {
+            Some(held) => held,
+            None => {
+                let limit = self.cfg.batch.min(self.cqes.len());
+                let mut taken = 0;
+                let cq = self.recv_ring.completion();
+                // The slot iterator goes first so zip never pulls (and loses) a
+                // CQE it has no room for.
+                for (out, cqe) in self.cqes.iter_mut().take(limit).zip(cq) {
+                    *out = (cqe.user_data(), cqe.result(), cqe.flags());
+                    taken += 1;
+                }
+                (0, taken, 0)
             }
-        }
+        };
         let mut fatal = None;
-        for i in 0..taken {
+        for i in from..taken {
             let Some(&(tag, res, flags)) = self.cqes.get(i) else {
                 break;
             };
+            // Non-zero only for the CQE a pause stopped inside, whose flags were
+            // already acted on (acting again could re-arm twice).
+            let at = std::mem::take(&mut skip);
             if tag == WAKE_TAG {
                 // One-shot: armed again at the next receive.
                 self.wake_armed = false;
                 stats.woken = true;
                 continue;
             }
-            if !cqueue::more(flags) {
+            if at == 0 && !cqueue::more(flags) {
                 self.armed = false;
             }
             match cqueue::buffer_select(flags) {
                 Some(bid) => {
-                    if let Ok(used) = usize::try_from(res) {
-                        self.handle_buffer(bid, used, stats, on_datagram);
-                    } else {
-                        stats.errors += 1;
+                    let handed = match usize::try_from(res) {
+                        Ok(used) => self.handle_buffer(bid, used, at, stats, on_datagram),
+                        Err(_) => {
+                            stats.errors += 1;
+                            Handed::All
+                        }
+                    };
+                    if let Handed::PausedWithin(segment) = handed {
+                        self.held = Some((i, taken, segment));
+                        break;
                     }
                     self.recycle(bid);
+                    if handed == Handed::PausedAfter {
+                        self.held = (i + 1 < taken).then_some((i + 1, taken, 0));
+                        break;
+                    }
                 }
                 None if res < 0 => match -res {
                     // The buffer ring ran dry, or our own cancellation: re-arm.
@@ -528,13 +551,13 @@ impl UringDriver {
                 None => {}
             }
         }
-        if taken > 0 {
+        if taken > from {
             self.pbuf.publish();
         }
         if let Some(errno) = fatal {
             return Err(io::Error::from_raw_os_error(errno));
         }
-        Ok(taken)
+        Ok(taken - from)
     }
 
     fn recycle(&mut self, bid: u16) {
@@ -549,18 +572,19 @@ impl UringDriver {
         &mut self,
         bid: u16,
         used: usize,
+        skip: usize,
         stats: &mut RecvStats,
-        on_datagram: &mut dyn FnMut(Datagram<'_>),
-    ) {
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
+    ) -> Handed {
         let control_cap = self.recv_msghdr.msg_controllen;
         let Some(slot) = self.ring.recv_slot(usize::from(bid)) else {
             stats.errors += 1;
-            return;
+            return Handed::All;
         };
         let buf = self.ring.slot_mut(slot);
         let Some(buf) = buf.get_mut(..used) else {
             stats.errors += 1;
-            return;
+            return Handed::All;
         };
         let (Some(namelen), Some(controllen), Some(payloadlen), Some(flags)) = (
             read_u32(buf, 0),
@@ -569,11 +593,11 @@ impl UringDriver {
             read_u32(buf, 12),
         ) else {
             stats.errors += 1;
-            return;
+            return Handed::All;
         };
         if flags as i32 & libc::MSG_TRUNC != 0 {
             stats.truncated += 1;
-            return;
+            return Handed::All;
         }
         let name_end = OUT_HDR + (namelen as usize).min(NAME_LEN);
         let control_start = OUT_HDR + NAME_LEN;
@@ -586,11 +610,11 @@ impl UringDriver {
             .unwrap_or_default();
         let Some(src) = src else {
             stats.errors += 1;
-            return;
+            return Handed::All;
         };
         let Some(data) = buf.get_mut(payload_start..payload_start + payloadlen as usize) else {
             stats.truncated += 1;
-            return;
+            return Handed::All;
         };
         deliver(
             data,
@@ -598,9 +622,10 @@ impl UringDriver {
             self.cfg.max_datagram,
             src,
             meta.timestamp_ns.map(KernelTime::from_nanos),
+            skip,
             stats,
             on_datagram,
-        );
+        )
     }
 
     /// Enters the kernel for the receive ring. Returns false on timeout/EINTR.
@@ -752,12 +777,18 @@ impl Driver for UringDriver {
         self.socket.as_raw_fd()
     }
 
-    fn recv_batch(
+    fn recv_until(
         &mut self,
         wait: Wait,
-        on_datagram: &mut dyn FnMut(Datagram<'_>),
+        on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
     ) -> io::Result<RecvStats> {
         let mut stats = RecvStats::default();
+        // What a paused pass left goes first, alone, without entering the kernel:
+        // the next wait happens once it is all handed over.
+        if self.held.is_some() {
+            self.reap(&mut stats, on_datagram)?;
+            return Ok(stats);
+        }
         let mut entered_nowait = false;
         let mut waited = false;
         self.arm_waker();
