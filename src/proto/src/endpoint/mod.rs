@@ -14,7 +14,8 @@
 //! and the in-flight budgets.
 //!
 //! One `impl Endpoint`, split by concern: `peers` (the peer slab and the session-index
-//! table), `handshake` (initiator and responder), `transport` (the data path), `timers`
+//! table), `pools` (the free lists of the parts a peer holds only while it uses them:
+//! spare key sets and Reliable streams), `handshake` (initiator and responder), `transport` (the data path), `timers`
 //! (per-peer timer tables and the wake-up heap) and `control` (the packets `poll_transmit`
 //! writes). Every packet handler returns `Result<_, DropReason>`, and `handle_datagram` is
 //! the one place a rejection is counted, so no refused datagram goes uncounted.
