@@ -113,10 +113,12 @@ impl Endpoint {
             PendingTx::Ack(id) => {
                 let peer = self.peer_mut(id)?;
                 peer.ack_queued = false;
-                let ack = peer.receiver.ack().encode();
+                // Queued only for segments received, so the receiver exists.
+                let receiver = peer.receiver.as_deref_mut()?;
+                let ack = receiver.ack().encode();
                 buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + ack.len())?
                     .copy_from_slice(&ack);
-                peer.receiver.ack_sent();
+                receiver.ack_sent();
                 self.seal_control(now, id, TransportKind::Ack, buf, ack.len())
             }
             PendingTx::Keepalive(id) => {
@@ -125,9 +127,13 @@ impl Endpoint {
             }
             PendingTx::Retransmit(id) => {
                 let peer = self.peer_mut(id)?;
-                let Some(segment) = peer.sender.poll_retransmit(now) else {
+                let Some(segment) = peer
+                    .sender
+                    .as_deref_mut()
+                    .and_then(|s| s.poll_retransmit(now))
+                else {
                     peer.retransmit_queued = false;
-                    if let Some(at) = peer.sender.next_timeout() {
+                    if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
                         peer.timers.arm(Timer::Retransmit, at);
                     }
                     self.schedule(id);

@@ -277,7 +277,7 @@ impl Endpoint {
             None => return Err(DropReason::UnknownSession),
         };
         let window = self.config.reliable.queue_bound();
-        let Some(peer) = self.peer_mut(id) else {
+        let Some(peer) = peer_in(&mut self.peers, id) else {
             return Err(DropReason::UnknownSession);
         };
         let Some(handshake) = peer.handshake.as_mut() else {
@@ -312,13 +312,16 @@ impl Endpoint {
         let keyset = KeySet::new(&keys, receiver, sender, now);
         let peer_key = peer.public_key;
         peer.addr = src;
-        peer.sender.set_peer_window(peer_window);
+        peer.set_peer_window(peer_window);
         let mut came_up = None;
         // A first-session handshake for a peer that already had a session (ours went
         // unconfirmed, or it restarted): the new session replaces the old one, streams and all.
         let mut replacement = None;
         let retired = if rekey {
-            peer.next.replace(keyset).map(|k| k.local_index)
+            peer.spare_keys(&mut self.pools)
+                .next
+                .replace(keyset)
+                .map(|k| k.local_index)
         } else if peer.established {
             replacement = Some(keyset);
             None
@@ -345,7 +348,7 @@ impl Endpoint {
             self.replace_session(now, id, keyset, src, true);
             // The restarted streams' sender honours the window this handshake advertised.
             if let Some(peer) = self.peer_mut(id) {
-                peer.sender.set_peer_window(peer_window);
+                peer.set_peer_window(peer_window);
             }
         }
         if let Some((public_key, addr)) = came_up {
@@ -430,12 +433,16 @@ impl Endpoint {
         let id = match (existing, intent) {
             (Some(id), FinishIntent::Rekey) => {
                 let linger = now + self.config.previous_keys_linger;
-                let Some(peer) = self.peer_mut(id) else {
+                let Some(peer) = peer_in(&mut self.peers, id) else {
                     self.free_index(receiver);
                     return Err(DropReason::UnknownSession);
                 };
-                let retired = peer.previous.take().map(|k| k.local_index);
-                peer.previous = peer.current.replace(keyset);
+                let current = &mut peer.current;
+                let spare = peer
+                    .spare
+                    .get_or_insert_with(|| self.pools.take_spare_keys());
+                let retired = spare.previous.take().map(|k| k.local_index);
+                spare.previous = current.replace(keyset);
                 peer.previous_expires = linger;
                 peer.addr = src;
                 if let Some(index) = retired {
@@ -484,7 +491,7 @@ impl Endpoint {
             }
         };
         if let Some(peer) = self.peer_mut(id) {
-            peer.sender.set_peer_window(peer_window);
+            peer.set_peer_window(peer_window);
         }
         self.indexes.retarget(receiver, SlotTarget::Keys(id));
         self.export_keys(|| exported);
@@ -569,10 +576,8 @@ impl Endpoint {
     /// Starts over after HandshakeFinish went unconfirmed: unconfirmed rekey keys are dropped,
     /// unconfirmed first-session keys stay until the new handshake replaces them.
     pub(super) fn restart_handshake(&mut self, now: Timestamp, id: PeerId) {
-        let retired = self
-            .peer_mut(id)
-            .and_then(|p| p.next.take())
-            .map(|k| k.local_index);
+        let pools = &mut self.pools;
+        let retired = peer_in(&mut self.peers, id).and_then(|p| p.retire_next(pools));
         if let Some(index) = retired {
             self.free_index(index);
         }

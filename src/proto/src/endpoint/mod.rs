@@ -14,7 +14,8 @@
 //! and the in-flight budgets.
 //!
 //! One `impl Endpoint`, split by concern: `peers` (the peer slab and the session-index
-//! table), `handshake` (initiator and responder), `transport` (the data path), `timers`
+//! table), `pools` (the free lists of the parts a peer holds only while it uses them:
+//! spare key sets and Reliable streams), `handshake` (initiator and responder), `transport` (the data path), `timers`
 //! (per-peer timer tables and the wake-up heap) and `control` (the packets `poll_transmit`
 //! writes). Every packet handler returns `Result<_, DropReason>`, and `handle_datagram` is
 //! the one place a rejection is counted, so no refused datagram goes uncounted.
@@ -23,6 +24,7 @@ mod control;
 mod handshake;
 mod indexes;
 mod peers;
+mod pools;
 mod timers;
 mod transport;
 
@@ -38,6 +40,7 @@ use self::control::PendingTx;
 use self::handshake::PendingResponder;
 use self::indexes::IndexTable;
 use self::peers::PeerEntry;
+use self::pools::ColdPools;
 use self::timers::WakeHeap;
 use super::config::EndpointConfig;
 use super::cookie::{self, CookieReplyKey, CookieSecrets};
@@ -81,6 +84,8 @@ pub struct Endpoint {
     indexes: IndexTable,
     peers: Vec<PeerEntry>,
     free_peers: Vec<u32>,
+    /// The boxes peers hold only while they use them (spare key sets, Reliable streams).
+    pools: ColdPools,
     by_key: HashMap<PublicKey, PeerId>,
     responders: Vec<Option<PendingResponder>>,
     pending_tx: VecDeque<PendingTx>,
@@ -157,6 +162,7 @@ impl Endpoint {
             indexes,
             peers: Vec::new(),
             free_peers: Vec::new(),
+            pools: ColdPools::new(config.reliable, config.max_peers),
             by_key: HashMap::new(),
             responders: (0..config.handshakes_in_flight).map(|_| None).collect(),
             pending_tx: VecDeque::with_capacity(config.control_queue),
@@ -379,9 +385,9 @@ impl Endpoint {
 
     fn poll_released(&mut self) -> Option<Event<'_>> {
         while let Some(&id) = self.ready.front() {
-            let has_ready = self
-                .peer(id)
-                .is_some_and(|p| p.closing.is_none() && p.receiver.has_ready());
+            let has_ready = self.peer(id).is_some_and(|p| {
+                p.closing.is_none() && p.receiver.as_deref().is_some_and(|r| r.has_ready())
+            });
             if !has_ready {
                 self.ready.pop_front();
                 continue;
@@ -389,7 +395,7 @@ impl Endpoint {
             self.stats.messages_delivered += 1;
             let entry = self.peers.get_mut(id.slot as usize)?;
             let peer = entry.peer.as_deref_mut()?;
-            let payload = peer.receiver.pop_ready()?;
+            let payload = peer.receiver.as_deref_mut()?.pop_ready()?;
             self.stats.bytes_delivered += payload.len() as u64;
             return Some(Event::Message(Message {
                 peer: id,
@@ -447,17 +453,19 @@ impl Endpoint {
     /// A snapshot of one peer, or `None` for a stale handle.
     pub fn peer_info(&self, id: PeerId) -> Option<PeerInfo> {
         let peer = self.peer(id)?;
+        // A peer that never sent Reliable has no sender: what a new one would report.
+        let sender = peer.sender.as_deref();
         Some(PeerInfo {
             public_key: peer.public_key,
             addr: peer.addr,
             established: peer.established && peer.closing.is_none(),
-            srtt: peer.sender.srtt(),
+            srtt: sender.and_then(|s| s.srtt()),
             packets_received: peer.packets_received,
             packets_sent: peer.packets_sent,
             drops: peer.drops,
-            reliable_queued_bytes: peer.sender.queued_bytes(),
-            reliable_in_flight_bytes: peer.sender.window_bytes(),
-            peer_receive_window: peer.sender.peer_window(),
+            reliable_queued_bytes: sender.map_or(0, |s| s.queued_bytes()),
+            reliable_in_flight_bytes: sender.map_or(0, |s| s.window_bytes()),
+            peer_receive_window: sender.map_or(peer.peer_window, |s| s.peer_window()),
         })
     }
 
@@ -467,7 +475,11 @@ impl Endpoint {
     /// `None` for an unknown peer.
     pub fn reliable_room(&self, id: PeerId) -> Option<usize> {
         let peer = self.peer(id)?;
-        if peer.sender.in_flight() >= crate::reliable::MAX_IN_FLIGHT {
+        let (in_flight, queued) = peer
+            .sender
+            .as_deref()
+            .map_or((0, 0), |s| (s.in_flight(), s.queued_bytes()));
+        if in_flight >= crate::reliable::MAX_IN_FLIGHT {
             return Some(0);
         }
         let bound = self
@@ -475,7 +487,7 @@ impl Endpoint {
             .reliable
             .max_queued_bytes
             .min(crate::reliable::MAX_QUEUE_BYTES);
-        Some(bound.saturating_sub(peer.sender.queued_bytes()))
+        Some(bound.saturating_sub(queued))
     }
 
     /// The handle of the peer with this static key, if there is one.
@@ -494,8 +506,12 @@ impl Endpoint {
             if peer.handshake.is_some() {
                 stats.handshakes_in_flight += 1;
             }
-            stats.reorder_buffer_bytes += peer.receiver.buffered_bytes() as u64;
-            stats.retransmit_queue_bytes += peer.sender.queued_bytes() as u64;
+            if let Some(receiver) = peer.receiver.as_deref() {
+                stats.reorder_buffer_bytes += receiver.buffered_bytes() as u64;
+            }
+            if let Some(sender) = peer.sender.as_deref() {
+                stats.retransmit_queue_bytes += sender.queued_bytes() as u64;
+            }
         }
         stats
     }

@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 
 use super::handshake::InitiatorHandshake;
+use super::pools::{ColdPools, SpareKeys};
 use super::timers::{Timer, TimerTable};
 use super::{Endpoint, QueuedEvent};
 use crate::event::PeerId;
 use crate::keys::PublicKey;
 use crate::keyset::KeySet;
 use crate::ratelimit::TokenBucket;
-use crate::reliable::{ReliableReceiver, ReliableSender};
+use crate::reliable::{ReliableReceiver, ReliableSender, MAX_QUEUE_BYTES};
 use crate::stats::CloseReason;
 use crate::strikes::Strikes;
 use crate::time::Timestamp;
@@ -40,7 +41,11 @@ pub(super) enum KeyRole {
     Next,
 }
 
-/// Everything one endpoint knows about one peer.
+/// Everything one endpoint knows about one peer. What the data path and the timers touch
+/// for every datagram is inline; what only some peers need some of the time (the key sets
+/// around a rekey, Reliable streams) is boxed, taken from the endpoint's `ColdPools` when
+/// first needed and given back when no longer, so an established idle peer that never used
+/// Reliable costs little more than this struct (`an_idle_peer_holds_no_cold_parts`).
 pub(super) struct Peer {
     pub(super) public_key: PublicKey,
     pub(super) addr: SocketAddr,
@@ -48,9 +53,8 @@ pub(super) struct Peer {
     /// Whether we initiated the current session: its initiator is the side that rekeys.
     pub(super) we_initiated: bool,
     pub(super) current: Option<KeySet>,
-    pub(super) previous: Option<KeySet>,
-    /// Rekeyed keys we derived as initiator and send on only once the peer confirms them.
-    pub(super) next: Option<KeySet>,
+    /// The previous and next key sets, held only around a rekey.
+    pub(super) spare: Option<Box<SpareKeys>>,
     pub(super) previous_expires: Timestamp,
     pub(super) handshake: Option<InitiatorHandshake>,
     pub(super) cookie: Option<([u8; COOKIE_LEN], Timestamp)>,
@@ -59,8 +63,13 @@ pub(super) struct Peer {
     /// junk with made-up counters cannot spend `bucket`, which the genuine packets need.
     pub(super) stray: TokenBucket,
     pub(super) strikes: Strikes,
-    pub(super) sender: ReliableSender,
-    pub(super) receiver: ReliableReceiver,
+    /// The Reliable stream we send, from our first Reliable message on.
+    pub(super) sender: Option<Box<ReliableSender>>,
+    /// The Reliable stream we receive, from the peer's first Reliable segment on.
+    pub(super) receiver: Option<Box<ReliableReceiver>>,
+    /// The peer's receive window (from its handshake) for our sender, kept here so that a
+    /// sender made later starts with it; the sender's own copy is the same whenever it exists.
+    pub(super) peer_window: usize,
     pub(super) last_received: Timestamp,
     pub(super) last_sent: Timestamp,
     pub(super) ack_queued: bool,
@@ -83,21 +92,113 @@ impl Peer {
         if let Some(keys) = self.current.as_mut().filter(|k| k.local_index == index) {
             return Some((keys, KeyRole::Current));
         }
-        if let Some(keys) = self.next.as_mut().filter(|k| k.local_index == index) {
+        let spare = self.spare.as_deref_mut()?;
+        if let Some(keys) = spare.next.as_mut().filter(|k| k.local_index == index) {
             return Some((keys, KeyRole::Next));
         }
-        if let Some(keys) = self.previous.as_mut().filter(|k| k.local_index == index) {
+        if let Some(keys) = spare.previous.as_mut().filter(|k| k.local_index == index) {
             return Some((keys, KeyRole::Previous));
         }
         None
     }
 
     pub(super) fn session_indexes(&self) -> impl Iterator<Item = SessionIndex> + '_ {
-        [&self.current, &self.previous, &self.next]
-            .into_iter()
-            .flatten()
-            .map(|k| k.local_index)
-            .chain(self.handshake.as_ref().map(|h| h.local_index))
+        let spare = self.spare.as_deref();
+        [
+            self.current.as_ref(),
+            spare.and_then(|s| s.previous.as_ref()),
+            spare.and_then(|s| s.next.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|k| k.local_index)
+        .chain(self.handshake.as_ref().map(|h| h.local_index))
+    }
+
+    pub(super) fn previous_keys(&self) -> Option<&KeySet> {
+        self.spare.as_deref().and_then(|s| s.previous.as_ref())
+    }
+
+    pub(super) fn next_keys(&self) -> Option<&KeySet> {
+        self.spare.as_deref().and_then(|s| s.next.as_ref())
+    }
+
+    /// The previous and next key sets, with a box from `pools` if the peer holds none.
+    pub(super) fn spare_keys(&mut self, pools: &mut ColdPools) -> &mut SpareKeys {
+        self.spare.get_or_insert_with(|| pools.take_spare_keys())
+    }
+
+    /// Gives the spare key sets' box back once neither is in use.
+    pub(super) fn release_spare_if_empty(&mut self, pools: &mut ColdPools) {
+        if self.spare.as_deref().is_some_and(SpareKeys::is_empty) {
+            if let Some(spare) = self.spare.take() {
+                pools.put_spare_keys(spare);
+            }
+        }
+    }
+
+    /// Drops the unconfirmed rekeyed keys, if any; their index, for the caller to free.
+    pub(super) fn retire_next(&mut self, pools: &mut ColdPools) -> Option<SessionIndex> {
+        let index = self
+            .spare
+            .as_deref_mut()
+            .and_then(|s| s.next.take())
+            .map(|k| k.local_index);
+        self.release_spare_if_empty(pools);
+        index
+    }
+
+    /// Drops the keys a rekey replaced, if any; their index, for the caller to free.
+    pub(super) fn retire_previous(&mut self, pools: &mut ColdPools) -> Option<SessionIndex> {
+        let index = self
+            .spare
+            .as_deref_mut()
+            .and_then(|s| s.previous.take())
+            .map(|k| k.local_index);
+        self.release_spare_if_empty(pools);
+        index
+    }
+
+    /// The Reliable sender, made (from `pools`) by the first Reliable message.
+    pub(super) fn sender_mut(&mut self, pools: &mut ColdPools) -> &mut ReliableSender {
+        let peer_window = self.peer_window;
+        self.sender.get_or_insert_with(|| {
+            let mut sender = pools.take_sender();
+            sender.set_peer_window(peer_window);
+            sender
+        })
+    }
+
+    /// The Reliable receiver, made (from `pools`) by the first Reliable segment.
+    pub(super) fn receiver_mut(&mut self, pools: &mut ColdPools) -> &mut ReliableReceiver {
+        self.receiver.get_or_insert_with(|| pools.take_receiver())
+    }
+
+    /// Records the receive window the peer advertised in a handshake.
+    pub(super) fn set_peer_window(&mut self, bytes: usize) {
+        // The sender's own rule, so `peer_info` reads the same with or without a sender.
+        self.peer_window = bytes.min(MAX_QUEUE_BYTES);
+        if let Some(sender) = self.sender.as_deref_mut() {
+            sender.set_peer_window(bytes);
+        }
+    }
+
+    /// Ends both Reliable streams: the next message or segment starts new ones at 0.
+    pub(super) fn release_reliable(&mut self, pools: &mut ColdPools) {
+        if let Some(sender) = self.sender.take() {
+            pools.put_sender(sender);
+        }
+        if let Some(receiver) = self.receiver.take() {
+            pools.put_receiver(receiver);
+        }
+    }
+
+    /// Gives back every cold part, as the peer is removed.
+    pub(super) fn release_cold(&mut self, pools: &mut ColdPools) {
+        self.release_reliable(pools);
+        if let Some(spare) = self.spare.take() {
+            pools.put_spare_keys(spare);
+        }
     }
 }
 
@@ -151,16 +252,18 @@ impl Endpoint {
             established: false,
             we_initiated: false,
             current: None,
-            previous: None,
-            next: None,
+            spare: None,
             previous_expires: now,
             handshake: None,
             cookie: None,
             bucket: TokenBucket::new(self.config.rate_pps, self.config.rate_burst, now),
             stray: TokenBucket::new(STRAY_RATE, STRAY_BURST, now),
             strikes: Strikes::new(),
-            sender: ReliableSender::new(self.config.reliable),
-            receiver: ReliableReceiver::new(self.config.reliable),
+            sender: None,
+            receiver: None,
+            // Until told otherwise, the peer is assumed to be configured like us (as
+            // `ReliableSender::new` assumes).
+            peer_window: self.config.reliable.queue_bound(),
             last_received: now,
             last_sent: now,
             ack_queued: false,
@@ -217,13 +320,14 @@ impl Endpoint {
         if was_established {
             self.abandon_reliable(id);
         }
-        let reliable = self.config.reliable;
+        let window = self.config.reliable.queue_bound();
         let Some(public_key) = self.install_keys(now, id, keyset, src, we_initiated) else {
             return;
         };
-        if let Some(peer) = self.peer_mut(id) {
-            peer.sender = ReliableSender::new(reliable);
-            peer.receiver = ReliableReceiver::new(reliable);
+        if let Some(peer) = peer_in(&mut self.peers, id) {
+            // New streams are made, from sequence 0, by the next Reliable traffic.
+            peer.release_reliable(&mut self.pools);
+            peer.peer_window = window;
             peer.strikes = Strikes::new();
             peer.ack_queued = false;
             peer.retransmit_queued = false;
@@ -281,7 +385,7 @@ impl Endpoint {
         we_initiated: bool,
     ) -> Option<PublicKey> {
         let keep = keyset.local_index;
-        let peer = self.peer_mut(id)?;
+        let peer = peer_in(&mut self.peers, id)?;
         // At most three key sets and one handshake: no allocation needed to free them.
         let mut old = [None; 4];
         for (slot, index) in old
@@ -291,8 +395,9 @@ impl Endpoint {
             *slot = Some(index);
         }
         peer.current = Some(keyset);
-        peer.previous = None;
-        peer.next = None;
+        if let Some(spare) = peer.spare.take() {
+            self.pools.put_spare_keys(spare);
+        }
         if !we_initiated {
             peer.handshake = None;
         }
@@ -313,7 +418,9 @@ impl Endpoint {
         let Some(peer) = self.peer(id) else {
             return;
         };
-        let (messages, bytes) = peer.sender.unacknowledged();
+        let Some((messages, bytes)) = peer.sender.as_deref().map(|s| s.unacknowledged()) else {
+            return;
+        };
         if messages == 0 {
             return;
         }
@@ -333,7 +440,7 @@ impl Endpoint {
         else {
             return;
         };
-        let Some(peer) = entry.peer.take() else {
+        let Some(mut peer) = entry.peer.take() else {
             return;
         };
         entry.generation = entry.generation.wrapping_add(1).max(1);
@@ -344,6 +451,8 @@ impl Endpoint {
         for index in peer.session_indexes() {
             self.free_index(index);
         }
+        // After the indexes: the spare key sets hold some of them.
+        peer.release_cold(&mut self.pools);
     }
 
     pub(super) fn lookup(&self, index: SessionIndex) -> Option<SlotTarget> {

@@ -263,7 +263,7 @@ impl Endpoint {
                 if peer.current.is_some() && peer.current.as_ref().is_some_and(|k| k.received_any) {
                     // A failed rekey: keep the working keys, forget the attempt, try again later.
                     retire[0] = Some(handshake.local_index);
-                    retire[1] = peer.next.take().map(|k| k.local_index);
+                    retire[1] = peer.retire_next(&mut self.pools);
                     peer.handshake = None;
                 } else {
                     close = Some(CloseReason::HandshakeTimeout);
@@ -311,9 +311,11 @@ impl Endpoint {
                     }
                 }
             }
-            if peer.previous.is_some() {
+            if peer.previous_keys().is_some() {
                 if peer.previous_expires <= now {
-                    retire[0] = retire[0].or(peer.previous.take().map(|k| k.local_index));
+                    // Taken whatever `retire[0]` holds, as `or` evaluates it either way.
+                    let previous = peer.retire_previous(&mut self.pools);
+                    retire[0] = retire[0].or(previous);
                 } else {
                     table.set(Timer::PreviousKeys, peer.previous_expires);
                 }
@@ -328,7 +330,7 @@ impl Endpoint {
             } else {
                 table.set(Timer::Keepalive, keepalive_at);
             }
-            if let Some(at) = peer.sender.next_timeout() {
+            if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
                 if at <= now {
                     if !peer.retransmit_queued {
                         peer.retransmit_queued = true;
@@ -338,7 +340,7 @@ impl Endpoint {
                     table.set(Timer::Retransmit, at);
                 }
             }
-            if let Some(due) = peer.receiver.ack_deadline() {
+            if let Some(due) = peer.receiver.as_deref().and_then(|r| r.ack_deadline()) {
                 if due > now {
                     table.set(Timer::Ack, due);
                 } else if !peer.ack_queued {

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use super::control::PendingTx;
 use super::handshake::Phase;
 use super::peers::{peer_in, KeyRole, Peer, SlotTarget};
+use super::pools::ColdPools;
 use super::timers::Timer;
 use super::Endpoint;
 use crate::event::{Deliveries, Mode, PeerId, SendError, Sent, Transmit};
 use crate::keyset::{OpenError, SealError, REKEY_AFTER_MESSAGES};
-use crate::reliable::{PushError, Pushed, Receive};
+use crate::reliable::{AckError, PushError, Pushed, Receive};
 use crate::stats::{CloseReason, DropReason};
 use crate::strikes::StrikeOutcome;
 use crate::time::Timestamp;
@@ -89,9 +90,9 @@ impl Bundle<'_, '_> {
         let peer = peer_in(&mut endpoint.peers, self.peer).ok_or(SendError::UnknownPeer)?;
         let seq = match mode {
             Mode::Realtime => None,
-            Mode::Reliable => match peer.sender.push(self.now, payload) {
+            Mode::Reliable => match peer.sender_mut(&mut endpoint.pools).push(self.now, payload) {
                 Ok(Pushed { seq, send_now }) => {
-                    if let Some(at) = peer.sender.next_timeout() {
+                    if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
                         peer.timers.arm(Timer::Retransmit, at);
                     }
                     if !send_now {
@@ -329,9 +330,13 @@ impl Endpoint {
             KeyRole::Next => {
                 // The responder confirmed our rekey: switch to the new keys and keep the old
                 // ones briefly for packets still in flight.
-                retired = peer.previous.take().map(|k| k.local_index);
-                peer.previous = peer.current.take();
-                peer.current = peer.next.take();
+                // Swapped through the spare box the next keys are in: no allocation.
+                let pools = &mut self.pools;
+                let spare = peer.spare.get_or_insert_with(|| pools.take_spare_keys());
+                retired = spare.previous.take().map(|k| k.local_index);
+                let confirmed = spare.next.take();
+                spare.previous = std::mem::replace(&mut peer.current, confirmed);
+                peer.release_spare_if_empty(&mut self.pools);
                 peer.previous_expires = now + self.config.previous_keys_linger;
                 peer.handshake = None;
                 self.stats.rekeys += 1;
@@ -341,7 +346,7 @@ impl Endpoint {
                 if matches!(
                     peer.handshake.as_ref().map(|h| &h.phase),
                     Some(Phase::AwaitConfirm { .. })
-                ) && peer.next.is_none()
+                ) && peer.next_keys().is_none()
                 {
                     peer.handshake = None;
                 }
@@ -361,7 +366,7 @@ impl Endpoint {
             }
             TransportKind::Reliable => {
                 reliable_arrived = true;
-                match accept_segment(now, id, peer, &mut self.ready, plaintext) {
+                match accept_segment(now, id, peer, &mut self.pools, &mut self.ready, plaintext) {
                     Ok(Some(message)) => delivered = Deliveries::one(id, Mode::Reliable, message),
                     Ok(None) => {}
                     Err(reason) => {
@@ -382,7 +387,15 @@ impl Endpoint {
                             FrameKind::Realtime => deliver |= bit,
                             FrameKind::Reliable => {
                                 reliable_arrived = true;
-                                match accept_segment(now, id, peer, &mut self.ready, frame.body) {
+                                let pools = &mut self.pools;
+                                match accept_segment(
+                                    now,
+                                    id,
+                                    peer,
+                                    pools,
+                                    &mut self.ready,
+                                    frame.body,
+                                ) {
                                     Ok(Some(_)) => deliver |= bit,
                                     Ok(None) => {}
                                     Err(reason) => {
@@ -399,9 +412,16 @@ impl Endpoint {
             },
             TransportKind::Ack => {
                 let ack = Ack::decode(plaintext);
-                match ack.map(|ack| peer.sender.on_ack(now, ack)) {
-                    Some(Ok(_)) => {
-                        if let Some(at) = peer.sender.next_timeout() {
+                let outcome = ack.map(|ack| match peer.sender.as_deref_mut() {
+                    Some(sender) => sender.on_ack(now, ack).map(|_| ()),
+                    // No sender: nothing was ever sent, so only an ACK of nothing is
+                    // valid, as it would be for a new sender.
+                    None if ack == Ack::default() => Ok(()),
+                    None => Err(AckError::Invalid),
+                });
+                match outcome {
+                    Some(Ok(())) => {
+                        if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
                             peer.timers.arm(Timer::Retransmit, at);
                         }
                     }
@@ -425,7 +445,7 @@ impl Endpoint {
             // The ACK is written by `poll_transmit`, so everything that arrived by then (the
             // rest of the driver's batch) shares it. If it may wait, a timer sends it; if it
             // may not, it is queued now.
-            match peer.receiver.ack_deadline() {
+            match peer.receiver.as_deref().and_then(|r| r.ack_deadline()) {
                 Some(due) if due > now => peer.timers.arm(Timer::Ack, due),
                 Some(due) if !peer.ack_queued => {
                     if self.pending_tx.len() < self.config.control_queue {
@@ -476,6 +496,7 @@ fn accept_segment<'b>(
     now: Timestamp,
     id: PeerId,
     peer: &mut Peer,
+    pools: &mut ColdPools,
     ready: &mut VecDeque<PeerId>,
     segment: &'b [u8],
 ) -> Result<Option<&'b [u8]>, DropReason> {
@@ -486,9 +507,10 @@ fn accept_segment<'b>(
         return Err(DropReason::Malformed);
     };
     let seq = wire::read_u64(seq, 0);
-    match peer.receiver.on_segment(now, seq, message) {
+    let receiver = peer.receiver_mut(pools);
+    match receiver.on_segment(now, seq, message) {
         Receive::Deliver => {
-            if peer.receiver.has_ready() {
+            if receiver.has_ready() {
                 ready.push_back(id);
             }
             Ok(Some(message))

@@ -119,6 +119,17 @@ impl ReliableReceiver {
         }
     }
 
+    /// Starts the stream again from sequence 0 as `new(config)` would, but keeps the
+    /// payload buffer already allocated: a receiver reused for another session (the
+    /// endpoint's pool) then allocates nothing for its first segments.
+    pub fn restart(&mut self, config: ReliableConfig) {
+        let mut fresh = ReliableReceiver::new(config);
+        core::mem::swap(&mut fresh.arena, &mut self.arena);
+        // No slot of `fresh` holds a span, so every byte of the kept buffer is free.
+        fresh.arena.reset();
+        *self = fresh;
+    }
+
     /// Takes in segment `seq`, arrived at `now`, and notes that the next ACK must cover it.
     pub fn on_segment(&mut self, now: Timestamp, seq: u64, payload: &[u8]) -> Receive {
         self.arena.reserve_first();

@@ -199,6 +199,17 @@ impl ReliableSender {
         }
     }
 
+    /// Starts the stream again from sequence 0 as `new(config)` would, but keeps the
+    /// payload buffer already allocated: a sender reused for another session (the
+    /// endpoint's pool) then allocates nothing for its first messages.
+    pub fn restart(&mut self, config: ReliableConfig) {
+        let mut fresh = ReliableSender::new(config);
+        core::mem::swap(&mut fresh.arena, &mut self.arena);
+        // No slot of `fresh` holds a span, so every byte of the kept buffer is free.
+        fresh.arena.reset();
+        *self = fresh;
+    }
+
     /// The peer's advertised receive window in bytes (from its handshake; more than
     /// `MAX_QUEUE_BYTES` counts as that, since more can never be in flight). Segments
     /// beyond it wait in the queue; lowering it never recalls what was sent.

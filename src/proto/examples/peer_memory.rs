@@ -1,0 +1,108 @@
+//! Memory per established idle peer: one endpoint (the hub) accepts N sessions, made one
+//! at a time by short-lived client endpoints in memory, and the process's resident set is
+//! read from /proc/self/statm before and after. Each client is dropped once its handshake
+//! is done, so what stays resident is the hub's (plus the allocator's fragmentation, which
+//! is a real cost too). Nothing is sent after the handshakes and no timer runs: the peers
+//! are established and idle.
+//!
+//!     cargo run --release -p intentra-proto --features sim --example peer_memory -- 10000
+//!
+//! Linux only (it reads /proc). Prints one line per measurement.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use intentra_proto::wire::MAX_DATAGRAM_LEN;
+use intentra_proto::{Endpoint, EndpointConfig, Keypair, Timestamp};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const PAGE: u64 = 4096;
+
+/// Resident bytes of this process (the second field of /proc/self/statm, in pages).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("a resident page count");
+    pages * PAGE
+}
+
+/// A distinct source address per client, so no per-source budget is shared.
+fn client_addr(i: usize) -> SocketAddr {
+    let [_, b, c, d] = (i as u32).to_be_bytes();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b, c, d)), 40_000)
+}
+
+fn main() {
+    let peers: usize = std::env::args()
+        .nth(1)
+        .map(|arg| arg.parse().expect("the number of peers"))
+        .unwrap_or(10_000);
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let start = Timestamp::from_millis(1_000);
+    let hub_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 5000);
+
+    let before_hub = resident_bytes();
+    let mut config = EndpointConfig::new(Keypair::generate(&mut rng));
+    config.max_peers = peers;
+    // Every handshake is admitted: the measurement is of sessions, not of the defences.
+    config.handshake_rate = u32::MAX / 2;
+    config.handshake_burst = u32::MAX / 2;
+    config.handshake_rate_per_source = u32::MAX / 2;
+    config.handshake_burst_per_source = u32::MAX / 2;
+    let hub_key = config.keypair.public;
+    let mut hub = Endpoint::new(config, start, ChaCha20Rng::seed_from_u64(8));
+    let mut buf = vec![0u8; MAX_DATAGRAM_LEN];
+    let before_peers = resident_bytes();
+
+    let began = Instant::now();
+    let mut now = start;
+    for i in 0..peers {
+        // A microsecond per handshake: the hub's timers never come due during the run.
+        now += Duration::from_micros(1);
+        let mut client_config = EndpointConfig::new(Keypair::generate(&mut rng));
+        client_config.max_peers = 1;
+        client_config.handshakes_in_flight = 1;
+        let mut client = Endpoint::new(
+            client_config,
+            now,
+            ChaCha20Rng::seed_from_u64(1_000 + i as u64),
+        );
+        let addr = client_addr(i);
+        client
+            .connect(now, hub_addr, hub_key)
+            .expect("the client connects");
+        loop {
+            let mut moved = false;
+            while let Some(t) = client.poll_transmit(now, &mut buf) {
+                hub.handle_datagram(now, addr, &mut buf[..t.len]);
+                moved = true;
+            }
+            while let Some(t) = hub.poll_transmit(now, &mut buf) {
+                client.handle_datagram(now, hub_addr, &mut buf[..t.len]);
+                moved = true;
+            }
+            while hub.poll_event().is_some() {}
+            while client.poll_event().is_some() {}
+            if !moved {
+                break;
+            }
+        }
+    }
+    let established = hub.established_peers().count();
+    assert_eq!(established, peers, "every session is established");
+    let after_peers = resident_bytes();
+    let grown = after_peers.saturating_sub(before_peers);
+    println!(
+        "peers={peers} established={established} hub_fixed_bytes={} rss_growth_bytes={grown} \
+         bytes_per_idle_peer={:.0} elapsed_s={:.1}",
+        before_peers.saturating_sub(before_hub),
+        grown as f64 / peers as f64,
+        began.elapsed().as_secs_f64(),
+    );
+    // Keep the hub alive until after the last reading.
+    drop(hub);
+}

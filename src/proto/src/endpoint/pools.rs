@@ -1,0 +1,373 @@
+//! The cold parts of peers, kept out of line and recycled.
+//!
+//! The data path of one datagram touches a peer's current keys, its token buckets,
+//! counters and timers: those stay in `Peer`. What only some peers need, only some of
+//! the time, lives in boxes that a peer holds while it uses them: the key sets around a
+//! rekey (`SpareKeys`), and the two halves of a Reliable stream. An established idle
+//! peer that never used Reliable holds none of them.
+//!
+//! A box a peer gives back goes to the endpoint's free list and is handed to the next
+//! peer that needs one, so rekeys and sessions coming and going allocate no boxes once
+//! the lists have reached their working size. Each free list holds at most `max_peers`
+//! boxes (each live peer holds at most one box of each kind, so no more were ever made),
+//! and its room for a box is reserved when the box is made, so returning one never
+//! allocates.
+
+use crate::keyset::KeySet;
+use crate::reliable::{ReliableConfig, ReliableReceiver, ReliableSender};
+
+/// The key sets a peer holds only around a rekey. Boxed and held by the peer while
+/// either is in use; both are `None` in a box on the free list, so no retired key
+/// outlives its use there.
+pub(super) struct SpareKeys {
+    /// The keys a rekey replaced, kept briefly for packets still in flight.
+    pub(super) previous: Option<KeySet>,
+    /// Rekeyed keys we derived as initiator and send on only once the peer confirms them.
+    pub(super) next: Option<KeySet>,
+}
+
+impl SpareKeys {
+    pub(super) fn is_empty(&self) -> bool {
+        self.previous.is_none() && self.next.is_none()
+    }
+}
+
+/// Free lists of the boxes peers hold only while they use them.
+// Boxes, not values: a part moves between a peer and its list by its pointer, with no
+// allocation and no copy of kilobytes.
+#[allow(clippy::vec_box)]
+pub(super) struct ColdPools {
+    spare_keys: Vec<Box<SpareKeys>>,
+    senders: Vec<Box<ReliableSender>>,
+    receivers: Vec<Box<ReliableReceiver>>,
+    /// What a reused Reliable half starts from.
+    reliable: ReliableConfig,
+    /// The most boxes of one kind a free list keeps (`max_peers`).
+    limit: usize,
+}
+
+impl ColdPools {
+    pub(super) fn new(reliable: ReliableConfig, max_peers: usize) -> ColdPools {
+        ColdPools {
+            spare_keys: Vec::new(),
+            senders: Vec::new(),
+            receivers: Vec::new(),
+            reliable,
+            limit: max_peers,
+        }
+    }
+
+    pub(super) fn take_spare_keys(&mut self) -> Box<SpareKeys> {
+        self.spare_keys.pop().unwrap_or_else(|| {
+            reserve_one(&mut self.spare_keys);
+            Box::new(SpareKeys {
+                previous: None,
+                next: None,
+            })
+        })
+    }
+
+    pub(super) fn put_spare_keys(&mut self, mut spare: Box<SpareKeys>) {
+        // Dropped here, not on reuse: retired keys must not linger in the free list.
+        spare.previous = None;
+        spare.next = None;
+        keep(&mut self.spare_keys, spare, self.limit);
+    }
+
+    /// A sender at sequence 0, as `ReliableSender::new` makes it.
+    pub(super) fn take_sender(&mut self) -> Box<ReliableSender> {
+        match self.senders.pop() {
+            Some(mut sender) => {
+                sender.restart(self.reliable);
+                sender
+            }
+            None => {
+                reserve_one(&mut self.senders);
+                Box::new(ReliableSender::new(self.reliable))
+            }
+        }
+    }
+
+    pub(super) fn put_sender(&mut self, sender: Box<ReliableSender>) {
+        keep(&mut self.senders, sender, self.limit);
+    }
+
+    /// A receiver at sequence 0, as `ReliableReceiver::new` makes it.
+    pub(super) fn take_receiver(&mut self) -> Box<ReliableReceiver> {
+        match self.receivers.pop() {
+            Some(mut receiver) => {
+                receiver.restart(self.reliable);
+                receiver
+            }
+            None => {
+                reserve_one(&mut self.receivers);
+                Box::new(ReliableReceiver::new(self.reliable))
+            }
+        }
+    }
+
+    pub(super) fn put_receiver(&mut self, receiver: Box<ReliableReceiver>) {
+        keep(&mut self.receivers, receiver, self.limit);
+    }
+
+    /// Boxes waiting in the free lists: spare key sets, senders, receivers.
+    #[cfg(test)]
+    pub(super) fn free(&self) -> (usize, usize, usize) {
+        (
+            self.spare_keys.len(),
+            self.senders.len(),
+            self.receivers.len(),
+        )
+    }
+}
+
+/// Makes room in `list` for one more box than exist now, when a box is made: with one
+/// place per box ever made, putting every box back never grows the list.
+fn reserve_one<T>(list: &mut Vec<T>) {
+    list.reserve(list.len().saturating_add(1).saturating_sub(list.capacity()));
+}
+
+fn keep<T>(list: &mut Vec<T>, item: T, limit: usize) {
+    if list.len() < limit {
+        list.push(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::super::peers::Peer;
+    use super::super::Endpoint;
+    use crate::config::EndpointConfig;
+    use crate::event::{Mode, PeerId, Sent};
+    use crate::keys::Keypair;
+    use crate::keyset::KeySet;
+    use crate::reliable::{ReliableReceiver, ReliableSender};
+    use crate::time::Timestamp;
+    use crate::wire::MAX_DATAGRAM_LEN;
+
+    const ADDR_A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+    const ADDR_B: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 2);
+
+    /// Two endpoints in memory; `a` connected to `b`.
+    struct Pair {
+        a: Endpoint,
+        b: Endpoint,
+        now: Timestamp,
+        buf: Vec<u8>,
+    }
+
+    impl Pair {
+        fn new(seed: u64, configure: impl Fn(&mut EndpointConfig)) -> (Pair, PeerId) {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let mut config_a = EndpointConfig::new(Keypair::generate(&mut rng));
+            let mut config_b = EndpointConfig::new(Keypair::generate(&mut rng));
+            configure(&mut config_a);
+            configure(&mut config_b);
+            let key_b = config_b.keypair.public;
+            let now = Timestamp::from_millis(1_000);
+            let mut pair = Pair {
+                a: Endpoint::new(config_a, now, ChaCha20Rng::seed_from_u64(seed + 1)),
+                b: Endpoint::new(config_b, now, ChaCha20Rng::seed_from_u64(seed + 2)),
+                now,
+                buf: vec![0u8; MAX_DATAGRAM_LEN],
+            };
+            let peer = pair.a.connect(now, ADDR_B, key_b).unwrap();
+            pair.settle();
+            (pair, peer)
+        }
+
+        /// Delivers everything both sides want to send, until both are quiet.
+        fn settle(&mut self) {
+            for _ in 0..100 {
+                let mut moved = false;
+                while let Some(t) = self.a.poll_transmit(self.now, &mut self.buf) {
+                    self.b
+                        .handle_datagram(self.now, ADDR_A, &mut self.buf[..t.len]);
+                    moved = true;
+                }
+                while let Some(t) = self.b.poll_transmit(self.now, &mut self.buf) {
+                    self.a
+                        .handle_datagram(self.now, ADDR_B, &mut self.buf[..t.len]);
+                    moved = true;
+                }
+                while self.a.poll_event().is_some() {}
+                while self.b.poll_event().is_some() {}
+                if !moved {
+                    break;
+                }
+            }
+        }
+
+        fn run_for(&mut self, duration: Duration) {
+            let end = self.now + duration;
+            while self.now < end {
+                self.now += Duration::from_millis(50);
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+                self.settle();
+            }
+        }
+    }
+
+    fn only_peer(endpoint: &Endpoint) -> &Peer {
+        let id = endpoint.established_peers().next().expect("one peer");
+        endpoint.peer(id).expect("live")
+    }
+
+    /// (spare key sets, sender, receiver) a peer holds.
+    fn cold_parts(peer: &Peer) -> (bool, bool, bool) {
+        (
+            peer.spare.is_some(),
+            peer.sender.is_some(),
+            peer.receiver.is_some(),
+        )
+    }
+
+    #[test]
+    fn the_hot_part_of_a_peer_stays_small() {
+        // Before the cold parts moved out a peer was 12,704 bytes (ring): three key sets,
+        // a sender and a receiver inline. Now the current key set is most of it.
+        // `--nocapture` shows the sizes perf/peer-memory.md records.
+        println!(
+            "Peer {} (current KeySet {}), SpareKeys {}, ReliableSender {}, ReliableReceiver {}",
+            size_of::<Peer>(),
+            size_of::<Option<KeySet>>(),
+            size_of::<super::SpareKeys>(),
+            size_of::<ReliableSender>(),
+            size_of::<ReliableReceiver>(),
+        );
+        let besides_current_keys = size_of::<Peer>() - size_of::<Option<KeySet>>();
+        assert!(
+            besides_current_keys <= 640,
+            "Peer is {} bytes, {besides_current_keys} besides its current keys",
+            size_of::<Peer>()
+        );
+        #[cfg(not(feature = "rustcrypto"))]
+        assert!(size_of::<Peer>() <= 2_048, "{}", size_of::<Peer>());
+        // What moved out is worth a box of its own.
+        assert!(size_of::<ReliableSender>() > 4_096);
+        assert!(size_of::<ReliableReceiver>() > 2_048);
+    }
+
+    #[test]
+    fn an_idle_peer_holds_no_cold_parts() {
+        let (mut pair, peer) = Pair::new(21, |_| {});
+        assert!(pair.a.peer_info(peer).unwrap().established);
+        // Keepalives both ways for a few seconds, no Reliable traffic.
+        pair.run_for(Duration::from_secs(3));
+        for endpoint in [&pair.a, &pair.b] {
+            assert_eq!(cold_parts(only_peer(endpoint)), (false, false, false));
+            assert_eq!(endpoint.pools.free(), (0, 0, 0), "no box was ever made");
+        }
+        let info = pair.a.peer_info(peer).unwrap();
+        assert_eq!(
+            info.peer_receive_window,
+            pair.a.config().reliable.queue_bound()
+        );
+        assert_eq!(info.srtt, None);
+
+        // One Reliable message: the sender appears on `a`, the receiver on `b`, and the
+        // ACK coming back makes no receiver on `a`.
+        let sent = pair
+            .a
+            .send(pair.now, peer, Mode::Reliable, b"hello", &mut pair.buf)
+            .unwrap();
+        let Sent::Now(t) = sent else {
+            panic!("the window is open")
+        };
+        pair.b
+            .handle_datagram(pair.now, ADDR_A, &mut pair.buf[..t.len]);
+        // Past the ACK delay, within the first RTO: the ACK gives an RTT sample.
+        pair.now += Duration::from_millis(2);
+        pair.a.handle_timeout(pair.now);
+        pair.b.handle_timeout(pair.now);
+        pair.settle();
+        assert_eq!(cold_parts(only_peer(&pair.a)), (false, true, false));
+        assert_eq!(cold_parts(only_peer(&pair.b)), (false, false, true));
+        assert_eq!(only_peer(&pair.a).sender.as_deref().unwrap().in_flight(), 0);
+        assert!(pair.a.peer_info(peer).unwrap().srtt.is_some());
+    }
+
+    #[test]
+    fn rekeys_borrow_one_spare_box_and_give_it_back() {
+        let (mut pair, _) = Pair::new(31, |c| {
+            c.rekey_after = Duration::from_secs(2);
+            c.previous_keys_linger = Duration::from_millis(500);
+        });
+        let rekeys_before = pair.a.stats().rekeys;
+        let mut saw_spare = false;
+        for _ in 0..60 {
+            pair.run_for(Duration::from_millis(50));
+            saw_spare |= only_peer(&pair.a).spare.is_some();
+        }
+        let first = pair.a.stats().rekeys;
+        assert!(first > rekeys_before, "a rekey happened");
+        assert!(saw_spare, "the old keys lingered in a spare box");
+        // Between rekeys, once the old keys expired, the box is back in the pool.
+        for _ in 0..100 {
+            if only_peer(&pair.a).spare.is_none() && only_peer(&pair.b).spare.is_none() {
+                break;
+            }
+            pair.run_for(Duration::from_millis(50));
+        }
+        for endpoint in [&pair.a, &pair.b] {
+            assert!(only_peer(endpoint).spare.is_none());
+            assert_eq!(endpoint.pools.free().0, 1);
+        }
+        // Later rekeys reuse that box: the free list never holds a second one.
+        pair.run_for(Duration::from_secs(8));
+        assert!(pair.a.stats().rekeys >= first + 2);
+        for endpoint in [&pair.a, &pair.b] {
+            assert!(endpoint.pools.free().0 <= 1);
+            assert_eq!(endpoint.established_peers().count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_removed_peer_returns_its_reliable_boxes_for_the_next_one() {
+        let (mut pair, peer) = Pair::new(41, |_| {});
+        for _ in 0..3 {
+            let sent = pair
+                .a
+                .send(pair.now, peer, Mode::Reliable, b"x", &mut pair.buf)
+                .unwrap();
+            if let Sent::Now(t) = sent {
+                pair.b
+                    .handle_datagram(pair.now, ADDR_A, &mut pair.buf[..t.len]);
+            }
+        }
+        pair.run_for(Duration::from_millis(200));
+        pair.a.close(pair.now, peer);
+        pair.settle();
+        assert_eq!(pair.a.pools.free(), (0, 1, 0));
+        assert_eq!(pair.b.pools.free(), (0, 0, 1));
+        // A new session from the same pair of keys takes the pooled boxes back, and its
+        // streams start at sequence 0.
+        let key_b = pair.b.public_key();
+        let again = pair.a.connect(pair.now, ADDR_B, key_b).unwrap();
+        pair.settle();
+        let sent = pair
+            .a
+            .send(pair.now, again, Mode::Reliable, b"y", &mut pair.buf)
+            .unwrap();
+        let Sent::Now(t) = sent else {
+            panic!("the window is open")
+        };
+        let delivered: Vec<_> = pair
+            .b
+            .handle_datagram(pair.now, ADDR_A, &mut pair.buf[..t.len])
+            .map(|m| m.payload.to_vec())
+            .collect();
+        assert_eq!(delivered, vec![b"y".to_vec()]);
+        assert_eq!(pair.a.pools.free(), (0, 0, 0));
+        assert_eq!(pair.b.pools.free(), (0, 0, 0));
+        assert_eq!(only_peer(&pair.a).sender.as_deref().unwrap().next_seq(), 1);
+    }
+}
