@@ -253,7 +253,9 @@ impl Endpoint {
         let mut table = TimerTable::default();
         let mut to_queue: [Option<PendingTx>; 4] = [None; 4];
         let mut close = None;
-        let mut retire = [None; 2];
+        // A failed rekey's handshake and next keys, and expired previous keys: all three
+        // can retire in one visit, and each index must be freed.
+        let mut retire = [None; 3];
         let mut start_rekey = false;
         let mut restart = false;
 
@@ -313,9 +315,7 @@ impl Endpoint {
             }
             if peer.previous_keys().is_some() {
                 if peer.previous_expires <= now {
-                    // Taken whatever `retire[0]` holds, as `or` evaluates it either way.
-                    let previous = peer.retire_previous(&mut self.pools);
-                    retire[0] = retire[0].or(previous);
+                    retire[2] = peer.retire_previous(&mut self.pools);
                 } else {
                     table.set(Timer::PreviousKeys, peer.previous_expires);
                 }
