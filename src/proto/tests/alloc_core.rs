@@ -31,6 +31,34 @@ struct Pair {
 }
 
 impl Pair {
+    /// Two endpoints with a session between them (rate limits out of the way), their RNGs
+    /// seeded from `seed`; returns a's handle for b.
+    fn established(seed: u64) -> (Pair, PeerId) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut config_a = EndpointConfig::new(Keypair::generate(&mut rng));
+        let mut config_b = EndpointConfig::new(Keypair::generate(&mut rng));
+        for c in [&mut config_a, &mut config_b] {
+            c.rate_pps = 10_000_000;
+            c.rate_burst = 10_000_000;
+        }
+        let key_b = config_b.keypair.public;
+        let now = Timestamp::from_millis(1);
+        let mut pair = Pair {
+            a: Endpoint::new(config_a, now, ChaCha20Rng::seed_from_u64(seed + 1)),
+            b: Endpoint::new(config_b, now, ChaCha20Rng::seed_from_u64(seed + 2)),
+            a_addr: "127.0.0.1:1000".parse().unwrap(),
+            b_addr: "127.0.0.1:2000".parse().unwrap(),
+            now,
+            buf: vec![0u8; MAX_DATAGRAM_LEN],
+            delivered: 0,
+        };
+        let peer = pair.a.connect(now, pair.b_addr, key_b).unwrap();
+        pair.settle();
+        while pair.a.poll_event().is_some() {}
+        while pair.b.poll_event().is_some() {}
+        (pair, peer)
+    }
+
     /// Delivers everything each side wants to send, until both are quiet.
     fn settle(&mut self) {
         for _ in 0..16 {
@@ -117,28 +145,7 @@ impl Pair {
 #[test]
 fn the_steady_state_packet_path_allocates_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let mut config_a = EndpointConfig::new(Keypair::generate(&mut rng));
-    let mut config_b = EndpointConfig::new(Keypair::generate(&mut rng));
-    for c in [&mut config_a, &mut config_b] {
-        c.rate_pps = 10_000_000;
-        c.rate_burst = 10_000_000;
-    }
-    let key_b = config_b.keypair.public;
-    let now = Timestamp::from_millis(1);
-    let mut pair = Pair {
-        a: Endpoint::new(config_a, now, ChaCha20Rng::seed_from_u64(2)),
-        b: Endpoint::new(config_b, now, ChaCha20Rng::seed_from_u64(3)),
-        a_addr: "127.0.0.1:1000".parse().unwrap(),
-        b_addr: "127.0.0.1:2000".parse().unwrap(),
-        now,
-        buf: vec![0u8; MAX_DATAGRAM_LEN],
-        delivered: 0,
-    };
-    let peer = pair.a.connect(now, pair.b_addr, key_b).unwrap();
-    pair.settle();
-    while pair.a.poll_event().is_some() {}
-    while pair.b.poll_event().is_some() {}
+    let (mut pair, peer) = Pair::established(1);
     let payload = [0x42u8; 128];
     // Warm up: every queue reaches its working size, every timer has fired once.
     for i in 0..2_000u32 {
@@ -168,28 +175,7 @@ fn the_steady_state_packet_path_allocates_nothing() {
 #[test]
 fn bundling_allocates_nothing_in_steady_state() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rng = ChaCha20Rng::seed_from_u64(11);
-    let mut config_a = EndpointConfig::new(Keypair::generate(&mut rng));
-    let mut config_b = EndpointConfig::new(Keypair::generate(&mut rng));
-    for c in [&mut config_a, &mut config_b] {
-        c.rate_pps = 10_000_000;
-        c.rate_burst = 10_000_000;
-    }
-    let key_b = config_b.keypair.public;
-    let now = Timestamp::from_millis(1);
-    let mut pair = Pair {
-        a: Endpoint::new(config_a, now, ChaCha20Rng::seed_from_u64(12)),
-        b: Endpoint::new(config_b, now, ChaCha20Rng::seed_from_u64(13)),
-        a_addr: "127.0.0.1:1000".parse().unwrap(),
-        b_addr: "127.0.0.1:2000".parse().unwrap(),
-        now,
-        buf: vec![0u8; MAX_DATAGRAM_LEN],
-        delivered: 0,
-    };
-    let peer = pair.a.connect(now, pair.b_addr, key_b).unwrap();
-    pair.settle();
-    while pair.a.poll_event().is_some() {}
-    while pair.b.poll_event().is_some() {}
+    let (mut pair, peer) = Pair::established(11);
     let payload = [0x24u8; 64];
     for i in 0..500u32 {
         pair.send_bundled(peer, &payload, 8);
