@@ -14,7 +14,9 @@
 //! cargo run --release -p intentra --example bundling_bench -- [messages] [runs] [paced_seconds]
 //! ```
 //!
-//! `messages` 0 runs only the paced part.
+//! `messages` 0 runs only the paced part. `BENCH_TX_DRIVER` and `BENCH_RX_DRIVER`
+//! (`uring`, `mmsg`, `basic`) choose the sending and receiving node's driver; the paced table
+//! counts messages over 10 ms, which only a stalled loop produces at this rate.
 //!
 //! CPU is the receiver thread's utime+stime from /proc/thread-self/stat (10 ms ticks).
 
@@ -28,7 +30,7 @@ use intentra::{HandleError, Node, NodeConfig};
 const SIZE: usize = 64;
 const PACED_RATE: u64 = 10_000;
 
-fn node(bundling: bool) -> Node {
+fn node(bundling: bool, var: &str) -> Node {
     let mut config = EndpointConfig::new(Keypair::generate(&mut rand_core::OsRng));
     config.rate_pps = u32::MAX;
     config.rate_burst = u32::MAX;
@@ -36,6 +38,13 @@ fn node(bundling: bool) -> Node {
     node_config.socket.recv_buffer = Some(8 << 20);
     node_config.socket.send_buffer = Some(8 << 20);
     node_config.bundling = bundling;
+    // BENCH_TX_DRIVER / BENCH_RX_DRIVER = uring | mmsg | basic (default: the node's).
+    match std::env::var(var).as_deref() {
+        Ok("uring") => node_config.driver = intentra::udp::DriverKind::Uring,
+        Ok("mmsg") => node_config.driver = intentra::udp::DriverKind::Mmsg,
+        Ok("basic") => node_config.driver = intentra::udp::DriverKind::Basic,
+        _ => {}
+    }
     Node::bind(node_config).unwrap()
 }
 
@@ -54,8 +63,8 @@ fn thread_cpu() -> f64 {
 }
 
 fn pair(bundling: bool) -> (Node, Node, PeerId) {
-    let mut a = node(bundling);
-    let mut b = node(true);
+    let mut a = node(bundling, "BENCH_TX_DRIVER");
+    let mut b = node(true, "BENCH_RX_DRIVER");
     let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
     for _ in 0..5_000 {
         if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
@@ -183,6 +192,9 @@ fn flat_out(bundling: bool, n: u64) -> FlatOut {
 struct Paced {
     p50_us: f64,
     p99_us: f64,
+    max_ms: f64,
+    /// Messages that took over 10 ms: a stall of the loop, not a slow path.
+    over_10ms: u64,
     delivered: u64,
     sent: u64,
 }
@@ -227,6 +239,7 @@ fn paced(bundling: bool, seconds: f64) -> Paced {
         .lock()
         .map(|l| l.clone())
         .unwrap_or_default();
+    let over_10ms = latencies.iter().filter(|&&ns| ns > 10_000_000).count() as u64;
     latencies.sort_unstable();
     let at = |q: f64| {
         latencies
@@ -236,6 +249,8 @@ fn paced(bundling: bool, seconds: f64) -> Paced {
     Paced {
         p50_us: at(0.50),
         p99_us: at(0.99),
+        max_ms: latencies.last().map_or(0.0, |&ns| ns as f64 / 1e6),
+        over_10ms,
         delivered: latencies.len() as u64,
         sent: total,
     }
@@ -297,8 +312,10 @@ fn paced_table(runs: usize, seconds: f64) {
     println!(
         "Paced, {PACED_RATE} messages/s for {seconds} s (one-way latency, producer to callback):"
     );
-    println!("| run | bundling | p50 µs | p99 µs | delivered | on ÷ off p50 |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| run | bundling | p50 µs | p99 µs | max ms | over 10 ms | delivered | on ÷ off p50 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for run in 1..=runs {
         let (off, on) = if run % 2 == 1 {
             let off = paced(false, seconds);
@@ -309,9 +326,11 @@ fn paced_table(runs: usize, seconds: f64) {
         };
         for (label, r) in [("off", &off), ("on", &on)] {
             println!(
-                "| {run} | {label} | {:.1} | {:.1} | {} of {} | {} |",
+                "| {run} | {label} | {:.1} | {:.1} | {:.1} | {} | {} of {} | {} |",
                 r.p50_us,
                 r.p99_us,
+                r.max_ms,
+                r.over_10ms,
                 r.delivered,
                 r.sent,
                 if label == "on" {
