@@ -110,12 +110,6 @@ impl<'b> Deliveries<'b> {
         }
     }
 
-    /// How many messages are left to take, and their payload bytes.
-    pub fn totals(&self) -> (u64, u64) {
-        self.clone()
-            .fold((0, 0), |(n, b), m| (n + 1, b + m.payload.len() as u64))
-    }
-
     /// Whether no message is left to take.
     pub fn is_empty(&self) -> bool {
         match &self.source {
