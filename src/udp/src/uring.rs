@@ -802,7 +802,9 @@ impl Driver for UringDriver {
                 self.arm();
             }
             let sq_pending = !self.recv_ring.submission().is_empty();
-            if stats.datagrams > 0 || stats.truncated > 0 {
+            // A wake taken from the CQ has consumed the one-shot poll: waiting now would
+            // sleep to the timeout with the caller's work queued and nothing armed.
+            if stats.datagrams > 0 || stats.truncated > 0 || stats.woken {
                 if sq_pending {
                     self.enter_recv(Wait::NoWait, &mut stats)?;
                 }

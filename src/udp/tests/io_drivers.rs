@@ -380,6 +380,49 @@ fn a_waker_ends_every_drivers_wait_from_another_thread() {
     }
 }
 
+/// A wake that lands between two waits, and whose completion the driver has already taken
+/// when the next wait begins, still ends that wait. (io_uring's one-shot poll once consumed
+/// its completion and then slept to the timeout with nothing armed: a lost wake-up, and the
+/// loop stalled with commands queued.) The proof is an ordering, not a clock: a datagram
+/// sent only if the wait is still going 10 s later must not be what ends it.
+#[test]
+fn a_wake_between_waits_ends_the_next_wait() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for kind in KINDS {
+        let mut d = open(kind, &socket_cfg());
+        let waker = Arc::new(intentra_udp::Waker::new().unwrap());
+        d.set_waker(Some(waker.clone()));
+        // Arms (io_uring: submits the poll), sees nothing.
+        let stats = d.recv_batch(Wait::NoWait, &mut |_| {}).unwrap();
+        assert!(!stats.woken, "{kind}: {stats:?}");
+        waker.wake();
+        // Any syscall lets the kernel post the poll's completion now, before the wait.
+        std::thread::sleep(Duration::from_millis(5));
+        let returned = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let returned = returned.clone();
+            let to = d.local_addr();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    if returned.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let s = std::net::UdpSocket::bind(loopback()).unwrap();
+                let _ = s.send_to(b"the wait was still going", to);
+            })
+        };
+        let stats = d
+            .recv_batch(Wait::Timeout(Duration::from_secs(60)), &mut |_| {})
+            .unwrap();
+        returned.store(true, Ordering::SeqCst);
+        watchdog.join().unwrap();
+        assert!(stats.woken, "{kind}: {stats:?}");
+        assert_eq!(stats.datagrams, 0, "{kind}: the wake was lost: {stats:?}");
+    }
+}
 /// Receives with a callback that pauses after every `every`-th datagram, until `expect`
 /// arrived or 5 s passed. Returns the payloads in arrival order, each call's count, and
 /// the GRO buffers seen.
