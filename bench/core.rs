@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the protocol core's hot and warm paths: header parse, replay
 //! window, token bucket, the whole receive path of one 128-byte Realtime packet through
-//! `Endpoint::handle_datagram`, `Endpoint::send` of 128 bytes, and a whole Noise XX handshake.
+//! `Endpoint::handle_datagram` (from one peer, and from one of 10,000 at random), `Endpoint::send`
+//! of 128 bytes, and a whole Noise XX handshake.
 //!
 //! Owns measurement only, in memory, with no sockets and no clock inside the core (times are
 //! made-up `Timestamp`s). It must never duplicate the AEAD seal/open benches (bench/aead.rs).
@@ -20,40 +21,36 @@ use intentra_proto::EndpointConfig;
 use intentra_proto::Keypair;
 use intentra_proto::Timestamp;
 use intentra_proto::{Mode, PeerId};
-use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 const PAYLOAD: usize = 128;
-/// Pre-sealed packets per refill: each is opened in place, so each can be received once.
+/// Smallest pool of pre-sealed packets: each is opened in place, so each can be received once.
 const RING: u64 = 16_384;
 
-/// Two endpoints in memory with an established session from `a` to `b`.
-struct Pair {
-    a: Endpoint,
-    b: Endpoint,
-    a_addr: SocketAddr,
-    peer: PeerId,
-    now: Timestamp,
+/// A config whose token bucket and handshake defences never refuse: the bench feeds far more
+/// than any real peer's rate at one instant, and sets up thousands of sessions at once.
+fn bench_config(keypair: Keypair) -> EndpointConfig {
+    let mut config = EndpointConfig::new(keypair);
+    config.rate_pps = u32::MAX;
+    config.rate_burst = u32::MAX;
+    config.handshake_rate = u32::MAX / 2;
+    config.handshake_burst = u32::MAX / 2;
+    config.handshake_rate_per_source = u32::MAX / 2;
+    config.handshake_burst_per_source = u32::MAX / 2;
+    config
 }
 
-fn pair() -> Pair {
-    let mut rng = ChaCha20Rng::seed_from_u64(7);
-    let mut config_a = EndpointConfig::new(Keypair::generate(&mut rng));
-    let mut config_b = EndpointConfig::new(Keypair::generate(&mut rng));
-    for c in [&mut config_a, &mut config_b] {
-        // The bench feeds far more than any real peer's rate at one instant.
-        c.rate_pps = u32::MAX;
-        c.rate_burst = u32::MAX;
-    }
-    let key_b = config_b.keypair.public;
-    let now = Timestamp::from_millis(1);
-    let a_addr: SocketAddr = "127.0.0.1:1000".parse().expect("literal address");
-    let b_addr: SocketAddr = "127.0.0.1:2000".parse().expect("literal address");
-    let mut a = Endpoint::new(config_a, now, ChaCha20Rng::seed_from_u64(8));
-    let mut b = Endpoint::new(config_b, now, ChaCha20Rng::seed_from_u64(9));
-    let peer = a.connect(now, b_addr, key_b).expect("connect");
+/// Shuttles packets between `a` (which has called `connect`) and `b` until both are quiet:
+/// the XX handshake and its confirmation.
+fn establish(
+    a: &mut Endpoint,
+    a_addr: SocketAddr,
+    b: &mut Endpoint,
+    b_addr: SocketAddr,
+    now: Timestamp,
+) {
     let mut buf = vec![0u8; MAX_DATAGRAM_LEN];
-    // Shuttle control packets until both sides are quiet: the XX handshake and its confirmation.
     for _ in 0..16 {
         let mut moved = false;
         while let Some(t) = a.poll_transmit(now, &mut buf) {
@@ -71,26 +68,69 @@ fn pair() -> Pair {
         }
     }
     assert!(
-        a.established_peers().next().is_some() && b.established_peers().next().is_some(),
+        a.established_peers().next().is_some(),
         "the in-memory handshake did not complete"
     );
-    Pair {
-        a,
-        b,
-        a_addr,
-        peer,
+}
+
+/// One receiver with `count` established sessions, each from its own sender endpoint at its
+/// own address: the receive path then finds a different peer's state for every packet, as a
+/// hub does, instead of one peer's state that never leaves the cache.
+struct Crowd {
+    receiver: Endpoint,
+    senders: Vec<(Endpoint, SocketAddr, PeerId)>,
+    now: Timestamp,
+}
+
+fn crowd(count: usize) -> Crowd {
+    let mut rng = ChaCha20Rng::seed_from_u64(17);
+    let now = Timestamp::from_millis(1);
+    let mut config = bench_config(Keypair::generate(&mut rng));
+    config.max_peers = count;
+    let receiver_key = config.keypair.public;
+    let receiver_addr: SocketAddr = "127.0.0.1:2000".parse().expect("literal address");
+    let mut receiver = Endpoint::new(config, now, ChaCha20Rng::seed_from_u64(18));
+    let senders = (0..count)
+        .map(|i| {
+            let mut config = bench_config(Keypair::generate(&mut rng));
+            // Small tables: the senders only seal, and their footprint would otherwise crowd
+            // the receiver's state out of the cache between timed passes.
+            config.max_peers = 1;
+            config.handshakes_in_flight = 1;
+            config.handshake_sources = 1;
+            let [_, b, c, d] = (i as u32).to_be_bytes();
+            let addr = SocketAddr::from(([10, b, c, d], 40_000));
+            let mut sender = Endpoint::new(config, now, ChaCha20Rng::seed_from_u64(i as u64));
+            let peer = sender
+                .connect(now, receiver_addr, receiver_key)
+                .expect("connect");
+            establish(&mut sender, addr, &mut receiver, receiver_addr, now);
+            (sender, addr, peer)
+        })
+        .collect();
+    assert_eq!(receiver.established_peers().count(), count);
+    Crowd {
+        receiver,
+        senders,
         now,
     }
 }
 
 fn header_parse(c: &mut Criterion) {
-    let mut p = pair();
+    let mut crowd = crowd(1);
+    let (sender, _, peer) = &mut crowd.senders[0];
     let mut packet = vec![0u8; MAX_DATAGRAM_LEN];
-    let t =
-        p.a.send(p.now, p.peer, Mode::Realtime, &[0x42; PAYLOAD], &mut packet)
-            .expect("send")
-            .transmit()
-            .expect("Realtime goes out at once");
+    let t = sender
+        .send(
+            crowd.now,
+            *peer,
+            Mode::Realtime,
+            &[0x42; PAYLOAD],
+            &mut packet,
+        )
+        .expect("send")
+        .transmit()
+        .expect("Realtime goes out at once");
     packet.truncate(t.len);
     let mut group = c.benchmark_group("wire");
     group.throughput(Throughput::Elements(1));
@@ -143,57 +183,145 @@ fn endpoint(c: &mut Criterion) {
     let mut group = c.benchmark_group("endpoint");
     group.throughput(Throughput::Elements(1));
 
-    let mut p = pair();
+    let mut crowd = crowd(1);
+    let now = crowd.now;
+    let (sender, _, peer) = &mut crowd.senders[0];
     let payload = [0x42u8; PAYLOAD];
     let mut out = vec![0u8; MAX_DATAGRAM_LEN];
     group.bench_function("send/realtime_128B", |b| {
         b.iter(|| {
-            p.a.send(p.now, p.peer, Mode::Realtime, black_box(&payload), &mut out)
+            sender
+                .send(now, *peer, Mode::Realtime, black_box(&payload), &mut out)
                 .map(|sent| sent.transmit().map(|t| t.len))
         })
     });
 
-    // Receive: packets are sealed (untimed) with rising counters, then opened once each (timed).
-    let mut p = pair();
-    let sealed_len =
-        p.a.send(p.now, p.peer, Mode::Realtime, &payload, &mut out)
+    group.finish();
+}
+
+/// Packets sealed ahead per active peer. The pool is sealed in one untimed pass and then
+/// opened in order across many timed passes, so the senders' own state (10,000 endpoints)
+/// does not sweep the receiver's out of the cache before every pass: what is measured is a
+/// receiver whose peers' state competes only with its own traffic, as on a real hub.
+const SEALED_PER_PEER: usize = 64;
+
+/// Packets sealed by senders picked at random (seeded) among the first `active`, with each
+/// packet's source address beside it, opened in order.
+struct Pool {
+    packets: Vec<u8>,
+    sources: Vec<SocketAddr>,
+    len: usize,
+    opened: usize,
+}
+
+impl Pool {
+    fn new(crowd: &mut Crowd, active: usize, payload: &[u8]) -> Pool {
+        let (sender, _, peer) = &mut crowd.senders[0];
+        let mut probe = vec![0u8; MAX_DATAGRAM_LEN];
+        let len = sender
+            .send(crowd.now, *peer, Mode::Realtime, payload, &mut probe)
             .expect("send")
             .transmit()
             .expect("Realtime goes out at once")
             .len;
-    let mut ring = vec![0u8; RING as usize * sealed_len];
-    let mut delivered = 0u64;
-    let mut offered = 0u64;
-    group.bench_function("handle_datagram/realtime_128B", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(RING) as usize;
-                for slot in ring.chunks_exact_mut(sealed_len).take(n) {
-                    // Sealed in place into the ring slot: nothing else to send.
-                    let _ =
-                        p.a.send(p.now, p.peer, Mode::Realtime, &payload, slot)
-                            .expect("send");
-                }
-                let start = Instant::now();
-                for slot in ring.chunks_exact_mut(sealed_len).take(n) {
-                    if !p.b.handle_datagram(p.now, p.a_addr, slot).is_empty() {
-                        delivered += 1;
-                    }
-                }
-                total += start.elapsed();
-                offered += n as u64;
-                left -= n as u64;
+        let count = (active * SEALED_PER_PEER).max(RING as usize);
+        let mut pool = Pool {
+            packets: vec![0u8; count * len],
+            sources: vec![crowd.senders[0].1; count],
+            len,
+            opened: count,
+        };
+        pool.refill(crowd, active, payload, &mut ChaCha20Rng::seed_from_u64(19));
+        pool
+    }
+
+    /// Seals a fresh packet into every slot (with rising counters per sender).
+    fn refill(&mut self, crowd: &mut Crowd, active: usize, payload: &[u8], pick: &mut ChaCha20Rng) {
+        for (slot, source) in self
+            .packets
+            .chunks_exact_mut(self.len)
+            .zip(&mut self.sources)
+        {
+            let (sender, addr, peer) = &mut crowd.senders[(pick.next_u32() as usize) % active];
+            // Sealed in place into the slot: nothing else to send.
+            let _ = sender
+                .send(crowd.now, *peer, Mode::Realtime, payload, slot)
+                .expect("send");
+            *source = *addr;
+        }
+        self.opened = 0;
+    }
+
+    fn remaining(&self) -> usize {
+        self.sources.len() - self.opened
+    }
+
+    /// Opens the next `n` packets (at most `remaining`) and returns how many were delivered.
+    fn open(&mut self, receiver: &mut Endpoint, now: Timestamp, n: usize) -> u64 {
+        let start = self.opened;
+        let mut delivered = 0;
+        for (slot, &source) in self
+            .packets
+            .chunks_exact_mut(self.len)
+            .zip(&self.sources)
+            .skip(start)
+            .take(n)
+        {
+            if !receiver.handle_datagram(now, source, slot).is_empty() {
+                delivered += 1;
             }
-            total
-        })
-    });
-    // A bench that measured rejections would be worthless: every packet must have been delivered.
-    assert_eq!(
-        delivered, offered,
-        "handle_datagram rejected pre-sealed packets"
-    );
+            self.opened += 1;
+        }
+        delivered
+    }
+}
+
+/// The receive path of 128-byte Realtime packets, each opened once (timed) from a pool sealed
+/// ahead (untimed). With one peer its state stays in cache; with 10,000 peers' state in
+/// memory, packets from 100 of them show what the table's size costs, and packets from all
+/// of them at random what a hub pays when each packet needs a different peer's state.
+fn receive(c: &mut Criterion) {
+    let mut group = c.benchmark_group("endpoint");
+    group.throughput(Throughput::Elements(1));
+    let mut crowds = [(1, crowd(1)), (10_000, crowd(10_000))];
+    let payload = [0x42u8; PAYLOAD];
+    for (peers, active) in [(1, 1), (10_000, 100), (10_000, 10_000)] {
+        let Some((_, crowd)) = crowds.iter_mut().find(|(count, _)| *count == peers) else {
+            continue;
+        };
+        let mut pick = ChaCha20Rng::seed_from_u64(20);
+        let mut pool = Pool::new(crowd, active, &payload);
+        let mut delivered = 0u64;
+        let mut offered = 0u64;
+        let name = if peers == 1 {
+            "handle_datagram/realtime_128B".to_string()
+        } else {
+            format!("handle_datagram/realtime_128B_{peers}_peers_{active}_active")
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    if pool.remaining() == 0 {
+                        pool.refill(crowd, active, &payload, &mut pick);
+                    }
+                    let n = left.min(pool.remaining() as u64) as usize;
+                    let start = Instant::now();
+                    delivered += pool.open(&mut crowd.receiver, crowd.now, n);
+                    total += start.elapsed();
+                    offered += n as u64;
+                    left -= n as u64;
+                }
+                total
+            })
+        });
+        // A bench that measured rejections would be worthless: every packet must be delivered.
+        assert_eq!(
+            delivered, offered,
+            "handle_datagram rejected pre-sealed packets"
+        );
+    }
     group.finish();
 }
 
@@ -244,6 +372,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = header_parse, replay_window, token_bucket, endpoint, handshake
+    targets = header_parse, replay_window, token_bucket, endpoint, receive, handshake
 }
 criterion_main!(benches);
