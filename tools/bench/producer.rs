@@ -82,22 +82,24 @@ pub fn run(config: ProducerConfig, shared: Arc<Shared>) -> Result<LoadResult, Lo
         .name("bench-node".into())
         .spawn(move || node.run_for(bound))
         .map_err(|_| LoadError::NodeThread)?;
-    let accepted = produce(&config, &shared, &handle, peer, &mut result);
-    drain(&handle, accepted);
+    let produced = produce(&config, &shared, &handle, peer, &mut result);
+    drain(&handle, produced.accepted);
     stop.shutdown();
     handle.wake();
     node_loop
         .join()
         .map_err(|_| LoadError::NodeThread)?
         .map_err(LoadError::Node)?;
-    let stats = handle.stats();
-    // Sends the loop refused after the handle took them: never delivered, so not "sent".
-    result.send_would_block = stats.failed.would_block;
-    result.send_errors = stats
-        .failed
-        .total()
-        .saturating_sub(stats.failed.would_block);
-    result.send_failed = stats.failed.total();
+    let failed = handle.stats().failed;
+    // Sends the loop refused after the handle took them (a Reliable window and its deferred
+    // queue full, above all) never left: the window's are taken off `sent`, as the peers'
+    // generator never counts a send its endpoint refused. The loop publishes its counts per
+    // batch, so the split at the window's start is as fine as one batch.
+    let failed_in_window = failed.total().saturating_sub(produced.failed_before);
+    result.sent = result.sent.saturating_sub(failed_in_window);
+    result.send_would_block = failed.would_block;
+    result.send_errors = failed.total().saturating_sub(failed.would_block);
+    result.send_failed = failed_in_window;
     Ok(result)
 }
 
@@ -144,15 +146,23 @@ fn handshake(node: &mut Node, config: &ProducerConfig) -> Result<PeerId, LoadErr
     }
 }
 
+/// What `produce` leaves for `run` to settle.
+struct Produced {
+    /// Every message the handle took, warm-up included.
+    accepted: u64,
+    /// The loop's failed sends (`HandleStats::failed`) as the window began.
+    failed_before: u64,
+}
+
 /// Sends stamped messages through `handle` until the window ends, paced at `rate_hz` or flat
-/// out. Counts the window's messages in `result.sent`; returns every message the handle took.
+/// out. Counts the window's messages the handle took in `result.sent`.
 fn produce(
     config: &ProducerConfig,
     shared: &Shared,
     handle: &Handle,
     peer: PeerId,
     result: &mut LoadResult,
-) -> u64 {
+) -> Produced {
     let t0 = shared.now_ns();
     let start = t0.saturating_add(config.warmup.as_nanos() as u64);
     let end = start.saturating_add(config.duration.as_nanos() as u64);
@@ -162,6 +172,7 @@ fn produce(
     let rate = u64::from(config.rate_hz);
     let max_backlog = (rate * MAX_BACKLOG.as_micros() as u64 / 1_000_000).max(1);
     let mut cpu_start = None;
+    let mut failed_before = 0;
     let mut accepted = 0u64;
     loop {
         let now = shared.now_ns();
@@ -170,6 +181,7 @@ fn produce(
         }
         if cpu_start.is_none() && now >= start {
             cpu_start = Some(sys::thread_cpu_time());
+            failed_before = handle.stats().failed.total();
         }
         if rate > 0 {
             let due = due(now - t0, rate);
@@ -178,7 +190,8 @@ fn produce(
                 accepted = due - max_backlog;
             }
             if accepted >= due {
-                pace(shared, t0, accepted, rate, end);
+                // Message number `accepted` (from 0) is due once `accepted + 1` are.
+                pace(shared, t0, accepted + 1, rate, end);
                 continue;
             }
         }
@@ -209,7 +222,10 @@ fn produce(
         }
     }
     result.cpu = cpu_start.map_or(Duration::ZERO, |c| sys::thread_cpu_time().saturating_sub(c));
-    accepted
+    Produced {
+        accepted,
+        failed_before,
+    }
 }
 
 /// Messages due `elapsed_ns` after the start at `rate` per second.
@@ -217,10 +233,10 @@ fn due(elapsed_ns: u64, rate: u64) -> u64 {
     u64::try_from(u128::from(elapsed_ns) * u128::from(rate) / 1_000_000_000).unwrap_or(u64::MAX)
 }
 
-/// Sleeps until message `next` is due (at most `MAX_IDLE`, never past `end`). Sleeps, not
+/// Sleeps until `count` messages are due (at most `MAX_IDLE`, never past `end`). Sleeps, not
 /// spins: on a small host a spinning producer would take the core the loops need.
-fn pace(shared: &Shared, t0: u64, next: u64, rate: u64, end: u64) {
-    let at = u128::from(next) * 1_000_000_000 / u128::from(rate.max(1));
+fn pace(shared: &Shared, t0: u64, count: u64, rate: u64, end: u64) {
+    let at = u128::from(count) * 1_000_000_000 / u128::from(rate.max(1));
     let at = t0.saturating_add(u64::try_from(at).unwrap_or(u64::MAX));
     let now = shared.now_ns();
     let wait = Duration::from_nanos(at.min(end).saturating_sub(now)).min(MAX_IDLE);

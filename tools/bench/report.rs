@@ -98,6 +98,8 @@ pub struct Report {
     /// Receive buffer the kernel granted the receiver socket (0 when the crate driver owns it).
     pub rcvbuf_bytes: usize,
     /// Sends the kernel refused (full send buffer); those packets were not counted as sent.
+    /// With `--producer-thread`: sends the node's loop refused in the window after its handle
+    /// took them (a full Reliable window, above all), likewise not counted as sent.
     pub send_failed: u64,
     /// Packets the generator skipped because it ran more than 50 ms behind schedule (the whole
     /// run, warm-up included): non-zero means the generator, not the receiver, set the limit.
@@ -108,7 +110,8 @@ pub struct Report {
     pub peers_lost: u32,
     /// Datagrams longer than a receive slot (should be 0).
     pub truncated: u64,
-    /// Reliable sends the sender endpoints refused with WouldBlock.
+    /// Reliable sends the sender endpoints refused with WouldBlock (with `--producer-thread`,
+    /// the node's loop, over the whole run).
     pub send_would_block: u64,
     pub receiver_cpu_s: f64,
     pub generator_cpu_s: f64,
