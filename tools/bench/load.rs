@@ -41,6 +41,19 @@ const TIMERS_EVERY: Duration = Duration::from_millis(10);
 const MAX_BACKLOG: Duration = Duration::from_millis(50);
 /// Longest sleep between passes, so a run is never held back much.
 const MAX_IDLE: Duration = Duration::from_millis(1);
+/// Keepalives per second each side may send at most, all peers together (see `liveness`).
+const KEEPALIVES_PER_S: u32 = 10_000;
+
+/// The keepalive interval and idle timeout both sides use with `peers` peers: the protocol's
+/// 1 s and 10 s up to 10,000 peers; above, the interval grows so that keepalives stay at
+/// 10,000/s each way (at 100,000 peers the default would be 100,000/s each way through the
+/// handshake phase, on the cores the handshakes need), and the timeout stays 10 intervals.
+pub fn liveness(peers: u32) -> (Duration, Duration) {
+    let keepalive = Duration::from_secs(1).max(Duration::from_secs_f64(
+        f64::from(peers) / f64::from(KEEPALIVES_PER_S),
+    ));
+    (keepalive, keepalive * 10)
+}
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -55,8 +68,11 @@ pub struct LoadConfig {
     pub warmup: Duration,
     pub duration: Duration,
     pub handshake_timeout: Duration,
+    /// Keepalive interval and idle timeout of every peer (`liveness`).
+    pub liveness: (Duration, Duration),
 }
 
+/// What a sender measured (the peers' generator or the producer thread).
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
     pub sent: u64,
@@ -71,12 +87,21 @@ pub struct LoadResult {
     pub gso_used: bool,
     pub datagram_len: usize,
     pub cpu: Duration,
+    /// `--producer-thread`: the sending node's driver.
+    pub sender_io: Option<String>,
+    /// `--producer-thread`: sends the Handle refused with a full queue (then retried).
+    pub queue_full: u64,
 }
 
+/// Why a sender could not run.
 #[derive(Debug)]
 pub enum LoadError {
     Bind(SocketAddr, io::Error),
     NoPeersUp,
+    /// `--producer-thread`: the sending node's loop failed.
+    Node(io::Error),
+    /// `--producer-thread`: the sending node's loop thread could not start or panicked.
+    NodeThread,
 }
 
 impl std::fmt::Display for LoadError {
@@ -84,6 +109,8 @@ impl std::fmt::Display for LoadError {
         match self {
             LoadError::Bind(a, e) => write!(f, "cannot bind sender socket {a}: {e}"),
             LoadError::NoPeersUp => f.write_str("no peer completed its handshake"),
+            LoadError::Node(e) => write!(f, "the sending node failed: {e}"),
+            LoadError::NodeThread => f.write_str("the sending node's thread failed"),
         }
     }
 }
@@ -135,6 +162,8 @@ struct Generator<'a> {
     gso: bool,
     result: LoadResult,
     window: (u64, u64),
+    /// Peers in `PeerState::Up`, kept as they change (counting them is O(peers)).
+    up: u64,
 }
 
 /// Runs the whole load: handshakes, warm-up, measured window. Returns what was sent.
@@ -182,6 +211,7 @@ pub fn run(config: LoadConfig, shared: Arc<Shared>) -> Result<LoadResult, LoadEr
             ..LoadResult::default()
         },
         window: (u64::MAX, u64::MAX),
+        up: 0,
     };
     let started = shared.now_ns();
     let order = match config.intentra {
@@ -219,12 +249,19 @@ pub fn run(config: LoadConfig, shared: Arc<Shared>) -> Result<LoadResult, LoadEr
     Ok(generator.result)
 }
 
-fn peer_config(keypair: Keypair) -> EndpointConfig {
+/// The configuration of one sending peer: one session, initiator only. One `Endpoint` per
+/// peer is the point of the tool (every peer a real session with its own keys), so its size
+/// bounds `--peers`: every table sized by a count is cut to what one initiator session needs
+/// (the default handshake-source table alone is 4,096 entries, allocated per endpoint).
+fn peer_config(keypair: Keypair, (keepalive, idle): (Duration, Duration)) -> EndpointConfig {
     let mut config = EndpointConfig::new(keypair);
     config.max_peers = 1;
     config.handshakes_in_flight = 1;
     config.handshakes_per_ip = 1;
-    config.control_queue = 64;
+    config.handshake_sources = 1;
+    config.control_queue = 16;
+    config.keepalive_interval = keepalive;
+    config.idle_timeout = idle;
     // The receiver may ACK every packet in Reliable mode: never rate-limit it here.
     config.rate_pps = 10_000_000;
     config.rate_burst = 10_000_000;
@@ -277,13 +314,7 @@ impl Generator<'_> {
                 in_flight = in_flight.saturating_sub(changes);
                 done += changes;
             }
-            self.shared.peers_up.store(
-                self.peers
-                    .iter()
-                    .filter(|p| p.state == PeerState::Up)
-                    .count() as u64,
-                Ordering::Relaxed,
-            );
+            self.shared.peers_up.store(self.up, Ordering::Relaxed);
         }
     }
 
@@ -304,7 +335,7 @@ impl Generator<'_> {
         for _attempt in 0..8 {
             let keypair = Keypair::generate(master);
             let mut endpoint = Endpoint::new(
-                peer_config(keypair),
+                peer_config(keypair, self.config.liveness),
                 now,
                 ChaCha20Rng::seed_from_u64(master.next_u64()),
             );
@@ -400,12 +431,18 @@ impl Generator<'_> {
                     if peer.state == PeerState::Handshaking {
                         changed = 1;
                     }
+                    if peer.state != PeerState::Up {
+                        self.up += 1;
+                    }
                     peer.state = PeerState::Up;
                 }
                 Event::PeerDown { .. } => {
                     match peer.state {
                         PeerState::Handshaking => changed = 1,
-                        PeerState::Up => self.result.peers_lost += 1,
+                        PeerState::Up => {
+                            self.result.peers_lost += 1;
+                            self.up = self.up.saturating_sub(1);
+                        }
                         PeerState::Down => {}
                     }
                     peer.state = PeerState::Down;

@@ -1,14 +1,17 @@
 //! `intentra-bench`: load test of one intentra receiver by N real intentra peers over loopback,
-//! or of the same I/O path with plain UDP (`--raw`), with throughput, delivery, one-way latency
-//! and receiver CPU; plus `plot` (envelope CSV to SVG) and `csv` (JSON lines to CSV).
+//! or of the same I/O path with plain UDP (`--raw`), or by one embedded `intentra::Node` fed by
+//! a producer thread (`--producer-thread`, with bundling off, on or both), with throughput in
+//! messages and datagrams, delivery, one-way latency and receiver CPU; plus `plot` (envelope
+//! CSV to SVG) and `csv` (JSON lines to CSV).
 //!
-//! Owns the command line, the three threads of a run (receiver, generator, and this one showing
+//! Owns the command line, the three threads of a run (receiver, sender, and this one showing
 //! progress) and the output. It must never send anywhere but 127.0.0.0/8, and every run is
 //! bounded in time: the handshake phase by its timeout, the load by warm-up plus duration,
 //! the receiver by a stop time and a hard deadline of its own.
 
 mod load;
 mod plot;
+mod producer;
 mod report;
 mod sink;
 
@@ -32,7 +35,7 @@ use intentra::udp::{self as drivers, DriverConfig, DriverKind, SocketConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-use report::{Comparison, Latency, Ratio, Report};
+use report::{BundlingComparison, BundlingRatio, Comparison, Latency, Ratio, Report};
 use sink::Rx;
 
 /// The clock both threads stamp and read, and the few values they share.
@@ -125,15 +128,46 @@ enum OnOff {
     Off,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BundlingArg {
+    On,
+    Off,
+    /// Both in one invocation, in random order; prints both and the ratios on/off.
+    Both,
+}
+
+/// The most peers a run may have: each is a whole `Endpoint` in this process (a few KiB).
+const MAX_PEERS: u32 = 100_000;
+/// The most messages per second a `--producer-thread` run may be paced at.
+const MAX_PRODUCER_RATE: u32 = 10_000_000;
+
+/// Who sends in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// `--peers` peers from the generator; `raw` sends plain UDP instead.
+    Peers { raw: bool },
+    /// One node fed by a producer thread (`--producer-thread`).
+    Producer { bundling: bool },
+}
+
+impl Sender {
+    fn is_raw(self) -> bool {
+        self == Sender::Peers { raw: true }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 struct RunArgs {
-    /// Sending peers, each a real intentra session with its own keys and handshake.
+    /// Sending peers (1..=100000), each a real intentra session with its own keys and
+    /// handshake. Above 10,000 both sides keep alive every peers/10,000 s (idle timeout 10x
+    /// that), so keepalives stay at 10,000/s each way.
     #[arg(long, default_value_t = 100)]
     peers: u32,
-    /// Packets per second per peer.
+    /// Messages per second per peer. With --producer-thread: messages per second of the
+    /// producer, 0 for flat out (as fast as the node's handle takes them).
     #[arg(long, default_value_t = 1000)]
     rate: u32,
-    /// Payload bytes per packet (at least 8: the send timestamp).
+    /// Payload bytes per message (at least 8: the send timestamp).
     #[arg(long, default_value_t = 128)]
     size: usize,
     /// Measured seconds (after the warm-up).
@@ -148,6 +182,15 @@ struct RunArgs {
     /// Run raw UDP, then intentra, with the same parameters; print both and the ratio.
     #[arg(long)]
     compare: bool,
+    /// Send from one embedded intentra::Node (on --io's driver, its own loop thread) fed by
+    /// one producer thread through its Handle, to the receiver as one peer: the application's
+    /// path, where bundling applies. --rate is the producer's (0: flat out).
+    #[arg(long, conflicts_with_all = ["raw", "compare", "peers", "sources"])]
+    producer_thread: bool,
+    /// With --producer-thread: the node's smart batching (NodeConfig::bundling), or both
+    /// (one run each, in random order, with the ratios on/off).
+    #[arg(long, value_enum, requires = "producer_thread", default_value_t = BundlingArg::On)]
+    bundling: BundlingArg,
     /// Receive I/O path to ask for; the one that ran is reported as `io_used`.
     #[arg(long, value_enum, default_value_t = IoArg::Mmsg)]
     io: IoArg,
@@ -164,7 +207,8 @@ struct RunArgs {
     /// Distinct sender addresses (127.0.0.2, ...), one socket each; default peers/64 in 1..=16.
     #[arg(long)]
     sources: Option<u32>,
-    /// Give up on handshakes still pending after this many seconds (default 10 + peers/200).
+    /// Give up on handshakes still pending after this many seconds (default 10 + peers/200,
+    /// which leaves 100,000 peers 200 handshakes/s).
     #[arg(long)]
     handshake_timeout: Option<f64>,
     /// Put the `intentra-proxy` next to this binary between the peers and the receiver,
@@ -256,35 +300,96 @@ fn main() -> ExitCode {
 fn bench(args: &RunArgs) -> Result<(), BenchError> {
     validate(args)?;
     let progress = !args.json && std::io::stderr().is_terminal();
-    if args.compare {
-        let raw = run_once(args, true, progress)?;
-        let intentra = run_once(args, false, progress)?;
-        let ratio = Ratio::of(&intentra, &raw);
-        if args.json {
-            let comparison = Comparison {
-                raw,
-                intentra,
-                ratio,
-            };
-            println!("{}", to_json(&comparison)?);
-        } else {
-            print!("{}", report::table(&[&raw, &intentra]));
-            println!(
-                "intentra/raw: received pps {:.3}, delivery {:.3}, p50 {:.2}x, p99 {:.2}x, receiver CPU per packet {:.2}x",
-                ratio.received_pps,
-                ratio.delivery_ratio,
-                ratio.p50_latency,
-                ratio.p99_latency,
-                ratio.receiver_cpu_per_packet
-            );
+    if args.producer_thread {
+        match args.bundling {
+            BundlingArg::On => single(args, Sender::Producer { bundling: true }, progress),
+            BundlingArg::Off => single(args, Sender::Producer { bundling: false }, progress),
+            BundlingArg::Both => bundling_both(args, progress),
         }
+    } else if args.compare {
+        compare(args, progress)
     } else {
-        let report = run_once(args, args.raw, progress)?;
-        if args.json {
-            println!("{}", to_json(&report)?);
-        } else {
-            print!("{}", report::table(&[&report]));
-        }
+        single(args, Sender::Peers { raw: args.raw }, progress)
+    }
+}
+
+/// One run, printed as a table or one JSON object.
+fn single(args: &RunArgs, sender: Sender, progress: bool) -> Result<(), BenchError> {
+    let report = run_once(args, sender, progress)?;
+    if args.json {
+        println!("{}", to_json(&report)?);
+    } else {
+        print!("{}", report::table(&[&report]));
+    }
+    Ok(())
+}
+
+/// `--compare`: raw UDP, then intentra, and the ratios.
+fn compare(args: &RunArgs, progress: bool) -> Result<(), BenchError> {
+    let raw = run_once(args, Sender::Peers { raw: true }, progress)?;
+    let intentra = run_once(args, Sender::Peers { raw: false }, progress)?;
+    let ratio = Ratio::of(&intentra, &raw);
+    if args.json {
+        let comparison = Comparison {
+            raw,
+            intentra,
+            ratio,
+        };
+        println!("{}", to_json(&comparison)?);
+    } else {
+        print!("{}", report::table(&[&raw, &intentra]));
+        println!(
+            "intentra/raw: received pps {:.3}, delivery {:.3}, p50 {:.2}x, p99 {:.2}x, receiver CPU per packet {:.2}x",
+            ratio.received_pps,
+            ratio.delivery_ratio,
+            ratio.p50_latency,
+            ratio.p99_latency,
+            ratio.receiver_cpu_per_packet
+        );
+    }
+    Ok(())
+}
+
+/// `--producer-thread --bundling both`: off and on in one invocation and the ratios on/off.
+/// The order is drawn at random, so that repeated invocations favour neither with a drift
+/// of the host's load (it is reported as `order`).
+fn bundling_both(args: &RunArgs, progress: bool) -> Result<(), BenchError> {
+    use rand_chacha::rand_core::RngCore;
+    let on_first = ChaCha20Rng::from_entropy().next_u32() & 1 == 1;
+    let (off, on) = if on_first {
+        let on = run_once(args, Sender::Producer { bundling: true }, progress)?;
+        (
+            run_once(args, Sender::Producer { bundling: false }, progress)?,
+            on,
+        )
+    } else {
+        let off = run_once(args, Sender::Producer { bundling: false }, progress)?;
+        (
+            off,
+            run_once(args, Sender::Producer { bundling: true }, progress)?,
+        )
+    };
+    let ratio = BundlingRatio::of(&on, &off);
+    let order = if on_first { "on,off" } else { "off,on" }.to_string();
+    if args.json {
+        let comparison = BundlingComparison {
+            off,
+            on,
+            ratio,
+            order,
+        };
+        println!("{}", to_json(&comparison)?);
+    } else {
+        print!("{}", report::table(&[&off, &on]));
+        println!(
+            "bundling on/off (ran {order}): delivered msgs/s {:.2}x, datagrams/s {:.2}x, p50 {:.2}x, p99 {:.2}x, receiver CPU per msg {:.2}x, per datagram {:.2}x",
+            ratio.received_msgs_per_s,
+            ratio.received_dps,
+            ratio.p50_latency,
+            ratio.p99_latency,
+            ratio.receiver_cpu_ns_per_msg,
+            ratio.receiver_cpu_ns_per_datagram
+        );
     }
     Ok(())
 }
@@ -293,6 +398,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, BenchError> {
     serde_json::to_string(value).map_err(|e| BenchError::Io(format!("cannot encode JSON: {e}")))
 }
 
+/// Checks the ranges clap cannot express; the first problem found, by flag name.
 fn validate(args: &RunArgs) -> Result<(), BenchError> {
     let max = match args.mode {
         ModeArg::Realtime => MAX_REALTIME_PAYLOAD,
@@ -300,10 +406,14 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
     };
     let problem = if args.size < 8 || args.size > max {
         Some(format!("--size must be 8..={max} bytes"))
-    } else if args.peers == 0 || args.peers > 20_000 {
-        Some("--peers must be 1..=20000".to_string())
-    } else if args.rate == 0 || args.rate > 1_000_000 {
-        Some("--rate must be 1..=1000000".to_string())
+    } else if args.peers == 0 || args.peers > MAX_PEERS {
+        Some(format!("--peers must be 1..={MAX_PEERS}"))
+    } else if args.producer_thread && args.rate > MAX_PRODUCER_RATE {
+        Some(format!(
+            "--rate must be 0 (flat out)..={MAX_PRODUCER_RATE} with --producer-thread"
+        ))
+    } else if !args.producer_thread && (args.rate == 0 || args.rate > 1_000_000) {
+        Some("--rate must be 1..=1000000 (0, flat out, needs --producer-thread)".to_string())
     } else if !(args.duration > 0.0 && args.duration <= 3600.0) {
         Some("--duration must be in (0, 3600] seconds".to_string())
     } else if !(args.warmup >= 0.0 && args.warmup <= 600.0) {
@@ -325,11 +435,7 @@ fn validate(args: &RunArgs) -> Result<(), BenchError> {
 /// the benchmark's own `recvmmsg` socket. Returns it, its name and the granted receive buffer.
 fn open_rx(io: IoArg) -> Result<(Rx, String, usize), BenchError> {
     let bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let kind = match io {
-        IoArg::Basic => DriverKind::Basic,
-        IoArg::Mmsg => DriverKind::Mmsg,
-        IoArg::Uring => DriverKind::Uring,
-    };
+    let kind = driver_kind(io);
     let mut socket = SocketConfig::new(bind);
     socket.recv_buffer = Some(16 << 20);
     socket.send_buffer = Some(4 << 20);
@@ -361,9 +467,18 @@ fn open_rx(io: IoArg) -> Result<(Rx, String, usize), BenchError> {
     }
 }
 
-fn receiver_config(keypair: Keypair, args: &RunArgs) -> EndpointConfig {
+/// Peers of a run: `--peers`, or the one node of `--producer-thread`.
+fn peers_of(args: &RunArgs, sender: Sender) -> u32 {
+    match sender {
+        Sender::Peers { .. } => args.peers,
+        Sender::Producer { .. } => 1,
+    }
+}
+
+fn receiver_config(keypair: Keypair, args: &RunArgs, sender: Sender) -> EndpointConfig {
+    let peers = peers_of(args, sender);
     let mut config = EndpointConfig::new(keypair);
-    config.max_peers = args.peers as usize + 16;
+    config.max_peers = peers as usize + 16;
     // Handshakes arrive in a burst from few addresses: budgets and handshake rates above the
     // generator's window, so the measured setup is not paced by the flood defences.
     config.handshakes_in_flight = 2 * load::HANDSHAKE_WINDOW;
@@ -373,9 +488,16 @@ fn receiver_config(keypair: Keypair, args: &RunArgs) -> EndpointConfig {
     config.handshake_burst = window;
     config.handshake_rate_per_source = 1_000_000;
     config.handshake_burst_per_source = window;
-    // The token bucket stays on the measured path, set above the offered per-peer rate.
-    config.rate_pps = args.rate.saturating_mul(2).max(10_000);
-    config.rate_burst = args.rate.max(1_000);
+    (config.keepalive_interval, config.idle_timeout) = load::liveness(peers);
+    // The token bucket stays on the measured path, set above the offered per-peer rate; a
+    // flat-out producer has no rate to be above, so the bucket is opened wide.
+    if args.rate == 0 {
+        config.rate_pps = u32::MAX;
+        config.rate_burst = u32::MAX;
+    } else {
+        config.rate_pps = args.rate.saturating_mul(2).max(10_000);
+        config.rate_burst = args.rate.max(1_000);
+    }
     config
 }
 
@@ -383,7 +505,35 @@ fn secs(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
 }
 
-fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchError> {
+fn driver_kind(io: IoArg) -> DriverKind {
+    match io {
+        IoArg::Basic => DriverKind::Basic,
+        IoArg::Mmsg => DriverKind::Mmsg,
+        IoArg::Uring => DriverKind::Uring,
+    }
+}
+
+/// What the sender thread runs.
+enum Job {
+    Peers(load::LoadConfig),
+    Producer(producer::ProducerConfig),
+}
+
+type SenderThread = thread::JoinHandle<Result<load::LoadResult, load::LoadError>>;
+
+/// The parameters of one run that the report repeats.
+struct RunPlan {
+    sender: Sender,
+    delivery: Mode,
+    sources: u32,
+    warmup: Duration,
+    keepalive: Duration,
+    io_used: String,
+    rcvbuf_bytes: usize,
+}
+
+fn run_once(args: &RunArgs, sender: Sender, progress: bool) -> Result<Report, BenchError> {
+    let raw = sender.is_raw();
     let shared = Arc::new(Shared::new());
     let (rx, io_used, rcvbuf_bytes) = open_rx(args.io)?;
     let receiver = rx
@@ -395,17 +545,16 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
         ModeArg::Realtime => Mode::Realtime,
         ModeArg::Reliable => Mode::Reliable,
     };
-    let endpoint = (!raw).then(|| receiver_config(keypair, args));
-    let sources = args
-        .sources
-        .unwrap_or((args.peers / 64).clamp(1, 16))
-        .min(args.peers);
+    let endpoint = (!raw).then(|| receiver_config(keypair, args, sender));
+    let peers = peers_of(args, sender);
+    let sources = args.sources.unwrap_or((peers / 64).clamp(1, 16)).min(peers);
     let handshake_timeout = secs(
         args.handshake_timeout
-            .unwrap_or(10.0 + f64::from(args.peers) / 200.0),
+            .unwrap_or(10.0 + f64::from(peers) / 200.0),
     );
     let warmup = secs(args.warmup);
     let duration = secs(args.duration);
+    let liveness = load::liveness(peers);
     let spin = args.spin;
     let hard_stop = shared.now_ns().saturating_add(
         (handshake_timeout + warmup + duration + Duration::from_secs(30)).as_nanos() as u64,
@@ -421,32 +570,45 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
         .name("bench-receiver".into())
         .spawn(move || sink::run(rx, endpoint, sink_shared, hard_stop, spin))
         .map_err(|e| BenchError::Io(format!("cannot start the receiver: {e}")))?;
-    let config = load::LoadConfig {
-        intentra: (!raw).then_some((receiver_key, delivery)),
-        receiver: target,
-        peers: args.peers,
-        rate_hz: args.rate,
-        size: args.size,
-        sources,
-        gso: args.gso == OnOff::On,
-        warmup,
-        duration,
-        handshake_timeout,
+    let job = match sender {
+        Sender::Peers { raw } => Job::Peers(load::LoadConfig {
+            intentra: (!raw).then_some((receiver_key, delivery)),
+            receiver: target,
+            peers,
+            rate_hz: args.rate,
+            size: args.size,
+            sources,
+            gso: args.gso == OnOff::On,
+            warmup,
+            duration,
+            handshake_timeout,
+            liveness,
+        }),
+        Sender::Producer { bundling } => Job::Producer(producer::ProducerConfig {
+            receiver: target,
+            receiver_key,
+            mode: delivery,
+            rate_hz: args.rate,
+            size: args.size,
+            bundling,
+            driver: driver_kind(args.io),
+            gso: args.gso == OnOff::On,
+            warmup,
+            duration,
+            handshake_timeout,
+            liveness,
+        }),
     };
-    let load_shared = Arc::clone(&shared);
-    let generator = thread::Builder::new()
-        .name("bench-generator".into())
-        .spawn(move || load::run(config, load_shared));
-    let generator = match generator {
+    let generator = match start_sender(job, &shared) {
         Ok(g) => g,
         Err(e) => {
             shared.stop_at.store(0, Ordering::Release);
             let _ = sink.join();
-            return Err(BenchError::Io(format!("cannot start the generator: {e}")));
+            return Err(e);
         }
     };
 
-    show_progress(&shared, &generator, args, raw, progress);
+    show_progress(&shared, &generator, peers, args.warmup, raw, progress);
     let loaded = generator.join();
     shared.stop_at.store(
         shared.now_ns().saturating_add(GRACE.as_nanos() as u64),
@@ -460,37 +622,68 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
     if let Some(e) = sunk.error.as_ref() {
         return Err(BenchError::Io(e.clone()));
     }
+    let plan = RunPlan {
+        sender,
+        delivery,
+        sources,
+        warmup,
+        keepalive: liveness.0,
+        io_used,
+        rcvbuf_bytes,
+    };
+    Ok(make_report(args, &plan, &shared, &loaded, &sunk))
+}
 
-    let window_start = shared.window_start.load(Ordering::Acquire);
-    let window_end = shared.window_end.load(Ordering::Acquire);
-    let duration_s = window_end.saturating_sub(window_start) as f64 / 1e9;
-    let per_second = |count: u64| {
-        if duration_s > 0.0 {
-            count as f64 / duration_s
-        } else {
-            0.0
-        }
-    };
-    let h = &sunk.histogram;
-    let quantile = |q: f64| {
-        if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
-    let latency_us = Latency {
+/// Starts the sender thread: the peers' generator or the producer.
+fn start_sender(job: Job, shared: &Arc<Shared>) -> Result<SenderThread, BenchError> {
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("bench-generator".into())
+        .spawn(move || match job {
+            Job::Peers(config) => load::run(config, shared),
+            Job::Producer(config) => producer::run(config, shared),
+        })
+        .map_err(|e| BenchError::Io(format!("cannot start the generator: {e}")))
+}
+
+/// Latency percentiles of the receiver's histogram, microseconds (all 0 when it is empty).
+fn latency_us(h: &hdrhistogram::Histogram<u64>) -> Latency {
+    if h.is_empty() {
+        return Latency::default();
+    }
+    let quantile = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Latency {
         p50: quantile(0.50),
         p90: quantile(0.90),
         p99: quantile(0.99),
         p999: quantile(0.999),
-        max: if h.is_empty() {
-            0.0
-        } else {
-            h.max() as f64 / 1000.0
-        },
-        mean: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
-    };
+        max: h.max() as f64 / 1000.0,
+        mean: h.mean() / 1000.0,
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), KiB; 0 where /proc does not say.
+fn max_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn make_report(
+    args: &RunArgs,
+    plan: &RunPlan,
+    shared: &Shared,
+    loaded: &load::LoadResult,
+    sunk: &sink::SinkResult,
+) -> Report {
+    let raw = plan.sender.is_raw();
+    let window_start = shared.window_start.load(Ordering::Acquire);
+    let window_end = shared.window_end.load(Ordering::Acquire);
+    let duration_s = window_end.saturating_sub(window_start) as f64 / 1e9;
+    let per_second = |count: u64| report::div(count as f64, duration_s);
     let drops: BTreeMap<String, u64> = if raw {
         sunk.kernel_drops
             .map(|k| BTreeMap::from([("kernel_rcvbuf".to_string(), k)]))
@@ -501,70 +694,70 @@ fn run_once(args: &RunArgs, raw: bool, progress: bool) -> Result<Report, BenchEr
             .map(|(reason, count)| (reason.label().to_string(), *count))
             .collect()
     };
+    let (sender, bundling) = match plan.sender {
+        Sender::Peers { .. } => ("peers", None),
+        Sender::Producer { bundling } => ("producer-thread", Some(bundling)),
+    };
     let received = sunk.received;
     let sent = loaded.sent;
-    Ok(Report {
+    let receiver_cpu_s = sunk.cpu.as_secs_f64();
+    let mut report = Report {
         mode: if raw { "raw" } else { "intentra" }.to_string(),
-        delivery: if raw { "none" } else { delivery.label() }.to_string(),
+        sender: sender.to_string(),
+        bundling,
+        sender_io_used: loaded.sender_io.clone(),
+        delivery: if raw { "none" } else { plan.delivery.label() }.to_string(),
         io: format!("{:?}", args.io).to_lowercase(),
-        io_used,
+        io_used: plan.io_used.clone(),
         gso: args.gso == OnOff::On,
         gso_used: loaded.gso_used,
-        peers: args.peers,
+        peers: peers_of(args, plan.sender),
         peers_up: loaded.peers_up,
-        sources,
+        sources: plan.sources,
         rate_hz: args.rate,
         size: args.size,
         datagram_len: loaded.datagram_len,
         duration_s,
-        warmup_s: warmup.as_secs_f64(),
+        warmup_s: plan.warmup.as_secs_f64(),
         target_pps: f64::from(loaded.peers_up) * f64::from(args.rate),
         sent,
         received,
         offered_pps: per_second(sent),
         received_pps: per_second(received),
-        delivery_ratio: if sent > 0 {
-            received as f64 / sent as f64
-        } else {
-            0.0
-        },
-        latency_us,
+        received_datagrams: sunk.datagrams,
+        delivery_ratio: report::div(received as f64, sent as f64),
+        latency_us: latency_us(&sunk.histogram),
         drops,
         kernel_drops: sunk.kernel_drops,
-        rcvbuf_bytes,
+        rcvbuf_bytes: plan.rcvbuf_bytes,
         send_failed: loaded.send_failed,
         send_would_block: loaded.send_would_block,
         send_errors: loaded.send_errors,
         generator_skipped: loaded.skipped,
         peers_lost: loaded.peers_lost,
         truncated: sunk.truncated,
-        receiver_cpu_s: sunk.cpu.as_secs_f64(),
+        receiver_cpu_s,
         generator_cpu_s: loaded.cpu.as_secs_f64(),
-        receiver_utilization: if duration_s > 0.0 {
-            sunk.cpu.as_secs_f64() / duration_s
-        } else {
-            0.0
-        },
-        generator_utilization: if duration_s > 0.0 {
-            loaded.cpu.as_secs_f64() / duration_s
-        } else {
-            0.0
-        },
-        receiver_capacity_pps: if sunk.cpu > Duration::ZERO {
-            received as f64 / sunk.cpu.as_secs_f64()
-        } else {
-            0.0
-        },
+        receiver_utilization: report::div(receiver_cpu_s, duration_s),
+        generator_utilization: report::div(loaded.cpu.as_secs_f64(), duration_s),
+        receiver_capacity_pps: report::div(received as f64, receiver_cpu_s),
         handshake_s: loaded.handshake.as_secs_f64(),
+        keepalive_s: plan.keepalive.as_secs_f64(),
+        producer_queue_full: loaded.queue_full,
+        max_rss_kib: max_rss_kib(),
         negative_latency: sunk.negative_latency,
-    })
+        ..Report::default()
+    };
+    report.derive_rates();
+    report
 }
 
 /// Shows a progress bar on stderr (when it is a terminal) until the generator is done.
 fn show_progress(
     shared: &Shared,
-    generator: &thread::JoinHandle<Result<load::LoadResult, load::LoadError>>,
-    args: &RunArgs,
+    generator: &SenderThread,
+    peers: u32,
+    warmup_s: f64,
     raw: bool,
     enabled: bool,
 ) {
@@ -584,13 +777,13 @@ fn show_progress(
         let now = shared.now_ns();
         let start = shared.window_start.load(Ordering::Acquire);
         if start == u64::MAX {
-            bar.set_length(u64::from(args.peers));
+            bar.set_length(u64::from(peers));
             let up = shared.peers_up.load(Ordering::Relaxed);
             bar.set_position(up);
-            bar.set_message(format!("handshakes {up}/{}", args.peers));
+            bar.set_message(format!("handshakes {up}/{peers}"));
         } else {
             let end = shared.window_end.load(Ordering::Acquire);
-            let warm = (args.warmup * 1e9) as u64;
+            let warm = (warmup_s * 1e9) as u64;
             let total = end.saturating_sub(start) + warm;
             let begun = start.saturating_sub(warm);
             bar.set_length(total / 1_000_000);
@@ -606,7 +799,8 @@ fn show_progress(
     bar.finish_and_clear();
 }
 
-/// `csv`: every line of `path` is a `--json` output (a report, or a `--compare` pair).
+/// `csv`: every line of `path` is a `--json` output (a report, a `--compare` pair or a
+/// `--bundling both` pair).
 fn jsonl_to_csv(path: &std::path::Path) -> Result<(), BenchError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| BenchError::Io(format!("cannot read {}: {e}", path.display())))?;
@@ -622,10 +816,72 @@ fn jsonl_to_csv(path: &std::path::Path) -> Result<(), BenchError> {
             let pair: Comparison = serde_json::from_value(value).map_err(bad)?;
             println!("{}", report::csv_row(&pair.raw));
             println!("{}", report::csv_row(&pair.intentra));
+        } else if value.get("off").is_some() && value.get("on").is_some() {
+            let pair: BundlingComparison = serde_json::from_value(value).map_err(bad)?;
+            println!("{}", report::csv_row(&pair.off));
+            println!("{}", report::csv_row(&pair.on));
         } else {
             let one: Report = serde_json::from_value(value).map_err(bad)?;
             println!("{}", report::csv_row(&one));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["intentra-bench"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).expect("parses").run
+    }
+
+    fn refused(extra: &[&str]) -> String {
+        match validate(&args(extra)) {
+            Err(BenchError::Args(problem)) => problem,
+            other => panic!("{extra:?} not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn peers_go_up_to_one_hundred_thousand() {
+        assert!(validate(&args(&["--peers", "100000"])).is_ok());
+        assert!(refused(&["--peers", "100001"]).contains("--peers"));
+        assert!(refused(&["--peers", "0"]).contains("--peers"));
+    }
+
+    #[test]
+    fn flat_out_is_for_the_producer_thread_only() {
+        assert!(refused(&["--rate", "0"]).contains("--producer-thread"));
+        assert!(validate(&args(&["--producer-thread", "--rate", "0"])).is_ok());
+        assert!(refused(&["--producer-thread", "--rate", "10000001"]).contains("--rate"));
+    }
+
+    #[test]
+    fn producer_flags_conflict_with_the_peers_flags() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["intentra-bench"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).is_ok()
+        };
+        assert!(parse(&["--producer-thread", "--bundling", "both"]));
+        assert!(
+            !parse(&["--bundling", "both"]),
+            "--bundling needs --producer-thread"
+        );
+        assert!(!parse(&["--producer-thread", "--peers", "2"]));
+        assert!(!parse(&["--producer-thread", "--compare"]));
+        assert!(!parse(&["--producer-thread", "--raw"]));
+    }
+
+    #[test]
+    fn liveness_keeps_keepalives_at_ten_thousand_per_second() {
+        assert_eq!(load::liveness(1).0, Duration::from_secs(1));
+        assert_eq!(load::liveness(10_000).0, Duration::from_secs(1));
+        let (keepalive, idle) = load::liveness(100_000);
+        assert_eq!(keepalive, Duration::from_secs(10));
+        assert_eq!(idle, Duration::from_secs(100));
+    }
 }

@@ -20,12 +20,29 @@ pub struct Latency {
     pub mean: f64,
 }
 
-/// One run. Counts cover the measurement window only: packets sent (by their send timestamp)
+/// One run. Counts cover the measurement window only: messages sent (by their send timestamp)
 /// after the warm-up and before the end, and those of them the receiver delivered.
+///
+/// A message is one payload with its own send timestamp; a datagram is what the receiver
+/// read from its socket. They are the same except with `--producer-thread --bundling on`,
+/// where one datagram (a bundle, PROTOCOL.md 7.5) carries several messages. The older keys
+/// (`sent`, `received`, `received_pps`, `receiver_capacity_pps`) count messages.
+///
+/// Keys added after the first release default when absent, so `csv` still reads old files.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     /// "intentra" or "raw".
     pub mode: String,
+    /// Who sent: "peers" (N peers, each its own endpoint, sealed by the generator) or
+    /// "producer-thread" (one `intentra::Node`, fed by one thread through its `Handle`).
+    #[serde(default = "default_sender")]
+    pub sender: String,
+    /// `--producer-thread` only: whether the sending node bundled (`NodeConfig::bundling`).
+    #[serde(default)]
+    pub bundling: Option<bool>,
+    /// `--producer-thread` only: the sending node's driver.
+    #[serde(default)]
+    pub sender_io_used: Option<String>,
     /// Delivery mode of intentra messages: "realtime" or "reliable" ("none" for raw).
     pub delivery: String,
     /// The receive I/O path asked for (`--io`) and the one that ran.
@@ -37,6 +54,7 @@ pub struct Report {
     /// Peers whose handshake completed (all of them for raw).
     pub peers_up: u32,
     pub sources: u32,
+    /// Messages per second per peer; 0 means flat out (`--producer-thread` only).
     pub rate_hz: u32,
     pub size: usize,
     /// Bytes of each datagram on the wire (payload plus intentra's header and tag).
@@ -50,6 +68,27 @@ pub struct Report {
     /// What the generator actually put on the wire per second of the window.
     pub offered_pps: f64,
     pub received_pps: f64,
+    /// Messages delivered in the window (the same count as `received`).
+    #[serde(default)]
+    pub received_msgs: u64,
+    /// `received_msgs` per second of the window (the same as `received_pps`).
+    #[serde(default)]
+    pub received_msgs_per_s: f64,
+    /// Datagrams that delivered at least one of the window's messages.
+    #[serde(default)]
+    pub received_datagrams: u64,
+    /// `received_datagrams` per second of the window.
+    #[serde(default)]
+    pub received_dps: f64,
+    /// received_msgs / received_datagrams: above 1 only when datagrams carried bundles.
+    #[serde(default)]
+    pub msgs_per_datagram: f64,
+    /// Receiver thread CPU per delivered message, nanoseconds.
+    #[serde(default)]
+    pub receiver_cpu_ns_per_msg: f64,
+    /// Receiver thread CPU per datagram that delivered a message, nanoseconds.
+    #[serde(default)]
+    pub receiver_cpu_ns_per_datagram: f64,
     pub delivery_ratio: f64,
     pub latency_us: Latency,
     /// Receiver endpoint drops by reason over the window; for raw, the kernel's.
@@ -59,6 +98,8 @@ pub struct Report {
     /// Receive buffer the kernel granted the receiver socket (0 when the crate driver owns it).
     pub rcvbuf_bytes: usize,
     /// Sends the kernel refused (full send buffer); those packets were not counted as sent.
+    /// With `--producer-thread`: sends the node's loop refused in the window after its handle
+    /// took them (a full Reliable window, above all), likewise not counted as sent.
     pub send_failed: u64,
     /// Packets the generator skipped because it ran more than 50 ms behind schedule (the whole
     /// run, warm-up included): non-zero means the generator, not the receiver, set the limit.
@@ -69,7 +110,8 @@ pub struct Report {
     pub peers_lost: u32,
     /// Datagrams longer than a receive slot (should be 0).
     pub truncated: u64,
-    /// Reliable sends the sender endpoints refused with WouldBlock.
+    /// Reliable sends the sender endpoints refused with WouldBlock (with `--producer-thread`,
+    /// the node's loop, over the whole run).
     pub send_would_block: u64,
     pub receiver_cpu_s: f64,
     pub generator_cpu_s: f64,
@@ -81,17 +123,61 @@ pub struct Report {
     pub receiver_capacity_pps: f64,
     /// Wall time of the handshake phase.
     pub handshake_s: f64,
+    /// Keepalive interval of both sides (raised above 10,000 peers, see `--help`).
+    #[serde(default)]
+    pub keepalive_s: f64,
+    /// Sends the producer's `Handle` refused because its queue was full (`--producer-thread`;
+    /// the producer retried them, so they are back-pressure, not loss).
+    #[serde(default)]
+    pub producer_queue_full: u64,
+    /// Peak resident memory of the whole bench process so far (generator, receiver and, with
+    /// `--producer-thread`, the sending node), KiB; 0 where /proc is unavailable. The second
+    /// report of `--compare` or `--bundling both` includes the first run's peak.
+    #[serde(default)]
+    pub max_rss_kib: u64,
     /// Deliveries whose timestamp was later than the receiver's clock (clock skew; counted 0).
     pub negative_latency: u64,
 }
 
+fn default_sender() -> String {
+    "peers".to_string()
+}
+
+/// `a / b`, or 0 where `b` is 0 (a ratio of nothing is reported as 0, never NaN or inf).
+pub fn div(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
 impl Report {
-    /// Receiver CPU per received packet, nanoseconds.
+    /// Receiver CPU per received message, nanoseconds.
     pub fn cpu_ns_per_packet(&self) -> f64 {
-        if self.received == 0 {
-            return 0.0;
+        div(self.receiver_cpu_s * 1e9, self.received as f64)
+    }
+
+    /// Fills the message and datagram figures from `received`, `received_datagrams`,
+    /// `receiver_cpu_s` and `duration_s`.
+    pub fn derive_rates(&mut self) {
+        let cpu_ns = self.receiver_cpu_s * 1e9;
+        self.received_msgs = self.received;
+        self.received_msgs_per_s = self.received_pps;
+        self.received_dps = div(self.received_datagrams as f64, self.duration_s);
+        self.msgs_per_datagram = div(self.received as f64, self.received_datagrams as f64);
+        self.receiver_cpu_ns_per_msg = div(cpu_ns, self.received as f64);
+        self.receiver_cpu_ns_per_datagram = div(cpu_ns, self.received_datagrams as f64);
+    }
+
+    /// The label of the table's first column: the mode, or the bundling of a producer run
+    /// (whose mode is always intentra).
+    fn label(&self) -> String {
+        match self.bundling {
+            Some(true) => "bundling on".to_string(),
+            Some(false) => "bundling off".to_string(),
+            None => self.mode.clone(),
         }
-        self.receiver_cpu_s * 1e9 / self.received as f64
     }
 
     fn drops_text(&self) -> String {
@@ -121,7 +207,6 @@ pub struct Ratio {
 
 impl Ratio {
     pub fn of(intentra: &Report, raw: &Report) -> Ratio {
-        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         Ratio {
             received_pps: div(intentra.received_pps, raw.received_pps),
             delivery_ratio: div(intentra.delivery_ratio, raw.delivery_ratio),
@@ -139,26 +224,68 @@ pub struct Comparison {
     pub ratio: Ratio,
 }
 
-/// The end-of-run table, one row per report.
+/// The ratios a `--bundling both` run reports: bundling on over off, in the same process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundlingRatio {
+    /// Delivered messages per second.
+    pub received_msgs_per_s: f64,
+    /// Datagrams per second (below 1 when bundling packs several messages per datagram).
+    pub received_dps: f64,
+    pub p50_latency: f64,
+    pub p99_latency: f64,
+    pub receiver_cpu_ns_per_msg: f64,
+    pub receiver_cpu_ns_per_datagram: f64,
+}
+
+impl BundlingRatio {
+    pub fn of(on: &Report, off: &Report) -> BundlingRatio {
+        BundlingRatio {
+            received_msgs_per_s: div(on.received_msgs_per_s, off.received_msgs_per_s),
+            received_dps: div(on.received_dps, off.received_dps),
+            p50_latency: div(on.latency_us.p50, off.latency_us.p50),
+            p99_latency: div(on.latency_us.p99, off.latency_us.p99),
+            receiver_cpu_ns_per_msg: div(on.receiver_cpu_ns_per_msg, off.receiver_cpu_ns_per_msg),
+            receiver_cpu_ns_per_datagram: div(
+                on.receiver_cpu_ns_per_datagram,
+                off.receiver_cpu_ns_per_datagram,
+            ),
+        }
+    }
+}
+
+/// `--producer-thread --bundling both`: the two runs and their ratios. `order` says which
+/// ran first ("off,on" or "on,off").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundlingComparison {
+    pub off: Report,
+    pub on: Report,
+    pub ratio: BundlingRatio,
+    pub order: String,
+}
+
+/// The end-of-run table, one row per report. `msgs/s` is delivered messages (the old
+/// `recv/s`), `dgrams/s` the datagrams that carried them; `ns/msg` and `ns/dgram` are the
+/// receiver thread's CPU per each; `hs s` is the handshake phase.
 pub fn table(reports: &[&Report]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<9} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>8}  drops",
-        "mode", "peers", "rate", "size", "target/s", "offered/s", "recv/s", "deliv", "p50us", "p99us",
-        "p999us", "max us", "rx util", "gen util", "rx ns/pk"
+        "{:<13} {:>6} {:>6} {:>5} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>7} {:>8} {:>7}  drops",
+        "mode", "peers", "rate", "size", "target/s", "offered/s", "msgs/s", "dgrams/s", "deliv",
+        "p50us", "p99us", "p999us", "max us", "rx util", "gen util", "ns/msg", "ns/dgram", "hs s"
     );
     for r in reports {
         let _ = writeln!(
             out,
-            "{:<9} {:>6} {:>6} {:>5} {:>10.0} {:>10.0} {:>10.0} {:>8.4} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>7.2} {:>8.2} {:>8.0}  {}",
-            r.mode,
+            "{:<13} {:>6} {:>6} {:>5} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.4} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>7.2} {:>8.2} {:>7.0} {:>8.0} {:>7.3}  {}",
+            r.label(),
             r.peers_up,
             r.rate_hz,
             r.size,
             r.target_pps,
             r.offered_pps,
-            r.received_pps,
+            r.received_msgs_per_s,
+            r.received_dps,
             r.delivery_ratio,
             r.latency_us.p50,
             r.latency_us.p99,
@@ -166,7 +293,9 @@ pub fn table(reports: &[&Report]) -> String {
             r.latency_us.max,
             r.receiver_utilization,
             r.generator_utilization,
-            r.cpu_ns_per_packet(),
+            r.receiver_cpu_ns_per_msg,
+            r.receiver_cpu_ns_per_datagram,
+            r.handshake_s,
             r.drops_text()
         );
     }
@@ -174,13 +303,13 @@ pub fn table(reports: &[&Report]) -> String {
 }
 
 /// Columns of the envelope CSV, in order.
-pub const CSV_HEADER: &str = "mode,delivery,io_used,gso_used,peers,peers_up,rate_hz,size,duration_s,target_pps,offered_pps,received_pps,delivery_ratio,p50_us,p90_us,p99_us,p999_us,max_us,receiver_cpu_s,kernel_drops,endpoint_drops,receiver_utilization,generator_utilization,receiver_capacity_pps";
+pub const CSV_HEADER: &str = "mode,delivery,io_used,gso_used,peers,peers_up,rate_hz,size,duration_s,target_pps,offered_pps,received_pps,delivery_ratio,p50_us,p90_us,p99_us,p999_us,max_us,receiver_cpu_s,kernel_drops,endpoint_drops,receiver_utilization,generator_utilization,receiver_capacity_pps,sender,bundling,received_datagrams,received_dps,receiver_cpu_ns_per_msg,receiver_cpu_ns_per_datagram,handshake_s";
 
 /// One CSV row for `report` (no field contains a comma).
 pub fn csv_row(r: &Report) -> String {
     let endpoint_drops: u64 = r.drops.values().sum();
     format!(
-        "{},{},{},{},{},{},{},{},{:.3},{:.0},{:.0},{:.0},{:.6},{:.1},{:.1},{:.1},{:.1},{:.1},{:.3},{},{},{:.3},{:.3},{:.0}",
+        "{},{},{},{},{},{},{},{},{:.3},{:.0},{:.0},{:.0},{:.6},{:.1},{:.1},{:.1},{:.1},{:.1},{:.3},{},{},{:.3},{:.3},{:.0},{},{},{},{:.0},{:.1},{:.1},{:.3}",
         r.mode,
         r.delivery,
         r.io_used,
@@ -204,7 +333,18 @@ pub fn csv_row(r: &Report) -> String {
         endpoint_drops,
         r.receiver_utilization,
         r.generator_utilization,
-        r.receiver_capacity_pps
+        r.receiver_capacity_pps,
+        r.sender,
+        match r.bundling {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "-",
+        },
+        r.received_datagrams,
+        r.received_dps,
+        r.receiver_cpu_ns_per_msg,
+        r.receiver_cpu_ns_per_datagram,
+        r.handshake_s
     )
 }
 
@@ -309,6 +449,80 @@ mod tests {
                 p99_us: 42.5
             }]
         );
+    }
+
+    #[test]
+    fn messages_and_datagrams_are_derived_apart() {
+        let mut report = Report {
+            received: 1_000,
+            received_pps: 1_000.0,
+            received_datagrams: 250,
+            receiver_cpu_s: 0.001,
+            duration_s: 1.0,
+            ..Report::default()
+        };
+        report.derive_rates();
+        assert_eq!(report.received_msgs, 1_000);
+        assert_eq!(report.received_msgs_per_s, 1_000.0);
+        assert_eq!(report.received_dps, 250.0);
+        assert_eq!(report.msgs_per_datagram, 4.0);
+        assert!((report.receiver_cpu_ns_per_msg - 1_000.0).abs() < 1e-6);
+        assert!((report.receiver_cpu_ns_per_datagram - 4_000.0).abs() < 1e-6);
+        // Nothing received: zeros, never NaN or infinity.
+        let mut empty = Report::default();
+        empty.derive_rates();
+        assert_eq!(empty.receiver_cpu_ns_per_datagram, 0.0);
+        assert_eq!(empty.msgs_per_datagram, 0.0);
+    }
+
+    #[test]
+    fn reports_without_the_newer_keys_still_parse() {
+        let mut old = serde_json::to_value(Report::default()).unwrap();
+        let map = old.as_object_mut().unwrap();
+        for key in [
+            "sender",
+            "bundling",
+            "sender_io_used",
+            "received_msgs",
+            "received_msgs_per_s",
+            "received_datagrams",
+            "received_dps",
+            "msgs_per_datagram",
+            "receiver_cpu_ns_per_msg",
+            "receiver_cpu_ns_per_datagram",
+            "keepalive_s",
+            "producer_queue_full",
+            "max_rss_kib",
+        ] {
+            assert!(map.remove(key).is_some(), "{key} is a key of the report");
+        }
+        let report: Report = serde_json::from_value(old).unwrap();
+        assert_eq!(report.sender, "peers");
+        assert_eq!(report.bundling, None);
+    }
+
+    #[test]
+    fn bundling_ratio_is_on_over_off() {
+        let off = Report {
+            received_msgs_per_s: 100.0,
+            latency_us: Latency {
+                p50: 20.0,
+                ..Latency::default()
+            },
+            ..Report::default()
+        };
+        let on = Report {
+            received_msgs_per_s: 300.0,
+            latency_us: Latency {
+                p50: 10.0,
+                ..Latency::default()
+            },
+            ..Report::default()
+        };
+        let ratio = BundlingRatio::of(&on, &off);
+        assert_eq!(ratio.received_msgs_per_s, 3.0);
+        assert_eq!(ratio.p50_latency, 0.5);
+        assert_eq!(ratio.received_dps, 0.0, "0 where off has no datagrams");
     }
 
     #[test]

@@ -171,7 +171,10 @@ impl RxPath {
 
 /// What the receiver measured.
 pub struct SinkResult {
+    /// Messages delivered whose send timestamp fell in the window.
     pub received: u64,
+    /// Datagrams that delivered at least one of those messages (a bundle counts once).
+    pub datagrams: u64,
     pub histogram: Histogram<u64>,
     pub negative_latency: u64,
     /// Endpoint drops by reason over the window (from its start to the receiver's stop).
@@ -187,11 +190,23 @@ struct Meter<'a> {
     shared: &'a Shared,
     window: (u64, u64),
     received: u64,
+    datagrams: u64,
     histogram: Histogram<u64>,
     negative: u64,
 }
 
 impl Meter<'_> {
+    /// Runs `deliver_all` for the messages of one received datagram and counts the datagram
+    /// if any of them was measured: datagrams are counted by what they delivered, so a
+    /// handshake, an ACK or a keepalive is not one, and neither is a message from the warm-up.
+    fn datagram(&mut self, deliver_all: impl FnOnce(&mut Self)) {
+        let before = self.received;
+        deliver_all(self);
+        if self.received > before {
+            self.datagrams += 1;
+        }
+    }
+
     fn deliver(&mut self, payload: &[u8]) {
         let Some(stamp) = payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
             return;
@@ -238,6 +253,7 @@ pub fn run(
         shared: &shared,
         window: (u64::MAX, u64::MAX),
         received: 0,
+        datagrams: 0,
         histogram,
         negative: 0,
     };
@@ -273,11 +289,15 @@ pub fn run(
             });
         let result = match endpoint.as_mut() {
             Some(ep) => path.recv(limit, &mut |src, data| {
-                for message in ep.handle_datagram(now, src, data) {
-                    meter.deliver(message.payload);
-                }
+                meter.datagram(|meter| {
+                    for message in ep.handle_datagram(now, src, data) {
+                        meter.deliver(message.payload);
+                    }
+                });
             }),
-            None => path.recv(limit, &mut |_, data| meter.deliver(data)),
+            None => path.recv(limit, &mut |_, data| {
+                meter.datagram(|meter| meter.deliver(data));
+            }),
         };
         match result {
             Ok((_, cut)) => {
@@ -325,6 +345,7 @@ pub fn run(
     };
     SinkResult {
         received: meter.received,
+        datagrams: meter.datagrams,
         histogram: meter.histogram,
         negative_latency: meter.negative,
         drops,

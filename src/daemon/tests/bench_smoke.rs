@@ -1,5 +1,6 @@
-//! Runs the built `intentra-bench` for one second in both modes (raw UDP and intentra) and checks
-//! that its JSON report carries every documented key with sane values; plus the `csv` and `plot`
+//! Runs the built `intentra-bench` for one second in both modes (raw UDP and intentra), and with
+//! a producer thread through an `intentra::Node` with bundling off and on, and checks that its
+//! JSON report carries every documented key with sane values; plus the `csv` and `plot`
 //! subcommands on that output. No timing assertions: only counts, ratios and orderings.
 
 use std::process::Command;
@@ -9,8 +10,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_intentra-bench");
 
 fn run_bench(extra: &[&str]) -> Value {
-    let output = Command::new(BIN)
-        .args([
+    run_bench_with(
+        &[
             "--peers",
             "4",
             "--rate",
@@ -22,7 +23,14 @@ fn run_bench(extra: &[&str]) -> Value {
             "--warmup",
             "0.2",
             "--json",
-        ])
+        ],
+        extra,
+    )
+}
+
+fn run_bench_with(base: &[&str], extra: &[&str]) -> Value {
+    let output = Command::new(BIN)
+        .args(base)
         .args(extra)
         .output()
         .expect("intentra-bench runs");
@@ -76,6 +84,84 @@ fn check_report(report: &Value, mode: &str) {
     );
     assert!(report["drops"].is_object(), "drops missing in {report}");
     assert!(num(report, "receiver_cpu_s") >= 0.0);
+    check_messages_and_datagrams(report);
+}
+
+/// The message and datagram figures: messages are what `received` counts, each datagram
+/// delivered at least one of them, and CPU per message is at most CPU per datagram.
+fn check_messages_and_datagrams(report: &Value) {
+    let msgs = num(report, "received_msgs");
+    let datagrams = num(report, "received_datagrams");
+    assert_eq!(msgs, num(report, "received"), "received_msgs is received");
+    assert!(datagrams > 0.0, "no datagram counted: {report}");
+    assert!(msgs >= datagrams, "messages {msgs} < datagrams {datagrams}");
+    assert!(num(report, "received_msgs_per_s") >= num(report, "received_dps"));
+    assert!(num(report, "msgs_per_datagram") >= 1.0);
+    let (per_msg, per_datagram) = (
+        num(report, "receiver_cpu_ns_per_msg"),
+        num(report, "receiver_cpu_ns_per_datagram"),
+    );
+    assert!(
+        per_msg <= per_datagram,
+        "CPU per message {per_msg} > per datagram {per_datagram}"
+    );
+    assert!(num(report, "handshake_s") >= 0.0);
+    assert!(num(report, "max_rss_kib") >= 0.0);
+}
+
+#[test]
+fn producer_thread_runs_bundling_off_and_on() {
+    let pair = run_bench_with(
+        &[
+            "--producer-thread",
+            "--bundling",
+            "both",
+            "--size",
+            "64",
+            "--rate",
+            "20000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--json",
+        ],
+        &[],
+    );
+    let order = pair["order"].as_str().expect("order");
+    assert!(order == "off,on" || order == "on,off", "order {order}");
+    for (key, bundling) in [("off", false), ("on", true)] {
+        let report = &pair[key];
+        assert!(report.is_object(), "report {key} missing in {pair}");
+        assert_eq!(report["mode"], "intentra");
+        assert_eq!(report["sender"], "producer-thread");
+        assert_eq!(report["bundling"], bundling);
+        assert!(report["sender_io_used"].is_string());
+        assert_eq!(num(report, "peers_up"), 1.0);
+        assert_eq!(num(report, "size"), 64.0);
+        let (sent, received) = (num(report, "sent"), num(report, "received"));
+        assert!(received > 0.0, "nothing received: {report}");
+        assert!(received <= sent, "received {received} > sent {sent}");
+        let latency = &report["latency_us"];
+        assert!(num(latency, "p50") <= num(latency, "p99"));
+        check_messages_and_datagrams(report);
+    }
+    // Without bundling every datagram is one message.
+    assert_eq!(
+        num(&pair["off"], "received_msgs"),
+        num(&pair["off"], "received_datagrams")
+    );
+    let ratio = &pair["ratio"];
+    for key in [
+        "received_msgs_per_s",
+        "received_dps",
+        "p50_latency",
+        "p99_latency",
+        "receiver_cpu_ns_per_msg",
+        "receiver_cpu_ns_per_datagram",
+    ] {
+        assert!(num(ratio, key) > 0.0, "ratio {key} in {ratio}");
+    }
 }
 
 #[test]
@@ -118,6 +204,10 @@ fn raw_and_intentra_runs_report_every_key_and_plot() {
     );
     assert!(csv_text
         .lines()
+        .next()
+        .is_some_and(|h| h.contains("received_dps")));
+    assert!(csv_text
+        .lines()
         .nth(1)
         .is_some_and(|l| l.starts_with("raw,")));
     let csv_path = dir.path().join("points.csv");
@@ -147,4 +237,12 @@ fn bad_arguments_are_refused_without_running() {
         .expect("runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--size"));
+    for (args, flag) in [
+        (&["--peers", "100001", "--json"][..], "--peers"),
+        (&["--rate", "0", "--json"][..], "--producer-thread"),
+    ] {
+        let output = Command::new(BIN).args(args).output().expect("runs");
+        assert!(!output.status.success(), "{args:?} accepted");
+        assert!(String::from_utf8_lossy(&output.stderr).contains(flag));
+    }
 }
