@@ -257,21 +257,28 @@ impl Pool {
     }
 
     /// Opens the next `n` packets (at most `remaining`) and returns how many were delivered.
-    fn open(&mut self, receiver: &mut Endpoint, now: Timestamp, n: usize) -> u64 {
-        let start = self.opened;
+    /// With `ahead` > 0, first hints the cache with the state of the packet `ahead` further
+    /// on, as a receive loop that knows its batch does (`Endpoint::hot_state`).
+    fn open(&mut self, receiver: &mut Endpoint, now: Timestamp, n: usize, ahead: usize) -> u64 {
         let mut delivered = 0;
-        for (slot, &source) in self
-            .packets
-            .chunks_exact_mut(self.len)
-            .zip(&self.sources)
-            .skip(start)
-            .take(n)
-        {
-            if !receiver.handle_datagram(now, source, slot).is_empty() {
+        let end = (self.opened + n).min(self.sources.len());
+        for at in self.opened..end {
+            let (current, later) = self.packets.split_at_mut((at + 1) * self.len);
+            if ahead > 0 {
+                let header = later.get((ahead - 1) * self.len..).unwrap_or_default();
+                if let Some(state) = receiver.hot_state(header) {
+                    state.lines().for_each(intentra_udp::prefetch);
+                }
+            }
+            let slot = &mut current[at * self.len..];
+            if !receiver
+                .handle_datagram(now, self.sources[at], slot)
+                .is_empty()
+            {
                 delivered += 1;
             }
-            self.opened += 1;
         }
+        self.opened = end;
         delivered
     }
 }
@@ -285,7 +292,15 @@ fn receive(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let mut crowds = [(1, crowd(1)), (10_000, crowd(10_000))];
     let payload = [0x42u8; PAYLOAD];
-    for (peers, active) in [(1, 1), (10_000, 100), (10_000, 10_000)] {
+    for (peers, active, ahead) in [
+        (1, 1, 0),
+        (1, 1, 1),
+        (10_000, 100, 0),
+        (10_000, 10_000, 0),
+        (10_000, 10_000, 1),
+        (10_000, 10_000, 2),
+        (10_000, 10_000, 4),
+    ] {
         let Some((_, crowd)) = crowds.iter_mut().find(|(count, _)| *count == peers) else {
             continue;
         };
@@ -293,10 +308,13 @@ fn receive(c: &mut Criterion) {
         let mut pool = Pool::new(crowd, active, &payload);
         let mut delivered = 0u64;
         let mut offered = 0u64;
-        let name = if peers == 1 {
-            "handle_datagram/realtime_128B".to_string()
-        } else {
-            format!("handle_datagram/realtime_128B_{peers}_peers_{active}_active")
+        let name = match (peers, ahead) {
+            (1, 0) => "handle_datagram/realtime_128B".to_string(),
+            (1, _) => format!("handle_datagram/realtime_128B_prefetch_{ahead}"),
+            (_, 0) => format!("handle_datagram/realtime_128B_{peers}_peers_{active}_active"),
+            _ => format!(
+                "handle_datagram/realtime_128B_{peers}_peers_{active}_active_prefetch_{ahead}"
+            ),
         };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -308,7 +326,7 @@ fn receive(c: &mut Criterion) {
                     }
                     let n = left.min(pool.remaining() as u64) as usize;
                     let start = Instant::now();
-                    delivered += pool.open(&mut crowd.receiver, crowd.now, n);
+                    delivered += pool.open(&mut crowd.receiver, crowd.now, n, ahead);
                     total += start.elapsed();
                     offered += n as u64;
                     left -= n as u64;

@@ -20,7 +20,7 @@ use intentra::proto::EndpointConfig;
 use intentra::proto::Event;
 use intentra::proto::Timestamp;
 use intentra::proto::{DropReason, Stats};
-use intentra::udp::{Datagram, Driver, Wait};
+use intentra::udp::{header_of, Datagram, Driver, NextHeader, Wait};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -46,6 +46,10 @@ impl Rx {
 }
 
 /// The receive path with its buffers, built inside the receiver thread.
+/// What the receive path hands each datagram to: its source, its bytes (opened in place) and
+/// the start of the batch's next datagram, if known (for `intentra::prefetch_next`).
+type OnDatagram<'a> = dyn FnMut(SocketAddr, &mut [u8], Option<NextHeader>) + 'a;
+
 struct RxPath {
     rx: Rx,
     /// Busy-spin: poll without waiting (the lowest-latency idle strategy).
@@ -69,11 +73,7 @@ impl RxPath {
     }
 
     /// One batch: waits up to `limit` for the first datagram. Returns (datagrams, truncated).
-    fn recv(
-        &mut self,
-        limit: Duration,
-        on: &mut dyn FnMut(SocketAddr, &mut [u8]),
-    ) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, limit: Duration, on: &mut OnDatagram<'_>) -> io::Result<(usize, usize)> {
         let wait = if self.spin {
             Wait::NoWait
         } else {
@@ -81,7 +81,9 @@ impl RxPath {
         };
         match &mut self.rx {
             Rx::Driver(driver) => {
-                let stats = driver.recv_batch(wait, &mut |d: Datagram<'_>| on(d.src, d.data))?;
+                let stats = driver.recv_batch(wait, &mut |d: Datagram<'_>| {
+                    on(d.src, d.data, d.next_header)
+                })?;
                 Ok((stats.datagrams, stats.truncated))
             }
             Rx::Own(socket) => {
@@ -101,11 +103,12 @@ impl RxPath {
                 };
                 let mut truncated = 0;
                 for i in 0..n {
+                    let next = self.batch.get(i + 1).map(|d| header_of(d.data));
                     if let Some(d) = self.batch.get(i) {
                         if d.truncated {
                             truncated += 1;
                         } else {
-                            on(d.src, d.data);
+                            on(d.src, d.data, next);
                         }
                     }
                 }
@@ -288,14 +291,16 @@ pub fn run(
                 RECV_WAIT.min(Duration::from_nanos(at.as_nanos().saturating_sub(now_ns)))
             });
         let result = match endpoint.as_mut() {
-            Some(ep) => path.recv(limit, &mut |src, data| {
+            Some(ep) => path.recv(limit, &mut |src, data, next| {
+                // As the node does: the next datagram's peer state comes in meanwhile.
+                intentra::prefetch_next(ep, data, next);
                 meter.datagram(|meter| {
                     for message in ep.handle_datagram(now, src, data) {
                         meter.deliver(message.payload);
                     }
                 });
             }),
-            None => path.recv(limit, &mut |_, data| {
+            None => path.recv(limit, &mut |_, data, _| {
                 meter.datagram(|meter| meter.deliver(data));
             }),
         };

@@ -394,7 +394,7 @@ fn connect_rate_0_sends_each_stdin_line_and_sigint_prints_the_summary() {
 fn captured_session(dir: &Path, count: &str) -> (Server, std::path::PathBuf) {
     let pcap = dir.join("session.pcap");
     let mut server = start_server_with(dir, None, &["--capture", pcap.to_str().unwrap()]);
-    for mode in ["realtime", "reliable"] {
+    for (sessions, mode) in ["realtime", "reliable"].into_iter().enumerate() {
         let out = connect(
             &server,
             &["--mode", mode, "--rate", "1000", "--count", count],
@@ -404,6 +404,11 @@ fn captured_session(dir: &Path, count: &str) -> (Server, std::path::PathBuf) {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The client's Close is in flight when it exits: the capture has it only once the
+        // server has read it, which a loaded machine may delay past a prompt SIGTERM.
+        wait_for(Duration::from_secs(10), || {
+            metric(&server, "intentra_connection_closes") >= (sessions + 1) as f64
+        });
     }
     signal(&server.child, libc::SIGTERM);
     server.child.wait().unwrap();

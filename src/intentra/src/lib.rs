@@ -53,7 +53,9 @@ pub use handle::{
     EventDrops, Events, Full, Handle, HandleConfig, HandleError, HandleStats, NodeEvent, RecvError,
     SendFailures,
 };
-pub use node::{Context, IdleStrategy, Node, NodeConfig, PublishReport, ShutdownHandle};
+pub use node::{
+    prefetch_next, Context, IdleStrategy, Node, NodeConfig, PublishReport, ShutdownHandle,
+};
 
 /// The types an application meets first, from the protocol core.
 pub use intentra_proto::{

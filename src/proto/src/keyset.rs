@@ -98,16 +98,21 @@ pub struct Opened {
 }
 
 /// Keys, counters and replay state of one session (one completed handshake).
+///
+/// `repr(C)`, in the order a received packet reads them (index, replay window, receive key),
+/// then what sending reads: a receive touches one run of adjacent cache lines, which the
+/// hardware prefetcher follows, instead of lines scattered over the set.
+#[repr(C)]
 pub struct KeySet {
     pub local_index: SessionIndex,
-    pub remote_index: SessionIndex,
-    send: PacketKey,
-    recv: PacketKey,
-    next_counter: u64,
-    replay: ReplayWindow,
-    pub created: Timestamp,
     /// Set once any packet opened under these keys: the peer has them too.
     pub received_any: bool,
+    replay: ReplayWindow,
+    recv: PacketKey,
+    pub remote_index: SessionIndex,
+    next_counter: u64,
+    send: PacketKey,
+    pub created: Timestamp,
 }
 
 impl KeySet {

@@ -39,12 +39,14 @@ pub enum ReplayError {
 }
 
 /// The set of counters seen recently, per direction of one session.
+/// `repr(C)`: `highest`, read for every packet, leads, beside the key set's index.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct ReplayWindow {
+    highest: Option<u64>,
     /// Bit `c % 64` of block `(c / 64) % BLOCKS` says whether counter `c` was marked,
     /// for every `c` within the window below `highest`.
     bitmap: [u64; BLOCKS as usize],
-    highest: Option<u64>,
 }
 
 impl ReplayWindow {

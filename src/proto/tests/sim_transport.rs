@@ -391,3 +391,69 @@ fn duplicates_and_old_replays_are_counted_and_never_close_a_session() {
     assert!(net.nodes[1].downs().is_empty());
     assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 3_000);
 }
+
+/// `hot_state` (the receive loop's cache hint) names state only for transport packets to a
+/// session we hold, reads nothing else of the input, never panics, and changes nothing.
+#[test]
+fn the_cache_hint_points_only_at_live_sessions_and_changes_nothing() {
+    let (mut net, pa, _) = pair(40, |_| {});
+    net.capture = Some(Vec::new());
+    net.send(0, pa, Mode::Realtime, b"hinted").unwrap();
+    net.run_for(Duration::from_millis(1), 100);
+    let (_, _, packet) = captured_of_type(&net, PacketType::Realtime)[0].clone();
+    let receiver = &net.nodes[1].endpoint;
+    let before = receiver.stats();
+    let live = receiver
+        .hot_state(&packet)
+        .expect("a live session has state");
+    // At least the peer's hot fields and current keys: several lines, not one.
+    assert!(live.lines().count() >= 8, "{}", live.lines().count());
+    // The header alone is enough.
+    assert!(receiver.hot_state(&packet[..8]).is_some());
+    // Same index under another transport type: the same session's state.
+    let mut ack = packet.clone();
+    ack[1] = PacketType::Ack as u8;
+    assert!(receiver.hot_state(&ack).is_some());
+    // Anything else: nothing.
+    let mut unknown = packet.clone();
+    unknown[4..8]
+        .copy_from_slice(&(u32::from_le_bytes(packet[4..8].try_into().unwrap()) ^ 1).to_le_bytes());
+    let mut handshake = packet.clone();
+    handshake[1] = PacketType::HandshakeFinish as u8;
+    let mut version = packet.clone();
+    version[0] ^= 0xFF;
+    let mut zero_index = packet.clone();
+    zero_index[4..8].fill(0);
+    for junk in [
+        &unknown[..],
+        &handshake,
+        &version,
+        &zero_index,
+        &packet[..7],
+        &[],
+    ] {
+        assert!(receiver.hot_state(junk).is_none(), "{junk:?}");
+    }
+    // Arbitrary bytes: never a panic.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for len in 0..64 {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = receiver.hot_state(&bytes);
+    }
+    assert_eq!(receiver.stats(), before, "a hint must change nothing");
+    // Once the session is gone, so is its state.
+    let now = net.now;
+    let peer = net.nodes[1].endpoint.established_peers().next().unwrap();
+    net.nodes[1].endpoint.close(now, peer);
+    // Past the closing linger, when the peer and its indexes are freed.
+    net.run_for(Duration::from_secs(60), 100_000);
+    assert_eq!(net.nodes[1].endpoint.established_peers().count(), 0);
+    assert!(net.nodes[1].endpoint.hot_state(&packet).is_none());
+}

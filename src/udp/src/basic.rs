@@ -79,6 +79,8 @@ impl BasicDriver {
                         src,
                         data,
                         kernel_time: None,
+                        // One datagram per call: nothing ahead is known.
+                        next_header: None,
                     });
                 }
                 Ok(Some(flow))

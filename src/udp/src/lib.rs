@@ -25,6 +25,7 @@ mod batch;
 mod gro;
 mod idle;
 mod mmsg;
+mod prefetch;
 pub mod raw;
 mod ring;
 mod sendq;
@@ -45,6 +46,7 @@ pub use basic::BasicDriver;
 pub use gro::{for_each_segment, segment_count};
 pub use idle::{IdlePhase, IdleStrategy, Idler};
 pub use mmsg::MmsgDriver;
+pub use prefetch::prefetch;
 pub use ring::{BufferRing, RingError, RingLayout, SlotIndex};
 pub use sendq::{CommitError, PendingSend, SendSlot, GSO_MAX_BYTES};
 pub use socket::{
@@ -89,6 +91,26 @@ pub struct Datagram<'a> {
     pub data: &'a mut [u8],
     /// Present when the socket was opened with `timestamps`.
     pub kernel_time: Option<KernelTime>,
+    /// The first bytes of the datagram this batch hands over next (zero-padded when it is
+    /// shorter), when the driver already holds it: a callee can have that datagram's state
+    /// fetched into the cache while it handles this one. `None` at the end of a batch.
+    pub next_header: Option<NextHeader>,
+}
+
+/// How many leading bytes of the next datagram [`Datagram::next_header`] carries: enough for
+/// an intentra transport header's type and receiver index.
+pub const NEXT_HEADER_LEN: usize = 8;
+
+/// The leading bytes of a datagram, see [`Datagram::next_header`].
+pub type NextHeader = [u8; NEXT_HEADER_LEN];
+
+/// The leading bytes of `data`, zero-padded: a [`Datagram::next_header`] for receive
+/// loops that batch by other means.
+pub fn header_of(data: &[u8]) -> NextHeader {
+    let mut header = [0u8; NEXT_HEADER_LEN];
+    let n = data.len().min(NEXT_HEADER_LEN);
+    header[..n].copy_from_slice(&data[..n]);
+    header
 }
 
 /// What one `recv_batch` did.
@@ -360,6 +382,7 @@ pub(crate) fn deliver(
     src: SocketAddr,
     kernel_time: Option<KernelTime>,
     skip: usize,
+    after: Option<NextHeader>,
     stats: &mut RecvStats,
     on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
 ) -> Handed {
@@ -380,24 +403,36 @@ pub(crate) fn deliver(
         stats.gro_buffers += 1;
     }
     if count == 1 {
-        // Also an empty datagram, which `chunks_mut` would skip.
+        // Also an empty datagram, which the segment walk below would skip.
         stats.datagrams += 1;
         let flow = on_datagram(Datagram {
             src,
             data,
             kernel_time,
+            next_header: after,
         });
         return match flow {
             Flow::Continue => Handed::All,
             Flow::Pause => Handed::PausedAfter,
         };
     }
-    for (at, seg) in data.chunks_mut(segment).enumerate().skip(skip) {
+    let mut rest = data
+        .get_mut(skip.saturating_mul(segment)..)
+        .unwrap_or_default();
+    for at in skip..count {
+        let len = segment.min(rest.len());
+        let (seg, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        let next_header = if tail.is_empty() {
+            after
+        } else {
+            Some(header_of(tail))
+        };
         stats.datagrams += 1;
         let flow = on_datagram(Datagram {
             src,
             data: seg,
             kernel_time,
+            next_header,
         });
         if flow == Flow::Pause {
             return if at + 1 < count {
@@ -406,6 +441,7 @@ pub(crate) fn deliver(
                 Handed::PausedAfter
             };
         }
+        rest = tail;
     }
     Handed::All
 }

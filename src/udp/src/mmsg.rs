@@ -21,8 +21,8 @@ use super::sys::{
     ADDR_CAP, CONTROL_CAP,
 };
 use super::{
-    deliver, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, RecvStats, SendSlot,
-    SendStats, Wait, Waker,
+    deliver, header_of, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, NextHeader,
+    RecvStats, SendSlot, SendStats, Wait, Waker,
 };
 
 /// Batches of datagrams per system call with recvmmsg/sendmmsg, GRO and GSO.
@@ -152,6 +152,16 @@ impl MmsgDriver {
         }
     }
 
+    /// The leading bytes of message `i` of the last recvmmsg (`n` received), if there is one.
+    fn header_of_message(&self, i: usize, n: usize) -> Option<NextHeader> {
+        if i >= n {
+            return None;
+        }
+        let len = self.recv_hdrs.get(i)?.msg_len as usize;
+        let slot = self.ring.recv_slot(i)?;
+        Some(header_of(self.ring.slot(slot).get(..len)?))
+    }
+
     /// Hands over messages `from..n` of the last recvmmsg, the first from GRO
     /// segment `skip`; remembers where it stopped if the callback paused.
     fn deliver_batch(
@@ -187,6 +197,7 @@ impl MmsgDriver {
                 .and_then(|c| c.bytes.get(..control_len))
                 .map(sys::parse_control)
                 .unwrap_or_default();
+            let after = self.header_of_message(i + 1, n);
             let Some(data) = self.ring.slot_mut(slot).get_mut(..len) else {
                 stats.truncated += 1;
                 continue;
@@ -198,6 +209,7 @@ impl MmsgDriver {
                 src,
                 meta.timestamp_ns.map(KernelTime::from_nanos),
                 at,
+                after,
                 stats,
                 on_datagram,
             );

@@ -26,8 +26,8 @@ use super::sendq::{Retry, SendQueue};
 use super::socket::SocketCaps;
 use super::sys::{self, classify_recv_error, classify_send_error, RecvFailure, SendFailure};
 use super::{
-    deliver, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, RecvStats, SendSlot,
-    SendStats, Wait,
+    deliver, header_of, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, NextHeader,
+    RecvStats, SendSlot, SendStats, Wait,
 };
 
 /// Why the io_uring driver cannot run here. Log it once; mmsg takes over.
@@ -523,8 +523,9 @@ impl UringDriver {
             }
             match cqueue::buffer_select(flags) {
                 Some(bid) => {
+                    let after = self.header_of_cqe(i + 1, taken);
                     let handed = match usize::try_from(res) {
-                        Ok(used) => self.handle_buffer(bid, used, at, stats, on_datagram),
+                        Ok(used) => self.handle_buffer(bid, used, at, after, stats, on_datagram),
                         Err(_) => {
                             stats.errors += 1;
                             Handed::All
@@ -568,11 +569,36 @@ impl UringDriver {
         }
     }
 
+    /// Where a received datagram's bytes start in a provided buffer: after the
+    /// io_uring_recvmsg_out header and the room the msghdr reserved for the name and cmsgs.
+    fn payload_start(&self) -> usize {
+        OUT_HDR + NAME_LEN + self.recv_msghdr.msg_controllen
+    }
+
+    /// The leading bytes of the datagram CQE `i` (of `taken`) carries, if it carries one.
+    fn header_of_cqe(&self, i: usize, taken: usize) -> Option<NextHeader> {
+        if i >= taken {
+            return None;
+        }
+        let &(tag, res, flags) = self.cqes.get(i)?;
+        if tag == WAKE_TAG {
+            return None;
+        }
+        let bid = cqueue::buffer_select(flags)?;
+        let used = usize::try_from(res).ok()?;
+        let slot = self.ring.recv_slot(usize::from(bid))?;
+        let buf = self.ring.slot(slot).get(..used)?;
+        let start = self.payload_start();
+        let len = read_u32(buf, 8)? as usize;
+        Some(header_of(buf.get(start..start.checked_add(len)?)?))
+    }
+
     fn handle_buffer(
         &mut self,
         bid: u16,
         used: usize,
         skip: usize,
+        after: Option<NextHeader>,
         stats: &mut RecvStats,
         on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
     ) -> Handed {
@@ -623,6 +649,7 @@ impl UringDriver {
             src,
             meta.timestamp_ns.map(KernelTime::from_nanos),
             skip,
+            after,
             stats,
             on_datagram,
         )

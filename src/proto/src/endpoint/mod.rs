@@ -28,6 +28,7 @@ mod pools;
 mod timers;
 mod transport;
 
+pub use self::peers::HotState;
 pub use self::transport::{Bundle, Bundled};
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -160,7 +161,10 @@ impl Endpoint {
             cookies: CookieSecrets::new(secret, now),
             handshake_load,
             indexes,
-            peers: Vec::new(),
+            // Never more slots than `max_peers` (freed ones are reused), so this table never
+            // moves: a reallocation would copy every peer in the middle of a handshake.
+            // Reserved, not touched: the pages are resident once peers use them.
+            peers: Vec::with_capacity(config.max_peers),
             free_peers: Vec::new(),
             pools: ColdPools::new(config.reliable, config.max_peers),
             by_key: HashMap::new(),
@@ -394,7 +398,7 @@ impl Endpoint {
             }
             self.stats.messages_delivered += 1;
             let entry = self.peers.get_mut(id.slot as usize)?;
-            let peer = entry.peer.as_deref_mut()?;
+            let peer = entry.peer.as_mut()?;
             let payload = peer.receiver.as_deref_mut()?.pop_ready()?;
             self.stats.bytes_delivered += payload.len() as u64;
             return Some(Event::Message(Message {
@@ -425,7 +429,7 @@ impl Endpoint {
     /// Established peers, for fan-out (`publish`). Allocation-free.
     pub fn established_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.peers.iter().enumerate().filter_map(|(slot, entry)| {
-            let peer = entry.peer.as_deref()?;
+            let peer = entry.peer.as_ref()?;
             (peer.established && peer.closing.is_none()).then_some(PeerId {
                 slot: slot as u32,
                 generation: entry.generation,
@@ -442,7 +446,7 @@ impl Endpoint {
             .enumerate()
             .skip(start)
             .find_map(|(slot, entry)| {
-                let peer = entry.peer.as_deref()?;
+                let peer = entry.peer.as_ref()?;
                 (peer.established && peer.closing.is_none()).then_some(PeerId {
                     slot: slot as u32,
                     generation: entry.generation,
@@ -499,7 +503,7 @@ impl Endpoint {
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.handshakes_in_flight = self.responders.iter().flatten().count() as u64;
-        for peer in self.peers.iter().filter_map(|e| e.peer.as_deref()) {
+        for peer in self.peers.iter().filter_map(|e| e.peer.as_ref()) {
             if peer.established && peer.closing.is_none() {
                 stats.sessions_active += 1;
             }

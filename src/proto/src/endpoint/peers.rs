@@ -15,7 +15,7 @@ use crate::reliable::{ReliableReceiver, ReliableSender, MAX_QUEUE_BYTES};
 use crate::stats::CloseReason;
 use crate::strikes::Strikes;
 use crate::time::Timestamp;
-use crate::wire::{SessionIndex, COOKIE_LEN};
+use crate::wire::{read_u32, PacketType, SessionIndex, COOKIE_LEN, VERSION};
 
 /// Stray-counter packets opened per second and in a burst, per peer (PROTOCOL.md 8).
 pub(super) const STRAY_RATE: u32 = 100;
@@ -41,28 +41,69 @@ pub(super) enum KeyRole {
     Next,
 }
 
+/// Where the state lies that [`Endpoint::handle_datagram`] reads for one transport packet:
+/// the slot of its peer, hot fields and current keys first. Only addresses, for a cache hint.
+#[derive(Debug, Clone, Copy)]
+pub struct HotState {
+    start: *const u8,
+    end: *const u8,
+}
+
+/// The cache line size the hint steps by (x86-64 and most ARM cores).
+const CACHE_LINE: usize = 64;
+
+impl HotState {
+    /// One address in every cache line of the state. They are for a prefetch hint, never
+    /// to be read through: they dangle as soon as the endpoint changes.
+    pub fn lines(&self) -> impl Iterator<Item = *const u8> {
+        let start = self.start;
+        let len = (self.end as usize).saturating_sub(start as usize);
+        (0..len.div_ceil(CACHE_LINE)).map(move |line| start.wrapping_add(line * CACHE_LINE))
+    }
+}
+
 /// Everything one endpoint knows about one peer. What the data path and the timers touch
 /// for every datagram is inline; what only some peers need some of the time (the key sets
 /// around a rekey, Reliable streams) is boxed, taken from the endpoint's `ColdPools` when
 /// first needed and given back when no longer, so an established idle peer that never used
 /// Reliable costs little more than this struct (`an_idle_peer_holds_no_cold_parts`).
+///
+/// `repr(C)`, hot first: what every received datagram reads or writes (closing, bucket,
+/// counters, address, timers, whether a handshake is under way) sits in the first lines,
+/// followed by the current key set
+/// (itself ordered for the receive path); what only handshakes, rekeys and Reliable touch
+/// comes last. With thousands of peers each datagram finds a cold peer, and adjacent lines
+/// cost far less than scattered ones.
+#[repr(C)]
 pub(super) struct Peer {
-    pub(super) public_key: PublicKey,
-    pub(super) addr: SocketAddr,
+    pub(super) closing: Option<CloseReason>,
+    /// The reason given in the peer's own close packet.
+    pub(super) peer_reason: Option<CloseReason>,
     pub(super) established: bool,
     /// Whether we initiated the current session: its initiator is the side that rekeys.
     pub(super) we_initiated: bool,
-    pub(super) current: Option<KeySet>,
-    /// The previous and next key sets, held only around a rekey.
-    pub(super) spare: Option<Box<SpareKeys>>,
-    pub(super) previous_expires: Timestamp,
-    pub(super) handshake: Option<InitiatorHandshake>,
-    pub(super) cookie: Option<([u8; COOKIE_LEN], Timestamp)>,
+    pub(super) ack_queued: bool,
+    pub(super) keepalive_queued: bool,
+    pub(super) retransmit_queued: bool,
     pub(super) bucket: TokenBucket,
     /// The budget of packets with stray counters (far ahead of anything accepted), so that
     /// junk with made-up counters cannot spend `bucket`, which the genuine packets need.
     pub(super) stray: TokenBucket,
-    pub(super) strikes: Strikes,
+    pub(super) last_received: Timestamp,
+    pub(super) last_sent: Timestamp,
+    pub(super) packets_received: u64,
+    pub(super) packets_sent: u64,
+    pub(super) drops: u64,
+    /// The earliest wake-up of this peer in the endpoint's heap (`NEVER` if none).
+    pub(super) scheduled: Timestamp,
+    pub(super) addr: SocketAddr,
+    /// Deadlines by concern; the peer's next wake-up is their minimum.
+    pub(super) timers: TimerTable,
+    /// Small, and whether it is set is asked of every packet under the current keys.
+    pub(super) handshake: Option<InitiatorHandshake>,
+    pub(super) current: Option<KeySet>,
+    /// The previous and next key sets, held only around a rekey.
+    pub(super) spare: Option<Box<SpareKeys>>,
     /// The Reliable stream we send, from our first Reliable message on.
     pub(super) sender: Option<Box<ReliableSender>>,
     /// The Reliable stream we receive, from the peer's first Reliable segment on.
@@ -70,21 +111,10 @@ pub(super) struct Peer {
     /// The peer's receive window (from its handshake) for our sender, kept here so that a
     /// sender made later starts with it; the sender's own copy is the same whenever it exists.
     pub(super) peer_window: usize,
-    pub(super) last_received: Timestamp,
-    pub(super) last_sent: Timestamp,
-    pub(super) ack_queued: bool,
-    pub(super) keepalive_queued: bool,
-    pub(super) retransmit_queued: bool,
-    pub(super) closing: Option<CloseReason>,
-    /// The reason given in the peer's own close packet.
-    pub(super) peer_reason: Option<CloseReason>,
-    pub(super) packets_received: u64,
-    pub(super) packets_sent: u64,
-    pub(super) drops: u64,
-    /// Deadlines by concern; the peer's next wake-up is their minimum.
-    pub(super) timers: TimerTable,
-    /// The earliest wake-up of this peer in the endpoint's heap (`NEVER` if none).
-    pub(super) scheduled: Timestamp,
+    pub(super) strikes: Strikes,
+    pub(super) public_key: PublicKey,
+    pub(super) previous_expires: Timestamp,
+    pub(super) cookie: Option<([u8; COOKIE_LEN], Timestamp)>,
 }
 
 impl Peer {
@@ -203,9 +233,11 @@ impl Peer {
 }
 
 /// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
+/// The peer is inline, not boxed: a packet's slot number is then enough to know where its
+/// state lies, without loading a pointer first (`Endpoint::hot_state`).
 pub(super) struct PeerEntry {
     pub(super) generation: u32,
-    pub(super) peer: Option<Box<Peer>>,
+    pub(super) peer: Option<Peer>,
 }
 
 impl Endpoint {
@@ -213,7 +245,7 @@ impl Endpoint {
         self.peers
             .get(id.slot as usize)
             .filter(|e| e.generation == id.generation)
-            .and_then(|e| e.peer.as_deref())
+            .and_then(|e| e.peer.as_ref())
     }
 
     pub(super) fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
@@ -246,7 +278,7 @@ impl Endpoint {
         if self.live_peers() >= self.config.max_peers {
             return None;
         }
-        let peer = Box::new(Peer {
+        let peer = Peer {
             public_key,
             addr,
             established: false,
@@ -276,7 +308,7 @@ impl Endpoint {
             drops: 0,
             timers: TimerTable::default(),
             scheduled: Timestamp::NEVER,
-        });
+        };
         let id = match self.free_peers.pop() {
             Some(slot) => {
                 let entry = self.peers.get_mut(slot as usize)?;
@@ -455,6 +487,49 @@ impl Endpoint {
         peer.release_cold(&mut self.pools);
     }
 
+    /// Where the state lies that `handle_datagram` will read for a transport packet whose
+    /// first bytes are `header` (8 are enough); `None` for anything else (handshake packets,
+    /// junk, an index we did not issue). Reads the header and the index table, changes
+    /// nothing, never fails on any input.
+    ///
+    /// A receive loop that knows the next datagram of its batch asks for it while handling
+    /// the current one and prefetches the lines: with thousands of peers, each packet's
+    /// peer is otherwise a run of cache misses on the critical path (perf/README.md).
+    pub fn hot_state(&self, header: &[u8]) -> Option<HotState> {
+        let (Some(&version), Some(&kind), Some(index)) =
+            (header.first(), header.get(1), header.get(4..8))
+        else {
+            return None;
+        };
+        let transport = matches!(
+            PacketType::from_byte(kind),
+            Some(
+                PacketType::Realtime
+                    | PacketType::Reliable
+                    | PacketType::Ack
+                    | PacketType::Keepalive
+                    | PacketType::Close
+                    | PacketType::Bundle
+            )
+        );
+        if version != VERSION || !transport {
+            return None;
+        }
+        let index = SessionIndex::new(read_u32(index, 0))?;
+        let Some(SlotTarget::Keys(id)) = self.lookup(index) else {
+            return None;
+        };
+        // The whole slot, found from its number alone: reading anything of the peer here
+        // would wait for the very cache misses the hint is meant to hide. Most of it is what
+        // a packet reads (the hot fields, then the current keys); the rest is the send key.
+        let entry = self.peers.get(id.slot as usize)?;
+        let start = std::ptr::from_ref(entry).cast::<u8>();
+        Some(HotState {
+            start,
+            end: start.wrapping_add(std::mem::size_of::<PeerEntry>()),
+        })
+    }
+
     pub(super) fn lookup(&self, index: SessionIndex) -> Option<SlotTarget> {
         self.indexes.get(index)
     }
@@ -473,5 +548,5 @@ pub(super) fn peer_in(peers: &mut [PeerEntry], id: PeerId) -> Option<&mut Peer> 
     peers
         .get_mut(id.slot as usize)
         .filter(|e| e.generation == id.generation)
-        .and_then(|e| e.peer.as_deref_mut())
+        .and_then(|e| e.peer.as_mut())
 }

@@ -133,7 +133,7 @@ fn is_live(wake: &Wake, peers: &[PeerEntry], responders: &[Option<PendingRespond
         Owner::Peer { slot, generation } => peers
             .get(slot as usize)
             .filter(|e| e.generation == generation)
-            .and_then(|e| e.peer.as_deref())
+            .and_then(|e| e.peer.as_ref())
             .is_some_and(|p| p.scheduled == wake.at),
         Owner::Responder {
             position,
