@@ -10,6 +10,8 @@ use intentra_proto::wire::{self, Header, PacketType, TransportKind};
 use intentra_proto::EndpointConfig;
 use intentra_proto::{CloseReason, DropReason};
 use intentra_proto::{Mode, PeerId};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 
 fn pair(seed: u64, tweak: impl Fn(&mut EndpointConfig)) -> (Network, PeerId, PeerId) {
     Network::connected_pair(seed, tweak)
@@ -365,7 +367,6 @@ fn a_hub_fans_out_to_many_peers() {
         assert_eq!(net.nodes[s].messages(Mode::Realtime).count(), 10);
     }
 }
-use rand_chacha::rand_core::SeedableRng;
 
 #[test]
 fn duplicates_and_old_replays_are_counted_and_never_close_a_session() {
@@ -435,16 +436,10 @@ fn the_cache_hint_points_only_at_live_sessions_and_changes_nothing() {
         assert!(receiver.hot_state(junk).is_none(), "{junk:?}");
     }
     // Arbitrary bytes: never a panic.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = ChaCha20Rng::seed_from_u64(41);
     for len in 0..64 {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut bytes = vec![0u8; len];
+        rng.fill_bytes(&mut bytes);
         let _ = receiver.hot_state(&bytes);
     }
     assert_eq!(receiver.stats(), before, "a hint must change nothing");
