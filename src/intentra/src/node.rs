@@ -62,10 +62,12 @@ pub struct NodeConfig {
     /// deferred Reliable sends.
     pub handle: HandleConfig,
     /// Smart batching (PROTOCOL.md 7.5): messages for one peer that [`Handle`]s queued
-    /// together (consecutive sends to it, or consecutive publishes) go out in as few sealed
-    /// datagrams as they fit, each delivered separately; a lone message is sent as its own
-    /// packet, and nothing ever waits to fill a datagram. On by default. Off, every message
-    /// is its own datagram. Either way the node receives bundles.
+    /// together (consecutive sends to it, or consecutive publishes), and the Realtime
+    /// messages callbacks send to it while one receive batch is handled (a hub's relays),
+    /// go out in as few sealed datagrams as they fit, each delivered separately, in the
+    /// order sent; a lone message is sent as its own packet, and nothing ever waits to fill
+    /// a datagram (a callback's sends leave when its batch is handled). On by default. Off,
+    /// every message is its own datagram. Either way the node receives bundles.
     pub bundling: bool,
 }
 
@@ -386,12 +388,115 @@ fn send_or_defer(
     }
 }
 
+/// Realtime messages the callbacks send while one receive batch is handled, held until the
+/// batch is done so that those for one peer leave in as few sealed datagrams as they fit
+/// (PROTOCOL.md 7.5): a hub relaying a publisher's bundle sends each subscriber one datagram,
+/// not one per message. Only with `NodeConfig::bundling`. Preallocated at bind; when full,
+/// what it holds is sent (into the batch's deferred sends) and it starts over. A message's
+/// refusals (unknown peer, no session yet, too large) are answered when it is held, so
+/// `Context::send` answers as it would have without it.
+struct Outbox {
+    bytes: Vec<u8>,
+    held: Vec<Held>,
+}
+
+/// One held message: its peer and where its bytes are in `Outbox::bytes` (which only grows
+/// until it is emptied, so `at` also orders the messages as they were held).
+#[derive(Clone, Copy)]
+struct Held {
+    peer: PeerId,
+    at: u32,
+    len: u32,
+}
+
+/// Room of the outbox: many more small messages than one datagram holds, so a batch's relays
+/// to one peer are seldom split by a full outbox.
+const OUTBOX_BYTES: usize = 64 * 1024;
+const OUTBOX_MESSAGES: usize = 1024;
+
+impl Outbox {
+    fn new() -> Outbox {
+        Outbox {
+            bytes: Vec::with_capacity(OUTBOX_BYTES),
+            held: Vec::with_capacity(OUTBOX_MESSAGES),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Keeps a copy of `payload` for `peer`; false (nothing kept) when there is no room.
+    fn hold(&mut self, peer: PeerId, payload: &[u8]) -> bool {
+        let at = self.bytes.len();
+        let fits = self.held.len() < OUTBOX_MESSAGES && at + payload.len() <= OUTBOX_BYTES;
+        let (Ok(at32), Ok(len)) = (u32::try_from(at), u32::try_from(payload.len())) else {
+            return false;
+        };
+        if !fits {
+            return false;
+        }
+        self.bytes.extend_from_slice(payload);
+        self.held.push(Held {
+            peer,
+            at: at32,
+            len,
+        });
+        true
+    }
+
+    /// Sends everything held, bundled per peer in the order it was held, and empties the
+    /// outbox. Returns how many messages could not be sent (their session ended meanwhile,
+    /// or no send buffer was left), which the caller counts as send drops.
+    fn send_all(
+        &mut self,
+        endpoint: &mut Endpoint,
+        sink: &mut Sink<'_>,
+        backlog: &mut Backlog,
+        now: Timestamp,
+    ) -> u64 {
+        // In place and without allocating: by peer, then by position (= order held).
+        self.held.sort_unstable_by_key(|h| (h.peer, h.at));
+        let mut failed = 0;
+        let mut rest = &self.held[..];
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|h| h.peer == first.peer).count();
+            let (same_peer, after) = rest.split_at(run);
+            let bytes = &self.bytes;
+            let messages = same_peer.iter().map(|h| {
+                let at = h.at as usize;
+                (Mode::Realtime, &bytes[at..at + h.len as usize])
+            });
+            send_bundled(
+                endpoint,
+                sink,
+                backlog,
+                now,
+                first.peer,
+                messages,
+                false,
+                &mut |outcome| {
+                    if matches!(outcome, Outcome::Failed(_)) {
+                        failed += 1;
+                    }
+                },
+            );
+            rest = after;
+        }
+        self.held.clear();
+        self.bytes.clear();
+        failed
+    }
+}
+
 /// What a callback may do: send, publish, close, inspect. Borrowed for the call only.
 pub struct Context<'a> {
     endpoint: &'a mut Endpoint,
     sink: Sink<'a>,
     backlog: &'a mut Backlog,
     now: Timestamp,
+    /// While a receive batch is handled with bundling on: where Realtime sends wait.
+    outbox: Option<&'a mut Outbox>,
 }
 
 /// What `publish` did.
@@ -414,7 +519,25 @@ impl Context<'_> {
     /// Seals and queues one message to one peer. A Reliable `WouldBlock` is remembered:
     /// the node's `on_writable` callback (and `NodeEvent::Writable`) fires for the peer
     /// once ACKs have freed room for a message that size.
+    ///
+    /// With bundling on, a Realtime message sent while a receive batch is handled waits until
+    /// the batch is done and leaves bundled with the others for the same peer (in the order
+    /// they were sent); its refusals are answered here all the same.
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
+        if mode == Mode::Realtime {
+            if let Some(outbox) = self.outbox.as_deref_mut() {
+                self.endpoint.check_realtime(peer, payload.len())?;
+                if outbox.hold(peer, payload) {
+                    return Ok(());
+                }
+                // Full: what it holds goes out now (still before this message), then this.
+                let failed = outbox.send_all(self.endpoint, &mut self.sink, self.backlog, self.now);
+                self.endpoint.record_send_drops(failed);
+                if outbox.hold(peer, payload) {
+                    return Ok(());
+                }
+            }
+        }
         send_noted(
             self.endpoint,
             &mut self.sink,
@@ -424,6 +547,14 @@ impl Context<'_> {
             mode,
             payload,
         )
+    }
+
+    /// Sends what the outbox holds, so that what follows cannot overtake it.
+    fn send_held(&mut self) {
+        if let Some(outbox) = self.outbox.as_deref_mut().filter(|o| !o.is_empty()) {
+            let failed = outbox.send_all(self.endpoint, &mut self.sink, self.backlog, self.now);
+            self.endpoint.record_send_drops(failed);
+        }
     }
 
     /// Sends a Reliable message now, or, when the peer's window is full, holds a copy in
@@ -454,6 +585,7 @@ impl Context<'_> {
 
     /// Sends `payload` to every established peer (fan-out); sends are flushed in batches.
     pub fn publish(&mut self, mode: Mode, payload: &[u8]) -> PublishReport {
+        self.send_held();
         publish_all(
             self.endpoint,
             &mut self.sink,
@@ -471,6 +603,8 @@ impl Context<'_> {
 
     /// Closes the session with `peer`, telling it why.
     pub fn close(&mut self, peer: PeerId) {
+        // What was sent to it before the close goes before the close.
+        self.send_held();
         self.endpoint.close(self.now, peer);
     }
 
@@ -799,6 +933,8 @@ pub struct Node {
     publication: Option<Publication>,
     shutdown: ShutdownHandle,
     scratch: Box<[u8; MAX_DATAGRAM_LEN]>,
+    /// Realtime sends of the callbacks during one receive batch, bundled when it is done.
+    outbox: Outbox,
     driver_note: Option<String>,
     recorder: Option<Recorder>,
     handle_config: HandleConfig,
@@ -862,6 +998,7 @@ impl Node {
             publication: None,
             shutdown: ShutdownHandle::new(),
             scratch: Box::new([0u8; MAX_DATAGRAM_LEN]),
+            outbox: Outbox::new(),
             driver_note: note,
             recorder,
             handle_config: config.handle,
@@ -1160,8 +1297,12 @@ impl Node {
             events,
             backlog,
             scratch,
+            outbox,
+            bundling,
             ..
         } = self;
+        // Realtime sends from the batch's callbacks wait in the outbox to be bundled.
+        let mut outbox = bundling.then_some(outbox);
         let clock = &self.clock;
         let epoch = self.epoch;
         let mut batch_now = None;
@@ -1189,6 +1330,7 @@ impl Node {
                     scratch,
                     backlog,
                     Target::Deferred(&mut *deferred),
+                    outbox.as_deref_mut(),
                     recorder,
                     now,
                 );
@@ -1209,6 +1351,7 @@ impl Node {
                         },
                         backlog,
                         now,
+                        outbox: outbox.as_deref_mut(),
                     };
                     handler(&mut ctx, &Event::Message(message));
                 }
@@ -1234,6 +1377,14 @@ impl Node {
                 }
             }
             Err(err) => tracing::debug!(error = %err, "deferred sends failed"),
+        }
+        if !self.outbox.is_empty() {
+            let now = batch_now.unwrap_or_else(|| self.now());
+            let mut sink = Sink::driver(self.driver.as_mut(), &mut self.recorder);
+            let failed =
+                self.outbox
+                    .send_all(&mut self.endpoint, &mut sink, &mut self.backlog, now);
+            self.endpoint.record_send_drops(failed);
         }
         if let Some(publication) = self.publication.as_mut() {
             if received.datagrams > 0 {
@@ -1290,6 +1441,7 @@ impl Node {
                     sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
                     backlog: &mut self.backlog,
                     now,
+                    outbox: None,
                 };
                 (tick.handler)(&mut ctx);
             }
@@ -1302,6 +1454,7 @@ impl Node {
             &mut self.scratch,
             &mut self.backlog,
             Target::Driver(self.driver.as_mut()),
+            None,
             &mut self.recorder,
             now,
         );
@@ -1597,6 +1750,7 @@ impl Node {
                     sink: Sink::driver(self.driver.as_mut(), &mut self.recorder),
                     backlog: &mut self.backlog,
                     now,
+                    outbox: None,
                 };
                 handler(&mut ctx, peer);
             }
@@ -1644,6 +1798,7 @@ fn dispatch_queued(
     scratch: &mut [u8; MAX_DATAGRAM_LEN],
     backlog: &mut Backlog,
     mut target: Target<'_>,
+    mut outbox: Option<&mut Outbox>,
     recorder: &mut Option<Recorder>,
     now: Timestamp,
 ) {
@@ -1751,6 +1906,7 @@ fn dispatch_queued(
             },
             backlog: &mut *backlog,
             now,
+            outbox: outbox.as_deref_mut(),
         };
         match event {
             OwnedEvent::Message(peer, mode, len) => {

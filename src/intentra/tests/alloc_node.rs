@@ -196,3 +196,71 @@ fn a_producer_thread_sending_through_a_handle_allocates_nothing_per_message() {
         "{allocated} allocations over 100,000 messages through a Handle"
     );
 }
+
+/// A callback that sends from inside the loop (as a hub relays) goes through the outbox that
+/// bundles a batch's sends per peer: holding, grouping and sealing them allocate nothing.
+#[test]
+fn a_callback_sending_through_the_outbox_allocates_nothing_per_message() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut a = node(DriverKind::Mmsg, 5);
+    let mut b = node(DriverKind::Mmsg, 6);
+    // b echoes every Realtime message to its sender from its callback; a counts the echoes.
+    b.on_event(|ctx, event| {
+        if let intentra::proto::Event::Message(m) = event {
+            if m.mode == Mode::Realtime {
+                let _ = ctx.send(m.peer, Mode::Realtime, m.payload);
+            }
+        }
+    });
+    let echoes = Arc::new(Mutex::new(0u64));
+    let counter = echoes.clone();
+    a.on_message(move |_, _, _| {
+        if let Ok(mut n) = counter.lock() {
+            *n += 1;
+        }
+    });
+    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
+    for _ in 0..5_000 {
+        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
+            break;
+        }
+        a.turn(Duration::from_millis(1)).unwrap();
+        b.turn(Duration::from_millis(1)).unwrap();
+    }
+    assert!(
+        a.peer_info(peer).is_some_and(|p| p.established),
+        "no session"
+    );
+    let payload = [0x24u8; 64];
+    let mut round = |count: u32| {
+        let start = *echoes.lock().unwrap();
+        let mut sent = 0;
+        while sent < count {
+            for _ in 0..32 {
+                if a.send(peer, Mode::Realtime, &payload).is_ok() {
+                    sent += 1;
+                }
+            }
+            for _ in 0..4 {
+                b.turn(Duration::ZERO).unwrap();
+                a.turn(Duration::ZERO).unwrap();
+            }
+        }
+        for _ in 0..200 {
+            b.turn(Duration::from_micros(100)).unwrap();
+            a.turn(Duration::ZERO).unwrap();
+        }
+        *echoes.lock().unwrap() - start
+    };
+    round(20_000);
+    let before = allocations();
+    let echoed = round(100_000);
+    let allocated = allocations() - before;
+    assert!(echoed >= 95_000, "only {echoed} of 100000 echoed");
+    assert_eq!(allocated, 0, "{allocated} allocations over 100,000 echoes");
+    assert!(
+        b.stats().packets_sent < 100_000,
+        "the echoes were not bundled: {} datagrams",
+        b.stats().packets_sent
+    );
+}

@@ -145,3 +145,77 @@ fn a_node_with_bundling_off_and_one_with_it_on_talk_both_ways() {
         "{lone} datagrams for 120 messages sent one by one"
     );
 }
+
+/// A relay: `via` forwards every Realtime message it receives to `to` from its callback
+/// (as a hub does). `from` queues `count` Realtime messages at once, which arrive bundled.
+/// Returns the datagrams `to` received while all `count` arrived, checked in order.
+fn relay(from: &mut Node, via: &mut Node, to: &mut Node, count: u16) -> u64 {
+    let peer_to = pair(via, to);
+    let peer_via = pair(from, via);
+    via.on_event(move |ctx, event| {
+        if let intentra::proto::Event::Message(m) = event {
+            if m.mode == Mode::Realtime {
+                ctx.send(peer_to, Mode::Realtime, m.payload)
+                    .expect("a relay to an established peer is accepted");
+            }
+        }
+    });
+    let log = record(to);
+    let handle = from.handle();
+    for n in 0..count {
+        handle
+            .send(peer_via, Mode::Realtime, &message(Mode::Realtime, n))
+            .unwrap();
+    }
+    let received_before = to.stats().packets_received;
+    for _ in 0..10_000 {
+        if log.lock().unwrap().len() >= usize::from(count) {
+            break;
+        }
+        from.turn(Duration::from_millis(1)).unwrap();
+        via.turn(Duration::from_millis(1)).unwrap();
+        to.turn(Duration::from_millis(1)).unwrap();
+    }
+    let got: Vec<Vec<u8>> = log.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+    let sent: Vec<Vec<u8>> = (0..count).map(|n| message(Mode::Realtime, n)).collect();
+    assert!(
+        got == sent,
+        "relayed {} of {count}, or out of order",
+        got.len()
+    );
+    to.stats().packets_received - received_before
+}
+
+#[test]
+fn a_callbacks_sends_to_one_peer_leave_bundled_in_order() {
+    let (mut from, mut via, mut to) = (node(7, true), node(8, true), node(9, true));
+    let datagrams = relay(&mut from, &mut via, &mut to, 60);
+    // 60 messages of 64 bytes relayed from about three received bundles: about three
+    // datagrams (a keepalive may come too), not 60.
+    assert!(
+        datagrams <= 10,
+        "60 relayed messages took {datagrams} datagrams"
+    );
+}
+
+#[test]
+fn with_bundling_off_a_callbacks_sends_go_one_by_one() {
+    let (mut from, mut via, mut to) = (node(10, true), node(11, false), node(12, true));
+    let datagrams = relay(&mut from, &mut via, &mut to, 60);
+    assert!(
+        datagrams >= 60,
+        "60 relayed messages took {datagrams} datagrams"
+    );
+}
+
+#[test]
+fn a_batch_relaying_more_than_the_outbox_holds_keeps_every_message_in_order() {
+    // 1,500 messages arrive in bundles of about 20, a receive batch of many of them relays
+    // more than the outbox's 1,024 messages: it is sent out mid-batch and refilled.
+    let (mut from, mut via, mut to) = (node(13, true), node(14, true), node(15, true));
+    let datagrams = relay(&mut from, &mut via, &mut to, 1_500);
+    assert!(
+        datagrams < 1_500,
+        "1,500 relayed messages took {datagrams} datagrams"
+    );
+}

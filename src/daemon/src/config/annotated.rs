@@ -53,7 +53,7 @@ pub(crate) const OPTIONS: &[OptionDoc] = &[
     unset("node", "allow_list", "Allow-list: one hex public key per line, # comments; SIGHUP reloads it. Relative to this file's directory.",
           "allow_list = \"allow-list\"   # unset: any peer key is accepted"),
     opt("node", "allow_list_empty_ok", "Accept an allow-list with no keys (refuses every peer); otherwise such a list is an error."),
-    opt("node", "bundling", "Smart batching: messages queued together for one peer go out in as few datagrams as fit (PROTOCOL.md 7.5); a lone message is never delayed. Bundles are received either way."),
+    opt("node", "bundling", "Smart batching: messages queued together for one peer, and a hub's relays to one peer from one receive batch, go out in as few datagrams as fit (PROTOCOL.md 7.5); a lone message is never delayed. Bundles are received either way."),
     unset("node", "capture", "Write every datagram sent and received to this pcap file (one per worker if several).",
           "capture = \"intentra.pcap\"   # unset: no capture"),
     unset("node", "peers", "Peers to keep connected, as [[node.peers]] tables with address and public_key; redialled after every loss.",

@@ -202,13 +202,7 @@ impl Endpoint {
         peer_id: PeerId,
         buf: &'b mut [u8],
     ) -> Result<Bundle<'e, 'b>, SendError> {
-        let peer = self.peer(peer_id).ok_or(SendError::UnknownPeer)?;
-        if peer.closing.is_some() {
-            return Err(SendError::UnknownPeer);
-        }
-        if !peer.established {
-            return Err(SendError::NotEstablished);
-        }
+        self.sendable(peer_id)?;
         let limit = buf
             .len()
             .saturating_sub(TRANSPORT_OVERHEAD)
@@ -223,6 +217,30 @@ impl Endpoint {
             lone: None,
             frames: 0,
         })
+    }
+
+    /// Whether a Realtime message of `len` bytes to `peer` would be sealed now: the same
+    /// refusals `send` and `Bundle::push` give (unknown or closing peer, no session yet, too
+    /// large), checked without sealing. For a caller that holds messages back to bundle them
+    /// and must answer its own caller at once.
+    pub fn check_realtime(&self, peer_id: PeerId, len: usize) -> Result<(), SendError> {
+        self.sendable(peer_id)?;
+        if len > MAX_REALTIME_PAYLOAD {
+            return Err(SendError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// The refusals shared by every data send: an unknown or closing peer, no session yet.
+    fn sendable(&self, peer_id: PeerId) -> Result<(), SendError> {
+        let peer = self.peer(peer_id).ok_or(SendError::UnknownPeer)?;
+        if peer.closing.is_some() {
+            return Err(SendError::UnknownPeer);
+        }
+        if !peer.established {
+            return Err(SendError::NotEstablished);
+        }
+        Ok(())
     }
 
     /// Seals a data packet (a message or a bundle) whose plaintext is written, and does the
