@@ -522,7 +522,9 @@ impl Context<'_> {
     ///
     /// With bundling on, a Realtime message sent while a receive batch is handled waits until
     /// the batch is done and leaves bundled with the others for the same peer (in the order
-    /// they were sent); its refusals are answered here all the same.
+    /// they were sent); its refusals are answered here all the same. One that cannot leave
+    /// after all (its session closed later in the batch, or no send buffer was left) is
+    /// counted in the endpoint's send drops, as a Realtime message the kernel refused is.
     pub fn send(&mut self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), SendError> {
         if mode == Mode::Realtime {
             if let Some(outbox) = self.outbox.as_deref_mut() {
