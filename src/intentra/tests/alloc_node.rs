@@ -28,6 +28,23 @@ fn node(kind: DriverKind, seed: u64) -> Node {
     Node::bind(node_config).unwrap()
 }
 
+/// Connects `a` to `b` and turns both until the session is up on both sides.
+fn establish(a: &mut Node, b: &mut Node) -> intentra::proto::PeerId {
+    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
+    for _ in 0..5_000 {
+        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
+            break;
+        }
+        a.turn(Duration::from_millis(1)).unwrap();
+        b.turn(Duration::from_millis(1)).unwrap();
+    }
+    assert!(
+        a.peer_info(peer).is_some_and(|p| p.established),
+        "no session"
+    );
+    peer
+}
+
 /// Sends `count` messages (half Realtime, half Reliable) from a to b in waves, turning both
 /// loops, and returns how many b delivered.
 fn traffic(
@@ -73,18 +90,7 @@ fn steady_state_allocations(kind: DriverKind) -> (u64, u64) {
             *n += 1;
         }
     });
-    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
-    for _ in 0..5_000 {
-        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
-            break;
-        }
-        a.turn(Duration::from_millis(1)).unwrap();
-        b.turn(Duration::from_millis(1)).unwrap();
-    }
-    assert!(
-        a.peer_info(peer).is_some_and(|p| p.established),
-        "{kind:?}: no session"
-    );
+    let peer = establish(&mut a, &mut b);
     for _ in 0..50 {
         b.turn(Duration::from_millis(1)).unwrap();
         a.turn(Duration::ZERO).unwrap();
@@ -129,15 +135,7 @@ fn a_producer_thread_sending_through_a_handle_allocates_nothing_per_message() {
         counter.fetch_add(1, Ordering::Relaxed);
     });
     let mut events = b.events();
-    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
-    for _ in 0..5_000 {
-        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
-            break;
-        }
-        a.turn(Duration::from_millis(1)).unwrap();
-        b.turn(Duration::from_millis(1)).unwrap();
-    }
-    assert!(a.peer_info(peer).is_some_and(|p| p.established));
+    let peer = establish(&mut a, &mut b);
     let handle = a.handle();
     let (a_stop, b_stop) = (a.shutdown_handle(), b.shutdown_handle());
     let a_thread = std::thread::spawn(move || a.run_for(Duration::from_secs(120)).unwrap());
@@ -219,18 +217,7 @@ fn a_callback_sending_through_the_outbox_allocates_nothing_per_message() {
             *n += 1;
         }
     });
-    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
-    for _ in 0..5_000 {
-        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
-            break;
-        }
-        a.turn(Duration::from_millis(1)).unwrap();
-        b.turn(Duration::from_millis(1)).unwrap();
-    }
-    assert!(
-        a.peer_info(peer).is_some_and(|p| p.established),
-        "no session"
-    );
+    let peer = establish(&mut a, &mut b);
     let payload = [0x24u8; 64];
     let mut round = |count: u32| {
         let start = *echoes.lock().unwrap();
