@@ -45,26 +45,21 @@ fn establish(a: &mut Node, b: &mut Node) -> intentra::proto::PeerId {
     peer
 }
 
-/// Sends `count` messages (half Realtime, half Reliable) from a to b in waves, turning both
-/// loops, and returns how many b delivered.
+/// Sends `count` copies of `payload` from a to b in waves, cycling through `modes`, turning
+/// both loops, and returns how much `delivered` grew meanwhile.
 fn traffic(
     a: &mut Node,
     b: &mut Node,
     peer: intentra::proto::PeerId,
-    count: u32,
+    (count, modes, payload): (u32, &[Mode], &[u8]),
     delivered: &Arc<Mutex<u64>>,
 ) -> u64 {
     let start = *delivered.lock().unwrap();
-    let payload = [0x42u8; 128];
     let mut sent = 0;
     while sent < count {
         for _ in 0..32 {
-            let mode = if sent % 2 == 0 {
-                Mode::Realtime
-            } else {
-                Mode::Reliable
-            };
-            if a.send(peer, mode, &payload).is_ok() {
+            let mode = modes[sent as usize % modes.len()];
+            if a.send(peer, mode, payload).is_ok() {
                 sent += 1;
             }
         }
@@ -79,6 +74,9 @@ fn traffic(
     }
     *delivered.lock().unwrap() - start
 }
+
+/// Half Realtime, half Reliable.
+const BOTH: &[Mode] = &[Mode::Realtime, Mode::Reliable];
 
 fn steady_state_allocations(kind: DriverKind) -> (u64, u64) {
     let mut a = node(kind, 1);
@@ -95,9 +93,21 @@ fn steady_state_allocations(kind: DriverKind) -> (u64, u64) {
         b.turn(Duration::from_millis(1)).unwrap();
         a.turn(Duration::ZERO).unwrap();
     }
-    traffic(&mut a, &mut b, peer, 20_000, &delivered);
+    traffic(
+        &mut a,
+        &mut b,
+        peer,
+        (20_000, BOTH, &[0x42; 128]),
+        &delivered,
+    );
     let before = allocations();
-    let got = traffic(&mut a, &mut b, peer, 100_000, &delivered);
+    let got = traffic(
+        &mut a,
+        &mut b,
+        peer,
+        (100_000, BOTH, &[0x42; 128]),
+        &delivered,
+    );
     (allocations() - before, got)
 }
 
@@ -220,24 +230,13 @@ fn a_callback_sending_through_the_outbox_allocates_nothing_per_message() {
     let peer = establish(&mut a, &mut b);
     let payload = [0x24u8; 64];
     let mut round = |count: u32| {
-        let start = *echoes.lock().unwrap();
-        let mut sent = 0;
-        while sent < count {
-            for _ in 0..32 {
-                if a.send(peer, Mode::Realtime, &payload).is_ok() {
-                    sent += 1;
-                }
-            }
-            for _ in 0..4 {
-                b.turn(Duration::ZERO).unwrap();
-                a.turn(Duration::ZERO).unwrap();
-            }
-        }
-        for _ in 0..200 {
-            b.turn(Duration::from_micros(100)).unwrap();
-            a.turn(Duration::ZERO).unwrap();
-        }
-        *echoes.lock().unwrap() - start
+        traffic(
+            &mut a,
+            &mut b,
+            peer,
+            (count, &[Mode::Realtime], &payload),
+            &echoes,
+        )
     };
     round(20_000);
     let before = allocations();
