@@ -80,10 +80,13 @@ INTENT_NEW_SESSION, INTENT_REKEY = 0, 1
 REPLAY_WINDOW = 2048
 # Section 7.3: never seal once the next counter reaches 2^64 - 2^13 - 1.
 REJECT_COUNTER = 2**64 - 2**13 - 1
-RELIABLE_WINDOW = 64
+# Section 15: at most 1024 sequence numbers from the oldest unacknowledged one on.
+RELIABLE_WINDOW = 1024
+# Section 7.4: an Ack's selective bitmap is 1 to 16 u64 LE words.
+ACK_MIN_LEN, ACK_MAX_LEN = 16, 8 + 8 * (RELIABLE_WINDOW // 64)
 # Section 4.6: the receive window each side advertises in its handshake payload (u32 LE);
-# a sender treats more than 64 x 1412 bytes as that, since more is never in flight.
-MAX_WINDOW = RELIABLE_WINDOW * MAX_RELIABLE  # 90368
+# a sender treats more than 1024 x 1412 bytes as that, since more is never in flight.
+MAX_WINDOW = RELIABLE_WINDOW * MAX_RELIABLE  # 1445888
 # This peer's reorder buffer is bounded by sequence numbers only, so it takes any window.
 OUR_WINDOW = MAX_WINDOW
 
@@ -370,10 +373,10 @@ def parse(datagram: bytes) -> Header | None:
         h = Header(t, receiver=struct.unpack_from("<I", datagram, 4)[0])
     elif t in TRANSPORT_TYPES and n >= OVERHEAD:
         plain = n - OVERHEAD
-        lo, hi = {T_REALTIME: (0, MAX_REALTIME), T_RELIABLE: (8, MAX_REALTIME), T_ACK: (16, 16),
+        lo, hi = {T_REALTIME: (0, MAX_REALTIME), T_RELIABLE: (8, MAX_REALTIME), T_ACK: (ACK_MIN_LEN, ACK_MAX_LEN),
                   T_KEEPALIVE: (0, 0), T_CLOSE: (1, 1),
                   T_BUNDLE: (FRAME_HEADER_LEN, MAX_REALTIME)}[t]
-        if not lo <= plain <= hi:
+        if not lo <= plain <= hi or (t == T_ACK and plain % 8 != 0):
             return None
         receiver, counter = struct.unpack_from("<IQ", datagram, 4)
         h = Header(t, receiver=receiver, counter=counter)
@@ -461,11 +464,14 @@ def build_bundle(frames: list[tuple[int, bytes]]) -> bytes:
 
 
 def encode_ack(next_expected: int, selective: int) -> bytes:
-    return struct.pack("<QQ", next_expected, selective)
+    """Section 7.4: next_expected, then the bitmap in as few u64 LE words as hold it."""
+    words = max(1, (selective.bit_length() + 63) // 64)
+    return struct.pack("<Q", next_expected) + selective.to_bytes(8 * words, "little")
 
 
 def decode_ack(plaintext: bytes) -> tuple[int, int]:
-    return struct.unpack("<QQ", plaintext)
+    """The length was checked by parse_header: 16..=136 bytes, whole words."""
+    return struct.unpack_from("<Q", plaintext)[0], int.from_bytes(plaintext[8:], "little")
 
 
 def ack_covers(next_expected: int, selective: int, seq: int) -> bool:
@@ -473,7 +479,7 @@ def ack_covers(next_expected: int, selective: int, seq: int) -> bool:
     if seq < next_expected:
         return True
     offset = seq - next_expected
-    return 1 <= offset <= 64 and (selective >> (offset - 1)) & 1 == 1
+    return 1 <= offset <= RELIABLE_WINDOW and (selective >> (offset - 1)) & 1 == 1
 
 
 class ReplayWindow:
@@ -523,7 +529,7 @@ class ReliableReceiver:
         selective = 0
         for seq in self.buffer:
             offset = seq - self.next_expected
-            if 1 <= offset <= 64:
+            if 1 <= offset <= RELIABLE_WINDOW:
                 selective |= 1 << (offset - 1)
         return self.next_expected, selective
 
@@ -537,7 +543,7 @@ class Outstanding:
 
 
 class ReliableSender:
-    """Sequence numbers from 0, at most 64 in flight, RTO with backoff, fast retransmit,
+    """Sequence numbers from 0, at most 1024 in flight, RTO with backoff, fast retransmit,
     and never more bytes in flight than the peer's advertised window (section 15)."""
 
     def __init__(self, peer_window: int = MAX_WINDOW) -> None:
@@ -552,12 +558,16 @@ class ReliableSender:
         self.retransmits = 0
         self.bad_acks = 0
 
+    def span(self) -> int:
+        """Sequence numbers from the oldest not cumulatively acknowledged to the next."""
+        return self.next_seq - min(self.in_window, default=self.next_seq)
+
     def window_bytes(self) -> int:
         return sum(self.in_window.values())
 
     def can_send_all(self, sizes: list[int]) -> bool:
         """Whether every message of `sizes` could be pushed now, one after the other."""
-        if len(self.unacked) + len(sizes) > RELIABLE_WINDOW:
+        if self.span() + len(sizes) > RELIABLE_WINDOW:
             return False
         in_flight = self.window_bytes()
         for size in sizes:
@@ -567,7 +577,7 @@ class ReliableSender:
         return True
 
     def can_send(self, size: int = 0) -> bool:
-        if len(self.unacked) >= RELIABLE_WINDOW:
+        if self.span() >= RELIABLE_WINDOW:
             return False
         # A lone segment always goes: the receiver takes the next in-order one in place.
         in_flight = self.window_bytes()

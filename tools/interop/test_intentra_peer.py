@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 from collections import deque
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -66,7 +67,7 @@ class NoiseTests(unittest.TestCase):
         self.assertEqual(len(msg3), 69)
         seen, intent, r1, r2 = resp.read_msg3(msg3)
         self.assertEqual((seen, intent), (ip.public_bytes(a), ip.INTENT_REKEY))
-        self.assertEqual(resp.peer_window, ip.MAX_WINDOW, "above 64 x 1412 counts as that")
+        self.assertEqual(resp.peer_window, ip.MAX_WINDOW, "above 1024 x 1412 counts as that")
         self.assertEqual((k1, k2), (r1, r2))
         self.assertNotEqual(k1, k2)
         self.assertEqual(init.ss.h, resp.ss.h)
@@ -244,6 +245,25 @@ class WindowAndReliableTests(unittest.TestCase):
         self.assertEqual(rx.on_segment(1, b"b"), [])  # duplicate
         self.assertEqual(rx.ack(), (2, 0b1))
         self.assertEqual(ip.decode_ack(ip.encode_ack(2, 1)), (2, 1))
+
+    def test_a_wide_ack_has_as_many_words_as_its_highest_bit_needs(self):
+        """PROTOCOL.md 7.4: the bitmap is 1 to 16 u64 LE words; bit i is bit i % 64 of word i / 64."""
+        self.assertEqual(len(ip.encode_ack(5, 0)), 16)
+        self.assertEqual(len(ip.encode_ack(5, 1 << 63)), 16)
+        wide = ip.encode_ack(5, (1 << 64) | (1 << 1023))
+        self.assertEqual(len(wide), 136)
+        self.assertEqual((wide[16], wide[135]), (1, 0x80))
+        self.assertEqual(ip.decode_ack(wide), (5, (1 << 64) | (1 << 1023)))
+        self.assertTrue(ip.ack_covers(5, 1 << 1023, 5 + 1024))
+        rx = ip.ReliableReceiver()
+        self.assertEqual(rx.on_segment(1024, b"far"), [])
+        self.assertEqual(rx.on_segment(1025, b"too far"), [])
+        self.assertEqual(rx.ack(), (0, 1 << 1023))
+        header = ip.prefix(ip.T_ACK) + struct.pack("<IQ", 1, 0)
+        for length in (16, 24, 136):
+            self.assertIsNotNone(ip.parse(header + bytes(length + 16)), length)
+        for length in (8, 17, 20, 144):
+            self.assertIsNone(ip.parse(header + bytes(length + 16)), length)
 
     def test_sender_acks_and_fast_retransmit(self):
         tx = ip.ReliableSender()
@@ -463,8 +483,11 @@ class BundleSessionTests(unittest.TestCase):
         self.assertEqual([s for s in seqs if s is not None], list(range(1, 33)))
         h, plaintext, _ = self.sent()
         self.assertEqual(len(ip.bundle_frames(plaintext)), 64)
-        # 33 unacknowledged + 32 would pass 64 in flight: the whole bundle waits, nothing is sent.
-        self.assertIsNone(self.peer.send_bundle([("realtime", b"x")] + [("reliable", b"y")] * 32))
+        # With a 64-segment window, 33 unacknowledged + 32 would pass it: the whole bundle
+        # waits, nothing is sent.
+        with unittest.mock.patch.object(ip, "RELIABLE_WINDOW", 64):
+            self.assertIsNone(
+                self.peer.send_bundle([("realtime", b"x")] + [("reliable", b"y")] * 32))
         self.assertEqual(self.peer.rel_tx.next_seq, 33)
         self.assertEqual(self.peer.send_counter, 3)
         self.peer.rel_tx.peer_window = 10

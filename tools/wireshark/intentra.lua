@@ -64,7 +64,7 @@ local EXACT_LEN = { [1] = 120, [2] = 112, [3] = 77, [4] = 52 }
 local PLAINTEXT = {
     [5] = { 0, 1420 },
     [6] = { 8, 1420 },
-    [7] = { 16, 16 },
+    [7] = { 16, 136 }, -- and a multiple of 8 (7.4)
     [8] = { 0, 0 },
     [9] = { 1, 1 },
     [10] = { 3, 1420 },
@@ -108,7 +108,7 @@ f.seq = ProtoField.uint64("intentra.reliable.seq", "Sequence", base.DEC)
 f.message = ProtoField.bytes("intentra.message", "Message")
 f.message_len = ProtoField.uint32("intentra.message_length", "Message length", base.DEC)
 f.next_expected = ProtoField.uint64("intentra.ack.next_expected", "Next expected", base.DEC)
-f.selective = ProtoField.uint64("intentra.ack.selective", "Selective", base.HEX)
+f.selective = ProtoField.uint64("intentra.ack.selective", "Selective word", base.HEX)
 f.close_reason = ProtoField.uint8("intentra.close.reason", "Close reason", base.DEC, CLOSE_REASONS)
 -- 7.5 Bundles: frames of kind (u8), length (u16 LE) and body, each body the plaintext of a
 -- lone Realtime or Reliable packet.
@@ -454,6 +454,9 @@ local function well_formed(tvb)
         if plain < bounds[1] or plain > bounds[2] then
             return false
         end
+        if ptype == 7 and plain % 8 ~= 0 then
+            return false
+        end
     end
     -- Index fields are non-zero: sender at 4 (types 1, 2), receiver at 8 (type 2) or 4.
     if tvb:range(4, 4):le_uint() == 0 then
@@ -542,7 +545,11 @@ local function plaintext_tree(tree, ptype, plaintext)
         message_tree(tree, ptype, ptvb, 0, len)
     elseif ptype == 7 then
         tree:add_le(f.next_expected, ptvb:range(0, 8))
-        tree:add_le(f.selective, ptvb:range(8, 8))
+        -- 1 to 16 words; word w holds bits 64w .. 64w + 63 (next_expected + 1 + bit).
+        for at = 8, len - 8, 8 do
+            tree:add_le(f.selective, ptvb:range(at, 8)):append_text(
+                string.format(" (bits %d..%d)", (at - 8) * 8, (at - 8) * 8 + 63))
+        end
     elseif ptype == 9 then
         tree:add(f.close_reason, ptvb:range(0, 1))
     end

@@ -827,7 +827,7 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
 }
 
 /// Upper bound of `limits.reliable_queue_bytes` (per peer): more than the Reliable
-/// sender can ever have in flight (64 segments of the largest payload) is never used.
+/// sender can ever have in flight (1,024 segments of the largest payload) is never used.
 pub const MAX_RELIABLE_QUEUE_BYTES: usize = intentra::proto::MAX_QUEUE_BYTES;
 /// Upper bound of `limits.reliable_queue_bytes` x `limits.max_peers`.
 pub const MAX_RELIABLE_TOTAL_BYTES: usize = 4 << 30;

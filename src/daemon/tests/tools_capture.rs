@@ -107,7 +107,7 @@ fn build_capture(name: &str) -> Built {
     });
     add(5, &|i| transport(TransportKind::Realtime, 64 + i * 100));
     add(4, &|i| transport(TransportKind::Reliable, 8 + i));
-    add(3, &|_| transport(TransportKind::Ack, wire::ACK_LEN));
+    add(3, &|_| transport(TransportKind::Ack, wire::ACK_MIN_LEN));
     add(2, &|_| transport(TransportKind::Keepalive, 0));
     add(1, &|_| transport(TransportKind::Close, 1));
     // Malformed, one kind at a time.

@@ -190,7 +190,7 @@ fn tshark_dissects_a_served_capture_with_the_protocols_field_names() {
         "Message length: ",
         "Sequence: 0",
         "Next expected: ",
-        "Selective: 0x",
+        "Selective word: 0x",
         "Close reason: ",
     ] {
         assert!(verbose.contains(expected), "no {expected:?}");

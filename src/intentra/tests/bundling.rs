@@ -104,7 +104,7 @@ fn messages_queued_together_share_datagrams_and_arrive_separately() {
     let mut b = node(2, true);
     let peer = pair(&mut a, &mut b);
     let log = record(&mut b);
-    // 60 of each mode: within one Reliable window (64 segments), so all go out at once.
+    // 60 of each mode: well within one Reliable window, so all go out at once.
     let datagrams = exchange(&mut a, &mut b, peer, &log, 60);
     // 120 messages of 64 bytes, about 20 to a datagram; a keepalive may arrive meanwhile.
     assert!(

@@ -27,8 +27,15 @@ pub const TRANSPORT_HEADER_LEN: usize = 16;
 pub const TRANSPORT_OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
 /// Sequence number that prefixes a Reliable plaintext.
 pub const RELIABLE_SEQ_LEN: usize = 8;
-/// cumulative u64 + selective bitmap u64.
-pub const ACK_LEN: usize = 16;
+/// Sequence numbers one ACK's selective bitmap can name above its cumulative point: one
+/// per segment a sender may have in flight (`reliable::MAX_IN_FLIGHT`).
+pub const ACK_SELECTIVE_BITS: usize = 1024;
+/// 64-bit words of the longest selective bitmap.
+const ACK_SELECTIVE_WORDS: usize = ACK_SELECTIVE_BITS / 64;
+/// The shortest ACK plaintext: the cumulative u64 and one 64-bit word of bitmap.
+pub const ACK_MIN_LEN: usize = 16;
+/// The longest ACK plaintext: the cumulative u64 and sixteen words of bitmap.
+pub const ACK_MAX_LEN: usize = 8 + 8 * ACK_SELECTIVE_WORDS;
 
 /// Largest Realtime payload one datagram carries.
 pub const MAX_REALTIME_PAYLOAD: usize = MAX_DATAGRAM_LEN - TRANSPORT_OVERHEAD;
@@ -201,12 +208,20 @@ impl TransportKind {
         }
     }
 
+    /// Whether a plaintext of `len` bytes may be of this kind: within its bounds, and for
+    /// an ACK a whole number of 8-byte bitmap words.
+    const fn allows_plaintext_len(self, len: usize) -> bool {
+        let (min, max) = self.plaintext_bounds();
+        let whole_words = !matches!(self, TransportKind::Ack) || len % 8 == 0;
+        min <= len && len <= max && whole_words
+    }
+
     /// The plaintext length this kind allows, as an inclusive range.
     const fn plaintext_bounds(self) -> (usize, usize) {
         match self {
             TransportKind::Realtime => (0, MAX_REALTIME_PAYLOAD),
             TransportKind::Reliable => (RELIABLE_SEQ_LEN, MAX_REALTIME_PAYLOAD),
-            TransportKind::Ack => (ACK_LEN, ACK_LEN),
+            TransportKind::Ack => (ACK_MIN_LEN, ACK_MAX_LEN),
             TransportKind::Keepalive => (0, 0),
             TransportKind::Close => (1, 1),
             TransportKind::Bundle => (BUNDLE_FRAME_HEADER_LEN, MAX_REALTIME_PAYLOAD),
@@ -399,8 +414,7 @@ pub fn parse_header(datagram: &[u8]) -> Result<Header, Malformed> {
                 .len()
                 .checked_sub(TRANSPORT_OVERHEAD)
                 .ok_or(Malformed::TooShort)?;
-            let (min, max) = kind.plaintext_bounds();
-            if plaintext_len < min || plaintext_len > max {
+            if !kind.allows_plaintext_len(plaintext_len) {
                 return Err(Malformed::BadLength);
             }
             Ok(Header::Transport {
@@ -550,36 +564,170 @@ pub struct Ack {
     /// Every sequence number below this was received.
     pub next_expected: u64,
     /// Bit `i`: `next_expected + 1 + i` was received.
-    pub selective: u64,
+    pub selective: Selective,
+}
+
+/// An ACK's selective bitmap: bit `i` names sequence number `next_expected + 1 + i`, for
+/// `i` below `ACK_SELECTIVE_BITS`.
+///
+/// On the wire it is a run of u64 LE words, bit `i` being bit `i % 64` of word `i / 64`
+/// (so one word is exactly the 64-bit bitmap of a short ACK), as few words as hold its
+/// highest set bit and at least one.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Selective {
+    words: [u64; ACK_SELECTIVE_WORDS],
+}
+
+impl Selective {
+    /// A bitmap whose bits 0..64 are `word` and whose higher bits are clear.
+    pub const fn from_low_word(word: u64) -> Self {
+        let mut words = [0; ACK_SELECTIVE_WORDS];
+        words[0] = word;
+        Selective { words }
+    }
+
+    /// Sets bit `bit`; a bit beyond `ACK_SELECTIVE_BITS` is ignored.
+    pub fn insert(&mut self, bit: u64) {
+        let (word, mask) = Self::position(bit);
+        if let Some(word) = word.and_then(|word| self.words.get_mut(word)) {
+            *word |= mask;
+        }
+    }
+
+    /// Whether bit `bit` is set (never for a bit beyond `ACK_SELECTIVE_BITS`).
+    pub fn contains(&self, bit: u64) -> bool {
+        let (word, mask) = Self::position(bit);
+        word.and_then(|word| self.words.get(word))
+            .is_some_and(|word| word & mask != 0)
+    }
+
+    /// Whether no bit is set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&word| word == 0)
+    }
+
+    /// The highest set bit, if any.
+    pub fn highest(&self) -> Option<u64> {
+        let (index, word) = self
+            .words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, &word)| word != 0)?;
+        Some(64 * index as u64 + u64::from(63 - word.leading_zeros()))
+    }
+
+    /// Set bits, in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(index, &word)| {
+            let base = 64 * index as u64;
+            let mut rest = word;
+            core::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = u64::from(rest.trailing_zeros());
+                rest &= rest - 1;
+                Some(base + bit)
+            })
+        })
+    }
+
+    /// The words the encoding carries: up to the highest non-zero one, at least one.
+    fn words_in_use(&self) -> &[u64] {
+        let used = self
+            .words
+            .iter()
+            .rposition(|&word| word != 0)
+            .map_or(1, |last| last + 1);
+        self.words.get(..used).unwrap_or(&self.words)
+    }
+
+    /// The word index and mask of `bit`; no word when it is out of range.
+    fn position(bit: u64) -> (Option<usize>, u64) {
+        let word = usize::try_from(bit / 64)
+            .ok()
+            .filter(|&word| word < ACK_SELECTIVE_WORDS);
+        (word, 1u64 << (bit % 64))
+    }
+}
+
+impl core::fmt::Debug for Selective {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut list = f.debug_list();
+        for word in self.words_in_use() {
+            list.entry(&format_args!("{word:#x}"));
+        }
+        list.finish()
+    }
+}
+
+/// An encoded ACK plaintext (16 to `ACK_MAX_LEN` bytes).
+#[derive(Clone, Copy)]
+pub struct EncodedAck {
+    bytes: [u8; ACK_MAX_LEN],
+    len: usize,
+}
+
+impl EncodedAck {
+    /// The plaintext to seal.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&self.bytes)
+    }
 }
 
 impl Ack {
-    /// The 16-byte plaintext of an ACK packet.
-    pub fn encode(&self) -> [u8; ACK_LEN] {
-        let mut out = [0u8; ACK_LEN];
-        out[..8].copy_from_slice(&self.next_expected.to_le_bytes());
-        out[8..].copy_from_slice(&self.selective.to_le_bytes());
-        out
+    /// An ACK with no selective bits.
+    pub const fn cumulative(next_expected: u64) -> Self {
+        Ack {
+            next_expected,
+            selective: Selective::from_low_word(0),
+        }
     }
 
-    /// Reads an ACK plaintext; `None` unless it is exactly `ACK_LEN` bytes.
+    /// The plaintext of an ACK packet: `next_expected`, then the bitmap in as few
+    /// words as hold its highest set bit (16 bytes when no bit above 63 is set).
+    pub fn encode(&self) -> EncodedAck {
+        let mut bytes = [0u8; ACK_MAX_LEN];
+        bytes[..8].copy_from_slice(&self.next_expected.to_le_bytes());
+        let words = self.selective.words_in_use();
+        for (chunk, word) in bytes[8..].chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        EncodedAck {
+            bytes,
+            len: 8 + 8 * words.len(),
+        }
+    }
+
+    /// Reads an ACK plaintext; `None` unless it is `ACK_MIN_LEN..=ACK_MAX_LEN` bytes and a
+    /// whole number of bitmap words. Trailing zero words are accepted.
     pub fn decode(plaintext: &[u8]) -> Option<Ack> {
-        if plaintext.len() != ACK_LEN {
+        let len = plaintext.len();
+        if !(ACK_MIN_LEN..=ACK_MAX_LEN).contains(&len) || len % 8 != 0 {
             return None;
+        }
+        let mut selective = Selective::default();
+        for (word, chunk) in selective
+            .words
+            .iter_mut()
+            .zip(plaintext.get(8..)?.chunks_exact(8))
+        {
+            *word = read_u64(chunk, 0);
         }
         Some(Ack {
             next_expected: read_u64(plaintext, 0),
-            selective: read_u64(plaintext, 8),
+            selective,
         })
     }
 
     /// Whether this ACK says `seq` arrived.
     pub fn covers(&self, seq: u64) -> bool {
-        if seq < self.next_expected {
-            return true;
+        match seq.checked_sub(self.next_expected) {
+            None => true,
+            Some(0) => false,
+            Some(offset) => self.selective.contains(offset - 1),
         }
-        let offset = seq - self.next_expected;
-        (1..=64).contains(&offset) && self.selective & (1u64 << (offset - 1)) != 0
     }
 }
 
@@ -710,13 +858,65 @@ mod tests {
     fn ack_covers_cumulative_and_selective() {
         let ack = Ack {
             next_expected: 10,
-            selective: 0b101,
+            selective: Selective::from_low_word(0b101),
         };
         assert!(ack.covers(0) && ack.covers(9));
         assert!(!ack.covers(10));
         assert!(ack.covers(11) && !ack.covers(12) && ack.covers(13));
         assert!(!ack.covers(10 + 65) && !ack.covers(u64::MAX));
-        assert_eq!(Ack::decode(&ack.encode()), Some(ack));
+        assert_eq!(ack.encode().as_bytes().len(), ACK_MIN_LEN);
+        assert_eq!(Ack::decode(ack.encode().as_bytes()), Some(ack));
+    }
+
+    #[test]
+    fn a_wide_ack_takes_as_many_words_as_its_highest_bit_needs() {
+        let mut ack = Ack::cumulative(u64::MAX - 2);
+        assert_eq!(
+            ack.encode().as_bytes(),
+            &[&[0xfd][..], &[0xff; 7], &[0; 8]].concat()
+        );
+        ack.next_expected = 100;
+        ack.selective.insert(64);
+        ack.selective.insert(1023);
+        ack.selective.insert(1024);
+        assert!(ack.covers(165) && ack.covers(1124));
+        assert!(!ack.covers(1125), "bit 1024 is beyond the bitmap");
+        assert_eq!(ack.selective.highest(), Some(1023));
+        assert_eq!(ack.selective.iter().collect::<Vec<_>>(), [64, 1023]);
+        let encoded = ack.encode();
+        assert_eq!(encoded.as_bytes().len(), ACK_MAX_LEN);
+        // Bit 64 is bit 0 of the second word; bit 1023 the top bit of the sixteenth.
+        assert_eq!(encoded.as_bytes()[16], 1);
+        assert_eq!(encoded.as_bytes()[ACK_MAX_LEN - 1], 0x80);
+        assert_eq!(Ack::decode(encoded.as_bytes()), Some(ack));
+        let mut short = Ack::cumulative(7);
+        short.selective.insert(64);
+        assert_eq!(short.encode().as_bytes().len(), 24);
+        // Trailing zero words are accepted; partial words and other lengths are not.
+        let padded = [short.encode().as_bytes(), &[0; 16]].concat();
+        assert_eq!(Ack::decode(&padded), Some(short));
+        for len in [0, 8, 15, 17, 23, ACK_MAX_LEN + 8] {
+            assert_eq!(Ack::decode(&vec![0; len]), None, "{len}");
+        }
+        for len in (ACK_MIN_LEN..=ACK_MAX_LEN).step_by(8) {
+            assert_eq!(
+                Ack::decode(&vec![0; len]),
+                Some(Ack::cumulative(0)),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ack_packet_must_hold_whole_bitmap_words() {
+        for len in 0..=ACK_MAX_LEN + 16 {
+            let mut packet = vec![0u8; TRANSPORT_OVERHEAD + len];
+            write_prefix(&mut packet, PacketType::Ack);
+            packet[4] = 1;
+            let parsed = parse_header(&packet);
+            let whole = (ACK_MIN_LEN..=ACK_MAX_LEN).contains(&len) && len % 8 == 0;
+            assert_eq!(parsed.is_ok(), whole, "{len}: {parsed:?}");
+        }
     }
 
     proptest! {

@@ -353,14 +353,15 @@ fn authenticated_violations_still_strike_and_close_the_session() {
     let secrets = net.nodes[0].endpoint.poll_session_keys().unwrap();
     let threshold = net.nodes[1].endpoint.config().strikes.threshold;
     // An ACK, sealed with the session's real keys, for data that was never sent.
-    let bogus = Ack {
-        next_expected: 1_000_000,
-        selective: 0,
-    }
-    .encode();
+    let bogus = Ack::cumulative(1_000_000).encode();
     let src = net.nodes[0].addr;
     for counter in 0..u64::from(threshold) {
-        let packet = seal_with(&secrets, TransportKind::Ack, 1_000 + counter, &bogus);
+        let packet = seal_with(
+            &secrets,
+            TransportKind::Ack,
+            1_000 + counter,
+            bogus.as_bytes(),
+        );
         net.inject(1, src, &packet);
     }
     assert_eq!(

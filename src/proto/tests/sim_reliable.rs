@@ -133,18 +133,18 @@ fn a_full_reliable_queue_says_would_block_and_recovers_after_acks() {
 #[test]
 fn realtime_keeps_flowing_while_reliable_is_stuck() {
     let (mut net, pa, _) = pair(23, |_| {});
-    // Every Reliable packet vanishes: its queue fills and stays full.
+    // Every Reliable packet vanishes: its queue fills (1,024 segments) and stays full.
     net.blackhole = Some(|bytes| bytes.get(1) == Some(&6));
     let mut blocked = 0;
-    for i in 0..500u32 {
+    for i in 0..1_500u32 {
         if net.send(0, pa, Mode::Reliable, &[1u8; 64]) == Err(SendError::WouldBlock) {
             blocked += 1;
         }
         net.send(0, pa, Mode::Realtime, &i.to_le_bytes()).unwrap();
         net.run_for(Duration::from_millis(2), 1_000);
     }
-    assert!(blocked > 400);
-    assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 500);
+    assert_eq!(blocked, 1_500 - 1_024);
+    assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 1_500);
     assert_eq!(net.nodes[1].messages(Mode::Reliable).count(), 0);
     assert!(
         net.nodes[0].downs().is_empty(),

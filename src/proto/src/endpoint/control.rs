@@ -115,9 +115,10 @@ impl Endpoint {
                 peer.ack_queued = false;
                 // Queued only for segments received, so the receiver exists.
                 let receiver = peer.receiver.as_deref_mut()?;
-                let ack = receiver.ack().encode();
+                let encoded = receiver.ack().encode();
+                let ack = encoded.as_bytes();
                 buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + ack.len())?
-                    .copy_from_slice(&ack);
+                    .copy_from_slice(ack);
                 receiver.ack_sent();
                 self.seal_control(now, id, TransportKind::Ack, buf, ack.len())
             }

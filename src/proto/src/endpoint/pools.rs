@@ -251,9 +251,10 @@ mod tests {
         );
         #[cfg(not(feature = "rustcrypto"))]
         assert!(size_of::<Peer>() <= 2_048, "{}", size_of::<Peer>());
-        // What moved out is worth a box of its own.
-        assert!(size_of::<ReliableSender>() > 4_096);
-        assert!(size_of::<ReliableReceiver>() > 2_048);
+        // The Reliable halves keep their slots and payloads on the heap, grown with use
+        // (reliable/ring.rs, storage.rs); what is inline stays small.
+        assert!(size_of::<ReliableSender>() <= 256);
+        assert!(size_of::<ReliableReceiver>() <= 256);
     }
 
     #[test]

@@ -12,14 +12,18 @@
 //! Split by concern: `send` (the sender), `recv` (the receiver), `storage` (the
 //! byte arenas both keep payloads in) and `rtt` (the RFC 6298 estimator).
 //!
-//! Storage per peer and direction: `MAX_IN_FLIGHT` slots indexed by
-//! `seq % MAX_IN_FLIGHT`, and a byte arena (`storage::Arena`) that starts empty and
-//! grows as payloads arrive, up to 1.5 times the bytes it may hold live: the
+//! Storage per peer and direction: slots indexed by sequence number (`ring::SeqRing`:
+//! 64 at first, doubling up to `MAX_IN_FLIGHT` when a stream keeps more in flight), and
+//! a byte arena (`storage::Arena`) that starts empty and grows as payloads arrive, up to 1.5 times the bytes it may hold live: the
 //! sender's `max_queued_bytes`, the receiver's twice that (one window out of order
 //! plus one in order waiting for the application). Payloads are appended at the
 //! arena's tail; when the tail is too short the arena doubles if it is more than
 //! half live, else slides the live payloads to the front (a bounded `copy_within`).
 //! Grown storage is kept, so the steady state allocates nothing.
+//!
+//! The segment window is wide (1,024) because small messages are the norm: 64 in
+//! flight, the first design's limit, carried 100,000 messages/s of 128 bytes only
+//! on paths under 0.64 ms of round trip, and 640 messages/s across a 100 ms WAN.
 
 use core::time::Duration;
 
@@ -29,6 +33,7 @@ use crate::wire::MAX_RELIABLE_PAYLOAD;
 #[cfg(any(test, feature = "sim"))]
 pub mod fuzz;
 mod recv;
+mod ring;
 mod rtt;
 mod send;
 mod storage;
@@ -41,12 +46,13 @@ pub use recv::{Receive, ReliableReceiver};
 #[allow(unused_imports)]
 pub use send::{AckError, AckOutcome, PushError, Pushed, ReliableSender, Segment};
 
-/// At most this many segments unacknowledged (the selective bitmap spans 64 beyond the cumulative point).
+/// At most this many segments unacknowledged: the span an ACK's selective bitmap can
+/// describe (`wire::ACK_SELECTIVE_BITS`).
 ///
 /// The sender counts the span from its oldest unacknowledged segment to its next
 /// sequence number, not just the live segments: every sequence number it may send
-/// then lies within the receiver's window `next_expected + 64`, whatever was lost.
-pub const MAX_IN_FLIGHT: usize = 64;
+/// then lies within the receiver's window `next_expected + 1024`, whatever was lost.
+pub const MAX_IN_FLIGHT: usize = crate::wire::ACK_SELECTIVE_BITS;
 
 /// `MAX_IN_FLIGHT` in sequence-number arithmetic.
 const WINDOW: u64 = MAX_IN_FLIGHT as u64;
@@ -87,9 +93,9 @@ pub struct ReliableConfig {
     /// A sender's RTT samples include it, so its RTO accounts for it.
     pub ack_delay: Duration,
     /// In-order segments that make a pending ACK due at once, whatever `ack_delay`
-    /// says (TCP's "every second segment", scaled to batches). Default 16, a quarter of
-    /// the 64-segment window, so a fast sender hears back long before it runs out of
-    /// sequence numbers; treated as at least 1.
+    /// says (TCP's "every second segment", scaled to batches). Default 16, a small
+    /// fraction of the 1,024-segment window, so a fast sender hears back long before it
+    /// runs out of sequence numbers; treated as at least 1.
     pub ack_after_segments: usize,
 }
 
@@ -119,10 +125,4 @@ fn nanos(duration: Duration) -> u64 {
 
 fn after(now: Timestamp, interval: u64) -> Timestamp {
     Timestamp::from_nanos(now.as_nanos().saturating_add(interval))
-}
-
-/// The slot a sequence number lives in. In range for any `seq`.
-fn slot_index(seq: u64) -> usize {
-    // The remainder is < 64, so the cast is lossless.
-    (seq % WINDOW) as usize
 }

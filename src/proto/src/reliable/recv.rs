@@ -6,8 +6,9 @@
 
 use core::fmt;
 
+use super::ring::{SeqRing, Sequenced};
 use super::storage::{Arena, Span, Spanned};
-use super::{after, nanos, slot_index, ReliableConfig, MAX_IN_FLIGHT, WINDOW};
+use super::{after, nanos, ReliableConfig, WINDOW};
 use crate::time::Timestamp;
 use crate::wire::Ack;
 
@@ -21,7 +22,7 @@ pub enum Receive {
     Buffered,
     /// already delivered or already buffered: drop it (still acknowledge).
     Duplicate,
-    /// Beyond the slots (64 above the oldest undelivered message) or no room in the
+    /// Beyond the slots (1,024 above the oldest undelivered message) or no room in the
     /// reorder buffer: dropped, the sender will retransmit.
     NoRoom,
 }
@@ -31,6 +32,12 @@ pub enum Receive {
 pub(super) struct Held {
     seq: u64,
     pub(super) span: Span,
+}
+
+impl Sequenced for Held {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 impl Spanned for Held {
@@ -59,10 +66,12 @@ pub struct ReliableReceiver {
     /// Every byte held, ready or not: `2 * max_reorder`, room for one window waiting
     /// for a gap and one window the application has not popped yet.
     max_held: usize,
-    /// Holds sequence numbers in `next_pop..=next_pop + 64`; the two ends share a
+    /// Holds sequence numbers in `next_pop..=next_pop + 1024`; the two ends share a
     /// slot, so whichever arrives second is refused.
-    pub(super) slots: [Option<Held>; MAX_IN_FLIGHT],
+    pub(super) slots: SeqRing<Held>,
     arena: Arena,
+    /// Segments held above `next_expected`, waiting for a gap to fill.
+    out_of_order: usize,
     next_pop: u64,
     next_expected: u64,
     /// Bytes held above `next_expected` (`<= max_reorder`).
@@ -102,13 +111,18 @@ impl fmt::Debug for ReliableReceiver {
 
 impl ReliableReceiver {
     pub fn new(config: ReliableConfig) -> Self {
+        let max_held = config.queue_bound().saturating_mul(2);
+        Self::with_storage(config, SeqRing::new(), Arena::new(max_held))
+    }
+
+    fn with_storage(config: ReliableConfig, slots: SeqRing<Held>, arena: Arena) -> Self {
         let max_reorder = config.queue_bound();
-        let max_held = max_reorder.saturating_mul(2);
         ReliableReceiver {
             max_reorder,
-            max_held,
-            slots: [None; MAX_IN_FLIGHT],
-            arena: Arena::new(max_held),
+            max_held: max_reorder.saturating_mul(2),
+            slots,
+            arena,
+            out_of_order: 0,
             next_pop: 0,
             next_expected: 0,
             reorder_bytes: 0,
@@ -120,14 +134,15 @@ impl ReliableReceiver {
     }
 
     /// Starts the stream again from sequence 0 as `new(config)` would, but keeps the
-    /// payload buffer already allocated: a receiver reused for another session (the
-    /// endpoint's pool) then allocates nothing for its first segments.
+    /// storage already allocated (slots and payload buffer): a receiver reused for
+    /// another session (the endpoint's pool) then allocates nothing for its first segments.
     pub fn restart(&mut self, config: ReliableConfig) {
-        let mut fresh = ReliableReceiver::new(config);
-        core::mem::swap(&mut fresh.arena, &mut self.arena);
-        // No slot of `fresh` holds a span, so every byte of the kept buffer is free.
-        fresh.arena.reset();
-        *self = fresh;
+        let mut slots = core::mem::take(&mut self.slots);
+        let mut arena = core::mem::replace(&mut self.arena, Arena::new(0));
+        slots.clear();
+        // No slot holds a span any more, so every byte of the kept buffer is free.
+        arena.reset();
+        *self = Self::with_storage(config, slots, arena);
     }
 
     /// Takes in segment `seq`, arrived at `now`, and notes that the next ACK must cover it.
@@ -179,13 +194,11 @@ impl ReliableReceiver {
             return None;
         }
         let next = self.next_pop;
-        let slot = self.slots.get_mut(slot_index(next))?;
-        let held = slot.filter(|held| held.seq == next)?;
-        *slot = None;
+        let held = self.slots.take(next)?;
         // `next < next_expected`, so this cannot overflow.
         self.next_pop = next.saturating_add(1);
         self.ready_bytes = self.ready_bytes.saturating_sub(held.span.len);
-        if self.buffered_bytes() == 0 && self.slots.iter().all(Option::is_none) {
+        if !self.has_ready() && self.out_of_order == 0 {
             // Only forgets the tail position: the bytes returned below stay intact
             // until the next &mut call, which the borrow already forbids.
             self.arena.reset();
@@ -197,18 +210,16 @@ impl ReliableReceiver {
     /// waiting for `pop_ready` as received, so the sender need not resend them, and the
     /// bitmap names what is held above it.
     pub fn ack(&self) -> Ack {
-        let next_expected = self.next_expected;
-        let mut selective = 0u64;
-        for bit in 0..WINDOW {
-            let seq = next_expected.checked_add(1 + bit);
-            if seq.is_some_and(|seq| self.holds(seq)) {
-                selective |= 1 << bit;
+        let mut ack = Ack::cumulative(self.next_expected);
+        if self.out_of_order > 0 {
+            for held in self.slots.iter() {
+                // Held above `next_expected` means out of order; bit 0 is one above it.
+                if let Some(bit) = held.seq.checked_sub(ack.next_expected.saturating_add(1)) {
+                    ack.selective.insert(bit);
+                }
             }
         }
-        Ack {
-            next_expected,
-            selective,
-        }
+        ack
     }
 
     /// Whether anything arrived since the last ACK was taken (duplicates included: the
@@ -274,12 +285,8 @@ impl ReliableReceiver {
     /// Copies `payload` in for `seq`. Out of order it must fit the reorder budget; in
     /// order it only needs room in the whole store.
     fn store(&mut self, seq: u64, payload: &[u8], in_order: bool) -> bool {
-        if seq - self.next_pop > WINDOW {
-            return false;
-        }
-        let index = slot_index(seq);
-        if !matches!(self.slots.get(index), Some(None)) {
-            // Occupied by `next_pop` itself (ready but not yet popped), 64 below.
+        let distance = seq - self.next_pop;
+        if distance > WINDOW {
             return false;
         }
         let reorder_full = payload.len() > self.max_reorder.saturating_sub(self.reorder_bytes);
@@ -287,16 +294,19 @@ impl ReliableReceiver {
         if held_full || (!in_order && reorder_full) {
             return false;
         }
-        let Some(span) = self.arena.store(payload, &mut self.slots) else {
+        self.slots.make_room_for(distance);
+        if !self.slots.is_free(seq) {
+            // Occupied by `next_pop` itself (ready but not yet popped), 1,024 below.
+            return false;
+        }
+        let Some(span) = self.arena.store(payload, self.slots.as_mut_slice()) else {
             return false;
         };
-        let Some(slot) = self.slots.get_mut(index) else {
-            return false;
-        };
-        *slot = Some(Held { seq, span });
+        self.slots.put(Held { seq, span });
         if in_order {
             self.ready_bytes += payload.len();
         } else {
+            self.out_of_order += 1;
             self.reorder_bytes += payload.len();
         }
         true
@@ -305,11 +315,9 @@ impl ReliableReceiver {
     /// After `next_expected` moved: what was held right above it is in order now, so
     /// it moves from the reorder budget to the ready bytes at once.
     fn release_filled_gap(&mut self) {
-        while let Some(Some(held)) = self.slots.get(slot_index(self.next_expected)) {
-            if held.seq != self.next_expected {
-                break;
-            }
+        while let Some(held) = self.slots.get(self.next_expected) {
             let len = held.span.len;
+            self.out_of_order = self.out_of_order.saturating_sub(1);
             self.reorder_bytes = self.reorder_bytes.saturating_sub(len);
             self.ready_bytes += len;
             match self.next_expected.checked_add(1) {
@@ -326,7 +334,7 @@ impl ReliableReceiver {
         let in_order =
             seq == was_expected && matches!(outcome, Receive::Deliver | Receive::Buffered);
         let gap_filled = self.next_expected > seq.saturating_add(1);
-        !in_order || gap_filled || self.ack().selective != 0
+        !in_order || gap_filled || self.out_of_order > 0
     }
 
     fn note_for_ack(&mut self, now: Timestamp, len: usize, urgent: bool) {
@@ -339,7 +347,7 @@ impl ReliableReceiver {
         pending.bytes = pending.bytes.saturating_add(len);
         pending.segments = pending.segments.saturating_add(1);
         // Half a window or `ack_after_segments` unacknowledged: the sender may be about
-        // to stall on its byte window or its 64 sequence numbers.
+        // to stall on its byte window or its sequence numbers.
         let enough =
             pending.bytes >= self.max_reorder / 2 || pending.segments >= self.ack_after_segments;
         if urgent || enough {
@@ -349,7 +357,7 @@ impl ReliableReceiver {
     }
 
     fn holds(&self, seq: u64) -> bool {
-        matches!(self.slots.get(slot_index(seq)), Some(Some(held)) if held.seq == seq)
+        self.slots.get(seq).is_some()
     }
 }
 
@@ -395,18 +403,19 @@ mod tests {
     #[test]
     fn receiver_window_and_byte_bound() {
         let mut receiver = ReliableReceiver::new(config(10));
-        // next_expected + 64 is the last in the window (bit 63).
-        assert_eq!(receiver.on_segment(t(0), 65, b""), Receive::NoRoom);
+        // next_expected + 1024 is the last in the window (bit 1023).
+        assert_eq!(receiver.on_segment(t(0), 1025, b""), Receive::NoRoom);
         assert_eq!(receiver.on_segment(t(0), u64::MAX, b""), Receive::NoRoom);
-        assert_eq!(receiver.on_segment(t(0), 64, b"x"), Receive::Buffered);
-        assert_eq!(receiver.ack(), ack(0, 1 << 63));
+        assert_eq!(receiver.on_segment(t(0), 1024, b"x"), Receive::Buffered);
+        assert_eq!(receiver.ack(), ack_bits(0, &[1023]));
+        assert_eq!(receiver.ack().encode().as_bytes().len(), 136);
         assert_eq!(receiver.on_segment(t(0), 5, &[0; 9]), Receive::Buffered);
         assert_eq!(receiver.on_segment(t(0), 6, b"y"), Receive::NoRoom);
         assert_eq!(receiver.buffered_bytes(), 10);
         // In-order segments need no buffer space, however large.
         assert_eq!(receiver.on_segment(t(0), 0, &[0; 100]), Receive::Deliver);
-        // Seq 0 and 64 share a slot; seq 0 was delivered, so 64 stays buffered.
-        assert_eq!(receiver.ack(), ack(1, (1 << 62) | (1 << 3)));
+        // Seq 0 and 1024 share a slot; seq 0 was delivered, so 1024 stays buffered.
+        assert_eq!(receiver.ack(), ack_bits(1, &[3, 1022]));
     }
 
     #[test]
@@ -418,11 +427,11 @@ mod tests {
         // 1 waits for pop_ready; the ACK already counts it.
         assert_eq!((receiver.next_delivery(), receiver.next_expected()), (1, 2));
         assert_eq!(receiver.ack(), ack(2, 0b1));
-        // 65 would share seq 1's slot while 1 is unpopped.
-        assert_eq!(receiver.on_segment(t(0), 65, b"65"), Receive::NoRoom);
+        // 1025 would share seq 1's slot while 1 is unpopped.
+        assert_eq!(receiver.on_segment(t(0), 1025, b"1025"), Receive::NoRoom);
         assert_eq!(receiver.on_segment(t(0), 1, b"1"), Receive::Duplicate);
         assert_eq!(receiver.pop_ready(), Some(&b"1"[..]));
-        assert_eq!(receiver.on_segment(t(0), 65, b"65"), Receive::Buffered);
+        assert_eq!(receiver.on_segment(t(0), 1025, b"1025"), Receive::Buffered);
     }
 
     #[test]

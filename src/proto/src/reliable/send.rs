@@ -8,9 +8,10 @@
 use core::fmt;
 use core::time::Duration;
 
+use super::ring::{SeqRing, Sequenced};
 use super::rtt::RttEstimator;
 use super::storage::{Arena, Span, Spanned};
-use super::{after, slot_index, ReliableConfig, MAX_IN_FLIGHT, MAX_QUEUE_BYTES, WINDOW};
+use super::{after, ReliableConfig, MAX_QUEUE_BYTES, WINDOW};
 use crate::time::Timestamp;
 use crate::wire::Ack;
 
@@ -112,6 +113,27 @@ impl Spanned for Sent {
     }
 }
 
+impl Sequenced for Sent {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// The payload length of a sequence number in the window, kept until the cumulative
+/// point passes it (a selectively acknowledged segment's bytes are still buffered by
+/// the receiver, so they still count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WindowLen {
+    seq: u64,
+    pub(super) len: usize,
+}
+
+impl Sequenced for WindowLen {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 impl Sent {
     fn is_due(&self, now: Timestamp) -> bool {
         // `last_sent < now` only matters once `due` has saturated at NEVER: it keeps a
@@ -133,7 +155,7 @@ impl Sent {
 pub struct ReliableSender {
     rtt: RttEstimator,
     max_queued: usize,
-    pub(super) slots: [Option<Sent>; MAX_IN_FLIGHT],
+    pub(super) slots: SeqRing<Sent>,
     arena: Arena,
     /// The oldest unacknowledged sequence number, or `next_seq` if none is.
     base: u64,
@@ -148,8 +170,8 @@ pub struct ReliableSender {
     /// receiver buffers them): what is counted against `peer_window`.
     window_bytes: usize,
     /// Payload length of every sequence number in `base..next_seq`, including those
-    /// acknowledged selectively, whose slots are already `None`.
-    pub(super) window_lens: [usize; MAX_IN_FLIGHT],
+    /// acknowledged selectively, whose `slots` are already empty.
+    pub(super) window_lens: SeqRing<WindowLen>,
     /// Sum of `window_lens`: the bytes counted against `max_queued_bytes`.
     ///
     /// Selectively acknowledged bytes stay counted until the cumulative point passes
@@ -181,33 +203,46 @@ impl fmt::Debug for ReliableSender {
 
 impl ReliableSender {
     pub fn new(config: ReliableConfig) -> Self {
+        let arena = Arena::new(config.queue_bound());
+        Self::with_storage(config, SeqRing::new(), SeqRing::new(), arena)
+    }
+
+    /// Starts the stream again from sequence 0 as `new(config)` would, but keeps the
+    /// storage already allocated (slots and payload buffer): a sender reused for another
+    /// session (the endpoint's pool) then allocates nothing for its first messages.
+    pub fn restart(&mut self, config: ReliableConfig) {
+        let mut slots = core::mem::take(&mut self.slots);
+        let mut window_lens = core::mem::take(&mut self.window_lens);
+        let mut arena = core::mem::replace(&mut self.arena, Arena::new(0));
+        slots.clear();
+        window_lens.clear();
+        // No slot holds a span any more, so every byte of the kept buffer is free.
+        arena.reset();
+        *self = Self::with_storage(config, slots, window_lens, arena);
+    }
+
+    fn with_storage(
+        config: ReliableConfig,
+        slots: SeqRing<Sent>,
+        window_lens: SeqRing<WindowLen>,
+        arena: Arena,
+    ) -> Self {
         ReliableSender {
             rtt: RttEstimator::new(&config),
             max_queued: config.queue_bound(),
-            slots: [None; MAX_IN_FLIGHT],
-            arena: Arena::new(config.queue_bound()),
+            slots,
+            arena,
             base: 0,
             next_unsent: 0,
             next_seq: 0,
             // Until told otherwise, the peer is assumed to be configured like us.
             peer_window: config.queue_bound(),
             window_bytes: 0,
-            window_lens: [0; MAX_IN_FLIGHT],
+            window_lens,
             queued: 0,
             unacked: 0,
             in_flight: 0,
         }
-    }
-
-    /// Starts the stream again from sequence 0 as `new(config)` would, but keeps the
-    /// payload buffer already allocated: a sender reused for another session (the
-    /// endpoint's pool) then allocates nothing for its first messages.
-    pub fn restart(&mut self, config: ReliableConfig) {
-        let mut fresh = ReliableSender::new(config);
-        core::mem::swap(&mut fresh.arena, &mut self.arena);
-        // No slot of `fresh` holds a span, so every byte of the kept buffer is free.
-        fresh.arena.reset();
-        *self = fresh;
     }
 
     /// The peer's advertised receive window in bytes (from its handshake; more than
@@ -235,7 +270,8 @@ impl ReliableSender {
                 bound: self.max_queued,
             });
         }
-        let window_full = self.next_seq.saturating_sub(self.base) >= WINDOW;
+        let span_in_use = self.next_seq.saturating_sub(self.base);
+        let window_full = span_in_use >= WINDOW;
         let bytes_full = payload.len() > self.max_queued.saturating_sub(self.queued);
         if window_full || bytes_full {
             return Err(PushError::WouldBlock);
@@ -243,20 +279,20 @@ impl ReliableSender {
         let seq = self.next_seq;
         // u64::MAX is never assigned so `next_seq` cannot overflow; 2^64 pushes never happen.
         let next_seq = seq.checked_add(1).ok_or(PushError::WouldBlock)?;
+        // `base` and `seq` must not share a slot.
+        self.slots.make_room_for(span_in_use);
+        self.window_lens.make_room_for(span_in_use);
         let span = self
             .arena
-            .store(payload, &mut self.slots)
+            .store(payload, self.slots.as_mut_slice())
             .ok_or(PushError::WouldBlock)?;
-        let index = slot_index(seq);
-        let (Some(slot), Some(window_len)) =
-            (self.slots.get_mut(index), self.window_lens.get_mut(index))
-        else {
-            return Err(PushError::WouldBlock);
-        };
-        *window_len = payload.len();
-        // The window check above keeps live sequence numbers within 64 of each
-        // other, so this slot's previous occupant has been acknowledged.
-        *slot = Some(Sent {
+        self.window_lens.put(WindowLen {
+            seq,
+            len: payload.len(),
+        });
+        // The slots hold every sequence number from `base` on, so this slot's previous
+        // occupant has been acknowledged.
+        self.slots.put(Sent {
             seq,
             span,
             first_sent: now,
@@ -285,26 +321,25 @@ impl ReliableSender {
             return Err(AckError::Invalid);
         }
         let mut outcome = AckOutcome::default();
-        let mut sample_start = None;
-        for seq in self.base..self.next_seq {
-            let Some(slot) = self.slots.get_mut(slot_index(seq)) else {
+        // The newest newly acknowledged segment never retransmitted: its ACK was the
+        // least likely to be delayed by the receiver waiting for more.
+        let mut sample: Option<(u64, Timestamp)> = None;
+        let cumulative = self.base..ack.next_expected.min(self.next_seq);
+        let selective = ack
+            .selective
+            .iter()
+            .filter_map(|bit| ack.next_expected.checked_add(1)?.checked_add(bit));
+        for seq in cumulative.chain(selective) {
+            let Some(sent) = self.slots.take(seq) else {
                 continue;
             };
-            let Some(sent) = *slot else {
-                continue;
-            };
-            if sent.seq != seq || !ack.covers(seq) {
-                continue;
-            }
-            *slot = None;
             outcome.newly_acked += 1;
             outcome.bytes_freed += sent.span.len;
-            if !sent.retransmitted {
-                // Ascending order: the last one kept is the newest, whose ACK was
-                // least likely delayed by the receiver waiting for more.
-                sample_start = Some(sent.first_sent);
+            if !sent.retransmitted && sample.is_none_or(|(newest, _)| seq > newest) {
+                sample = Some((seq, sent.first_sent));
             }
         }
+        let sample_start = sample.map(|(_, first_sent)| first_sent);
         self.unacked = self.unacked.saturating_sub(outcome.bytes_freed);
         self.in_flight = self.in_flight.saturating_sub(outcome.newly_acked as usize);
         self.advance_base();
@@ -321,12 +356,11 @@ impl ReliableSender {
     pub fn poll_retransmit(&mut self, now: Timestamp) -> Option<Segment<'_>> {
         let base = self.base;
         let due = (self.base..self.next_unsent)
-            .map(slot_index)
-            .find(|&index| matches!(self.slots.get(index), Some(Some(sent)) if sent.is_due(now)));
-        let Some(index) = due else {
+            .find(|&seq| self.slots.get(seq).is_some_and(|sent| sent.is_due(now)));
+        let Some(seq) = due else {
             return self.poll_first_transmission(now);
         };
-        let sent = self.slots.get_mut(index)?.as_mut()?;
+        let sent = self.slots.get_mut(seq)?;
         if sent.fast_pending {
             // SACK evidence, not a timeout: the path is not necessarily slower, so no backoff.
             sent.fast_pending = false;
@@ -422,21 +456,18 @@ impl ReliableSender {
         if ack.next_expected > self.next_unsent {
             return false;
         }
-        if ack.selective == 0 {
+        let Some(highest_bit) = ack.selective.highest() else {
             return true;
-        }
-        let highest_bit = u64::from(63 - ack.selective.leading_zeros());
+        };
         ack.next_expected
-            .checked_add(1 + highest_bit)
+            .checked_add(1)
+            .and_then(|first| first.checked_add(highest_bit))
             .is_some_and(|highest| highest < self.next_unsent)
     }
 
     /// The stored segment `seq`, if it is still unacknowledged.
     fn sent(&self, seq: u64) -> Option<&Sent> {
-        self.slots
-            .get(slot_index(seq))?
-            .as_ref()
-            .filter(|sent| sent.seq == seq)
+        self.slots.get(seq)
     }
 
     /// Whether the oldest queued segment may be transmitted: it fits the peer's window,
@@ -453,7 +484,7 @@ impl ReliableSender {
     fn mark_first_sent(&mut self, now: Timestamp) {
         let rto = self.rtt.rto_nanos();
         let seq = self.next_unsent;
-        let Some(Some(sent)) = self.slots.get_mut(slot_index(seq)) else {
+        let Some(sent) = self.slots.get_mut(seq) else {
             return;
         };
         sent.first_sent = now;
@@ -479,14 +510,11 @@ impl ReliableSender {
     }
 
     fn advance_base(&mut self) {
-        while self.base < self.next_seq
-            && !matches!(self.slots.get(slot_index(self.base)), Some(Some(_)))
-        {
-            if let Some(len) = self.window_lens.get_mut(slot_index(self.base)) {
-                self.queued = self.queued.saturating_sub(*len);
+        while self.base < self.next_seq && self.slots.get(self.base).is_none() {
+            if let Some(WindowLen { len, .. }) = self.window_lens.take(self.base) {
+                self.queued = self.queued.saturating_sub(len);
                 // `base < next_unsent` here: an ACK never covers what was not sent.
-                self.window_bytes = self.window_bytes.saturating_sub(*len);
-                *len = 0;
+                self.window_bytes = self.window_bytes.saturating_sub(len);
             }
             self.base += 1;
         }
@@ -497,24 +525,23 @@ impl ReliableSender {
 
     fn flag_fast_retransmits(&mut self, now: Timestamp, ack: Ack) {
         let rto = self.rtt.rto_nanos();
-        for seq in self.base..self.next_unsent {
-            let Some(Some(sent)) = self.slots.get_mut(slot_index(seq)) else {
-                continue;
-            };
-            if sent.seq != seq || sent.fast_pending {
+        // Walks down from the newest transmitted segment, counting the selectively
+        // acknowledged ones above each still unacknowledged one (which is at or above
+        // `next_expected`: everything below it was just freed).
+        let mut received_above = 0u32;
+        let lowest = self.base.max(ack.next_expected);
+        for seq in (lowest..self.next_unsent).rev() {
+            if ack.covers(seq) {
+                received_above = received_above.saturating_add(1);
                 continue;
             }
-            // Still unacknowledged, so `seq >= next_expected`. Bit i of the bitmap is
-            // next_expected + 1 + i, so the bits above `seq` start at bit seq - next_expected.
-            let received_above = seq
-                .checked_sub(ack.next_expected)
-                .and_then(|shift| u32::try_from(shift).ok())
-                .and_then(|shift| ack.selective.checked_shr(shift))
-                .map_or(0, u64::count_ones);
             if received_above < FAST_RETRANSMIT_THRESHOLD {
                 continue;
             }
-            if sent.last_fast.is_some_and(|last| now < after(last, rto)) {
+            let Some(sent) = self.slots.get_mut(seq) else {
+                continue;
+            };
+            if sent.fast_pending || sent.last_fast.is_some_and(|last| now < after(last, rto)) {
                 continue;
             }
             sent.fast_pending = true;

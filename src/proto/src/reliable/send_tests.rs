@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::reliable::test_util::*;
-use crate::reliable::{Receive, ReliableReceiver};
+use crate::reliable::{Receive, ReliableReceiver, DEFAULT_QUEUE_BYTES, MAX_IN_FLIGHT};
 
 #[test]
 fn push_blocks_on_the_byte_bound_and_resumes_after_an_ack() {
@@ -50,13 +50,16 @@ fn push_blocks_on_the_segment_window_and_resumes_after_an_ack() {
     assert_eq!(sender.in_flight(), MAX_IN_FLIGHT);
     assert_eq!(sender.push(t(0), &[0]), Err(PushError::WouldBlock));
     // Selectively acknowledging everything but the oldest frees bytes, not window:
-    // seq 64 would be out of a receiver's window while seq 0 is missing.
-    sender.on_ack(t(5), ack(0, u64::MAX >> 1)).unwrap();
+    // seq 1024 would be out of a receiver's window while seq 0 is missing.
+    let all_but_the_oldest: Vec<u64> = (0..MAX_IN_FLIGHT as u64 - 1).collect();
+    sender
+        .on_ack(t(5), ack_bits(0, &all_but_the_oldest))
+        .unwrap();
     assert_eq!(sender.in_flight(), 1);
     assert_eq!(sender.push(t(5), &[0]), Err(PushError::WouldBlock));
     sender.on_ack(t(6), ack(1, 0)).unwrap();
     assert_eq!(sender.in_flight(), 0);
-    assert_eq!(sender.push(t(6), &[9]), sent_now(64));
+    assert_eq!(sender.push(t(6), &[9]), sent_now(MAX_IN_FLIGHT as u64));
 }
 
 #[test]
@@ -123,25 +126,52 @@ fn storage_is_allocated_as_payloads_arrive_not_up_front() {
 
 #[test]
 fn a_full_window_of_small_updates_never_grows_the_first_allocation() {
-    // A slow or lossy path fills the whole window: with 128-byte updates that must not make
-    // the storage grow mid-stream (a steady state allocates nothing, however full).
+    // A stream that keeps within the first slots (here 60 updates of 128 bytes in
+    // flight) reaches its steady state with its first message: the storage never grows
+    // mid-stream, whatever the acknowledgements do.
     let mut sender = ReliableSender::new(ReliableConfig::default());
     sender.push(t(0), &[0; 128]).unwrap();
     let first = sender.allocated_bytes();
-    for seq in 1..MAX_IN_FLIGHT as u64 {
+    for seq in 1..60 {
         sender.push(t(seq), &[seq as u8; 128]).unwrap();
     }
     assert_eq!(sender.allocated_bytes(), first);
-    // Acknowledged in halves, refilled, many times over.
     for round in 0..100u64 {
-        let base = round * 32;
-        sender.on_ack(t(base), ack(base + 32, 0)).unwrap();
-        for seq in 0..32 {
+        let base = round * 30;
+        sender.on_ack(t(base), ack(base + 30, 0)).unwrap();
+        for seq in 0..30 {
             sender
                 .push(t(base + seq), &[1; 128])
                 .expect("room after the ack");
         }
         assert_eq!(sender.allocated_bytes(), first, "round {round}");
+    }
+}
+
+#[test]
+fn a_stream_that_fills_the_byte_window_grows_once_and_then_stays() {
+    // A slow or lossy path fills the whole default window with 128-byte updates (512 of
+    // them): storage grows while the window first fills and is first refilled (the
+    // arena's slack for compaction), never again afterwards.
+    let mut sender = ReliableSender::new(ReliableConfig::default());
+    let mut pushed = 0u64;
+    while sender.push(t(pushed), &[1; 128]).is_ok() {
+        pushed += 1;
+    }
+    assert_eq!(pushed as usize, DEFAULT_QUEUE_BYTES / 128);
+    assert_eq!(sender.slots.capacity(), 512);
+    let mut grown = None;
+    for round in 0..100u64 {
+        let base = round * 256;
+        sender.on_ack(t(base), ack(base + 256, 0)).unwrap();
+        for seq in 0..256 {
+            sender
+                .push(t(base + seq), &[1; 128])
+                .expect("room after the ack");
+        }
+        assert_eq!(sender.push(t(base), &[1; 128]), Err(PushError::WouldBlock));
+        let now = (sender.allocated_bytes(), sender.slots.capacity());
+        assert_eq!(*grown.get_or_insert(now), now, "round {round}");
     }
 }
 

@@ -5,6 +5,7 @@
 
 use core::fmt;
 
+use super::ring::INITIAL_SLOTS;
 use super::MAX_IN_FLIGHT;
 
 /// Where a payload lives in an `Arena`.
@@ -45,12 +46,12 @@ pub(super) struct Arena {
 /// Small updates, the size the first allocation is made for.
 const SMALL_UPDATE: usize = 128;
 
-/// The first allocation (capped at the arena's limit): twice a full window of small
-/// updates plus the one being stored, so that a stream of them never fills more than half
-/// the buffer (`grow_for`'s rule) and reaches its steady state, and stops allocating, with
-/// its first message, however full the window gets later (a loss, a slow path). Idle
-/// peers, and peers that never send Reliable data, allocate nothing.
-const MIN_ALLOCATION: usize = 2 * (MAX_IN_FLIGHT + 1) * SMALL_UPDATE;
+/// The first allocation (capped at the arena's limit): twice the first slots' worth of
+/// small updates plus the one being stored, so that a stream of them that keeps within
+/// those slots never fills more than half the buffer (`grow_for`'s rule) and reaches its
+/// steady state, and stops allocating, with its first message. Idle peers, and peers
+/// that never send Reliable data, allocate nothing.
+const MIN_ALLOCATION: usize = 2 * (INITIAL_SLOTS + 1) * SMALL_UPDATE;
 
 impl Arena {
     pub(super) fn new(max_live: usize) -> Self {
@@ -71,7 +72,7 @@ impl Arena {
     ) -> Option<Span> {
         if self.buf.len().saturating_sub(self.tail) < data.len() {
             let live: usize = slots.iter().flatten().map(|slot| slot.span().len).sum();
-            self.grow_for(live.saturating_add(data.len()), data.len());
+            self.grow_for(live.saturating_add(data.len()), data.len(), slots.len());
             if self.buf.len().saturating_sub(self.tail) < data.len() {
                 self.compact(slots);
             }
@@ -89,14 +90,16 @@ impl Arena {
 
     /// Grows the buffer when `needed` live bytes would fill more than half of it (so a
     /// compaction would free too little), capped at `limit`: at least doubling, and at
-    /// once to twice a full window of messages of `message` bytes, so that a stream of one
-    /// message size grows once, the first time its window fills, not step by step.
-    fn grow_for(&mut self, needed: usize, message: usize) {
+    /// once to twice a full window (`slots`, the owner's slots now) of messages of
+    /// `message` bytes, so that a stream of one message size grows once per window size
+    /// it reaches, not step by step.
+    fn grow_for(&mut self, needed: usize, message: usize, slots: usize) {
         let len = self.buf.len();
         if len >= self.limit || needed.saturating_mul(2) <= len {
             return;
         }
-        let full_window = (MAX_IN_FLIGHT + 1)
+        let full_window = slots
+            .saturating_add(1)
             .saturating_mul(message)
             .saturating_mul(2);
         let target = len
@@ -141,6 +144,7 @@ impl Arena {
     /// Slides every live span to the front, keeping their relative order, so the
     /// free space is one run at the tail.
     fn compact<T: Spanned>(&mut self, slots: &mut [Option<T>]) {
+        // On the stack, 8 KiB at most: compaction must not allocate either.
         let mut order = [0usize; MAX_IN_FLIGHT];
         let mut live = 0;
         for (index, slot) in slots.iter().enumerate() {

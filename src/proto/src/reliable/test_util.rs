@@ -2,16 +2,17 @@
 
 use super::{PushError, Pushed, ReliableConfig};
 use crate::time::Timestamp;
-use crate::wire::Ack;
+use crate::wire::{Ack, Selective};
 
 pub(super) fn t(ms: u64) -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
+/// An ACK whose selective bits 0..64 are `selective` (the others clear).
 pub(super) fn ack(next_expected: u64, selective: u64) -> Ack {
     Ack {
         next_expected,
-        selective,
+        selective: Selective::from_low_word(selective),
     }
 }
 
@@ -28,4 +29,13 @@ pub(super) fn sent_now(seq: u64) -> Result<Pushed, PushError> {
         seq,
         send_now: true,
     })
+}
+
+/// An ACK whose selective bits are `bits` (any of 0..1024).
+pub(super) fn ack_bits(next_expected: u64, bits: &[u64]) -> Ack {
+    let mut ack = Ack::cumulative(next_expected);
+    for &bit in bits {
+        ack.selective.insert(bit);
+    }
+    ack
 }

@@ -324,12 +324,13 @@ proptest! {
             prop_assert!(sender.in_flight() <= MAX_IN_FLIGHT);
             prop_assert!(receiver.reorder_bytes() <= max);
             prop_assert!(receiver.buffered_bytes() <= 2 * max);
-            let live_bytes: usize = sender.slots.iter().flatten().map(|s| s.span.len).sum();
+            let live_bytes: usize = sender.slots.iter().map(|s| s.span.len).sum();
             prop_assert_eq!(live_bytes, sender.unacked_bytes());
             prop_assert!(sender.unacked_bytes() <= sender.queued_bytes());
-            prop_assert_eq!(sender.window_lens.iter().sum::<usize>(), sender.queued_bytes());
-            prop_assert_eq!(sender.slots.iter().flatten().count(), sender.in_flight());
-            let held: usize = receiver.slots.iter().flatten().map(|h| h.span.len).sum();
+            let window: usize = sender.window_lens.iter().map(|w| w.len).sum();
+            prop_assert_eq!(window, sender.queued_bytes());
+            prop_assert_eq!(sender.slots.iter().count(), sender.in_flight());
+            let held: usize = receiver.slots.iter().map(|h| h.span.len).sum();
             prop_assert_eq!(held, receiver.buffered_bytes());
             let rto = sender.rto();
             prop_assert!(rto >= cfg.min_rto && rto <= cfg.max_rto);
