@@ -88,6 +88,46 @@ fn reliable_delivers_in_order_exactly_once_under_loss_duplication_and_reordering
 }
 
 #[test]
+fn a_fast_stream_over_a_lossy_path_keeps_hundreds_of_segments_in_flight() {
+    // 1 ms each way and 1% loss, default settings: 200 small messages per millisecond need
+    // about 500 sequence numbers in flight (rate x time to acknowledge, recovery included),
+    // far past the 64 of the first design, and the wide Acks describe them all.
+    let (mut net, pa, _) = pair(31, |_| {});
+    net.link.latency = Duration::from_millis(1);
+    net.link.loss_ppm = 10_000;
+    let count = 6_000u32;
+    let mut next = 0u32;
+    let mut widest = 0usize;
+    let end = net.now + Duration::from_secs(60);
+    while net.nodes[1].messages(Mode::Reliable).count() < count as usize && net.now < end {
+        for _ in 0..200 {
+            if next == count
+                || net
+                    .send(0, pa, Mode::Reliable, &next.to_le_bytes())
+                    .is_err()
+            {
+                break;
+            }
+            next += 1;
+        }
+        let info = net.nodes[0].endpoint.peer_info(pa).unwrap();
+        widest = widest.max(info.reliable_queued_bytes / 4);
+        net.run_for(Duration::from_millis(1), 10_000);
+    }
+    assert_exactly_in_order(&net, count, "1 ms each way, 1% loss");
+    assert!(
+        widest > 256,
+        "at most {widest} messages were ever unacknowledged"
+    );
+    assert!(net.lost > 10, "the link really lost packets");
+    let stats = net.nodes[1].endpoint.stats();
+    assert_eq!(
+        stats.dropped(intentra_proto::DropReason::ReorderBufferFull),
+        0
+    );
+}
+
+#[test]
 fn a_rekey_in_the_middle_of_reliable_traffic_loses_nothing() {
     let (mut net, pa, _) = pair(21, |c| {
         c.rekey_after = Duration::from_millis(700);

@@ -183,6 +183,10 @@ pub struct ReliableSender {
     /// Bytes of the segments still held for retransmission (`<= queued`).
     unacked: usize,
     in_flight: usize,
+    /// The earliest deadline (`Sent::deadline`) of a segment in `base..next_unsent`, kept
+    /// as segments are sent and recomputed when an ACK or a retransmission moves one: a
+    /// send must not scan a window of up to 1,024 segments to arm its timer.
+    retransmit_at: Option<Timestamp>,
 }
 
 impl fmt::Debug for ReliableSender {
@@ -242,6 +246,7 @@ impl ReliableSender {
             queued: 0,
             unacked: 0,
             in_flight: 0,
+            retransmit_at: None,
         }
     }
 
@@ -349,6 +354,7 @@ impl ReliableSender {
             outcome.rtt_sample = Some(rtt);
         }
         self.flag_fast_retransmits(now, ack);
+        self.recompute_retransmit_at();
         Ok(outcome)
     }
 
@@ -378,6 +384,7 @@ impl ReliableSender {
         sent.last_sent = now;
         sent.due = after(now, sent.interval);
         let (seq, span) = (sent.seq, sent.span);
+        self.recompute_retransmit_at();
         Some(Segment {
             seq,
             payload: self.arena.get(span),
@@ -388,6 +395,21 @@ impl ReliableSender {
     /// Earliest time a retransmission will be due, if anything is in flight, or a
     /// time not after now if a queued segment may be sent.
     pub fn next_timeout(&self) -> Option<Timestamp> {
+        let retransmit = self.retransmit_at;
+        let first = self
+            .window_admits_next()
+            .then(|| self.sent(self.next_unsent).map(|sent| sent.first_sent))
+            .flatten();
+        match (retransmit, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `next_timeout` computed by scanning every segment in flight: what the kept
+    /// `retransmit_at` must always equal.
+    #[cfg(test)]
+    pub(super) fn next_timeout_by_scan(&self) -> Option<Timestamp> {
         let retransmit = (self.base..self.next_unsent)
             .filter_map(|seq| self.sent(seq))
             .map(Sent::deadline)
@@ -491,8 +513,19 @@ impl ReliableSender {
         sent.last_sent = now;
         sent.due = after(now, rto);
         sent.interval = rto;
+        let deadline = sent.deadline();
         self.window_bytes += sent.span.len;
         self.next_unsent = seq.saturating_add(1);
+        self.retransmit_at = Some(self.retransmit_at.map_or(deadline, |at| at.min(deadline)));
+    }
+
+    /// The earliest deadline in flight, by a scan of the window: after anything that may
+    /// have removed or postponed the earliest one.
+    fn recompute_retransmit_at(&mut self) {
+        self.retransmit_at = (self.base..self.next_unsent)
+            .filter_map(|seq| self.sent(seq))
+            .map(Sent::deadline)
+            .min();
     }
 
     fn poll_first_transmission(&mut self, now: Timestamp) -> Option<Segment<'_>> {

@@ -244,6 +244,8 @@ enum Op {
     Push(usize),
     Ack(u64, u64),
     AckBehind(u64, u64),
+    /// Behind the next sequence number, with selective bits anywhere in the wide bitmap.
+    AckWide(u64, Vec<u64>),
     Poll(u64),
     Segment(u64, usize),
     Pop,
@@ -257,6 +259,8 @@ fn op() -> impl Strategy<Value = Op> {
         (any::<u64>(), any::<u64>()).prop_map(|(n, s)| Op::Ack(n, s)),
         // Plausible: a little behind the next sequence number, few selective bits.
         (0u64..70, any::<u16>()).prop_map(|(b, s)| Op::AckBehind(b, u64::from(s))),
+        (0u64..1_100, proptest::collection::vec(0u64..1_100, 0..8))
+            .prop_map(|(b, bits)| Op::AckWide(b, bits)),
         (0u64..2_000).prop_map(Op::Poll),
         (0u64..150, 0usize..300).prop_map(|(q, l)| Op::Segment(q, l)),
         (any::<u64>(), 0usize..300).prop_map(|(q, l)| Op::Segment(q, l)),
@@ -287,6 +291,13 @@ proptest! {
                 Op::Ack(next_expected, selective) => {
                     let before = sender.clone();
                     if sender.on_ack(t(now), ack(next_expected, selective)).is_err() {
+                        prop_assert!(sender == before);
+                    }
+                }
+                Op::AckWide(behind, bits) => {
+                    let before = sender.clone();
+                    let next_expected = sender.next_seq().saturating_sub(behind);
+                    if sender.on_ack(t(now), ack_bits(next_expected, &bits)).is_err() {
                         prop_assert!(sender == before);
                     }
                 }
@@ -334,6 +345,7 @@ proptest! {
             prop_assert_eq!(held, receiver.buffered_bytes());
             let rto = sender.rto();
             prop_assert!(rto >= cfg.min_rto && rto <= cfg.max_rto);
+            prop_assert_eq!(sender.next_timeout(), sender.next_timeout_by_scan());
         }
     }
 }
