@@ -395,7 +395,11 @@ impl ReliableSender {
     /// Earliest time a retransmission will be due, if anything is in flight, or a
     /// time not after now if a queued segment may be sent.
     pub fn next_timeout(&self) -> Option<Timestamp> {
-        let retransmit = self.retransmit_at;
+        self.with_first_transmission(self.retransmit_at)
+    }
+
+    /// The earlier of `retransmit` and the first transmission the peer's window now admits.
+    fn with_first_transmission(&self, retransmit: Option<Timestamp>) -> Option<Timestamp> {
         let first = self
             .window_admits_next()
             .then(|| self.sent(self.next_unsent).map(|sent| sent.first_sent))
@@ -410,18 +414,7 @@ impl ReliableSender {
     /// `retransmit_at` must always equal.
     #[cfg(test)]
     pub(super) fn next_timeout_by_scan(&self) -> Option<Timestamp> {
-        let retransmit = (self.base..self.next_unsent)
-            .filter_map(|seq| self.sent(seq))
-            .map(Sent::deadline)
-            .min();
-        let first = self
-            .window_admits_next()
-            .then(|| self.sent(self.next_unsent).map(|sent| sent.first_sent))
-            .flatten();
-        match (retransmit, first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.with_first_transmission(self.earliest_deadline_in_flight())
     }
 
     /// Bytes transmitted and not yet covered cumulatively (selectively acknowledged
@@ -522,10 +515,14 @@ impl ReliableSender {
     /// The earliest deadline in flight, by a scan of the window: after anything that may
     /// have removed or postponed the earliest one.
     fn recompute_retransmit_at(&mut self) {
-        self.retransmit_at = (self.base..self.next_unsent)
+        self.retransmit_at = self.earliest_deadline_in_flight();
+    }
+
+    fn earliest_deadline_in_flight(&self) -> Option<Timestamp> {
+        (self.base..self.next_unsent)
             .filter_map(|seq| self.sent(seq))
             .map(Sent::deadline)
-            .min();
+            .min()
     }
 
     fn poll_first_transmission(&mut self, now: Timestamp) -> Option<Segment<'_>> {

@@ -137,14 +137,20 @@ fn a_full_window_of_small_updates_never_grows_the_first_allocation() {
     }
     assert_eq!(sender.allocated_bytes(), first);
     for round in 0..100u64 {
-        let base = round * 30;
-        sender.on_ack(t(base), ack(base + 30, 0)).unwrap();
-        for seq in 0..30 {
-            sender
-                .push(t(base + seq), &[1; 128])
-                .expect("room after the ack");
-        }
+        acknowledge_and_refill(&mut sender, round, 30);
         assert_eq!(sender.allocated_bytes(), first, "round {round}");
+    }
+}
+
+/// Acknowledges the oldest `batch` of a window kept `batch`-aligned, and pushes as many
+/// 128-byte updates again.
+fn acknowledge_and_refill(sender: &mut ReliableSender, round: u64, batch: u64) {
+    let base = round * batch;
+    sender.on_ack(t(base), ack(base + batch, 0)).unwrap();
+    for seq in 0..batch {
+        sender
+            .push(t(base + seq), &[1; 128])
+            .expect("room after the ack");
     }
 }
 
@@ -162,14 +168,8 @@ fn a_stream_that_fills_the_byte_window_grows_once_and_then_stays() {
     assert_eq!(sender.slots.capacity(), 512);
     let mut grown = None;
     for round in 0..100u64 {
-        let base = round * 256;
-        sender.on_ack(t(base), ack(base + 256, 0)).unwrap();
-        for seq in 0..256 {
-            sender
-                .push(t(base + seq), &[1; 128])
-                .expect("room after the ack");
-        }
-        assert_eq!(sender.push(t(base), &[1; 128]), Err(PushError::WouldBlock));
+        acknowledge_and_refill(&mut sender, round, 256);
+        assert_eq!(sender.push(t(0), &[1; 128]), Err(PushError::WouldBlock));
         let now = (sender.allocated_bytes(), sender.slots.capacity());
         assert_eq!(*grown.get_or_insert(now), now, "round {round}");
     }
