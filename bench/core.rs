@@ -256,17 +256,22 @@ impl Pool {
         self.sources.len() - self.opened
     }
 
-    /// Opens the next `n` packets (at most `remaining`) and returns how many were delivered.
-    /// With `ahead` > 0, first hints the cache with the state of the packet `ahead` further
-    /// on, as a receive loop that knows its batch does (`Endpoint::hot_state`).
-    fn open(&mut self, receiver: &mut Endpoint, now: Timestamp, n: usize, ahead: usize) -> u64 {
+    /// Opens the next `n` packets (at most `remaining`) and returns how many were delivered,
+    /// first hinting the cache as `hint` says, as a receive loop that knows its batch does.
+    fn open(&mut self, receiver: &mut Endpoint, now: Timestamp, n: usize, hint: Hint) -> u64 {
         let mut delivered = 0;
         let end = (self.opened + n).min(self.sources.len());
         for at in self.opened..end {
             let (current, later) = self.packets.split_at_mut((at + 1) * self.len);
-            if ahead > 0 {
-                let header = later.get((ahead - 1) * self.len..).unwrap_or_default();
-                if let Some(state) = receiver.hot_state(header) {
+            // The header of the packet `ahead` after this one (none past the pool's end).
+            let header = |ahead: usize| later.get((ahead - 1) * self.len..).unwrap_or_default();
+            if let Some(ahead) = hint.index_ahead {
+                if let Some(lines) = receiver.index_hint(header(ahead)) {
+                    lines.lines().for_each(intentra_udp::prefetch);
+                }
+            }
+            if let Some(ahead) = hint.slot_ahead {
+                if let Some(state) = receiver.hot_state(header(ahead)) {
                     state.lines().for_each(intentra_udp::prefetch);
                 }
             }
@@ -283,23 +288,70 @@ impl Pool {
     }
 }
 
+/// Which cache hints the receive loop gives before each packet: the index-table lines of the
+/// packet `index_ahead` further on (`Endpoint::index_hint`, no table read) and the peer slot
+/// of the packet `slot_ahead` further on (`Endpoint::hot_state`, which reads the table).
+#[derive(Clone, Copy)]
+struct Hint {
+    index_ahead: Option<usize>,
+    slot_ahead: Option<usize>,
+}
+
+impl Hint {
+    const NONE: Hint = Hint {
+        index_ahead: None,
+        slot_ahead: None,
+    };
+
+    /// The one-stage hint: the slot of the packet `ahead` on, its table entry read cold.
+    fn slot(ahead: usize) -> Hint {
+        Hint {
+            index_ahead: None,
+            slot_ahead: Some(ahead),
+        }
+    }
+
+    /// The two-stage hint: the table entry `index` packets on, the slot `slot` packets on,
+    /// so `hot_state` reads an entry fetched one or more packets earlier.
+    fn two_stage(index: usize, slot: usize) -> Hint {
+        Hint {
+            index_ahead: Some(index),
+            slot_ahead: Some(slot),
+        }
+    }
+
+    /// The bench name's suffix: empty without hints, so earlier results stay comparable.
+    fn suffix(self) -> String {
+        match (self.index_ahead, self.slot_ahead) {
+            (None, None) => String::new(),
+            (None, Some(slot)) => format!("_prefetch_{slot}"),
+            (Some(index), Some(slot)) => format!("_index_{index}_slot_{slot}"),
+            (Some(index), None) => format!("_index_{index}"),
+        }
+    }
+}
+
 /// The receive path of 128-byte Realtime packets, each opened once (timed) from a pool sealed
 /// ahead (untimed). With one peer its state stays in cache; with 10,000 peers' state in
 /// memory, packets from 100 of them show what the table's size costs, and packets from all
-/// of them at random what a hub pays when each packet needs a different peer's state.
+/// of them at random what a hub pays when each packet needs a different peer's state; that
+/// last also with the cache hints of a receive loop that sees its batch ahead (`Hint`): the
+/// peer slot alone a few packets ahead, and the two-stage table line then slot.
 fn receive(c: &mut Criterion) {
     let mut group = c.benchmark_group("endpoint");
     group.throughput(Throughput::Elements(1));
     let mut crowds = [(1, crowd(1)), (10_000, crowd(10_000))];
     let payload = [0x42u8; PAYLOAD];
-    for (peers, active, ahead) in [
-        (1, 1, 0),
-        (1, 1, 1),
-        (10_000, 100, 0),
-        (10_000, 10_000, 0),
-        (10_000, 10_000, 1),
-        (10_000, 10_000, 2),
-        (10_000, 10_000, 4),
+    for (peers, active, hint) in [
+        (1, 1, Hint::NONE),
+        (1, 1, Hint::slot(1)),
+        (10_000, 100, Hint::NONE),
+        (10_000, 10_000, Hint::NONE),
+        (10_000, 10_000, Hint::slot(1)),
+        (10_000, 10_000, Hint::slot(2)),
+        (10_000, 10_000, Hint::slot(4)),
+        (10_000, 10_000, Hint::two_stage(2, 1)),
+        (10_000, 10_000, Hint::two_stage(4, 2)),
     ] {
         let Some((_, crowd)) = crowds.iter_mut().find(|(count, _)| *count == peers) else {
             continue;
@@ -308,13 +360,11 @@ fn receive(c: &mut Criterion) {
         let mut pool = Pool::new(crowd, active, &payload);
         let mut delivered = 0u64;
         let mut offered = 0u64;
-        let name = match (peers, ahead) {
-            (1, 0) => "handle_datagram/realtime_128B".to_string(),
-            (1, _) => format!("handle_datagram/realtime_128B_prefetch_{ahead}"),
-            (_, 0) => format!("handle_datagram/realtime_128B_{peers}_peers_{active}_active"),
-            _ => format!(
-                "handle_datagram/realtime_128B_{peers}_peers_{active}_active_prefetch_{ahead}"
-            ),
+        let suffix = hint.suffix();
+        let name = if peers == 1 {
+            format!("handle_datagram/realtime_128B{suffix}")
+        } else {
+            format!("handle_datagram/realtime_128B_{peers}_peers_{active}_active{suffix}")
         };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -326,7 +376,7 @@ fn receive(c: &mut Criterion) {
                     }
                     let n = left.min(pool.remaining() as u64) as usize;
                     let start = Instant::now();
-                    delivered += pool.open(&mut crowd.receiver, crowd.now, n, ahead);
+                    delivered += pool.open(&mut crowd.receiver, crowd.now, n, hint);
                     total += start.elapsed();
                     offered += n as u64;
                     left -= n as u64;

@@ -47,8 +47,9 @@ impl Rx {
 
 /// The receive path with its buffers, built inside the receiver thread.
 /// What the receive path hands each datagram to: its source, its bytes (opened in place) and
-/// the start of the batch's next datagram, if known (for `intentra::prefetch_next`).
-type OnDatagram<'a> = dyn FnMut(SocketAddr, &mut [u8], Option<NextHeader>) + 'a;
+/// the starts of the batch's next datagram and of the one after it, if known (for
+/// `intentra::prefetch_ahead`).
+type OnDatagram<'a> = dyn FnMut(SocketAddr, &mut [u8], [Option<NextHeader>; 2]) + 'a;
 
 struct RxPath {
     rx: Rx,
@@ -82,7 +83,7 @@ impl RxPath {
         match &mut self.rx {
             Rx::Driver(driver) => {
                 let stats = driver.recv_batch(wait, &mut |d: Datagram<'_>| {
-                    on(d.src, d.data, d.next_header)
+                    on(d.src, d.data, [d.next_header, d.later_header])
                 })?;
                 Ok((stats.datagrams, stats.truncated))
             }
@@ -103,12 +104,13 @@ impl RxPath {
                 };
                 let mut truncated = 0;
                 for i in 0..n {
-                    let next = self.batch.get(i + 1).map(|d| header_of(d.data));
+                    let ahead =
+                        [i + 1, i + 2].map(|at| self.batch.get(at).map(|d| header_of(d.data)));
                     if let Some(d) = self.batch.get(i) {
                         if d.truncated {
                             truncated += 1;
                         } else {
-                            on(d.src, d.data, next);
+                            on(d.src, d.data, ahead);
                         }
                     }
                 }
@@ -291,9 +293,10 @@ pub fn run(
                 RECV_WAIT.min(Duration::from_nanos(at.as_nanos().saturating_sub(now_ns)))
             });
         let result = match endpoint.as_mut() {
-            Some(ep) => path.recv(limit, &mut |src, data, next| {
-                // As the node does: the next datagram's peer state comes in meanwhile.
-                intentra::prefetch_next(ep, data, next);
+            Some(ep) => path.recv(limit, &mut |src, data, [next, later]| {
+                // As the node does: the next datagram's peer state comes in meanwhile, and
+                // the table entry of the one after.
+                intentra::prefetch_ahead(ep, data, next, later);
                 meter.datagram(|meter| {
                     for message in ep.handle_datagram(now, src, data) {
                         meter.deliver(message.payload);

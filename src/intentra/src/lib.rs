@@ -54,7 +54,8 @@ pub use handle::{
     SendFailures,
 };
 pub use node::{
-    prefetch_next, Context, IdleStrategy, Node, NodeConfig, PublishReport, ShutdownHandle,
+    prefetch_ahead, prefetch_next, Context, IdleStrategy, Node, NodeConfig, PublishReport,
+    ShutdownHandle,
 };
 
 /// The types an application meets first, from the protocol core.

@@ -1317,7 +1317,12 @@ impl Node {
             // Slots asked for by the handling of this one datagram (all of a bundle's
             // messages): the pause below keeps room for the most any datagram asked.
             let asked_before = deferred.asked;
-            prefetch_next(endpoint, datagram.data, datagram.next_header);
+            prefetch_ahead(
+                endpoint,
+                datagram.data,
+                datagram.next_header,
+                datagram.later_header,
+            );
             for message in endpoint.handle_datagram(now, datagram.src, datagram.data) {
                 // What the endpoint queued first happened first: above all the PeerUp of a
                 // handshake whose last packet came earlier in this batch, which must reach
@@ -1955,11 +1960,84 @@ pub fn prefetch_next(endpoint: &Endpoint, current: &[u8], next: Option<drivers::
     let Some(next) = next else {
         return;
     };
-    // The receiver index (bytes 4..8 of a transport header, PROTOCOL.md).
-    if current.get(4..8) == next.get(4..8) {
+    if same_session(current, &next) {
         return;
     }
     if let Some(state) = endpoint.hot_state(&next) {
         state.lines().for_each(drivers::prefetch);
+    }
+}
+
+/// [`prefetch_next`] with a first stage two datagrams ahead: also has the session-index
+/// table's line for the datagram after next (`later`, from [`Datagram::later_header`])
+/// fetched, unless it names the same session as `current` or `next`. The node does this
+/// for every datagram.
+///
+/// `prefetch_next` has to read the next datagram's table entry before it can name that
+/// datagram's peer, and with thousands of sessions that entry is a cache miss of its own,
+/// so the peer's prefetch starts late; fetched one datagram earlier, the entry is there when
+/// it is read. The receive bench measures this (perf/core-bench-2stage-2026-12-07.txt).
+/// A hint only: it reads nothing but the headers and changes no state.
+pub fn prefetch_ahead(
+    endpoint: &Endpoint,
+    current: &[u8],
+    next: Option<drivers::NextHeader>,
+    later: Option<drivers::NextHeader>,
+) {
+    if let Some(later) = later {
+        let repeated =
+            same_session(current, &later) || next.is_some_and(|next| same_session(&next, &later));
+        if !repeated {
+            if let Some(entry) = endpoint.index_hint(&later) {
+                entry.lines().for_each(drivers::prefetch);
+            }
+        }
+    }
+    prefetch_next(endpoint, current, next);
+}
+
+/// Whether two datagrams name the same receiver index (bytes 4..8 of a transport header,
+/// PROTOCOL.md): the second's state is then hot already, or on its way.
+fn same_session(a: &[u8], b: &[u8]) -> bool {
+    a.get(4..8) == b.get(4..8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use intentra_proto::{EndpointConfig, Keypair, Timestamp};
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+
+    /// The receive loop's hints take whatever the batch holds (junk, short datagrams, no
+    /// look-ahead) without a panic and without changing the endpoint.
+    #[test]
+    fn the_prefetch_hints_take_any_bytes_and_change_nothing() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let keys = Keypair::generate(&mut rng);
+        let endpoint = Endpoint::new(EndpointConfig::new(keys), Timestamp::from_nanos(0), rng);
+        let before = endpoint.stats();
+        let mut junk = ChaCha20Rng::seed_from_u64(8);
+        for len in 0..24 {
+            let mut current = vec![0u8; len];
+            junk.fill_bytes(&mut current);
+            let mut next = [0u8; drivers::NEXT_HEADER_LEN];
+            junk.fill_bytes(&mut next);
+            let mut later = drivers::header_of(&current);
+            later[1] = junk.next_u32() as u8;
+            for (n, l) in [(None, None), (Some(next), None), (Some(next), Some(later))] {
+                prefetch_ahead(&endpoint, &current, n, l);
+                prefetch_next(&endpoint, &current, n);
+            }
+        }
+        assert_eq!(endpoint.stats(), before);
+        assert!(same_session(
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            &[0, 0, 0, 0, 5, 6, 7, 8]
+        ));
+        assert!(!same_session(
+            &[0, 0, 0, 0, 5, 6, 7, 8],
+            &[0, 0, 0, 0, 5, 6, 7, 9]
+        ));
     }
 }

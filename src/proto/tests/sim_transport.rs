@@ -393,6 +393,73 @@ fn duplicates_and_old_replays_are_counted_and_never_close_a_session() {
     assert_eq!(net.nodes[1].messages(Mode::Realtime).count(), 3_000);
 }
 
+/// `index_hint` (the first stage of the receive loop's cache hint) names the index-table
+/// lines of any transport packet from its header alone: it never reads the table, so it
+/// answers the same for an index that is live, unknown or gone, and never panics.
+#[test]
+fn the_index_hint_reads_only_the_header_and_changes_nothing() {
+    let (mut net, pa, _) = pair(42, |_| {});
+    net.capture = Some(Vec::new());
+    net.send(0, pa, Mode::Realtime, b"hinted").unwrap();
+    net.run_for(Duration::from_millis(1), 100);
+    let (_, _, packet) = captured_of_type(&net, PacketType::Realtime)[0].clone();
+    let receiver = &net.nodes[1].endpoint;
+    let before = receiver.stats();
+    let lines = |header: &[u8]| {
+        receiver
+            .index_hint(header)
+            .map(|hint| hint.lines().collect::<Vec<_>>())
+    };
+    let live = lines(&packet).expect("a transport packet has a table entry");
+    // The home entry and the next: a line or two, not the peer's slot.
+    assert!((1..=2).contains(&live.len()), "{}", live.len());
+    let slot = receiver
+        .hot_state(&packet)
+        .unwrap()
+        .lines()
+        .collect::<Vec<_>>();
+    assert!(live.iter().all(|line| !slot.contains(line)));
+    // The header alone, and any transport type with the same index: the same lines.
+    assert_eq!(lines(&packet[..8]).as_ref(), Some(&live));
+    let mut ack = packet.clone();
+    ack[1] = PacketType::Ack as u8;
+    assert_eq!(lines(&ack).as_ref(), Some(&live));
+    // An index we never issued still has a home bucket: the hint does not look.
+    let mut unknown = packet.clone();
+    unknown[4..8]
+        .copy_from_slice(&(u32::from_le_bytes(packet[4..8].try_into().unwrap()) ^ 1).to_le_bytes());
+    assert!(lines(&unknown).is_some());
+    // Not a transport packet: nothing.
+    let mut handshake = packet.clone();
+    handshake[1] = PacketType::HandshakeFinish as u8;
+    let mut version = packet.clone();
+    version[0] ^= 0xFF;
+    let mut zero_index = packet.clone();
+    zero_index[4..8].fill(0);
+    for junk in [&handshake[..], &version, &zero_index, &packet[..7], &[]] {
+        assert!(receiver.index_hint(junk).is_none(), "{junk:?}");
+    }
+    // Arbitrary bytes: never a panic.
+    let mut rng = ChaCha20Rng::seed_from_u64(43);
+    for len in 0..64 {
+        let mut bytes = vec![0u8; len];
+        rng.fill_bytes(&mut bytes);
+        let _ = receiver.index_hint(&bytes);
+    }
+    assert_eq!(receiver.stats(), before, "a hint must change nothing");
+    // Once the session is gone its index still hashes to the same lines.
+    let now = net.now;
+    let peer = net.nodes[1].endpoint.established_peers().next().unwrap();
+    net.nodes[1].endpoint.close(now, peer);
+    net.run_for(Duration::from_secs(60), 100_000);
+    assert!(net.nodes[1].endpoint.hot_state(&packet).is_none());
+    let gone = net.nodes[1].endpoint.index_hint(&packet);
+    assert_eq!(
+        gone.map(|hint| hint.lines().collect::<Vec<_>>()),
+        Some(live)
+    );
+}
+
 /// `hot_state` (the receive loop's cache hint) names state only for transport packets to a
 /// session we hold, reads nothing else of the input, never panics, and changes nothing.
 #[test]

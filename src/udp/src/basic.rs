@@ -81,6 +81,7 @@ impl BasicDriver {
                         kernel_time: None,
                         // One datagram per call: nothing ahead is known.
                         next_header: None,
+                        later_header: None,
                     });
                 }
                 Ok(Some(flow))

@@ -21,8 +21,8 @@ use super::sys::{
     ADDR_CAP, CONTROL_CAP,
 };
 use super::{
-    deliver, header_of, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, NextHeader,
-    RecvStats, SendSlot, SendStats, Wait, Waker,
+    deliver, header_of, leading_headers, look_ahead, Datagram, Driver, DriverConfig, Flow, Handed,
+    KernelTime, NextHeader, RecvStats, SendSlot, SendStats, Wait, Waker,
 };
 
 /// Batches of datagrams per system call with recvmmsg/sendmmsg, GRO and GSO.
@@ -152,14 +152,36 @@ impl MmsgDriver {
         }
     }
 
-    /// The leading bytes of message `i` of the last recvmmsg (`n` received), if there is one.
-    fn header_of_message(&self, i: usize, n: usize) -> Option<NextHeader> {
+    /// The payload and control bytes of message `i` of the last recvmmsg (`n` received).
+    fn message(&self, i: usize, n: usize) -> Option<(&[u8], &[u8])> {
         if i >= n {
             return None;
         }
-        let len = self.recv_hdrs.get(i)?.msg_len as usize;
-        let slot = self.ring.recv_slot(i)?;
-        Some(header_of(self.ring.slot(slot).get(..len)?))
+        let h = self.recv_hdrs.get(i)?;
+        let data = self
+            .ring
+            .slot(self.ring.recv_slot(i)?)
+            .get(..h.msg_len as usize)?;
+        let control = self
+            .recv_ctrl
+            .get(i)?
+            .bytes
+            .get(..h.msg_hdr.msg_controllen)?;
+        Some((data, control))
+    }
+
+    /// The headers of the two datagrams handed over after message `i`'s (of `n`): the next
+    /// message's first two when the kernel coalesced it (GRO), else its first and the
+    /// first of the message after.
+    fn headers_after(&self, i: usize, n: usize) -> [Option<NextHeader>; 2] {
+        let next = self
+            .message(i + 1, n)
+            .map_or([None, None], |(data, control)| {
+                leading_headers(data, sys::parse_control(control).gro_segment)
+            });
+        look_ahead(next, || {
+            self.message(i + 2, n).map(|(data, _)| header_of(data))
+        })
     }
 
     /// Hands over messages `from..n` of the last recvmmsg, the first from GRO
@@ -197,7 +219,7 @@ impl MmsgDriver {
                 .and_then(|c| c.bytes.get(..control_len))
                 .map(sys::parse_control)
                 .unwrap_or_default();
-            let after = self.header_of_message(i + 1, n);
+            let after = self.headers_after(i, n);
             let Some(data) = self.ring.slot_mut(slot).get_mut(..len) else {
                 stats.truncated += 1;
                 continue;

@@ -26,8 +26,8 @@ use super::sendq::{Retry, SendQueue};
 use super::socket::SocketCaps;
 use super::sys::{self, classify_recv_error, classify_send_error, RecvFailure, SendFailure};
 use super::{
-    deliver, header_of, Datagram, Driver, DriverConfig, Flow, Handed, KernelTime, NextHeader,
-    RecvStats, SendSlot, SendStats, Wait,
+    deliver, header_of, leading_headers, look_ahead, Datagram, Driver, DriverConfig, Flow, Handed,
+    KernelTime, NextHeader, RecvStats, SendSlot, SendStats, Wait,
 };
 
 /// Why the io_uring driver cannot run here. Log it once; mmsg takes over.
@@ -523,7 +523,7 @@ impl UringDriver {
             }
             match cqueue::buffer_select(flags) {
                 Some(bid) => {
-                    let after = self.header_of_cqe(i + 1, taken);
+                    let after = self.headers_after(i, taken);
                     let handed = match usize::try_from(res) {
                         Ok(used) => self.handle_buffer(bid, used, at, after, stats, on_datagram),
                         Err(_) => {
@@ -575,8 +575,9 @@ impl UringDriver {
         OUT_HDR + NAME_LEN + self.recv_msghdr.msg_controllen
     }
 
-    /// The leading bytes of the datagram CQE `i` (of `taken`) carries, if it carries one.
-    fn header_of_cqe(&self, i: usize, taken: usize) -> Option<NextHeader> {
+    /// The payload and control bytes of the datagram buffer CQE `i` (of `taken`) names, if
+    /// it names one.
+    fn datagram_of_cqe(&self, i: usize, taken: usize) -> Option<(&[u8], &[u8])> {
         if i >= taken {
             return None;
         }
@@ -590,7 +591,27 @@ impl UringDriver {
         let buf = self.ring.slot(slot).get(..used)?;
         let start = self.payload_start();
         let len = read_u32(buf, 8)? as usize;
-        Some(header_of(buf.get(start..start.checked_add(len)?)?))
+        let control_start = OUT_HDR + NAME_LEN;
+        let control_len = (read_u32(buf, 4)? as usize).min(self.recv_msghdr.msg_controllen);
+        Some((
+            buf.get(start..start.checked_add(len)?)?,
+            buf.get(control_start..control_start + control_len)?,
+        ))
+    }
+
+    /// The headers of the two datagrams handed over after CQE `i`'s (of `taken`): the next
+    /// CQE's first two when the kernel coalesced them (GRO), else its first and the first
+    /// of the CQE after; none past a CQE that carries no datagram.
+    fn headers_after(&self, i: usize, taken: usize) -> [Option<NextHeader>; 2] {
+        let next = self
+            .datagram_of_cqe(i + 1, taken)
+            .map_or([None, None], |(data, control)| {
+                leading_headers(data, sys::parse_control(control).gro_segment)
+            });
+        look_ahead(next, || {
+            self.datagram_of_cqe(i + 2, taken)
+                .map(|(data, _)| header_of(data))
+        })
     }
 
     fn handle_buffer(
@@ -598,7 +619,7 @@ impl UringDriver {
         bid: u16,
         used: usize,
         skip: usize,
-        after: Option<NextHeader>,
+        after: [Option<NextHeader>; 2],
         stats: &mut RecvStats,
         on_datagram: &mut dyn FnMut(Datagram<'_>) -> Flow,
     ) -> Handed {

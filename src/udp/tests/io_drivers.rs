@@ -510,9 +510,10 @@ fn a_paused_batch_resumes_in_order_with_nothing_lost() {
     }
 }
 
-/// Every driver's look-ahead is the truth: whenever a datagram says what the next one starts
-/// with, the datagram handed over next starts with exactly that (across GRO segments, across
-/// messages of one batch, and across a pause); and the batched drivers do look ahead.
+/// Every driver's look-ahead is the truth: whenever a datagram says what the next one (or the
+/// one after) starts with, the datagram handed over next (or after) starts with exactly that
+/// (across GRO segments, across messages of one batch, and across a pause); and the batched
+/// drivers do look ahead, both one and two datagrams.
 #[test]
 fn the_next_header_is_the_next_datagrams() {
     for kind in KINDS {
@@ -524,7 +525,8 @@ fn the_next_header_is_the_next_datagrams() {
         payloads.extend(mixed_payloads(40));
         payloads.push(vec![0xAB; 3]);
         send_all(a.as_mut(), b.local_addr(), &payloads);
-        let mut seen: Vec<(Vec<u8>, Option<intentra_udp::NextHeader>)> = Vec::new();
+        type Ahead = [Option<intentra_udp::NextHeader>; 2];
+        let mut seen: Vec<(Vec<u8>, Ahead)> = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut calls = 0;
         while seen.len() < payloads.len() && std::time::Instant::now() < deadline {
@@ -532,7 +534,8 @@ fn the_next_header_is_the_next_datagrams() {
             // Pausing now and then: the look-ahead must hold across a resumed batch too.
             let pause_every = 7;
             b.recv_until(Wait::Timeout(Duration::from_millis(50)), &mut |dg| {
-                seen.push((dg.data.to_vec(), dg.next_header));
+                assert!(dg.next_header.is_some() || dg.later_header.is_none());
+                seen.push((dg.data.to_vec(), [dg.next_header, dg.later_header]));
                 if seen.len() % pause_every == 0 {
                     Flow::Pause
                 } else {
@@ -543,13 +546,24 @@ fn the_next_header_is_the_next_datagrams() {
         }
         assert_eq!(seen.len(), payloads.len(), "{kind}: after {calls} calls");
         let mut ahead = 0;
-        for pair in seen.windows(2) {
-            if let Some(header) = pair[0].1 {
+        let mut later = 0;
+        for (at, (_, [next, after])) in seen.iter().enumerate() {
+            if let Some(header) = next {
                 ahead += 1;
                 assert_eq!(
-                    header,
-                    intentra_udp::header_of(&pair[1].0),
+                    Some(*header),
+                    seen.get(at + 1)
+                        .map(|(data, _)| intentra_udp::header_of(data)),
                     "{kind}: a look-ahead that is not the next datagram's start"
+                );
+            }
+            if let Some(header) = after {
+                later += 1;
+                assert_eq!(
+                    Some(*header),
+                    seen.get(at + 2)
+                        .map(|(data, _)| intentra_udp::header_of(data)),
+                    "{kind}: a look-ahead that is not the start of the datagram after next"
                 );
             }
         }
@@ -558,6 +572,12 @@ fn the_next_header_is_the_next_datagrams() {
                 ahead > payloads.len() / 2,
                 "{kind}: looked ahead only {ahead} times"
             );
+            assert!(
+                later > payloads.len() / 3,
+                "{kind}: looked two ahead only {later} times"
+            );
+        } else {
+            assert_eq!(later, 0);
         }
     }
 }

@@ -42,7 +42,9 @@ pub(super) enum KeyRole {
 }
 
 /// Where the state lies that [`Endpoint::handle_datagram`] reads for one transport packet:
-/// the slot of its peer, hot fields and current keys first. Only addresses, for a cache hint.
+/// the slot of its peer, hot fields and current keys first ([`Endpoint::hot_state`]), or the
+/// index-table entries that lead to it ([`Endpoint::index_hint`]). Only addresses, for a
+/// cache hint.
 #[derive(Debug, Clone, Copy)]
 pub struct HotState {
     start: *const u8,
@@ -230,6 +232,32 @@ impl Peer {
             pools.put_spare_keys(spare);
         }
     }
+}
+
+/// The receiver index of a transport packet (Realtime, Reliable, Ack, Keepalive, Close,
+/// Bundle) from its first 8 bytes, for the cache hints; `None` for a short header, another
+/// version, a handshake or unknown type, or the never-issued index 0. Looks at nothing else.
+fn transport_index(header: &[u8]) -> Option<SessionIndex> {
+    let (Some(&version), Some(&kind), Some(index)) =
+        (header.first(), header.get(1), header.get(4..8))
+    else {
+        return None;
+    };
+    let transport = matches!(
+        PacketType::from_byte(kind),
+        Some(
+            PacketType::Realtime
+                | PacketType::Reliable
+                | PacketType::Ack
+                | PacketType::Keepalive
+                | PacketType::Close
+                | PacketType::Bundle
+        )
+    );
+    if version != VERSION || !transport {
+        return None;
+    }
+    SessionIndex::new(read_u32(index, 0))
 }
 
 /// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
@@ -496,26 +524,7 @@ impl Endpoint {
     /// the current one and prefetches the lines: with thousands of peers, each packet's
     /// peer is otherwise a run of cache misses on the critical path (perf/README.md).
     pub fn hot_state(&self, header: &[u8]) -> Option<HotState> {
-        let (Some(&version), Some(&kind), Some(index)) =
-            (header.first(), header.get(1), header.get(4..8))
-        else {
-            return None;
-        };
-        let transport = matches!(
-            PacketType::from_byte(kind),
-            Some(
-                PacketType::Realtime
-                    | PacketType::Reliable
-                    | PacketType::Ack
-                    | PacketType::Keepalive
-                    | PacketType::Close
-                    | PacketType::Bundle
-            )
-        );
-        if version != VERSION || !transport {
-            return None;
-        }
-        let index = SessionIndex::new(read_u32(index, 0))?;
+        let index = transport_index(header)?;
         let Some(SlotTarget::Keys(id)) = self.lookup(index) else {
             return None;
         };
@@ -528,6 +537,28 @@ impl Endpoint {
             start,
             end: start.wrapping_add(std::mem::size_of::<PeerEntry>()),
         })
+    }
+
+    /// Where the index-table entry lies that [`Endpoint::hot_state`] (and then
+    /// `handle_datagram`) will read first for a transport packet whose first bytes are
+    /// `header` (8 are enough): the line or two holding the entries a lookup of its receiver
+    /// index probes first. `None` for anything that is not a transport packet. Reads only
+    /// the header and the table's base, key and size, never an entry, so it costs no cache
+    /// miss; changes nothing, never fails on any input. The range is there whether or not
+    /// the index is live: finding out would take the very read this hint is meant to hide.
+    ///
+    /// The first stage of a two-stage hint: `hot_state` itself waits for this entry before
+    /// it can name the peer's slot, so with random indexes over thousands of sessions the
+    /// slot's prefetch starts late. A receive loop that can see two datagrams ahead
+    /// prefetches these lines for the datagram after next and the `hot_state` lines for the
+    /// next one, whose table entry is then already on its way in.
+    pub fn index_hint(&self, header: &[u8]) -> Option<HotState> {
+        let index = transport_index(header)?;
+        let (entry, end) = self.indexes.home_range(index.get());
+        // The entries straddle cache lines; starting at the line boundary lets `lines` name
+        // every line they touch.
+        let start = entry.wrapping_sub(entry as usize % CACHE_LINE);
+        Some(HotState { start, end })
     }
 
     pub(super) fn lookup(&self, index: SessionIndex) -> Option<SlotTarget> {

@@ -564,8 +564,9 @@ impl Harness {
         if self.sides[to].down.is_some() {
             return;
         }
-        // The receive loop's cache hint sees every datagram first, junk included: it must
-        // never panic, and it changes nothing (the invariants checked below would notice).
+        // The receive loop's cache hints see every datagram first, junk included: they must
+        // never panic, and they change nothing (the invariants checked below would notice).
+        let _ = self.sides[to].endpoint.index_hint(&bytes);
         let _ = self.sides[to].endpoint.hot_state(&bytes);
         let messages = self.sides[to]
             .endpoint
