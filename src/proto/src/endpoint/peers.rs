@@ -58,8 +58,13 @@ impl HotState {
     /// One address in every cache line of the state. They are for a prefetch hint, never
     /// to be read through: they dangle as soon as the endpoint changes.
     pub fn lines(&self) -> impl Iterator<Item = *const u8> {
-        let start = self.start;
-        let len = (self.end as usize).saturating_sub(start as usize);
+        // From the line that holds `start`: a range that does not begin on a line boundary
+        // still ends in the line that holds its last byte.
+        let offset = (self.start as usize) % CACHE_LINE;
+        let start = self.start.wrapping_sub(offset);
+        let len = (self.end as usize)
+            .saturating_sub(self.start as usize)
+            .saturating_add(offset);
         (0..len.div_ceil(CACHE_LINE)).map(move |line| start.wrapping_add(line * CACHE_LINE))
     }
 }
@@ -580,4 +585,27 @@ pub(super) fn peer_in(peers: &mut [PeerEntry], id: PeerId) -> Option<&mut Peer> 
         .get_mut(id.slot as usize)
         .filter(|e| e.generation == id.generation)
         .and_then(|e| e.peer.as_mut())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HotState, CACHE_LINE};
+
+    #[test]
+    fn the_hint_names_every_line_a_range_touches_even_off_a_line_boundary() {
+        let bytes = [0u8; 4 * CACHE_LINE];
+        let base = bytes.as_ptr();
+        let aligned = base.wrapping_add(CACHE_LINE - (base as usize) % CACHE_LINE);
+        // 70 bytes from 60 bytes into a line span that line and the next two.
+        let start = aligned.wrapping_add(60);
+        let hint = HotState {
+            start,
+            end: start.wrapping_add(70),
+        };
+        let lines: Vec<usize> = hint.lines().map(|line| line as usize).collect();
+        let first = aligned as usize;
+        assert_eq!(lines, [first, first + CACHE_LINE, first + 2 * CACHE_LINE]);
+        let empty = HotState { start, end: start };
+        assert_eq!(empty.lines().count(), 1, "the line holding `start`");
+    }
 }
