@@ -6,7 +6,10 @@
 #
 # Tables: every driver at 100 and 1,000 peers × 1 kHz (and Reliable on mmsg), 10,000 peers ×
 # 100 Hz and 100,000 peers × 10 Hz (raw UDP and intentra in the same run, `--compare`), the
-# busy-spinning receiver, and one producer thread through a Handle with bundling off and on.
+# busy-spinning receiver, one producer thread through a Handle with bundling off and on, and
+# Reliable through intentra-proxy (1 ms each way, 1% loss) at 10k and 100k messages/s.
+#
+# ONLY=REGEX runs only the points whose "table point" matches (e.g. ONLY='^(peers|proxy)').
 #
 # Traffic goes to 127.0.0.0/8 only. Every run is bounded by intentra-bench itself and by
 # `timeout`, so the whole script is bounded (about 25 minutes on 2 cores with RUNS=3).
@@ -25,6 +28,9 @@ run() {
     local table="$1" point="$2" limit="$3"
     shift 3
     local i line
+    if [ -n "${ONLY:-}" ] && ! [[ "$table $point" =~ $ONLY ]]; then
+        return 0
+    fi
     for i in $(seq 1 "$runs"); do
         if line="$(timeout "$limit" "$bin" --json "$@")"; then
             printf '{"table":"%s","point":"%s","run":%d,"args":"%s","date":"%s","result":%s}\n' \
@@ -50,5 +56,9 @@ done
 for io in mmsg uring; do
     run producer "flat out $io" 120 --producer-thread --bundling both --size 64 --rate 0 --duration 3 --warmup 0.5 --io "$io"
     run producer "10000/s $io" 120 --producer-thread --bundling both --size 64 --rate 10000 --duration 3 --warmup 0.5 --io "$io"
+done
+for rate in 10000 100000; do
+    run proxy "reliable 1x$rate 1ms 1%" 120 --compare --peers 1 --rate "$rate" --mode reliable \
+        --io mmsg --size 128 --duration 5 --warmup 1 --proxy "--delay 1 --loss 0.01"
 done
 echo "wrote $out" >&2

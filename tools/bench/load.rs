@@ -71,6 +71,8 @@ pub struct LoadConfig {
     pub handshake_timeout: Duration,
     /// Keepalive interval and idle timeout of every peer (`liveness`).
     pub liveness: (Duration, Duration),
+    /// `--reliable-window`: every peer's `ReliableConfig::max_queued_bytes`, if not the default.
+    pub reliable_window: Option<usize>,
 }
 
 /// What a sender measured (the peers' generator or the producer thread).
@@ -263,8 +265,15 @@ pub fn run(config: LoadConfig, shared: Arc<Shared>) -> Result<LoadResult, LoadEr
 /// peer is the point of the tool (every peer a real session with its own keys), so its size
 /// bounds `--peers`: every table sized by a count is cut to what one initiator session needs
 /// (the default handshake-source table alone is 4,096 entries, allocated per endpoint).
-fn peer_config(keypair: Keypair, (keepalive, idle): (Duration, Duration)) -> EndpointConfig {
+fn peer_config(
+    keypair: Keypair,
+    (keepalive, idle): (Duration, Duration),
+    reliable_window: Option<usize>,
+) -> EndpointConfig {
     let mut config = EndpointConfig::new(keypair);
+    if let Some(bytes) = reliable_window {
+        config.reliable.max_queued_bytes = bytes;
+    }
     config.max_peers = 1;
     config.handshakes_in_flight = 1;
     config.handshakes_per_ip = 1;
@@ -345,7 +354,7 @@ impl Generator<'_> {
         for _attempt in 0..8 {
             let keypair = Keypair::generate(master);
             let mut endpoint = Endpoint::new(
-                peer_config(keypair, self.config.liveness),
+                peer_config(keypair, self.config.liveness, self.config.reliable_window),
                 now,
                 ChaCha20Rng::seed_from_u64(master.next_u64()),
             );

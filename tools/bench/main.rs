@@ -211,6 +211,12 @@ struct RunArgs {
     /// which leaves 100,000 peers 200 handshakes/s).
     #[arg(long)]
     handshake_timeout: Option<f64>,
+    /// Reliable window in bytes (`ReliableConfig::max_queued_bytes`) of the receiver and of
+    /// every sending peer (with --producer-thread, of the receiver only); default the
+    /// protocol's (64 KiB). Window ≥ rate × message size ×
+    /// time to acknowledge, loss recovery included.
+    #[arg(long)]
+    reliable_window: Option<usize>,
     /// Put the `intentra-proxy` next to this binary between the peers and the receiver,
     /// with these impairment arguments (for example "--delay 1 --loss 0.01"). Loopback only.
     #[arg(long, value_name = "PROXY_ARGS", allow_hyphen_values = true)]
@@ -489,6 +495,9 @@ fn receiver_config(keypair: Keypair, args: &RunArgs, sender: Sender) -> Endpoint
     config.handshake_rate_per_source = 1_000_000;
     config.handshake_burst_per_source = window;
     (config.keepalive_interval, config.idle_timeout) = load::liveness(peers);
+    if let Some(bytes) = args.reliable_window {
+        config.reliable.max_queued_bytes = bytes;
+    }
     // The token bucket stays on the measured path, set above the offered per-peer rate; a
     // flat-out producer has no rate to be above, so the bucket is opened wide.
     if args.rate == 0 {
@@ -583,6 +592,7 @@ fn run_once(args: &RunArgs, sender: Sender, progress: bool) -> Result<Report, Be
             duration,
             handshake_timeout,
             liveness,
+            reliable_window: args.reliable_window,
         }),
         Sender::Producer { bundling } => Job::Producer(producer::ProducerConfig {
             receiver: target,
