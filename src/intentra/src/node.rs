@@ -47,8 +47,10 @@ pub struct NodeConfig {
     pub idle: IdleStrategy,
     /// Sends made from inside a receive callback, held until the batch is done (or paused:
     /// the batch is paused and these sent before the next datagram could find less room than
-    /// an earlier one asked for). The most one received datagram's callbacks may send;
-    /// allocated once, `send_queue` × the largest datagram.
+    /// an earlier one asked for). Allocated at bind, `send_queue` × the largest datagram, and
+    /// grown (doubling, kept once grown) when one received datagram's callbacks send more,
+    /// up to `endpoint.max_peers` datagrams: a hub relaying one publish to every peer never
+    /// loses a relay here.
     pub send_queue: usize,
     /// The socket: bind address, buffers, GSO/GRO, busy polling, SO_REUSEPORT.
     pub socket: SocketConfig,
@@ -95,12 +97,17 @@ impl NodeConfig {
 /// A batch must never ask for more than this holds: `turn` pauses the batch (see
 /// [`Driver::recv_until`]) once the room left is less than the most one received datagram has
 /// asked for, moves these to the driver and flushes, and takes the rest of the batch in the
-/// next turn. So only one datagram whose own callbacks ask for more than `capacity` loses
-/// sends (its callback sees the error).
+/// next turn. One datagram whose own callbacks ask for more than `capacity` (a hub relaying
+/// one publish to more subscribers than that) grows it, doubling up to `limit`, the most
+/// peers the node may have: kept once grown, so that fan-out allocates only the first time it
+/// reaches a new width. Only sends beyond `limit` for one datagram are refused (the callback
+/// sees the error).
 struct DeferredSends {
     buffers: Vec<u8>,
     meta: Vec<(SocketAddr, usize)>,
     capacity: usize,
+    /// The most `capacity` may grow to.
+    limit: usize,
     /// Slots asked for since bind, granted or not.
     asked: usize,
     /// The most slots the handling of one received datagram has asked for (at most
@@ -109,11 +116,12 @@ struct DeferredSends {
 }
 
 impl DeferredSends {
-    fn new(capacity: usize) -> DeferredSends {
+    fn new(capacity: usize, limit: usize) -> DeferredSends {
         DeferredSends {
             buffers: vec![0u8; capacity * MAX_DATAGRAM_LEN],
             meta: Vec::with_capacity(capacity),
             capacity,
+            limit: limit.max(capacity),
             asked: 0,
             reserve: 0,
         }
@@ -122,11 +130,24 @@ impl DeferredSends {
     fn slot(&mut self) -> Option<&mut [u8]> {
         self.asked = self.asked.wrapping_add(1);
         let at = self.meta.len();
-        if at >= self.capacity {
+        if at >= self.capacity && !self.grow() {
             return None;
         }
         self.buffers
             .get_mut(at * MAX_DATAGRAM_LEN..(at + 1) * MAX_DATAGRAM_LEN)
+    }
+
+    /// Doubles the slots, up to `limit`; false when already there.
+    fn grow(&mut self) -> bool {
+        if self.capacity >= self.limit {
+            return false;
+        }
+        let capacity = self.capacity.saturating_mul(2).clamp(1, self.limit);
+        self.buffers.resize(capacity * MAX_DATAGRAM_LEN, 0);
+        self.meta
+            .reserve_exact(capacity.saturating_sub(self.meta.len()));
+        self.capacity = capacity;
+        true
     }
 
     /// After one received datagram was handled (`asked_before` read before it): whether the
@@ -983,6 +1004,7 @@ impl Node {
         };
         // When capturing, the endpoint hands out each session's transport keys for the
         // capture's key log (like SSLKEYLOGFILE); `flush` writes them.
+        let max_peers = config.endpoint.max_peers;
         let mut endpoint_config = config.endpoint;
         endpoint_config.export_session_keys |= recorder.is_some();
         let rng: Box<dyn rand_core::CryptoRngCore + Send> = Box::new(OsRng);
@@ -991,7 +1013,7 @@ impl Node {
         let mut node = Node {
             endpoint: Endpoint::with_boxed_rng(endpoint_config, Timestamp::ZERO, rng),
             driver,
-            deferred: DeferredSends::new(config.send_queue.max(1)),
+            deferred: DeferredSends::new(config.send_queue.max(1), max_peers),
             clock,
             epoch,
             idle: drivers::Idler::new(config.idle),

@@ -12,12 +12,17 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 fn node(seed: u64, bundling: bool) -> Node {
+    node_with(seed, bundling, |_| {})
+}
+
+fn node_with(seed: u64, bundling: bool, tweak: impl FnOnce(&mut NodeConfig)) -> Node {
     let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(seed)));
     config.rate_pps = 1_000_000;
     config.rate_burst = 1_000_000;
     let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
     node_config.socket.recv_buffer = Some(4 << 20);
     node_config.bundling = bundling;
+    tweak(&mut node_config);
     Node::bind(node_config).unwrap()
 }
 
@@ -218,4 +223,48 @@ fn a_batch_relaying_more_than_the_outbox_holds_keeps_every_message_in_order() {
         datagrams < 1_500,
         "1,500 relayed messages took {datagrams} datagrams"
     );
+}
+
+#[test]
+fn one_datagram_whose_callback_sends_more_than_the_send_queue_loses_none() {
+    // A hub relaying one publish to more subscribers than `send_queue` holds: here one
+    // message makes its callback send 40 datagrams through a queue of 4, which grows.
+    let mut from = node(16, false);
+    let mut fan = node_with(17, false, |c| c.send_queue = 4);
+    fan.on_event(|ctx, event| {
+        if let intentra::proto::Event::Message(m) = event {
+            for copy in 0..40u8 {
+                let mut echo = m.payload.to_vec();
+                echo.push(copy);
+                ctx.send(m.peer, Mode::Realtime, &echo)
+                    .expect("room for every relay of one datagram");
+            }
+        }
+    });
+    let log = record(&mut from);
+    let peer = pair(&mut from, &mut fan);
+    for n in 0..10u16 {
+        from.send(peer, Mode::Realtime, &message(Mode::Realtime, n))
+            .unwrap();
+        for _ in 0..20 {
+            from.turn(Duration::from_millis(1)).unwrap();
+            fan.turn(Duration::from_millis(1)).unwrap();
+        }
+    }
+    for _ in 0..2_000 {
+        if log.lock().unwrap().len() == 400 {
+            break;
+        }
+        from.turn(Duration::from_millis(1)).unwrap();
+        fan.turn(Duration::from_millis(1)).unwrap();
+    }
+    let got = log.lock().unwrap();
+    assert_eq!(got.len(), 400, "echoes of 10 messages x 40");
+    for n in 0..10u16 {
+        let copies = got
+            .iter()
+            .filter(|(_, bytes)| bytes[..64] == message(Mode::Realtime, n)[..])
+            .count();
+        assert_eq!(copies, 40, "message {n}");
+    }
 }
