@@ -90,7 +90,8 @@ pub struct ReliableConfig {
     /// How long the receiver's ACK for in-order data may wait to cover more
     /// (`ReliableReceiver::ack_deadline`). Default 1 ms: well under `min_rto`, and
     /// at 1000 Hz it folds a burst into one ACK. Out-of-order data is acknowledged at once.
-    /// A sender's RTT samples include it, so its RTO accounts for it.
+    /// A sender's RTT samples include it, so its RTO accounts for it. The deadline is
+    /// rounded down to a quarter of the delay, so that many peers' ACKs leave together.
     pub ack_delay: Duration,
     /// In-order segments that make a pending ACK due at once, whatever `ack_delay`
     /// says (TCP's "every second segment", scaled to batches). Default 16, a small

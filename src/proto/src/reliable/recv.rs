@@ -8,7 +8,7 @@ use core::fmt;
 
 use super::ring::{SeqRing, Sequenced};
 use super::storage::{Arena, Span, Spanned};
-use super::{after, nanos, ReliableConfig, WINDOW};
+use super::{nanos, ReliableConfig, WINDOW};
 use crate::time::Timestamp;
 use crate::wire::Ack;
 
@@ -338,7 +338,7 @@ impl ReliableReceiver {
     }
 
     fn note_for_ack(&mut self, now: Timestamp, len: usize, urgent: bool) {
-        let delayed = after(now, self.ack_delay);
+        let delayed = delayed_ack_due(now, self.ack_delay);
         let mut pending = self.pending_ack.unwrap_or(PendingAck {
             due: delayed,
             bytes: 0,
@@ -359,6 +359,16 @@ impl ReliableReceiver {
     fn holds(&self, seq: u64) -> bool {
         self.slots.get(seq).is_some()
     }
+}
+
+/// When an ACK for in-order data that arrived at `now` is due at the latest: `ack_delay`
+/// later, rounded down to a multiple of a quarter of the delay. The ACKs of many peers then
+/// fall due together and leave in one send batch after one wake-up, instead of one by one
+/// as each peer's delay runs out. Never later than `now + ack_delay`, never before `now`.
+fn delayed_ack_due(now: Timestamp, ack_delay: u64) -> Timestamp {
+    let grain = (ack_delay / 4).max(1);
+    let latest = now.as_nanos().saturating_add(ack_delay);
+    Timestamp::from_nanos((latest - latest % grain).max(now.as_nanos()))
 }
 
 #[cfg(test)]
@@ -595,9 +605,13 @@ mod tests {
         assert_eq!(receiver.on_segment(t(11), 2, b"x"), Receive::Deliver);
         assert_eq!(receiver.ack_deadline(), Some(t(11)), "the third segment");
         assert_eq!(receiver.take_ack(), Some(ack(3, 0)));
-        // The count starts again after each ACK.
+        // The count starts again after each ACK. 17 ms is not on the 1.25 ms grid of a
+        // 5 ms delay: the deadline is the grid point before it.
         assert_eq!(receiver.on_segment(t(12), 3, b"x"), Receive::Deliver);
-        assert_eq!(receiver.ack_deadline(), Some(t(17)));
+        assert_eq!(
+            receiver.ack_deadline(),
+            Some(Timestamp::from_nanos(16_250_000))
+        );
         // Zero is treated as one: every segment is acknowledged at once.
         let mut eager = ReliableReceiver::new(ReliableConfig {
             ack_after_segments: 0,
@@ -605,5 +619,31 @@ mod tests {
         });
         assert_eq!(eager.on_segment(t(20), 0, b"x"), Receive::Deliver);
         assert_eq!(eager.ack_deadline(), Some(t(20)));
+    }
+
+    #[test]
+    fn delayed_acks_of_different_peers_fall_due_together_never_late() {
+        let delay = 1_000_000;
+        let mut dues = std::collections::BTreeSet::new();
+        for arrival in (0..3_000_000u64).step_by(7_919) {
+            let now = Timestamp::from_nanos(arrival);
+            let due = delayed_ack_due(now, delay).as_nanos();
+            assert!(due >= arrival && due <= arrival + delay, "{arrival}: {due}");
+            assert!(due > arrival + delay - delay / 4, "{arrival}: {due}");
+            assert_eq!(due % (delay / 4), 0, "{arrival}: {due}");
+            dues.insert(due);
+        }
+        // 379 arrivals over 3 ms, their ACKs due at 12 instants (1 ms to 3.75 ms).
+        assert_eq!(dues.len(), 12);
+        // A delay of zero, or one too short to divide, is never rounded before `now`.
+        assert_eq!(delayed_ack_due(t(5), 0), t(5));
+        assert_eq!(
+            delayed_ack_due(Timestamp::from_nanos(7), 3),
+            Timestamp::from_nanos(10)
+        );
+        assert_eq!(
+            delayed_ack_due(Timestamp::from_nanos(u64::MAX - 1), delay),
+            Timestamp::from_nanos(u64::MAX - 1)
+        );
     }
 }
