@@ -425,39 +425,61 @@ fn the_index_hint_reads_only_the_header_and_changes_nothing() {
     ack[1] = PacketType::Ack as u8;
     assert_eq!(lines(&ack).as_ref(), Some(&live));
     // An index we never issued still has a home bucket: the hint does not look.
-    let mut unknown = packet.clone();
-    unknown[4..8]
-        .copy_from_slice(&(u32::from_le_bytes(packet[4..8].try_into().unwrap()) ^ 1).to_le_bytes());
+    let [unknown, handshake, version, zero_index] = altered(&packet);
     assert!(lines(&unknown).is_some());
     // Not a transport packet: nothing.
-    let mut handshake = packet.clone();
-    handshake[1] = PacketType::HandshakeFinish as u8;
-    let mut version = packet.clone();
-    version[0] ^= 0xFF;
-    let mut zero_index = packet.clone();
-    zero_index[4..8].fill(0);
     for junk in [&handshake[..], &version, &zero_index, &packet[..7], &[]] {
         assert!(receiver.index_hint(junk).is_none(), "{junk:?}");
     }
     // Arbitrary bytes: never a panic.
-    let mut rng = ChaCha20Rng::seed_from_u64(43);
-    for len in 0..64 {
-        let mut bytes = vec![0u8; len];
-        rng.fill_bytes(&mut bytes);
+    for bytes in random_inputs(43) {
         let _ = receiver.index_hint(&bytes);
     }
     assert_eq!(receiver.stats(), before, "a hint must change nothing");
     // Once the session is gone its index still hashes to the same lines.
-    let now = net.now;
-    let peer = net.nodes[1].endpoint.established_peers().next().unwrap();
-    net.nodes[1].endpoint.close(now, peer);
-    net.run_for(Duration::from_secs(60), 100_000);
+    close_and_free(&mut net);
     assert!(net.nodes[1].endpoint.hot_state(&packet).is_none());
     let gone = net.nodes[1].endpoint.index_hint(&packet);
     assert_eq!(
         gone.map(|hint| hint.lines().collect::<Vec<_>>()),
         Some(live)
     );
+}
+
+/// `packet` with its receiver index changed, as a HandshakeFinish, with a bad version, and
+/// with index 0: what the cache hints must tell apart from a live session's packet.
+fn altered(packet: &[u8]) -> [Vec<u8>; 4] {
+    let mut unknown = packet.to_vec();
+    unknown[4..8]
+        .copy_from_slice(&(u32::from_le_bytes(packet[4..8].try_into().unwrap()) ^ 1).to_le_bytes());
+    let mut handshake = packet.to_vec();
+    handshake[1] = PacketType::HandshakeFinish as u8;
+    let mut version = packet.to_vec();
+    version[0] ^= 0xFF;
+    let mut zero_index = packet.to_vec();
+    zero_index[4..8].fill(0);
+    [unknown, handshake, version, zero_index]
+}
+
+/// Node 1 closes its session and runs past the closing linger, when the peer and its
+/// indexes are freed.
+fn close_and_free(net: &mut Network) {
+    let now = net.now;
+    let peer = net.nodes[1].endpoint.established_peers().next().unwrap();
+    net.nodes[1].endpoint.close(now, peer);
+    net.run_for(Duration::from_secs(60), 100_000);
+}
+
+/// 64 inputs of random bytes, 0 to 63 long.
+fn random_inputs(seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    (0..64)
+        .map(|len| {
+            let mut bytes = vec![0u8; len];
+            rng.fill_bytes(&mut bytes);
+            bytes
+        })
+        .collect()
 }
 
 /// `hot_state` (the receive loop's cache hint) names state only for transport packets to a
@@ -483,15 +505,7 @@ fn the_cache_hint_points_only_at_live_sessions_and_changes_nothing() {
     ack[1] = PacketType::Ack as u8;
     assert!(receiver.hot_state(&ack).is_some());
     // Anything else: nothing.
-    let mut unknown = packet.clone();
-    unknown[4..8]
-        .copy_from_slice(&(u32::from_le_bytes(packet[4..8].try_into().unwrap()) ^ 1).to_le_bytes());
-    let mut handshake = packet.clone();
-    handshake[1] = PacketType::HandshakeFinish as u8;
-    let mut version = packet.clone();
-    version[0] ^= 0xFF;
-    let mut zero_index = packet.clone();
-    zero_index[4..8].fill(0);
+    let [unknown, handshake, version, zero_index] = altered(&packet);
     for junk in [
         &unknown[..],
         &handshake,
@@ -503,19 +517,12 @@ fn the_cache_hint_points_only_at_live_sessions_and_changes_nothing() {
         assert!(receiver.hot_state(junk).is_none(), "{junk:?}");
     }
     // Arbitrary bytes: never a panic.
-    let mut rng = ChaCha20Rng::seed_from_u64(41);
-    for len in 0..64 {
-        let mut bytes = vec![0u8; len];
-        rng.fill_bytes(&mut bytes);
+    for bytes in random_inputs(41) {
         let _ = receiver.hot_state(&bytes);
     }
     assert_eq!(receiver.stats(), before, "a hint must change nothing");
     // Once the session is gone, so is its state.
-    let now = net.now;
-    let peer = net.nodes[1].endpoint.established_peers().next().unwrap();
-    net.nodes[1].endpoint.close(now, peer);
-    // Past the closing linger, when the peer and its indexes are freed.
-    net.run_for(Duration::from_secs(60), 100_000);
+    close_and_free(&mut net);
     assert_eq!(net.nodes[1].endpoint.established_peers().count(), 0);
     assert!(net.nodes[1].endpoint.hot_state(&packet).is_none());
 }

@@ -631,25 +631,28 @@ mod tests {
         let mut data: Vec<u8> = (0..30).collect();
         let after = [Some([0xA; NEXT_HEADER_LEN]), Some([0xB; NEXT_HEADER_LEN])];
         let src: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let mut seen = Vec::new();
         let mut stats = RecvStats::default();
-        deliver(
-            &mut data,
-            Some(10),
-            100,
-            src,
-            None,
-            0,
-            after,
-            &mut stats,
-            &mut |d| {
-                seen.push((d.data[0], d.next_header, d.later_header));
-                Flow::Continue
-            },
-        );
+        let mut walk = |gro_segment: Option<usize>| {
+            let mut seen = Vec::new();
+            deliver(
+                &mut data,
+                gro_segment,
+                100,
+                src,
+                None,
+                0,
+                after,
+                &mut stats,
+                &mut |d| {
+                    seen.push((d.data[0], d.next_header, d.later_header));
+                    Flow::Continue
+                },
+            );
+            seen
+        };
         let segment = |first: u8| Some(header_of(&(first..first + 10).collect::<Vec<_>>()));
         assert_eq!(
-            seen,
+            walk(Some(10)),
             [
                 (0, segment(10), segment(20)),
                 (10, segment(20), after[0]),
@@ -657,22 +660,7 @@ mod tests {
             ]
         );
         // A single datagram passes both on.
-        seen.clear();
-        deliver(
-            &mut data,
-            None,
-            100,
-            src,
-            None,
-            0,
-            after,
-            &mut stats,
-            &mut |d| {
-                seen.push((d.data[0], d.next_header, d.later_header));
-                Flow::Continue
-            },
-        );
-        assert_eq!(seen, [(0, after[0], after[1])]);
+        assert_eq!(walk(None), [(0, after[0], after[1])]);
     }
 
     #[test]
