@@ -12,6 +12,9 @@ use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+mod common;
+use common::establish;
+
 #[path = "../../udp/tests/common/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations;
@@ -26,23 +29,6 @@ fn node(kind: DriverKind, seed: u64) -> Node {
     let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
     node_config.driver = kind;
     Node::bind(node_config).unwrap()
-}
-
-/// Connects `a` to `b` and turns both until the session is up on both sides.
-fn establish(a: &mut Node, b: &mut Node) -> intentra::proto::PeerId {
-    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
-    for _ in 0..5_000 {
-        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
-            break;
-        }
-        a.turn(Duration::from_millis(1)).unwrap();
-        b.turn(Duration::from_millis(1)).unwrap();
-    }
-    assert!(
-        a.peer_info(peer).is_some_and(|p| p.established),
-        "no session"
-    );
-    peer
 }
 
 /// Sends `count` copies of `payload` from a to b in waves, cycling through `modes`, turning

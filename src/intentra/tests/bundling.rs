@@ -11,6 +11,8 @@ use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+mod common;
+
 fn node(seed: u64, bundling: bool) -> Node {
     node_with(seed, bundling, |_| {})
 }
@@ -26,16 +28,9 @@ fn node_with(seed: u64, bundling: bool, tweak: impl FnOnce(&mut NodeConfig)) -> 
     Node::bind(node_config).unwrap()
 }
 
+/// An established session from `a` to `b`, settled for 50 more turns.
 fn pair(a: &mut Node, b: &mut Node) -> PeerId {
-    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
-    for _ in 0..5_000 {
-        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
-            break;
-        }
-        a.turn(Duration::from_millis(1)).unwrap();
-        b.turn(Duration::from_millis(1)).unwrap();
-    }
-    assert!(a.peer_info(peer).is_some_and(|p| p.established));
+    let peer = common::establish(a, b);
     for _ in 0..50 {
         a.turn(Duration::from_millis(1)).unwrap();
         b.turn(Duration::from_millis(1)).unwrap();

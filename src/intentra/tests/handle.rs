@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
-use intentra::proto::{Mode, PeerId, SendError};
+use intentra::proto::{Mode, SendError};
 use intentra::{HandleError, NodeEvent, RecvError};
 use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+
+mod common;
 
 fn node(seed: u64) -> Node {
     node_with_reliable_bound(seed, intentra::proto::DEFAULT_QUEUE_BYTES)
@@ -29,19 +31,7 @@ fn node_with_reliable_bound(seed: u64, bound: usize) -> Node {
     Node::bind(node_config).unwrap()
 }
 
-/// Two nodes with an established session; returns a's id for b.
-fn pair(a: &mut Node, b: &mut Node) -> PeerId {
-    let peer = a.connect(b.local_addr(), b.public_key()).unwrap();
-    for _ in 0..5_000 {
-        if a.peer_info(peer).is_some_and(|p| p.established) && !b.peers().is_empty() {
-            break;
-        }
-        a.turn(Duration::from_millis(1)).unwrap();
-        b.turn(Duration::from_millis(1)).unwrap();
-    }
-    assert!(a.peer_info(peer).is_some_and(|p| p.established));
-    peer
-}
+use common::establish as pair;
 
 #[test]
 fn a_million_realtime_messages_from_a_producer_thread_are_all_accounted_for() {

@@ -398,11 +398,7 @@ fn duplicates_and_old_replays_are_counted_and_never_close_a_session() {
 /// answers the same for an index that is live, unknown or gone, and never panics.
 #[test]
 fn the_index_hint_reads_only_the_header_and_changes_nothing() {
-    let (mut net, pa, _) = pair(42, |_| {});
-    net.capture = Some(Vec::new());
-    net.send(0, pa, Mode::Realtime, b"hinted").unwrap();
-    net.run_for(Duration::from_millis(1), 100);
-    let (_, _, packet) = captured_of_type(&net, PacketType::Realtime)[0].clone();
+    let (mut net, packet) = one_realtime_packet(42);
     let receiver = &net.nodes[1].endpoint;
     let before = receiver.stats();
     let lines = |header: &[u8]| {
@@ -446,6 +442,16 @@ fn the_index_hint_reads_only_the_header_and_changes_nothing() {
     );
 }
 
+/// A connected pair (from `seed`) and the bytes of one Realtime packet node 0 sent node 1.
+fn one_realtime_packet(seed: u64) -> (Network, Vec<u8>) {
+    let (mut net, pa, _) = pair(seed, |_| {});
+    net.capture = Some(Vec::new());
+    net.send(0, pa, Mode::Realtime, b"hinted").unwrap();
+    net.run_for(Duration::from_millis(1), 100);
+    let (_, _, packet) = captured_of_type(&net, PacketType::Realtime)[0].clone();
+    (net, packet)
+}
+
 /// `packet` with its receiver index changed, as a HandshakeFinish, with a bad version, and
 /// with index 0: what the cache hints must tell apart from a live session's packet.
 fn altered(packet: &[u8]) -> [Vec<u8>; 4] {
@@ -486,11 +492,7 @@ fn random_inputs(seed: u64) -> Vec<Vec<u8>> {
 /// session we hold, reads nothing else of the input, never panics, and changes nothing.
 #[test]
 fn the_cache_hint_points_only_at_live_sessions_and_changes_nothing() {
-    let (mut net, pa, _) = pair(40, |_| {});
-    net.capture = Some(Vec::new());
-    net.send(0, pa, Mode::Realtime, b"hinted").unwrap();
-    net.run_for(Duration::from_millis(1), 100);
-    let (_, _, packet) = captured_of_type(&net, PacketType::Realtime)[0].clone();
+    let (mut net, packet) = one_realtime_packet(40);
     let receiver = &net.nodes[1].endpoint;
     let before = receiver.stats();
     let live = receiver

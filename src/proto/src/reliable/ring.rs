@@ -12,6 +12,10 @@ use super::MAX_IN_FLIGHT;
 /// second over a LAN, 1.5 KiB to 5 KiB per direction.
 pub(super) const INITIAL_SLOTS: usize = 64;
 
+// Lookups mask instead of dividing: every capacity, from the first to the largest, is a
+// power of two, and doubling keeps it one.
+const _: () = assert!(INITIAL_SLOTS.is_power_of_two() && MAX_IN_FLIGHT.is_power_of_two());
+
 /// A record that knows its own sequence number.
 pub(super) trait Sequenced {
     fn seq(&self) -> u64;
@@ -123,8 +127,10 @@ impl<T: Copy + Sequenced> SeqRing<T> {
     }
 
     fn index_in(capacity: usize, seq: u64) -> usize {
-        // The remainder is below `capacity`, a usize, so the cast is lossless.
-        (seq % capacity.max(1) as u64) as usize
+        // `capacity` is a power of two, so the mask is `seq % capacity` without a division
+        // on every lookup; truncating `seq` first keeps its low bits, all the mask needs.
+        // (The empty placeholder's mask keeps everything: every lookup then misses.)
+        (seq as usize) & capacity.wrapping_sub(1)
     }
 }
 
