@@ -248,10 +248,14 @@ fn tshark_dissects_a_served_capture_with_the_protocols_field_names() {
     // The 20 Realtime messages' plaintext, as the client sent them, is in the tree.
     assert!(verbose.matches("Type: Realtime (5)").count() >= 20);
 
-    // The heuristic finds it on a port nobody configured.
+    // The heuristic finds it on a port nobody configured. Heuristics first: the ports are
+    // ephemeral, and one that happens to be a registered port of another protocol would
+    // otherwise hand its datagrams to that protocol's dissector.
     let heuristic = tshark(&[
         "-o",
         "intentra.port:0",
+        "-o",
+        "udp.try_heuristic_first:TRUE",
         "-r",
         &pcap_arg,
         "-T",
