@@ -132,7 +132,7 @@ pub use crate::event::{
 };
 pub use crate::keys::{KeyError, Keypair, PublicKey, SecretKey, KEY_LEN};
 pub use crate::keyset::SessionSecrets;
-pub use crate::reliable::{ReliableConfig, DEFAULT_QUEUE_BYTES, MAX_QUEUE_BYTES};
+pub use crate::reliable::{ReliableConfig, DEFAULT_QUEUE_BYTES, MAX_ACK_DELAY, MAX_QUEUE_BYTES};
 pub use crate::stats::{CloseReason, DropReason, Stats};
 pub use crate::strikes::StrikePolicy;
 pub use crate::time::Timestamp;

@@ -286,7 +286,7 @@ mod tests {
         pair.b
             .handle_datagram(pair.now, ADDR_A, &mut pair.buf[..t.len]);
         // Past the ACK delay, within the first RTO: the ACK gives an RTT sample.
-        pair.now += Duration::from_millis(2);
+        pair.now += crate::MAX_ACK_DELAY + Duration::from_millis(1);
         pair.a.handle_timeout(pair.now);
         pair.b.handle_timeout(pair.now);
         pair.settle();

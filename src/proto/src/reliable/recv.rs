@@ -128,7 +128,7 @@ impl ReliableReceiver {
             reorder_bytes: 0,
             ready_bytes: 0,
             pending_ack: None,
-            ack_delay: nanos(config.ack_delay),
+            ack_delay: nanos(config.ack_delay.min(super::MAX_ACK_DELAY)),
             ack_after_segments: config.ack_after_segments.max(1),
         }
     }
@@ -645,5 +645,22 @@ mod tests {
             delayed_ack_due(Timestamp::from_nanos(u64::MAX - 1), delay),
             Timestamp::from_nanos(u64::MAX - 1)
         );
+    }
+
+    #[test]
+    fn an_ack_delay_above_the_protocol_bound_is_treated_as_the_bound() {
+        // Senders allow for MAX_ACK_DELAY and no more: a longer wait would make them
+        // retransmit what arrived.
+        let mut receiver = ReliableReceiver::new(ReliableConfig {
+            ack_delay: Duration::from_secs(1),
+            ..config(64 * 1024)
+        });
+        assert_eq!(receiver.on_segment(t(0), 0, b"x"), Receive::Deliver);
+        let bound = u64::try_from(super::super::MAX_ACK_DELAY.as_nanos()).unwrap();
+        assert_eq!(receiver.ack_deadline(), Some(Timestamp::from_nanos(bound)));
+        // The default is the bound itself.
+        let mut default = ReliableReceiver::new(config(64 * 1024));
+        assert_eq!(default.on_segment(t(0), 0, b"x"), Receive::Deliver);
+        assert_eq!(default.ack_deadline(), Some(Timestamp::from_nanos(bound)));
     }
 }

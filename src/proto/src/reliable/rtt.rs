@@ -6,9 +6,9 @@
 
 use core::time::Duration;
 
-use super::{nanos, ReliableConfig};
+use super::{nanos, ReliableConfig, MAX_ACK_DELAY};
 
-/// RFC 6298's K: RTO = SRTT + K * RTTVAR.
+/// RFC 6298's K: RTO = SRTT + K * RTTVAR + the peer's ACK delay allowance.
 const RTTVAR_MULTIPLIER: u128 = 4;
 
 /// The RTO clamp in nanoseconds, normalised so that `1 <= min <= max`.
@@ -85,7 +85,10 @@ impl RttEstimator {
     }
 
     /// RFC 6298 2.2/2.3 in integer nanoseconds (alpha 1/8, beta 1/4, K 4, G 0:
-    /// the clock has nanosecond granularity and `min_rto` is the real floor).
+    /// the clock has nanosecond granularity and `min_rto` is the real floor), plus
+    /// `MAX_ACK_DELAY` as RFC 9002's PTO adds `max_ack_delay`: a sample is taken from
+    /// the segment an ACK delayed least, while the oldest one it covers may have
+    /// waited the whole delay, so the RTO must outlast RTT plus that delay.
     pub(super) fn on_sample(&mut self, rtt: Duration) {
         let rtt = nanos(rtt);
         let (srtt, rttvar) = match self.srtt {
@@ -99,7 +102,9 @@ impl RttEstimator {
         };
         self.srtt = Some(srtt);
         self.rttvar = rttvar;
-        let rto = u128::from(srtt) + RTTVAR_MULTIPLIER * u128::from(rttvar);
+        let rto = u128::from(srtt)
+            + RTTVAR_MULTIPLIER * u128::from(rttvar)
+            + u128::from(nanos(MAX_ACK_DELAY));
         self.rto = self.bounds.clamp(narrow(rto));
     }
 }
@@ -117,10 +122,11 @@ mod tests {
         let mut rtt = RttEstimator::new(&ReliableConfig::default());
         assert_eq!((rtt.srtt(), rtt.rto()), (None, ms(50)));
         rtt.on_sample(ms(20));
-        assert_eq!((rtt.srtt(), rtt.rto()), (Some(ms(20)), ms(60)));
+        // RTO = SRTT + 4 RTTVAR + MAX_ACK_DELAY (10 ms).
+        assert_eq!((rtt.srtt(), rtt.rto()), (Some(ms(20)), ms(70)));
         rtt.on_sample(ms(12));
         // RTTVAR = 3/4 * 10 + 1/4 * 8 = 9.5; SRTT = 7/8 * 20 + 1/8 * 12 = 19.
-        assert_eq!((rtt.srtt(), rtt.rto()), (Some(ms(19)), ms(57)));
+        assert_eq!((rtt.srtt(), rtt.rto()), (Some(ms(19)), ms(67)));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::reliable::test_util::*;
-use crate::reliable::{Receive, ReliableReceiver, DEFAULT_QUEUE_BYTES, MAX_IN_FLIGHT};
+use crate::reliable::{
+    Receive, ReliableReceiver, DEFAULT_QUEUE_BYTES, MAX_ACK_DELAY, MAX_IN_FLIGHT,
+};
 
 #[test]
 fn push_blocks_on_the_byte_bound_and_resumes_after_an_ack() {
@@ -252,21 +254,35 @@ fn rtt_estimator_follows_rfc_6298() {
     sender.push(t(0), &[1]).unwrap();
     let outcome = sender.on_ack(t(20), ack(1, 0)).unwrap();
     assert_eq!(outcome.rtt_sample, Some(Duration::from_millis(20)));
-    // SRTT = R, RTTVAR = R/2, RTO = SRTT + 4 RTTVAR.
+    // SRTT = R, RTTVAR = R/2, RTO = SRTT + 4 RTTVAR + the peer's ACK delay allowance.
     assert_eq!(sender.srtt(), Some(Duration::from_millis(20)));
-    assert_eq!(sender.rto(), Duration::from_millis(60));
+    assert_eq!(sender.rto(), Duration::from_millis(60) + MAX_ACK_DELAY);
     sender.push(t(100), &[2]).unwrap();
     sender.on_ack(t(112), ack(2, 0)).unwrap();
     // RTTVAR = 3/4 * 10 + 1/4 * |20 - 12| = 9.5; SRTT = 7/8 * 20 + 1/8 * 12 = 19.
     assert_eq!(sender.srtt(), Some(Duration::from_millis(19)));
-    assert_eq!(sender.rto(), Duration::from_millis(57));
-    // Tiny RTTs clamp to min_rto, huge ones to max_rto.
+    assert_eq!(sender.rto(), Duration::from_millis(57) + MAX_ACK_DELAY);
+    // Steady 1 ms RTTs: the RTO tends to 1 ms plus the allowance, above min_rto (5 ms):
+    // a timer shorter than the peer's ACK delay would retransmit what arrived.
     sender.push(t(200), &[3]).unwrap();
-    for seq in 3..40u64 {
+    for seq in 3..200u64 {
         sender.push(t(200 + seq), &[3]).unwrap();
         sender.on_ack(t(200 + seq), ack(seq, 0)).unwrap();
     }
-    assert_eq!(sender.rto(), Duration::from_millis(5));
+    let rto = sender.rto();
+    let one = Duration::from_millis(1);
+    assert!(
+        rto >= MAX_ACK_DELAY + one && rto < MAX_ACK_DELAY + 2 * one,
+        "{rto:?}"
+    );
+    // A min_rto above RTT plus the allowance still clamps; huge RTTs clamp to max_rto.
+    let mut floored = ReliableSender::new(ReliableConfig {
+        min_rto: Duration::from_millis(30),
+        ..config(512)
+    });
+    floored.push(t(0), &[1]).unwrap();
+    floored.on_ack(t(1), ack(1, 0)).unwrap();
+    assert_eq!(floored.rto(), Duration::from_millis(30));
     let mut slow = ReliableSender::new(config(512));
     slow.push(t(0), &[1]).unwrap();
     slow.on_ack(t(0), ack(0, 0)).unwrap();
