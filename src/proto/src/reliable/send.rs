@@ -15,8 +15,12 @@ use super::{after, ReliableConfig, MAX_QUEUE_BYTES, WINDOW};
 use crate::time::Timestamp;
 use crate::wire::Ack;
 
-/// Fast retransmit fires when an ACK shows this many segments above a missing one.
-const FAST_RETRANSMIT_THRESHOLD: u32 = 3;
+/// A segment is deemed lost, and retransmitted at once, when an ACK shows this many
+/// segments above it received (a first loss), or for a retransmitted segment, covers a
+/// segment transmitted this many transmissions after its latest copy (counting every
+/// first transmission and retransmission in order, as RACK does): a retransmission lost
+/// again is then found about a round trip later instead of after a timeout.
+const FAST_RETRANSMIT_THRESHOLD: u64 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -100,8 +104,11 @@ pub(super) struct Sent {
     retransmitted: bool,
     /// Set by SACK evidence; makes the segment due now without backoff.
     fast_pending: bool,
-    /// When fast retransmit was last flagged, to allow it at most once per RTO.
+    /// When SACK evidence last flagged it, to repeat that at most once per RTO.
     last_fast: Option<Timestamp>,
+    /// The place of the latest transmission in the order of all this sender's
+    /// transmissions (`ReliableSender::next_tx`); meaningless until first sent.
+    last_tx: u64,
 }
 
 impl Spanned for Sent {
@@ -142,10 +149,7 @@ impl Sent {
     }
 
     fn deadline(&self) -> Timestamp {
-        match (self.fast_pending, self.last_fast) {
-            (true, Some(flagged)) => flagged.min(self.due),
-            _ => self.due,
-        }
+        self.due
     }
 }
 
@@ -187,6 +191,11 @@ pub struct ReliableSender {
     /// as segments are sent and recomputed when an ACK or a retransmission moves one: a
     /// send must not scan a window of up to 1,024 segments to arm its timer.
     retransmit_at: Option<Timestamp>,
+    /// The order number the next transmission (first or repeated) gets.
+    next_tx: u64,
+    /// The latest order number among the segments sent once that an ACK has covered: loss
+    /// evidence for a retransmission sent `FAST_RETRANSMIT_THRESHOLD` or more before it.
+    newest_acked_tx: Option<u64>,
 }
 
 impl fmt::Debug for ReliableSender {
@@ -247,6 +256,8 @@ impl ReliableSender {
             unacked: 0,
             in_flight: 0,
             retransmit_at: None,
+            next_tx: 0,
+            newest_acked_tx: None,
         }
     }
 
@@ -307,6 +318,7 @@ impl ReliableSender {
             retransmitted: false,
             fast_pending: false,
             last_fast: None,
+            last_tx: 0,
         });
         self.next_seq = next_seq;
         self.queued += payload.len();
@@ -320,7 +332,7 @@ impl ReliableSender {
         Ok(Pushed { seq, send_now })
     }
 
-    /// Applies an authenticated ACK. Err(Invalid) (and no state change) if it covers any seq >= the next seq to be assigned. Frees acked segments (cumulative and selective), takes an RTT sample only from segments never retransmitted (Karn), updates SRTT/RTTVAR/RTO per RFC 6298 in integer nanoseconds clamped to [min_rto, max_rto]. Stale/duplicate ACKs are fine (Ok with zero newly acked). Fast retransmit: when an ACK shows >= 3 segments above an unacked one were received, that unacked segment becomes due immediately (at most once per RTO for that segment).
+    /// Applies an authenticated ACK. Err(Invalid) (and no state change) if it covers any seq >= the next seq to be assigned. Frees acked segments (cumulative and selective), takes an RTT sample only from segments never retransmitted (Karn), updates SRTT/RTTVAR/RTO per RFC 6298 in integer nanoseconds clamped to [min_rto, max_rto]. Stale/duplicate ACKs are fine (Ok with zero newly acked). Fast retransmit: an unacknowledged segment with at least 3 segments above it received is deemed lost and becomes due immediately, without backoff; once retransmitted it needs new evidence (a segment transmitted 3 transmissions after the retransmission acknowledged), so a retransmission lost again is repeated after about one round trip, not a timeout.
     pub fn on_ack(&mut self, now: Timestamp, ack: Ack) -> Result<AckOutcome, AckError> {
         if !self.could_have_sent(ack) {
             return Err(AckError::Invalid);
@@ -340,6 +352,11 @@ impl ReliableSender {
             };
             outcome.newly_acked += 1;
             outcome.bytes_freed += sent.span.len;
+            if !sent.retransmitted {
+                // Karn again: for a segment sent twice, the ACK may answer the older
+                // copy, and the newer copy's order number would be false evidence.
+                self.newest_acked_tx = self.newest_acked_tx.max(Some(sent.last_tx));
+            }
             if !sent.retransmitted && sample.is_none_or(|(newest, _)| seq > newest) {
                 sample = Some((seq, sent.first_sent));
             }
@@ -353,7 +370,7 @@ impl ReliableSender {
             self.rtt.on_sample(rtt);
             outcome.rtt_sample = Some(rtt);
         }
-        self.flag_fast_retransmits(now, ack);
+        self.flag_lost(now, ack);
         self.recompute_retransmit_at();
         Ok(outcome)
     }
@@ -383,6 +400,8 @@ impl ReliableSender {
         sent.retransmitted = true;
         sent.last_sent = now;
         sent.due = after(now, sent.interval);
+        sent.last_tx = self.next_tx;
+        self.next_tx = self.next_tx.wrapping_add(1);
         let (seq, span) = (sent.seq, sent.span);
         self.recompute_retransmit_at();
         Some(Segment {
@@ -506,6 +525,8 @@ impl ReliableSender {
         sent.last_sent = now;
         sent.due = after(now, rto);
         sent.interval = rto;
+        sent.last_tx = self.next_tx;
+        self.next_tx = self.next_tx.wrapping_add(1);
         let deadline = sent.deadline();
         self.window_bytes += sent.span.len;
         self.next_unsent = seq.saturating_add(1);
@@ -553,29 +574,46 @@ impl ReliableSender {
         }
     }
 
-    fn flag_fast_retransmits(&mut self, now: Timestamp, ack: Ack) {
+    /// Flags what the ACK shows lost (due now, without backoff): a segment with
+    /// `FAST_RETRANSMIT_THRESHOLD` segments above it received (TCP's duplicate-ACK
+    /// threshold; the same evidence repeats it at most once per RTO), and a retransmitted
+    /// one as soon as a segment sent once, that many transmissions after its latest copy,
+    /// was received (RACK's rule, counted in transmissions): in a stream, a retransmission
+    /// lost again is then repeated about a round trip later, not after a timeout.
+    ///
+    /// Order numbers are not used for first losses: on a path that reorders they would
+    /// call a late segment lost as soon as any three later transmissions overtook it,
+    /// whereas sequence numbers above a hole count only what the receiver holds.
+    fn flag_lost(&mut self, now: Timestamp, ack: Ack) {
         let rto = self.rtt.rto_nanos();
+        let retransmission_limit = self
+            .newest_acked_tx
+            .and_then(|newest| newest.checked_sub(FAST_RETRANSMIT_THRESHOLD));
         // Walks down from the newest transmitted segment, counting the selectively
         // acknowledged ones above each still unacknowledged one (which is at or above
         // `next_expected`: everything below it was just freed).
-        let mut received_above = 0u32;
+        let mut received_above = 0u64;
         let lowest = self.base.max(ack.next_expected);
         for seq in (lowest..self.next_unsent).rev() {
             if ack.covers(seq) {
                 received_above = received_above.saturating_add(1);
                 continue;
             }
-            if received_above < FAST_RETRANSMIT_THRESHOLD {
-                continue;
-            }
             let Some(sent) = self.slots.get_mut(seq) else {
                 continue;
             };
-            if sent.fast_pending || sent.last_fast.is_some_and(|last| now < after(last, rto)) {
+            if sent.fast_pending {
                 continue;
             }
-            sent.fast_pending = true;
-            sent.last_fast = Some(now);
+            let lost_again = sent.retransmitted
+                && retransmission_limit.is_some_and(|limit| sent.last_tx <= limit);
+            let holes_below_received = received_above >= FAST_RETRANSMIT_THRESHOLD
+                && sent.last_fast.is_none_or(|last| now >= after(last, rto));
+            if lost_again || holes_below_received {
+                sent.fast_pending = true;
+                sent.last_fast = Some(now);
+                sent.due = sent.due.min(now);
+            }
         }
     }
 }

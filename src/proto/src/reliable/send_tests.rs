@@ -348,7 +348,8 @@ fn fast_retransmit_on_three_sacked_segments_above_a_hole() {
     assert_eq!(sender.poll_retransmit(t(3)), None);
     // No backoff for a fast retransmit.
     assert_eq!(sender.rto(), rto);
-    // More ACKs still showing the hole within one RTO do not repeat it.
+    // More ACKs still showing the hole within one RTO do not repeat it: what they cover
+    // was transmitted before the retransmission, so it says nothing about that copy.
     sender.on_ack(t(4), ack(0, 0b1111)).unwrap();
     assert_eq!(sender.poll_retransmit(t(4)), None);
     // After an RTO, the same evidence may trigger it once more.
@@ -366,6 +367,70 @@ fn fast_retransmit_on_three_sacked_segments_above_a_hole() {
     assert_eq!(sender.poll_retransmit(t(1)).map(|s| s.seq), Some(4));
     assert_eq!(sender.poll_retransmit(t(1)).map(|s| s.seq), Some(5));
     assert_eq!(sender.poll_retransmit(t(1)), None);
+}
+
+/// A retransmission lost again is found like the first loss, by segments transmitted
+/// after it being acknowledged, about a round trip later, not after a timeout; and
+/// evidence that predates a retransmission never repeats it.
+#[test]
+fn a_retransmission_lost_again_is_retransmitted_again_without_a_timeout() {
+    let mut sender = ReliableSender::new(config(4096));
+    for seq in 0..4u8 {
+        sender.push(t(0), &[seq]).unwrap();
+    }
+    // 0 lost; 1, 2, 3 arrive: 0 goes again (its 5th transmission, order number 4).
+    sender.on_ack(t(2), ack(0, 0b111)).unwrap();
+    assert_eq!(sender.poll_retransmit(t(2)).map(|s| s.seq), Some(0));
+    // New segments 4..=7 go out after the retransmission (order numbers 5..=8).
+    for seq in 4..8u8 {
+        assert_eq!(sender.push(t(2), &[seq]), sent_now(u64::from(seq)));
+    }
+    // 4 and 5 are acknowledged, not 0: two transmissions after it, not yet evidence
+    // (and the RTO since the first flag has not passed).
+    sender.on_ack(t(4), ack(0, 0b11111)).unwrap();
+    assert_eq!(sender.poll_retransmit(t(4)), None);
+    // 6 too: three transmissions after the retransmission arrived and it did not. Lost
+    // again, before any timer and before an RTO since the first flag.
+    let timer = sender.next_timeout().unwrap();
+    assert!(t(5) < timer && t(5) < t(2) + sender.rto());
+    sender.on_ack(t(5), ack(0, 0b111111)).unwrap();
+    let again = sender.poll_retransmit(t(5)).unwrap();
+    assert_eq!((again.seq, again.retransmission), (0, true));
+    assert_eq!(sender.poll_retransmit(t(5)), None);
+    // 7 is missing with nothing received above it: it waits for more evidence or its timer.
+    sender.on_ack(t(6), ack(7, 0)).unwrap();
+    assert_eq!(sender.in_flight(), 1);
+    assert_eq!(sender.poll_retransmit(t(6)), None);
+}
+
+/// An ACK for a retransmitted segment may answer its older copy, so it is no evidence
+/// that what was sent before the newer copy is lost (Karn's ambiguity).
+#[test]
+fn an_ack_for_a_retransmitted_segment_is_no_loss_evidence() {
+    let mut sender = ReliableSender::new(config(4096));
+    for seq in 0..8u8 {
+        sender.push(t(0), &[seq]).unwrap(); // order numbers 0..=7
+    }
+    // 0 lost (1, 2, 3 received): retransmitted, order 8.
+    sender.on_ack(t(2), ack(0, 0b111)).unwrap();
+    assert_eq!(sender.poll_retransmit(t(2)).map(|s| s.seq), Some(0));
+    for seq in 8..10u8 {
+        sender.push(t(2), &[seq]).unwrap(); // orders 9, 10
+    }
+    // 4 lost (5, 6, 7 received): retransmitted, order 11.
+    sender.on_ack(t(3), ack(0, 0b111_0111)).unwrap();
+    assert_eq!(sender.poll_retransmit(t(3)).map(|s| s.seq), Some(4));
+    assert_eq!(sender.poll_retransmit(t(3)), None);
+    // 4 is acknowledged: order 11 is three after 0's order 8, but it may be the first copy
+    // (order 4) that arrived, so 0 is not called lost.
+    sender.on_ack(t(4), ack(0, 0b111_1111)).unwrap();
+    assert_eq!(sender.poll_retransmit(t(4)), None);
+    // A segment sent once, three transmissions after 0's copy, is evidence.
+    sender.push(t(4), &[10]).unwrap(); // order 12
+    sender
+        .on_ack(t(5), ack(0, 0b10_0000_0000 | 0b111_1111))
+        .unwrap();
+    assert_eq!(sender.poll_retransmit(t(5)).map(|s| s.seq), Some(0));
 }
 
 #[test]
