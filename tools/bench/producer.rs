@@ -199,7 +199,18 @@ fn produce(
         if let Some(head) = payload.get_mut(..8) {
             head.copy_from_slice(&stamp.to_le_bytes());
         }
-        match handle.send(peer, config.mode, &payload) {
+        // A full queue is back-pressure: the producer sleeps until the loop takes the queue
+        // (spinning would take the CPU the loop needs to drain it), and the message keeps
+        // its first stamp, so the wait shows in latency, not as loss.
+        let outcome = match handle.send(peer, config.mode, &payload) {
+            Err(HandleError::QueueFull(_)) => {
+                result.queue_full += 1;
+                let left = Duration::from_nanos(end.saturating_sub(shared.now_ns()));
+                handle.send_wait(peer, config.mode, &payload, left)
+            }
+            sent => sent,
+        };
+        match outcome {
             Ok(()) => {
                 accepted += 1;
                 if stamp >= start {
@@ -207,12 +218,8 @@ fn produce(
                     shared.sent.store(result.sent, Ordering::Relaxed);
                 }
             }
-            // The loop is behind: back-pressure. Retried with a fresh stamp, so the queueing
-            // shows in latency and offered load, not as loss.
-            Err(HandleError::QueueFull(_)) => {
-                result.queue_full += 1;
-                thread::yield_now();
-            }
+            // The window ended while waiting.
+            Err(HandleError::QueueFull(_)) => {}
             // The node is gone (its loop failed): `run` reports the loop's error.
             Err(HandleError::Closed) => break,
             Err(_) => {

@@ -7,7 +7,8 @@
 //! (the one copy; no allocation), and the reader swaps the whole batch for its own empty one
 //! under one lock per batch, then works through it without the lock. So every message queued
 //! between two loop turns costs the loop one lock and one wake-up, and goes out in the same
-//! send batch. A full mailbox answers at once with [`Full`]; the loop never waits on a reader:
+//! send batch. A full mailbox answers at once with [`Full`] ([`Handle::send_wait`] instead
+//! sleeps until the reader's next swap, which wakes it); the loop never waits on a reader:
 //! an event that finds the event mailbox full is dropped and counted in [`EventDrops`].
 //! It must never block the loop, allocate per message, or lose a wake-up.
 //!
@@ -156,12 +157,15 @@ impl<M> Batch<M> {
 struct Shared<M> {
     batch: Batch<M>,
     reader_waiting: bool,
+    /// Writers asleep in `wait_for_room`: the reader's next `take` wakes them.
+    writers_waiting: usize,
 }
 
 /// A bounded many-writer, one-reader queue of messages with payloads (see the module docs).
 pub(crate) struct Mailbox<M> {
     state: Mutex<Shared<M>>,
     ready: Condvar,
+    room: Condvar,
     max_items: usize,
     max_bytes: usize,
     closed: AtomicBool,
@@ -174,8 +178,10 @@ impl<M> Mailbox<M> {
             state: Mutex::new(Shared {
                 batch: Batch::new(max_items, max_bytes),
                 reader_waiting: false,
+                writers_waiting: 0,
             }),
             ready: Condvar::new(),
+            room: Condvar::new(),
             max_items,
             max_bytes,
             closed: AtomicBool::new(false),
@@ -215,7 +221,8 @@ impl<M> Mailbox<M> {
         Ok(())
     }
 
-    /// Moves everything queued into `into` (emptied first): one lock per batch.
+    /// Moves everything queued into `into` (emptied first): one lock per batch. Wakes the
+    /// writers waiting for room, if any (one flag read under the lock already held).
     pub(crate) fn take(&self, into: &mut Batch<M>) -> bool {
         into.clear();
         let mut shared = self.lock();
@@ -223,7 +230,42 @@ impl<M> Mailbox<M> {
             return false;
         }
         std::mem::swap(&mut shared.batch, into);
+        let wake_writers = shared.writers_waiting > 0;
+        drop(shared);
+        if wake_writers {
+            self.room.notify_all();
+        }
         true
+    }
+
+    /// Waits until a message of `len` bytes would fit, the mailbox is closed, or `deadline`
+    /// passes; whether it would fit now. The reader's `take` (or `close`) wakes it, so the
+    /// writer sleeps instead of spinning. A message larger than the whole mailbox never fits.
+    fn wait_for_room(&self, len: usize, deadline: Instant) -> bool {
+        if len > self.max_bytes {
+            return false;
+        }
+        let fits = |shared: &Shared<M>| {
+            shared.batch.items.len() < self.max_items
+                && shared.batch.bytes.len() + len <= self.max_bytes
+        };
+        let mut shared = self.lock();
+        loop {
+            if fits(&shared) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.is_closed() {
+                return false;
+            }
+            shared.writers_waiting += 1;
+            shared = self
+                .room
+                .wait_timeout(shared, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            shared.writers_waiting -= 1;
+        }
     }
 
     /// Like `take`, waiting up to `timeout` (`None`: until closed) for something to arrive.
@@ -265,6 +307,7 @@ impl<M> Mailbox<M> {
         self.closed.store(true, Ordering::Release);
         let _shared = self.lock();
         self.ready.notify_all();
+        self.room.notify_all();
     }
 
     fn is_closed(&self) -> bool {
@@ -542,9 +585,59 @@ impl Handle {
         Ok(())
     }
 
+    /// Like `queue`, but a full queue makes the caller sleep until the loop takes what is
+    /// queued (or `timeout` passes), then try again.
+    fn queue_wait(
+        &self,
+        payload: &[u8],
+        timeout: Duration,
+        make: impl Fn(usize, usize) -> Command,
+    ) -> QueueResult {
+        let mut deadline = None;
+        loop {
+            match self.queue(payload, &make) {
+                Err(HandleError::QueueFull(full)) => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    if !self.shared.commands.wait_for_room(payload.len(), deadline) {
+                        return Err(if self.shared.commands.is_closed() {
+                            HandleError::Closed
+                        } else {
+                            HandleError::QueueFull(full)
+                        });
+                    }
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Queues one message to one peer.
     pub fn send(&self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), HandleError> {
         self.queue(payload, |at, len| Command::Send {
+            peer,
+            mode,
+            at,
+            len,
+            waiter: None,
+        })
+    }
+
+    /// Queues one message to one peer like [`send`](Self::send), but when the command queue
+    /// is full, sleeps until the loop takes what is queued and tries again, for up to
+    /// `timeout` in all, instead of answering `QueueFull` at once: back-pressure for a
+    /// producer that would rather wait than drop, without spinning (a spinning producer
+    /// takes the CPU the loop needs to drain it). `Err(QueueFull)` once `timeout` passed,
+    /// `Err(Closed)` if the node goes away meanwhile. It waits for room in the queue only,
+    /// not for the message to be sent: that is [`send_timeout`](Self::send_timeout). Never
+    /// call it from inside a callback: the loop would wait on itself until the timeout.
+    pub fn send_wait(
+        &self,
+        peer: PeerId,
+        mode: Mode,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), HandleError> {
+        self.queue_wait(payload, timeout, |at, len| Command::Send {
             peer,
             mode,
             at,
@@ -585,6 +678,21 @@ impl Handle {
     /// Queues one message for every established peer (fan-out in the loop).
     pub fn publish(&self, mode: Mode, payload: &[u8]) -> Result<(), HandleError> {
         self.queue(payload, |at, len| Command::Publish { mode, at, len })
+    }
+
+    /// [`publish`](Self::publish), waiting up to `timeout` for room in a full command queue
+    /// as [`send_wait`](Self::send_wait) does.
+    pub fn publish_wait(
+        &self,
+        mode: Mode,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), HandleError> {
+        self.queue_wait(payload, timeout, |at, len| Command::Publish {
+            mode,
+            at,
+            len,
+        })
     }
 
     /// Queues a connect. The peer's id comes with [`NodeEvent::PeerUp`] (and the callback's

@@ -320,3 +320,100 @@ fn a_full_command_queue_answers_at_once_and_commands_queue_before_the_node_runs(
     assert!(up, "the queued connect ran");
     assert_eq!(a.handle_stats().commands, 4);
 }
+
+/// `send_wait` turns a full command queue into a wait instead of an error: a producer
+/// pushing far more than the queue holds through a running node never sees `QueueFull`,
+/// and every message reaches the loop.
+#[test]
+fn send_wait_sleeps_through_a_full_queue_and_every_message_reaches_the_loop() {
+    const N: u64 = 20_000;
+    let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(21)));
+    config.rate_pps = 100_000_000;
+    config.rate_burst = 100_000_000;
+    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
+    node_config.handle.commands = 8;
+    let mut a = Node::bind(node_config).unwrap();
+    let mut b = node(22);
+    let peer = pair(&mut a, &mut b);
+    let handle = a.handle();
+    let stop = a.shutdown_handle();
+    let a_thread = std::thread::spawn(move || {
+        a.run_for(Duration::from_secs(300)).unwrap();
+    });
+    let producer = {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            for i in 0..N {
+                let result = handle.send_wait(
+                    peer,
+                    Mode::Realtime,
+                    &i.to_le_bytes(),
+                    Duration::from_secs(60),
+                );
+                assert_eq!(result, Ok(()), "message {i}");
+            }
+        })
+    };
+    producer.join().unwrap();
+    for _ in 0..2_000 {
+        if handle.stats().commands == N {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.shutdown();
+    a_thread.join().unwrap();
+    let stats = handle.stats();
+    assert_eq!(stats.commands, N, "{stats:?}");
+    assert_eq!(stats.sent + stats.failed.total(), N, "{stats:?}");
+    assert!(
+        stats.batches > N / 8,
+        "the queue of 8 was drained many times: {stats:?}"
+    );
+}
+
+/// A waiter gives up at its deadline when the loop does not run, is woken when the loop
+/// takes the queue, and is told when the node goes away.
+#[test]
+fn send_wait_gives_up_at_its_deadline_wakes_on_a_drain_and_sees_the_node_close() {
+    let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(23)));
+    config.rate_pps = 1_000_000;
+    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
+    node_config.handle.commands = 2;
+    let mut a = Node::bind(node_config).unwrap();
+    let handle = a.handle();
+    handle.publish(Mode::Realtime, b"one").unwrap();
+    handle.publish(Mode::Realtime, b"two").unwrap();
+    // Nobody drains: the deadline passes and the message is not queued.
+    assert_eq!(
+        handle.publish_wait(Mode::Realtime, b"three", Duration::from_millis(20)),
+        Err(HandleError::QueueFull(intentra::Full::Slots))
+    );
+    // A waiter with a long deadline is woken by the loop's next turn.
+    let waiter = {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            handle.publish_wait(Mode::Realtime, b"three", Duration::from_secs(60))
+        })
+    };
+    // Bounded in turns; whenever the waiter started waiting, the next turn that drains
+    // the queue wakes it.
+    for _ in 0..10_000 {
+        if waiter.is_finished() {
+            break;
+        }
+        a.turn(Duration::from_millis(1)).unwrap();
+    }
+    assert_eq!(waiter.join().unwrap(), Ok(()));
+    // Full again, and the node goes away while a thread waits: it hears `Closed`.
+    while handle.publish(Mode::Realtime, b"fill").is_ok() {}
+    let waiter = {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            handle.publish_wait(Mode::Realtime, b"late", Duration::from_secs(60))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    drop(a);
+    assert_eq!(waiter.join().unwrap(), Err(HandleError::Closed));
+}
