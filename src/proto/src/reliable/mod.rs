@@ -58,8 +58,8 @@ pub const MAX_IN_FLIGHT: usize = crate::wire::ACK_SELECTIVE_BITS;
 const WINDOW: u64 = MAX_IN_FLIGHT as u64;
 
 /// The default byte bound: 64 KiB, a window fit for real paths (1000 Hz of 512-byte
-/// updates over a 100 ms RTT needs 50 KiB in flight) and room for 46 messages of the
-/// maximum payload.
+/// updates over a 100 ms RTT, plus the 10 ms an ACK may wait, needs 55 KiB in flight)
+/// and room for 46 messages of the maximum payload.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024;
 
 /// The largest useful byte bound: `MAX_IN_FLIGHT` messages of the maximum payload.
@@ -74,7 +74,8 @@ pub const MAX_QUEUE_BYTES: usize = MAX_IN_FLIGHT * MAX_RELIABLE_PAYLOAD;
 /// 10 ms: at the 200–1,000 Hz a stream runs at, one ACK then covers 2 to 10 messages
 /// instead of each message earning its own, and on loopback an ACK's kernel cost is
 /// three times a message's. Losses are still reported at once (a segment above a hole
-/// makes the ACK urgent), so only a lone lost last segment waits for the longer RTO.
+/// makes the ACK urgent), so only a lone lost last segment waits for the longer RTO
+/// (15 ms instead of 5 on a fast path).
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// The default `ReliableConfig::ack_after_segments`.
@@ -93,9 +94,10 @@ pub struct ReliableConfig {
     pub max_queued_bytes: usize,
     /// The RTO before the first RTT sample. Default 50 ms.
     pub initial_rto: Duration,
-    /// Lower clamp of the RTO. Default 5 ms (once an RTT is measured the RTO is at
-    /// least `MAX_ACK_DELAY` anyway, since it allows for the peer's delayed ACK). Treated as at least 1 ns so a
-    /// retransmitted segment is never due again at the same instant.
+    /// Lower clamp of the path's part of the RTO (SRTT + 4 RTTVAR), before the peer's
+    /// `MAX_ACK_DELAY` is added on top: the margin for timer and scheduling jitter.
+    /// Default 5 ms, so the RTO is at least 15 ms once an RTT is measured. Treated as at
+    /// least 1 ns so a retransmitted segment is never due again at the same instant.
     pub min_rto: Duration,
     /// Upper clamp of the RTO and of every backoff. Default 1 s. Treated as at least `min_rto`.
     pub max_rto: Duration,

@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use super::{nanos, ReliableConfig, MAX_ACK_DELAY};
 
-/// RFC 6298's K: RTO = SRTT + K * RTTVAR + the peer's ACK delay allowance.
+/// RFC 6298's K: RTO = max(min_rto, SRTT + K * RTTVAR) + the peer's ACK delay allowance.
 const RTTVAR_MULTIPLIER: u128 = 4;
 
 /// The RTO clamp in nanoseconds, normalised so that `1 <= min <= max`.
@@ -88,7 +88,10 @@ impl RttEstimator {
     /// the clock has nanosecond granularity and `min_rto` is the real floor), plus
     /// `MAX_ACK_DELAY` as RFC 9002's PTO adds `max_ack_delay`: a sample is taken from
     /// the segment an ACK delayed least, while the oldest one it covers may have
-    /// waited the whole delay, so the RTO must outlast RTT plus that delay.
+    /// waited the whole delay, so the RTO must outlast RTT plus that delay. The delay
+    /// is added after the `min_rto` floor, so that floor stays the margin for timer and
+    /// scheduling jitter above RTT plus delay (a sample of a fast path makes RTTVAR,
+    /// the only other margin, almost nothing).
     pub(super) fn on_sample(&mut self, rtt: Duration) {
         let rtt = nanos(rtt);
         let (srtt, rttvar) = match self.srtt {
@@ -102,10 +105,10 @@ impl RttEstimator {
         };
         self.srtt = Some(srtt);
         self.rttvar = rttvar;
-        let rto = u128::from(srtt)
-            + RTTVAR_MULTIPLIER * u128::from(rttvar)
-            + u128::from(nanos(MAX_ACK_DELAY));
-        self.rto = self.bounds.clamp(narrow(rto));
+        let path = self.bounds.clamp(narrow(
+            u128::from(srtt) + RTTVAR_MULTIPLIER * u128::from(rttvar),
+        ));
+        self.rto = self.bounds.clamp(path.saturating_add(nanos(MAX_ACK_DELAY)));
     }
 }
 
