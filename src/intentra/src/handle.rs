@@ -340,6 +340,19 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// The `Send` for a payload the mailbox placed at `at..at + len`.
+    fn send(peer: PeerId, mode: Mode, waiter: Option<usize>) -> impl Fn(usize, usize) -> Command {
+        move |at, len| Command::Send {
+            peer,
+            mode,
+            at,
+            len,
+            waiter,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WaitSlot {
     Free,
@@ -613,13 +626,7 @@ impl Handle {
 
     /// Queues one message to one peer.
     pub fn send(&self, peer: PeerId, mode: Mode, payload: &[u8]) -> Result<(), HandleError> {
-        self.queue(payload, |at, len| Command::Send {
-            peer,
-            mode,
-            at,
-            len,
-            waiter: None,
-        })
+        self.queue(payload, Command::send(peer, mode, None))
     }
 
     /// Queues one message to one peer like [`send`](Self::send), but when the command queue
@@ -637,13 +644,7 @@ impl Handle {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<(), HandleError> {
-        self.queue_wait(payload, timeout, |at, len| Command::Send {
-            peer,
-            mode,
-            at,
-            len,
-            waiter: None,
-        })
+        self.queue_wait(payload, timeout, Command::send(peer, mode, None))
     }
 
     /// Sends one message and waits up to `timeout` for the loop to send it: for a Reliable
@@ -661,13 +662,7 @@ impl Handle {
             .waiters
             .acquire()
             .ok_or(HandleError::TooManyWaiters)?;
-        let queued = self.queue(payload, |at, len| Command::Send {
-            peer,
-            mode,
-            at,
-            len,
-            waiter: Some(waiter),
-        });
+        let queued = self.queue(payload, Command::send(peer, mode, Some(waiter)));
         if let Err(err) = queued {
             self.shared.waiters.release(waiter);
             return Err(err);

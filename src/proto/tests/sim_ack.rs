@@ -107,6 +107,16 @@ fn delayed_ack_due(arrival: Timestamp, delay: Duration) -> Timestamp {
     due
 }
 
+/// The Acks `node` sent while the network captured (the capture is taken).
+fn captured_acks_from(net: &mut Network, node: usize) -> usize {
+    let addr = net.nodes[node].addr;
+    let capture = net.capture.take().expect("capturing");
+    capture
+        .iter()
+        .filter(|(src, _, bytes)| *src == addr && bytes[1] == ACK_TYPE)
+        .count()
+}
+
 fn acks(datagrams: &[Vec<u8>]) -> usize {
     datagrams.iter().filter(|d| d[1] == ACK_TYPE).count()
 }
@@ -198,12 +208,7 @@ fn a_stream_through_the_simulated_link_sends_far_fewer_acks_than_segments() {
     }
     net.run_for(Duration::from_millis(50), 10_000);
     assert_eq!(net.nodes[1].messages(Mode::Reliable).count(), 2_000);
-    let b_addr = net.nodes[1].addr;
-    let capture = net.capture.take().unwrap();
-    let acks = capture
-        .iter()
-        .filter(|(src, _, bytes)| *src == b_addr && bytes[1] == ACK_TYPE)
-        .count();
+    let acks = captured_acks_from(&mut net, 1);
     // One per batch and at least every 16 segments: 20 arrive each millisecond, so one
     // or two per ms.
     assert!(acks <= 250, "{acks} Acks for 2000 segments");
@@ -229,12 +234,7 @@ fn a_1khz_stream_is_acknowledged_every_few_segments_without_spurious_retransmiss
         net.nodes[1].messages(Mode::Reliable).count(),
         segments as usize
     );
-    let b_addr = net.nodes[1].addr;
-    let capture = net.capture.take().unwrap();
-    let acks = capture
-        .iter()
-        .filter(|(src, _, bytes)| *src == b_addr && bytes[1] == ACK_TYPE)
-        .count();
+    let acks = captured_acks_from(&mut net, 1);
     // A delayed Ack covers the arrivals of 7.5 to 10 ms (the delay rounded down to its
     // quarter): between 30 and 40 Acks for 300 ms, with a few to spare.
     assert!(
