@@ -366,10 +366,7 @@ fn send_wait_sleeps_through_a_full_queue_and_every_message_reaches_the_loop() {
     let stats = handle.stats();
     assert_eq!(stats.commands, N, "{stats:?}");
     assert_eq!(stats.sent + stats.failed.total(), N, "{stats:?}");
-    assert!(
-        stats.batches > N / 8,
-        "the queue of 8 was drained many times: {stats:?}"
-    );
+    assert!(stats.batches >= N / 8, "at most 8 a batch: {stats:?}");
 }
 
 /// A waiter gives up at its deadline when the loop does not run, is woken when the loop
