@@ -198,6 +198,9 @@ struct Meter<'a> {
     datagrams: u64,
     histogram: Histogram<u64>,
     negative: u64,
+    /// When the datagram being delivered handed over its first measured message: the
+    /// arrival time of all of them, so a bundle costs one clock read, not one a message.
+    arrival: Option<u64>,
 }
 
 impl Meter<'_> {
@@ -206,7 +209,9 @@ impl Meter<'_> {
     /// handshake, an ACK or a keepalive is not one, and neither is a message from the warm-up.
     fn datagram(&mut self, deliver_all: impl FnOnce(&mut Self)) {
         let before = self.received;
+        self.arrival = None;
         deliver_all(self);
+        self.arrival = None;
         if self.received > before {
             self.datagrams += 1;
         }
@@ -220,7 +225,8 @@ impl Meter<'_> {
         if sent < self.window.0 || sent >= self.window.1 {
             return;
         }
-        let now = self.shared.now_ns();
+        let shared = self.shared;
+        let now = *self.arrival.get_or_insert_with(|| shared.now_ns());
         self.received += 1;
         let latency = match now.checked_sub(sent) {
             Some(l) => l,
@@ -261,6 +267,7 @@ pub fn run(
         datagrams: 0,
         histogram,
         negative: 0,
+        arrival: None,
     };
     let mut started: Option<(Stats, Duration, Option<u64>)> = None;
     let mut truncated = 0u64;
