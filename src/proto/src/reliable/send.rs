@@ -147,10 +147,6 @@ impl Sent {
         // "call until None" loop finite even at the end of time.
         self.fast_pending || (self.due <= now && self.last_sent < now)
     }
-
-    fn deadline(&self) -> Timestamp {
-        self.due
-    }
 }
 
 /// The sending half of one peer's Reliable stream.
@@ -187,7 +183,7 @@ pub struct ReliableSender {
     /// Bytes of the segments still held for retransmission (`<= queued`).
     unacked: usize,
     in_flight: usize,
-    /// The earliest deadline (`Sent::deadline`) of a segment in `base..next_unsent`, kept
+    /// The earliest deadline (`Sent::due`) of a segment in `base..next_unsent`, kept
     /// as segments are sent and recomputed when an ACK or a retransmission moves one: a
     /// send must not scan a window of up to 1,024 segments to arm its timer.
     retransmit_at: Option<Timestamp>,
@@ -352,13 +348,13 @@ impl ReliableSender {
             };
             outcome.newly_acked += 1;
             outcome.bytes_freed += sent.span.len;
+            // Karn: for a segment sent twice, the ACK may answer the older copy, so it
+            // gives neither an RTT sample nor order-number evidence of loss.
             if !sent.retransmitted {
-                // Karn again: for a segment sent twice, the ACK may answer the older
-                // copy, and the newer copy's order number would be false evidence.
                 self.newest_acked_tx = self.newest_acked_tx.max(Some(sent.last_tx));
-            }
-            if !sent.retransmitted && sample.is_none_or(|(newest, _)| seq > newest) {
-                sample = Some((seq, sent.first_sent));
+                if sample.is_none_or(|(newest, _)| seq > newest) {
+                    sample = Some((seq, sent.first_sent));
+                }
             }
         }
         let sample_start = sample.map(|(_, first_sent)| first_sent);
@@ -527,7 +523,7 @@ impl ReliableSender {
         sent.interval = rto;
         sent.last_tx = self.next_tx;
         self.next_tx = self.next_tx.wrapping_add(1);
-        let deadline = sent.deadline();
+        let deadline = sent.due;
         self.window_bytes += sent.span.len;
         self.next_unsent = seq.saturating_add(1);
         self.retransmit_at = Some(self.retransmit_at.map_or(deadline, |at| at.min(deadline)));
@@ -542,7 +538,7 @@ impl ReliableSender {
     fn earliest_deadline_in_flight(&self) -> Option<Timestamp> {
         (self.base..self.next_unsent)
             .filter_map(|seq| self.sent(seq))
-            .map(Sent::deadline)
+            .map(|sent| sent.due)
             .min()
     }
 
