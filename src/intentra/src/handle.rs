@@ -204,11 +204,8 @@ impl<M> Mailbox<M> {
         make: impl FnOnce(usize, usize) -> M,
     ) -> Result<(), Full> {
         let mut shared = self.lock();
-        if shared.batch.items.len() >= self.max_items {
-            return Err(Full::Slots);
-        }
-        if shared.batch.bytes.len() + payload.len() > self.max_bytes {
-            return Err(Full::Bytes);
+        if let Some(full) = self.full_for(&shared, payload.len()) {
+            return Err(full);
         }
         let at = shared.batch.bytes.len();
         shared.batch.bytes.extend_from_slice(payload);
@@ -219,6 +216,17 @@ impl<M> Mailbox<M> {
             self.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Which bound a message of `len` bytes would hit now, if any.
+    fn full_for(&self, shared: &Shared<M>, len: usize) -> Option<Full> {
+        if shared.batch.items.len() >= self.max_items {
+            Some(Full::Slots)
+        } else if shared.batch.bytes.len() + len > self.max_bytes {
+            Some(Full::Bytes)
+        } else {
+            None
+        }
     }
 
     /// Moves everything queued into `into` (emptied first): one lock per batch. Wakes the
@@ -245,13 +253,9 @@ impl<M> Mailbox<M> {
         if len > self.max_bytes {
             return false;
         }
-        let fits = |shared: &Shared<M>| {
-            shared.batch.items.len() < self.max_items
-                && shared.batch.bytes.len() + len <= self.max_bytes
-        };
         let mut shared = self.lock();
         loop {
-            if fits(&shared) {
+            if self.full_for(&shared, len).is_none() {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
