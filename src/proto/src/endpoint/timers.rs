@@ -476,8 +476,9 @@ mod tests {
 
     #[test]
     fn a_long_reliable_stream_keeps_the_wake_heap_within_its_capacity() {
-        // Delayed ACKs re-arm a peer's wake-up every millisecond while its later deadlines
-        // (keepalive, idle) stay put: entries for those deadlines must not pile up.
+        // Delayed ACKs re-arm a peer's wake-up every few milliseconds (here every 16
+        // segments) while its later deadlines (keepalive, idle) stay put: entries for those
+        // deadlines must not pile up.
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let config_a = EndpointConfig::new(Keypair::generate(&mut rng));
         let config_b = EndpointConfig::new(Keypair::generate(&mut rng));
