@@ -31,6 +31,16 @@ fn node_with_reliable_bound(seed: u64, bound: usize) -> Node {
     Node::bind(node_config).unwrap()
 }
 
+/// A node whose handle queues at most `commands` commands between two loop turns.
+fn node_with_command_queue(seed: u64, commands: usize) -> Node {
+    let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(seed)));
+    config.rate_pps = 100_000_000;
+    config.rate_burst = 100_000_000;
+    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
+    node_config.handle.commands = commands;
+    Node::bind(node_config).unwrap()
+}
+
 use common::establish as pair;
 
 #[test]
@@ -290,11 +300,7 @@ fn send_timeout_gives_up_when_no_room_comes_and_sends_when_it_does() {
 
 #[test]
 fn a_full_command_queue_answers_at_once_and_commands_queue_before_the_node_runs() {
-    let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(9)));
-    config.rate_pps = 1_000_000;
-    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
-    node_config.handle.commands = 4;
-    let mut a = Node::bind(node_config).unwrap();
+    let mut a = node_with_command_queue(9, 4);
     let mut b = node(10);
     let mut events = b.events();
     let handle = a.handle();
@@ -327,12 +333,7 @@ fn a_full_command_queue_answers_at_once_and_commands_queue_before_the_node_runs(
 #[test]
 fn send_wait_sleeps_through_a_full_queue_and_every_message_reaches_the_loop() {
     const N: u64 = 20_000;
-    let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(21)));
-    config.rate_pps = 100_000_000;
-    config.rate_burst = 100_000_000;
-    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
-    node_config.handle.commands = 8;
-    let mut a = Node::bind(node_config).unwrap();
+    let mut a = node_with_command_queue(21, 8);
     let mut b = node(22);
     let peer = pair(&mut a, &mut b);
     let handle = a.handle();
@@ -373,11 +374,7 @@ fn send_wait_sleeps_through_a_full_queue_and_every_message_reaches_the_loop() {
 /// takes the queue, and is told when the node goes away.
 #[test]
 fn send_wait_gives_up_at_its_deadline_wakes_on_a_drain_and_sees_the_node_close() {
-    let mut config = EndpointConfig::new(Keypair::generate(&mut ChaCha20Rng::seed_from_u64(23)));
-    config.rate_pps = 1_000_000;
-    let mut node_config = NodeConfig::new("127.0.0.1:0".parse().unwrap(), config);
-    node_config.handle.commands = 2;
-    let mut a = Node::bind(node_config).unwrap();
+    let mut a = node_with_command_queue(23, 2);
     let handle = a.handle();
     handle.publish(Mode::Realtime, b"one").unwrap();
     handle.publish(Mode::Realtime, b"two").unwrap();
