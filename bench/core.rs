@@ -196,7 +196,39 @@ fn endpoint(c: &mut Criterion) {
         })
     });
 
+    // Smart batching's sealing side, per message: as many 64-byte messages as one datagram
+    // holds, pushed and sealed together (what a node does with a full command queue).
+    let small = [0x42u8; 64];
+    let per_bundle = bundle_capacity(sender, now, *peer, &small, &mut out);
+    group.throughput(Throughput::Elements(per_bundle as u64));
+    group.bench_function("bundle/realtime_64B_full", |b| {
+        b.iter(|| {
+            let Ok(mut bundle) = sender.bundle(now, *peer, &mut out) else {
+                return 0;
+            };
+            for _ in 0..per_bundle {
+                let _ = bundle.push(Mode::Realtime, black_box(&small));
+            }
+            bundle.finish().ok().flatten().map_or(0, |t| t.len)
+        })
+    });
+
     group.finish();
+}
+
+/// How many copies of `message` one bundle takes.
+fn bundle_capacity(
+    sender: &mut Endpoint,
+    now: Timestamp,
+    peer: PeerId,
+    message: &[u8],
+    out: &mut [u8],
+) -> usize {
+    let Ok(mut bundle) = sender.bundle(now, peer, out) else {
+        return 1;
+    };
+    while let Ok(intentra_proto::Bundled::Added) = bundle.push(Mode::Realtime, message) {}
+    bundle.len()
 }
 
 /// Packets sealed ahead per active peer. The pool is sealed in one untimed pass and then

@@ -68,6 +68,9 @@ impl Endpoint {
         }
     }
 
+    // Never inlined (nor are the other handshake handlers): inlined into `dispatch`, their
+    // kilobytes of Noise state made every transport datagram pay a stack-probed frame.
+    #[inline(never)]
     pub(super) fn on_init(
         &mut self,
         now: Timestamp,
@@ -234,6 +237,7 @@ impl Endpoint {
         Ok(victim)
     }
 
+    #[inline(never)]
     pub(super) fn on_response(
         &mut self,
         now: Timestamp,
@@ -375,6 +379,7 @@ impl Endpoint {
         Ok(())
     }
 
+    #[inline(never)]
     pub(super) fn on_finish(
         &mut self,
         now: Timestamp,
@@ -511,6 +516,7 @@ impl Endpoint {
         (peer.handshake.is_some() && !confirmed).then(|| self.config.keypair.public.0 < theirs.0)
     }
 
+    #[inline(never)]
     pub(super) fn on_cookie_reply(
         &mut self,
         now: Timestamp,

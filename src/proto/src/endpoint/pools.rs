@@ -75,6 +75,9 @@ impl ColdPools {
     }
 
     /// A sender at sequence 0, as `ReliableSender::new` makes it.
+    // Never inlined: the reset state is built on the stack (kilobytes), and inlined into
+    // the per-message send path that frame would be probed on every call.
+    #[inline(never)]
     pub(super) fn take_sender(&mut self) -> Box<ReliableSender> {
         match self.senders.pop() {
             Some(mut sender) => {
@@ -93,6 +96,9 @@ impl ColdPools {
     }
 
     /// A receiver at sequence 0, as `ReliableReceiver::new` makes it.
+    // Never inlined: the reset state is built on the stack (kilobytes), and inlined into
+    // the per-message send path that frame would be probed on every call.
+    #[inline(never)]
     pub(super) fn take_receiver(&mut self) -> Box<ReliableReceiver> {
         match self.receivers.pop() {
             Some(mut receiver) => {

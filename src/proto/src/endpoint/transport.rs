@@ -86,28 +86,13 @@ impl Bundle<'_, '_> {
                 Ok(Bundled::Full)
             };
         }
-        let endpoint = &mut *self.endpoint;
-        let peer = peer_in(&mut endpoint.peers, self.peer).ok_or(SendError::UnknownPeer)?;
         let seq = match mode {
+            // The peer was checked when the bundle began, and the bundle's borrow of the
+            // endpoint keeps it: a Realtime message needs nothing more from it.
             Mode::Realtime => None,
-            Mode::Reliable => match peer.sender_mut(&mut endpoint.pools).push(self.now, payload) {
-                Ok(Pushed { seq, send_now }) => {
-                    if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
-                        peer.timers.arm(Timer::Retransmit, at);
-                    }
-                    if !send_now {
-                        // Stored beyond the peer's receive window: the retransmission path
-                        // sends it once ACKs open the window.
-                        endpoint.schedule(self.peer);
-                        return Ok(Bundled::Queued);
-                    }
-                    Some(seq)
-                }
-                Err(PushError::WouldBlock) => {
-                    endpoint.stats.send_would_block += 1;
-                    return Err(SendError::WouldBlock);
-                }
-                Err(PushError::ExceedsBound { .. }) => return Err(SendError::ExceedsQueueBound),
+            Mode::Reliable => match self.store_reliable(payload)? {
+                Some(seq) => Some(seq),
+                None => return Ok(Bundled::Queued),
             },
         };
         let plaintext = &mut self.buf[TRANSPORT_HEADER_LEN..];
@@ -134,6 +119,32 @@ impl Bundle<'_, '_> {
         self.written = body_at + body_len;
         self.frames += 1;
         Ok(Bundled::Added)
+    }
+
+    /// Hands a Reliable message to the peer's sender, which keeps it for retransmission:
+    /// its sequence number when it goes out in this bundle, `None` when it is held beyond
+    /// the peer's receive window (the retransmission path sends it once ACKs open it).
+    fn store_reliable(&mut self, payload: &[u8]) -> Result<Option<u64>, SendError> {
+        let endpoint = &mut *self.endpoint;
+        let peer = peer_in(&mut endpoint.peers, self.peer).ok_or(SendError::UnknownPeer)?;
+        match peer.sender_mut(&mut endpoint.pools).push(self.now, payload) {
+            Ok(Pushed { seq, send_now }) => {
+                if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
+                    peer.timers.arm(Timer::Retransmit, at);
+                }
+                if send_now {
+                    Ok(Some(seq))
+                } else {
+                    endpoint.schedule(self.peer);
+                    Ok(None)
+                }
+            }
+            Err(PushError::WouldBlock) => {
+                endpoint.stats.send_would_block += 1;
+                Err(SendError::WouldBlock)
+            }
+            Err(PushError::ExceedsBound { .. }) => Err(SendError::ExceedsQueueBound),
+        }
     }
 
     /// How many messages the bundle holds.

@@ -142,7 +142,9 @@ impl Arena {
     }
 
     /// Slides every live span to the front, keeping their relative order, so the
-    /// free space is one run at the tail.
+    /// free space is one run at the tail. Never inlined: its 8 KiB frame would otherwise be
+    /// stack-probed on every message `Bundle::push` writes, Realtime ones included.
+    #[inline(never)]
     fn compact<T: Spanned>(&mut self, slots: &mut [Option<T>]) {
         // On the stack, 8 KiB at most: compaction must not allocate either.
         let mut order = [0usize; MAX_IN_FLIGHT];
