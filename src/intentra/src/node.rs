@@ -2031,6 +2031,34 @@ mod tests {
     use rand_chacha::rand_core::{RngCore, SeedableRng};
     use rand_chacha::ChaCha20Rng;
 
+    /// Only the first command queued after the loop took the queue wakes it; the ones queued
+    /// behind it ride on that wake-up, and the loop's next turn takes them all. A lost
+    /// wake-up would leave them waiting for the next timer (a keepalive, a second away).
+    #[test]
+    fn the_first_command_after_a_take_wakes_the_loop_and_the_rest_ride_on_it() {
+        let keys = Keypair::generate(&mut ChaCha20Rng::seed_from_u64(11));
+        let config = NodeConfig::new(([127, 0, 0, 1], 0).into(), EndpointConfig::new(keys));
+        let mut node = Node::bind(config).unwrap();
+        let handle = node.handle();
+        assert!(!node.waker.is_signalled());
+        handle.publish(Mode::Realtime, b"one").unwrap();
+        assert!(node.waker.is_signalled());
+        node.turn(Duration::ZERO).unwrap();
+        assert!(!node.waker.is_signalled());
+        assert_eq!(node.handle_stats().commands, 1);
+        for round in 1..=3u64 {
+            handle.publish(Mode::Realtime, b"first").unwrap();
+            assert!(node.waker.is_signalled());
+            node.waker.reset(false);
+            handle.publish(Mode::Realtime, b"behind").unwrap();
+            // Behind a queued command: no wake of its own...
+            assert!(!node.waker.is_signalled(), "round {round}");
+            // ...and the turn, woken by the first (here: woken already), takes both.
+            node.turn(Duration::ZERO).unwrap();
+            assert_eq!(node.handle_stats().commands, 1 + 2 * round);
+        }
+    }
+
     /// The receive loop's hints take whatever the batch holds (junk, short datagrams, no
     /// look-ahead) without a panic and without changing the endpoint.
     #[test]
