@@ -28,8 +28,12 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: SocketAddr, extra: &[&str]) -> Proxy {
+        Proxy::start_on("127.0.0.1:0", upstream, extra)
+    }
+
+    fn start_on(listen: &str, upstream: SocketAddr, extra: &[&str]) -> Proxy {
         let mut child = Command::new(PROXY)
-            .args(["--listen", "127.0.0.1:0", "--upstream"])
+            .args(["--listen", listen, "--upstream"])
             .arg(upstream.to_string())
             .args(extra)
             .stdout(Stdio::piped())
@@ -160,14 +164,37 @@ fn loss_is_a_deterministic_function_of_the_seed() {
 
 #[test]
 fn replies_reach_the_client_that_sent_the_request() {
-    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    replies_reach_their_clients("127.0.0.1", "127.0.0.1");
+}
+
+/// IPv6 sockets take the proxy's one-datagram-per-syscall path (its batches speak IPv4
+/// only), on either side or both.
+#[test]
+fn replies_reach_their_clients_over_ipv6() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    replies_reach_their_clients("::1", "::1");
+    replies_reach_their_clients("::1", "127.0.0.1");
+    replies_reach_their_clients("127.0.0.1", "::1");
+}
+
+/// Three clients on `listen_ip` exchange ten rounds with a server on `server_ip`.
+fn replies_reach_their_clients(listen_ip: &str, server_ip: &str) {
+    let any_port = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 0);
+    let server = UdpSocket::bind(any_port(server_ip)).unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let proxy = Proxy::start(server.local_addr().unwrap(), &[]);
+    let proxy = Proxy::start_on(
+        &any_port(listen_ip).to_string(),
+        server.local_addr().unwrap(),
+        &[],
+    );
     let clients: Vec<UdpSocket> = (0..3)
         .map(|_| {
-            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let c = UdpSocket::bind(any_port(listen_ip)).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             c
         })
@@ -197,6 +224,63 @@ fn replies_reach_the_client_that_sent_the_request() {
     assert_eq!(counter(&report, "up", "sent"), 30);
     assert_eq!(counter(&report, "down", "sent"), 30);
     assert!(report.contains("clients=3 "), "{report}");
+}
+
+/// More datagrams at once than one `recvmmsg`/`sendmmsg` batch and one receive burst
+/// take: all of them pass, in order, each counted once.
+#[test]
+fn a_burst_of_many_batches_passes_whole_and_in_order() {
+    const TOTAL: u32 = 1_000;
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    intentra::udp::raw::set_buffers(&receiver, 4 << 20, 4 << 20);
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let proxy = Proxy::start(receiver.local_addr().unwrap(), &[]);
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..TOTAL {
+        sender.send_to(&seq.to_le_bytes(), proxy.addr).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut arrivals = Vec::new();
+    let mut buf = [0u8; 64];
+    while arrivals.len() < TOTAL as usize && Instant::now() < deadline {
+        match receiver.recv(&mut buf) {
+            Ok(4) => arrivals.push(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
+            Ok(n) => panic!("unexpected datagram of {n} bytes"),
+            Err(_) => break,
+        }
+    }
+    let report = proxy.stop();
+    assert_eq!(arrivals, (0..TOTAL).collect::<Vec<u32>>(), "{report}");
+    assert_eq!(counter(&report, "up", "received"), u64::from(TOTAL));
+    assert_eq!(counter(&report, "up", "sent"), u64::from(TOTAL));
+    assert_eq!(counter(&report, "up", "send_errors"), 0);
+}
+
+/// A datagram longer than the proxy's 2048-byte slots is counted and not forwarded; one
+/// of exactly 2048 bytes passes.
+#[test]
+fn oversize_datagrams_are_counted_not_forwarded() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let proxy = Proxy::start(receiver.local_addr().unwrap(), &[]);
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for len in [2049, 2048, 9000] {
+        sender.send_to(&vec![7u8; len], proxy.addr).unwrap();
+    }
+    let mut buf = vec![0u8; 65536];
+    let mut lengths = Vec::new();
+    while let Ok(n) = receiver.recv(&mut buf) {
+        lengths.push(n);
+    }
+    let report = proxy.stop();
+    assert_eq!(lengths, [2048], "{report}");
+    assert_eq!(counter(&report, "up", "received"), 3);
+    assert_eq!(counter(&report, "up", "oversize"), 2);
+    assert_eq!(counter(&report, "up", "sent"), 1);
 }
 
 #[test]
