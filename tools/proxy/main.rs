@@ -435,6 +435,14 @@ impl SendRun {
     }
 }
 
+/// Where a batch of datagrams was read: the listen socket (clients, going up) or one
+/// client's upstream socket (going down to that client).
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Clients,
+    Upstream(u32),
+}
+
 struct Proxy {
     listen: UdpSocket,
     /// The listen socket (and so every client address) is IPv4: batched syscalls.
@@ -647,32 +655,43 @@ impl Proxy {
         if !self.listen_batched {
             return self.receive_from_clients_one_by_one(now);
         }
-        let fd = self.listen.as_raw_fd();
+        self.receive_batched(self.listen.as_raw_fd(), Source::Clients, now);
+    }
+
+    /// Reads up to `RECV_BURST` datagrams from `fd` with `recvmmsg` and admits each into
+    /// the direction `from` feeds.
+    fn receive_batched(&mut self, fd: RawFd, from: Source, now: Timestamp) {
         for _ in 0..RECV_CALLS {
+            let dir = match from {
+                Source::Clients => &mut self.up,
+                Source::Upstream(_) => &mut self.down,
+            };
             let filled = match self.received.recv(fd, libc::MSG_DONTWAIT) {
                 Ok(filled) => filled,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => {
-                    self.up.io.recv_errors += 1;
-                    return;
+                    dir.io.recv_errors += 1;
+                    match from {
+                        Source::Clients => return,
+                        // ICMP port unreachable from a connected socket: upstream not
+                        // (yet) up; what follows it may still be readable.
+                        Source::Upstream(_) => continue,
+                    }
                 }
             };
             for i in 0..filled {
                 let Some(got) = self.received.get(i) else {
                     break;
                 };
-                self.up.io.received += 1;
-                let Some(client) = self.clients.index(got.src) else {
-                    continue;
+                dir.io.received += 1;
+                let client = match from {
+                    Source::Upstream(client) => client,
+                    Source::Clients => match self.clients.index(got.src) {
+                        Some(client) => client,
+                        None => continue,
+                    },
                 };
-                admit(
-                    &mut self.up,
-                    &mut self.pool,
-                    got.data,
-                    got.truncated,
-                    client,
-                    now,
-                );
+                admit(dir, &mut self.pool, got.data, got.truncated, client, now);
             }
             // A short batch drained the socket; poll says when there is more.
             if filled < BATCH {
@@ -714,35 +733,7 @@ impl Proxy {
         let Some(c) = self.clients.list.get(client) else {
             return;
         };
-        let fd = c.upstream.as_raw_fd();
-        for _ in 0..RECV_CALLS {
-            let filled = match self.received.recv(fd, libc::MSG_DONTWAIT) {
-                Ok(filled) => filled,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                // ICMP port unreachable from a connected socket: upstream not (yet) up.
-                Err(_) => {
-                    self.down.io.recv_errors += 1;
-                    continue;
-                }
-            };
-            for i in 0..filled {
-                let Some(got) = self.received.get(i) else {
-                    break;
-                };
-                self.down.io.received += 1;
-                admit(
-                    &mut self.down,
-                    &mut self.pool,
-                    got.data,
-                    got.truncated,
-                    client as u32,
-                    now,
-                );
-            }
-            if filled < BATCH {
-                return;
-            }
-        }
+        self.receive_batched(c.upstream.as_raw_fd(), Source::Upstream(client as u32), now);
     }
 
     /// IPv6 upstream: one `recv` per datagram.
