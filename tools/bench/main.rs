@@ -213,7 +213,7 @@ struct RunArgs {
     handshake_timeout: Option<f64>,
     /// Reliable window in bytes (`ReliableConfig::max_queued_bytes`) of the receiver and of
     /// every sending peer (with --producer-thread, of the receiver only); default the
-    /// protocol's (64 KiB). Window ≥ rate × message size ×
+    /// protocol's (128 KiB). Window ≥ rate × message size ×
     /// time to acknowledge, loss recovery included.
     #[arg(long)]
     reliable_window: Option<usize>,

@@ -158,16 +158,16 @@ fn acknowledge_and_refill(sender: &mut ReliableSender, round: u64, batch: u64) {
 
 #[test]
 fn a_stream_that_fills_the_byte_window_grows_once_and_then_stays() {
-    // A slow or lossy path fills the whole default window with 128-byte updates (512 of
-    // them): storage grows while the window first fills and is first refilled (the
-    // arena's slack for compaction), never again afterwards.
+    // A slow or lossy path fills the whole default window with 128-byte updates (1,024 of
+    // them, as many as may be in flight): storage grows while the window first fills and
+    // is first refilled (the arena's slack for compaction), never again afterwards.
     let mut sender = ReliableSender::new(ReliableConfig::default());
     let mut pushed = 0u64;
     while sender.push(t(pushed), &[1; 128]).is_ok() {
         pushed += 1;
     }
     assert_eq!(pushed as usize, DEFAULT_QUEUE_BYTES / 128);
-    assert_eq!(sender.slots.capacity(), 512);
+    assert_eq!(sender.slots.capacity(), DEFAULT_QUEUE_BYTES / 128);
     let mut grown = None;
     for round in 0..100u64 {
         acknowledge_and_refill(&mut sender, round, 256);
