@@ -443,6 +443,13 @@ enum Source {
     Upstream(u32),
 }
 
+/// Which way due copies are flushed: "up" to the upstream, "down" to the clients.
+#[derive(Debug, Clone, Copy)]
+enum Going {
+    Up,
+    Down,
+}
+
 struct Proxy {
     listen: UdpSocket,
     /// The listen socket (and so every client address) is IPv4: batched syscalls.
@@ -596,59 +603,47 @@ impl Proxy {
     /// Sends every copy whose time has come, in both directions, in the order the
     /// impairers release them.
     fn flush(&mut self, now: Timestamp) {
-        self.flush_up(now);
-        self.flush_down(now);
+        self.flush_going(Going::Up, now);
+        self.flush_going(Going::Down, now);
     }
 
-    /// Up: each client's copies leave through its own (connected) upstream socket. A
-    /// `sendmsg` that names the connected peer is accepted on Linux, so `sendmmsg` takes
-    /// the upstream address explicitly; consecutive copies of one client share a call.
-    fn flush_up(&mut self, now: Timestamp) {
-        let dst = self.clients.upstream_addr;
-        while let Some(slot) = self.up.impairer.pop_due(now) {
-            let client = self.clients.list.get(self.pool.client(slot));
-            match client {
-                Some(c) if self.clients.batched => {
-                    let fd = c.upstream.as_raw_fd();
-                    self.run
-                        .push(fd, slot, dst, &mut self.pool, &mut self.up.io);
-                }
-                Some(c) => {
-                    count_send(&mut self.up.io, c.upstream.send(self.pool.data(slot)));
-                    self.pool.release(slot);
-                }
-                None => {
-                    self.up.io.send_errors += 1;
-                    self.pool.release(slot);
-                }
+    /// Up, each client's copies leave through its own (connected) upstream socket: a
+    /// `sendmsg` that names the connected peer is accepted on Linux, so `sendmmsg` takes the
+    /// upstream address explicitly, and consecutive copies of one client share a call. Down,
+    /// every copy leaves through the listen socket, to its client's address.
+    fn flush_going(&mut self, going: Going, now: Timestamp) {
+        let listen_fd = self.listen.as_raw_fd();
+        let dir = match going {
+            Going::Up => &mut self.up,
+            Going::Down => &mut self.down,
+        };
+        while let Some(slot) = dir.impairer.pop_due(now) {
+            let Some(c) = self.clients.list.get(self.pool.client(slot)) else {
+                dir.io.send_errors += 1;
+                self.pool.release(slot);
+                continue;
+            };
+            let (fd, dst, batched) = match going {
+                Going::Up => (
+                    c.upstream.as_raw_fd(),
+                    self.clients.upstream_addr,
+                    self.clients.batched,
+                ),
+                Going::Down => (listen_fd, c.addr, self.listen_batched),
+            };
+            if batched {
+                self.run.push(fd, slot, dst, &mut self.pool, &mut dir.io);
+            } else {
+                let data = self.pool.data(slot);
+                let sent = match going {
+                    Going::Up => c.upstream.send(data),
+                    Going::Down => self.listen.send_to(data, dst),
+                };
+                count_send(&mut dir.io, sent);
+                self.pool.release(slot);
             }
         }
-        self.run.send(&mut self.pool, &mut self.up.io);
-    }
-
-    /// Down: every copy leaves through the listen socket, to its client's address.
-    fn flush_down(&mut self, now: Timestamp) {
-        let fd = self.listen.as_raw_fd();
-        while let Some(slot) = self.down.impairer.pop_due(now) {
-            let client = self.clients.list.get(self.pool.client(slot));
-            match client {
-                Some(c) if self.listen_batched => {
-                    let dst = c.addr;
-                    self.run
-                        .push(fd, slot, dst, &mut self.pool, &mut self.down.io);
-                }
-                Some(c) => {
-                    let sent = self.listen.send_to(self.pool.data(slot), c.addr);
-                    count_send(&mut self.down.io, sent);
-                    self.pool.release(slot);
-                }
-                None => {
-                    self.down.io.send_errors += 1;
-                    self.pool.release(slot);
-                }
-            }
-        }
-        self.run.send(&mut self.pool, &mut self.down.io);
+        self.run.send(&mut self.pool, &mut dir.io);
     }
 
     fn receive_from_clients(&mut self, now: Timestamp) {
