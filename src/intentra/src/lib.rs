@@ -54,8 +54,8 @@ pub use handle::{
     SendFailures,
 };
 pub use node::{
-    prefetch_ahead, prefetch_next, Context, IdleStrategy, Node, NodeConfig, PublishReport,
-    ShutdownHandle,
+    advise_huge_pages, prefetch_ahead, prefetch_next, Context, IdleStrategy, Node, NodeConfig,
+    PublishReport, ShutdownHandle,
 };
 
 /// The types an application meets first, from the protocol core.

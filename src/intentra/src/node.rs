@@ -1034,6 +1034,11 @@ impl Node {
             on_writable: None,
             bundling: config.bundling,
         };
+        // Before any peer touches the slab; advice only, so a refusal changes nothing else.
+        match advise_huge_pages(&node.endpoint) {
+            Ok(bytes) => tracing::debug!(bytes, "peer table: huge pages advised"),
+            Err(error) => tracing::debug!(%error, "peer table: no huge pages"),
+        }
         let now = node.now();
         node.endpoint.handle_timeout(now);
         Ok(node)
@@ -1967,6 +1972,22 @@ enum OwnedEvent {
 
 fn since(clock: &quanta::Clock, epoch: u64) -> Timestamp {
     Timestamp::from_nanos(clock.delta_as_nanos(epoch, clock.raw()))
+}
+
+/// Asks the kernel to back the endpoint's peer slab ([`Endpoint::peer_table_memory`]) with
+/// transparent huge pages, and returns the bytes advised (0 for a slab under about 4 MiB,
+/// `max_peers` below ~2,000). The node does this when it binds; call it from a receive loop
+/// of your own around an [`Endpoint`] right after creating it, before peers join: pages
+/// already touched keep their size.
+///
+/// With thousands of peers the slab spans more 4 KiB pages than the TLB holds, so each
+/// datagram's peer costs a page walk besides its cache misses; the receive bench shows huge
+/// pages taking a quarter or more off at 10,000 peers (perf/README.md). The cost: the slab
+/// becomes resident in 2 MiB steps as peers fill it. The machine's
+/// `/sys/kernel/mm/transparent_hugepage/enabled` set to `never` turns this off.
+pub fn advise_huge_pages(endpoint: &Endpoint) -> io::Result<usize> {
+    let table = endpoint.peer_table_memory();
+    drivers::advise_huge_pages(table.start, table.len)
 }
 
 /// Has the state of the next datagram of a receive batch (`next`, from

@@ -116,6 +116,11 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// Bytes from the start of a key set to the end of what opening a packet reads (index,
+    /// replay window, receive key); the send half after it is not needed to receive.
+    pub const RECEIVE_EXTENT: usize =
+        core::mem::offset_of!(KeySet, recv) + core::mem::size_of::<PacketKey>();
+
     pub fn new(
         keys: &SessionKeys,
         local_index: SessionIndex,
@@ -194,6 +199,17 @@ impl KeySet {
 
     pub fn messages_sent(&self) -> u64 {
         self.next_counter
+    }
+
+    /// Test hook: where the receive half (`[self, end of the receive key)`) and the send key
+    /// lie, as addresses.
+    #[cfg(test)]
+    pub fn layout(&self) -> (usize, usize, usize) {
+        let start = core::ptr::from_ref(self) as usize;
+        let receive_end =
+            core::ptr::from_ref(&self.recv) as usize + core::mem::size_of::<PacketKey>();
+        let send = core::ptr::from_ref(&self.send) as usize;
+        (start, receive_end, send)
     }
 
     /// Test hook: jump the send counter, to exercise exhaustion without 2^60 packets.

@@ -51,6 +51,16 @@ pub struct HotState {
     end: *const u8,
 }
 
+/// A block of memory an endpoint reserved for one of its tables
+/// ([`Endpoint::peer_table_memory`]): where it starts and how many bytes it spans.
+#[derive(Debug, Clone, Copy)]
+pub struct TableMemory {
+    /// The first byte.
+    pub start: *const u8,
+    /// Its length in bytes.
+    pub len: usize,
+}
+
 /// The cache line size the hint steps by (x86-64 and most ARM cores).
 const CACHE_LINE: usize = 64;
 
@@ -265,9 +275,19 @@ fn transport_index(header: &[u8]) -> Option<SessionIndex> {
     SessionIndex::new(read_u32(index, 0))
 }
 
+/// Bytes from the start of a slab slot to the end of the current keys' receive half: the
+/// part of a slot [`Endpoint::hot_state`] names. Assumes `Option<Peer>` and `Option<KeySet>`
+/// hold their value at offset 0 (both have niches);
+/// `the_hot_state_covers_what_a_received_packet_reads` checks it on a live peer.
+const RECEIVE_EXTENT: usize = std::mem::offset_of!(PeerEntry, peer)
+    + std::mem::offset_of!(Peer, current)
+    + KeySet::RECEIVE_EXTENT;
+
 /// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
 /// The peer is inline, not boxed: a packet's slot number is then enough to know where its
-/// state lies, without loading a pointer first (`Endpoint::hot_state`).
+/// state lies, without loading a pointer first (`Endpoint::hot_state`). `repr(C)`: the
+/// generation, checked for every packet, leads, in the peer's first line.
+#[repr(C)]
 pub(super) struct PeerEntry {
     pub(super) generation: u32,
     pub(super) peer: Option<Peer>,
@@ -533,15 +553,33 @@ impl Endpoint {
         let Some(SlotTarget::Keys(id)) = self.lookup(index) else {
             return None;
         };
-        // The whole slot, found from its number alone: reading anything of the peer here
-        // would wait for the very cache misses the hint is meant to hide. Most of it is what
-        // a packet reads (the hot fields, then the current keys); the rest is the send key.
+        // The slot, found from its number alone: reading anything of the peer here would
+        // wait for the very cache misses the hint is meant to hide. Only what a received
+        // packet reads, the hot fields and the current keys' receive half: prefetching the
+        // send key and the cold tail too would queue lines the packet never touches ahead of
+        // those it waits for.
         let entry = self.peers.get(id.slot as usize)?;
         let start = std::ptr::from_ref(entry).cast::<u8>();
         Some(HotState {
             start,
-            end: start.wrapping_add(std::mem::size_of::<PeerEntry>()),
+            end: start.wrapping_add(RECEIVE_EXTENT),
         })
+    }
+
+    /// Where the peer slab lies: the `max_peers` slots reserved when the endpoint was made,
+    /// which hold every peer's state for as long as the endpoint lives (the slab never moves).
+    /// For memory advice before the slots are first touched, such as huge pages
+    /// (`intentra::advise_huge_pages`): with thousands of peers each packet's slot is
+    /// otherwise a TLB miss on top of its cache misses. Addresses only, never to be read
+    /// through.
+    pub fn peer_table_memory(&self) -> TableMemory {
+        TableMemory {
+            start: self.peers.as_ptr().cast(),
+            len: self
+                .peers
+                .capacity()
+                .saturating_mul(std::mem::size_of::<PeerEntry>()),
+        }
     }
 
     /// Where the index-table entry lies that [`Endpoint::hot_state`] (and then

@@ -264,6 +264,44 @@ mod tests {
     }
 
     #[test]
+    fn the_hot_state_covers_what_a_received_packet_reads() {
+        let (mut pair, peer) = Pair::new(23, |_| {});
+        let toward_a = pair.b.established_peers().next().expect("b knows a");
+        let sent = pair
+            .b
+            .send(pair.now, toward_a, Mode::Realtime, b"hint", &mut pair.buf)
+            .expect("send");
+        assert!(matches!(sent, Sent::Now(_)));
+        let hint = pair
+            .a
+            .hot_state(&pair.buf[..8])
+            .expect("a transport packet");
+        let lines: Vec<usize> = hint.lines().map(|line| line as usize).collect();
+        let (first, last) = (lines[0], lines[lines.len() - 1] + 63);
+        let entry = &pair.a.peers[peer.slot as usize];
+        let peer_state = entry.peer.as_ref().expect("live");
+        let (keys, receive_end, send) = peer_state.current.as_ref().expect("keys").layout();
+        // The slot's generation, the peer's hot fields and the keys' receive half are named
+        // (the last line holds the receive key's last byte) ...
+        for address in [
+            std::ptr::from_ref(&entry.generation) as usize,
+            std::ptr::from_ref(peer_state) as usize,
+            std::ptr::from_ref(&peer_state.timers) as usize,
+            keys,
+            receive_end - 1,
+        ] {
+            assert!(
+                (first..=last).contains(&address),
+                "{address:#x} not in the hint {first:#x}..={last:#x} (entry {:#x}, keys {keys:#x}, receive end {receive_end:#x}, send {send:#x})",
+                std::ptr::from_ref(entry) as usize
+            );
+        }
+        // ... and not the send key, which receiving never reads.
+        assert!(send + 64 > last, "the hint runs on into the send key");
+        assert!(lines.len() < size_of::<super::super::peers::PeerEntry>() / 64);
+    }
+
+    #[test]
     fn an_idle_peer_holds_no_cold_parts() {
         let (mut pair, peer) = Pair::new(21, |_| {});
         assert!(pair.a.peer_info(peer).unwrap().established);
