@@ -249,6 +249,8 @@ mod tests {
             size_of::<ReliableSender>(),
             size_of::<ReliableReceiver>(),
         );
+        // The slab's `Option<Peer>` keeps its tag in a niche of the peer (`Live`), not beside it.
+        assert_eq!(size_of::<Option<Peer>>(), size_of::<Peer>());
         let besides_current_keys = size_of::<Peer>() - size_of::<Option<KeySet>>();
         assert!(
             besides_current_keys <= 640,
