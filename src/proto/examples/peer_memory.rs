@@ -7,6 +7,10 @@
 //!
 //!     cargo run --release -p intentra-proto --features sim --example peer_memory -- 10000
 //!
+//! With `--huge-pages` after N, the hub's peer slab is advised onto transparent huge pages
+//! first, as `intentra::Node` does (`intentra_udp::advise_huge_pages`): the slab then becomes
+//! resident in 2 MiB steps.
+//!
 //! Linux only (it reads /proc). Prints one line per measurement.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,6 +45,7 @@ fn main() {
         .nth(1)
         .map(|arg| arg.parse().expect("the number of peers"))
         .unwrap_or(10_000);
+    let huge_pages = std::env::args().nth(2).as_deref() == Some("--huge-pages");
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let start = Timestamp::from_millis(1_000);
     let hub_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 5000);
@@ -55,6 +60,12 @@ fn main() {
     config.handshake_burst_per_source = u32::MAX / 2;
     let hub_key = config.keypair.public;
     let mut hub = Endpoint::new(config, start, ChaCha20Rng::seed_from_u64(8));
+    let advised = if huge_pages {
+        let table = hub.peer_table_memory();
+        intentra_udp::advise_huge_pages(table.start, table.len).expect("madvise")
+    } else {
+        0
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM_LEN];
     let before_peers = resident_bytes();
 
@@ -98,7 +109,7 @@ fn main() {
     let grown = after_peers.saturating_sub(before_peers);
     println!(
         "peers={peers} established={established} hub_fixed_bytes={} rss_growth_bytes={grown} \
-         bytes_per_idle_peer={:.0} elapsed_s={:.1}",
+         bytes_per_idle_peer={:.0} huge_pages_advised_bytes={advised} elapsed_s={:.1}",
         before_peers.saturating_sub(before_hub),
         grown as f64 / peers as f64,
         began.elapsed().as_secs_f64(),
