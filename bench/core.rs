@@ -440,7 +440,61 @@ fn receive(c: &mut Criterion) {
             "handle_datagram rejected pre-sealed packets"
         );
     }
+    fan_out(&mut group, &mut crowds);
     group.finish();
+}
+
+/// The sending side of a publish: one 128-byte Realtime message sealed for each established
+/// peer in turn, from the endpoint that holds them all (the crowds' receiver), as
+/// `Node::publish` walks them. One peer's state stays in cache; 10,000 peers' (slab on huge
+/// pages, as the node has it) are each met cold, with and without the next peer's
+/// `Endpoint::send_state` prefetched while the current one is sealed.
+fn fan_out(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    crowds: &mut [(usize, bool, Crowd)],
+) {
+    let payload = [0x42u8; PAYLOAD];
+    let mut out = vec![0u8; MAX_DATAGRAM_LEN];
+    for (peers, prefetch) in [(1, false), (10_000, false), (10_000, true)] {
+        let Some((_, _, crowd)) = crowds
+            .iter_mut()
+            .find(|(count, huge, _)| *count == peers && *huge == (peers > 1))
+        else {
+            continue;
+        };
+        let now = crowd.now;
+        let hub = &mut crowd.receiver;
+        let (mut tried, mut sent) = (0u64, 0u64);
+        let mut next = hub.next_established(None);
+        let suffix = if prefetch { "_prefetch_1" } else { "" };
+        group.bench_function(
+            format!("fan_out/realtime_128B_{peers}_peers{suffix}"),
+            |b| {
+                b.iter(|| {
+                    let peer = next.or_else(|| hub.next_established(None))?;
+                    next = hub.next_established(Some(peer));
+                    if prefetch {
+                        if let Some(state) = next.and_then(|next| hub.send_state(next)) {
+                            state
+                                .iter()
+                                .flat_map(|range| range.lines())
+                                .for_each(intentra_udp::prefetch);
+                        }
+                    }
+                    let len = hub
+                        .send(now, peer, Mode::Realtime, black_box(&payload), &mut out)
+                        .ok()
+                        .and_then(|sent| sent.transmit().map(|t| t.len));
+                    tried += 1;
+                    sent += u64::from(len.is_some());
+                    len
+                })
+            },
+        );
+        // Sealing that failed would measure nothing: every send must produce a packet.
+        assert_eq!(sent, tried, "a send sealed no packet");
+        while hub.poll_transmit(now, &mut out).is_some() {}
+    }
 }
 
 fn handshake(c: &mut Criterion) {

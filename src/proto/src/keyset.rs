@@ -121,6 +121,10 @@ impl KeySet {
     pub const RECEIVE_EXTENT: usize =
         core::mem::offset_of!(KeySet, recv) + core::mem::size_of::<PacketKey>();
 
+    /// Bytes from the start of a key set to where what sealing a packet reads begins (the
+    /// peer's index, the send counter and key); it runs to the end of the set.
+    pub const SEND_START: usize = core::mem::offset_of!(KeySet, remote_index);
+
     pub fn new(
         keys: &SessionKeys,
         local_index: SessionIndex,
@@ -210,6 +214,19 @@ impl KeySet {
             core::ptr::from_ref(&self.recv) as usize + core::mem::size_of::<PacketKey>();
         let send = core::ptr::from_ref(&self.send) as usize;
         (start, receive_end, send)
+    }
+
+    /// Test hook: the addresses of what sealing reads (remote index, send counter, the send
+    /// key's first and last byte).
+    #[cfg(test)]
+    pub fn send_layout(&self) -> [usize; 4] {
+        let send = core::ptr::from_ref(&self.send) as usize;
+        [
+            core::ptr::from_ref(&self.remote_index) as usize,
+            core::ptr::from_ref(&self.next_counter) as usize,
+            send,
+            send + core::mem::size_of::<PacketKey>() - 1,
+        ]
     }
 
     /// Test hook: jump the send counter, to exercise exhaustion without 2^60 packets.

@@ -295,6 +295,17 @@ const RECEIVE_EXTENT: usize = std::mem::offset_of!(PeerEntry, peer)
     + std::mem::offset_of!(Peer, current)
     + KeySet::RECEIVE_EXTENT;
 
+/// Bytes from the start of a slab slot to the end of the peer's hot fields, where the current
+/// key set begins: the first part of what [`Endpoint::send_state`] names.
+const HOT_FIELDS_END: usize =
+    std::mem::offset_of!(PeerEntry, peer) + std::mem::offset_of!(Peer, current);
+
+/// Where, from the start of a slab slot, the current keys' send half lies: the second part.
+const SEND_KEYS: (usize, usize) = (
+    HOT_FIELDS_END + KeySet::SEND_START,
+    HOT_FIELDS_END + std::mem::size_of::<KeySet>(),
+);
+
 /// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
 /// The peer is inline, not boxed: a packet's slot number is then enough to know where its
 /// state lies, without loading a pointer first (`Endpoint::hot_state`). `repr(C)`: the
@@ -577,6 +588,30 @@ impl Endpoint {
             start,
             end: start.wrapping_add(RECEIVE_EXTENT),
         })
+    }
+
+    /// Where the state lies that sending to `peer` reads and writes: the slot's hot fields
+    /// and the current keys' send half (two ranges; the receive half between them is not
+    /// needed). `None` for a slot number out of range. Reads nothing of the peer, not even
+    /// whether the handle is stale: a hint for memory, never to be read through.
+    ///
+    /// A loop that sends one message to many peers (a publish, a hub's relay) asks for the
+    /// next peer's state while it seals for the current one: with thousands of peers each
+    /// is otherwise a run of cache misses on the critical path (`intentra::Node` does this in
+    /// `publish`).
+    pub fn send_state(&self, peer: PeerId) -> Option<[HotState; 2]> {
+        let entry = self.peers.get(peer.slot as usize)?;
+        let start = std::ptr::from_ref(entry).cast::<u8>();
+        Some([
+            HotState {
+                start,
+                end: start.wrapping_add(HOT_FIELDS_END),
+            },
+            HotState {
+                start: start.wrapping_add(SEND_KEYS.0),
+                end: start.wrapping_add(SEND_KEYS.1),
+            },
+        ])
     }
 
     /// Where the peer slab lies: the `max_peers` slots reserved when the endpoint was made,

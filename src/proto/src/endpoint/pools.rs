@@ -304,6 +304,36 @@ mod tests {
     }
 
     #[test]
+    fn the_send_state_covers_what_sealing_reads_and_not_the_receive_half() {
+        let (pair, peer) = Pair::new(24, |_| {});
+        let [hot, keys] = pair.a.send_state(peer).expect("a slot");
+        let named: Vec<usize> = hot
+            .lines()
+            .chain(keys.lines())
+            .map(|line| line as usize)
+            .collect();
+        let in_hint = |address: usize| named.contains(&(address - address % 64));
+        let entry = &pair.a.peers[peer.slot as usize];
+        let peer_state = entry.peer.as_ref().expect("live");
+        let current = peer_state.current.as_ref().expect("keys");
+        let mut read = vec![
+            std::ptr::from_ref(&entry.generation) as usize,
+            std::ptr::from_ref(peer_state) as usize,
+            std::ptr::from_ref(&peer_state.last_sent) as usize,
+            std::ptr::from_ref(&peer_state.addr) as usize,
+            std::ptr::from_ref(&peer_state.timers) as usize,
+        ];
+        read.extend(current.send_layout());
+        for address in read {
+            assert!(in_hint(address), "{address:#x} not in the hint");
+        }
+        // The receive key between them is not named, beyond the lines it shares.
+        let (_, receive_end, _) = current.layout();
+        let receive_key_middle = receive_end - 256;
+        assert!(!in_hint(receive_key_middle));
+    }
+
+    #[test]
     fn an_idle_peer_holds_no_cold_parts() {
         let (mut pair, peer) = Pair::new(21, |_| {});
         assert!(pair.a.peer_info(peer).unwrap().established);
