@@ -121,6 +121,15 @@ fi
 row "cpu frequency governor" "$governors" "performance" \
     "frequency ramp-up after idle adds tens of microseconds to the first packets of a burst"
 
+thp="unavailable"
+thp_file=${INTENTRA_THP_FILE:-/sys/kernel/mm/transparent_hugepage/enabled}
+if [[ -r $thp_file ]]; then
+    thp=$(sed -n 's/.*\[\([a-z]*\)\].*/\1/p' "$thp_file" 2>/dev/null)
+    thp=${thp:-unavailable}
+fi
+row "transparent huge pages" "$thp" "madvise or always" \
+    "the node asks for huge pages under its peer table (madvise); with thousands of peers that saves a TLB miss per packet. never turns it off; not applied"
+
 irqbalance="unavailable"
 if command -v pgrep >/dev/null 2>&1; then
     if pgrep -x irqbalance >/dev/null 2>&1; then

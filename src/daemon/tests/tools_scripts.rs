@@ -55,6 +55,7 @@ fn report_mentions_every_setting_and_changes_nothing() {
         "memlock",
         "governor",
         "IRQ affinity",
+        "transparent huge pages",
     ] {
         assert!(
             report.contains(setting),
