@@ -475,10 +475,7 @@ fn fan_out(
                     next = hub.next_established(Some(peer));
                     if prefetch {
                         if let Some(state) = next.and_then(|next| hub.send_state(next)) {
-                            state
-                                .iter()
-                                .flat_map(|range| range.lines())
-                                .for_each(intentra_udp::prefetch);
+                            state.lines().for_each(intentra_udp::prefetch);
                         }
                     }
                     let len = hub

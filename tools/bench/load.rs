@@ -600,10 +600,7 @@ impl Generator<'_> {
                 }
                 let ahead = order.get(((k + SEND_LOOKAHEAD) % n) as usize);
                 if let Some(Some(state)) = ahead.and_then(|&m| send_states.get(m as usize)) {
-                    state
-                        .iter()
-                        .flat_map(|range| range.lines())
-                        .for_each(intentra::udp::prefetch);
+                    state.lines().for_each(intentra::udp::prefetch);
                 }
                 self.emit(number, stamp, &mut payload);
                 k += 1;

@@ -794,10 +794,7 @@ fn publish_all(
 fn next_recipient(endpoint: &Endpoint, after: Option<PeerId>) -> Option<PeerId> {
     let next = endpoint.next_established(after);
     if let Some(state) = next.and_then(|next| endpoint.send_state(next)) {
-        state
-            .iter()
-            .flat_map(|range| range.lines())
-            .for_each(drivers::prefetch);
+        state.lines().for_each(drivers::prefetch);
     }
     next
 }

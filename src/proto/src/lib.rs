@@ -126,7 +126,7 @@ mod time;
 pub mod wire;
 
 pub use crate::config::EndpointConfig;
-pub use crate::endpoint::{Bundle, Bundled, Endpoint, HotState, TableMemory};
+pub use crate::endpoint::{Bundle, Bundled, Endpoint, HotState, SendState, TableMemory};
 pub use crate::event::{
     ConnectError, Deliveries, Event, Message, Mode, PeerId, PeerInfo, SendError, Sent, Transmit,
 };

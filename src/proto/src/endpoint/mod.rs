@@ -28,7 +28,7 @@ mod pools;
 mod timers;
 mod transport;
 
-pub use self::peers::{HotState, TableMemory};
+pub use self::peers::{HotState, SendState, TableMemory};
 pub use self::transport::{Bundle, Bundled};
 
 use std::collections::{HashMap, HashSet, VecDeque};

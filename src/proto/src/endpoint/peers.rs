@@ -51,6 +51,23 @@ pub struct HotState {
     end: *const u8,
 }
 
+/// Where the state lies that sending to one peer reads and writes
+/// ([`Endpoint::send_state`]): the slot's hot fields and the current keys' send half, two
+/// ranges with the receive half between them. Only addresses, for a cache hint.
+#[derive(Debug, Clone, Copy)]
+pub struct SendState {
+    hot: HotState,
+    keys: HotState,
+}
+
+impl SendState {
+    /// One address in every cache line of both ranges. For a prefetch hint, never to be
+    /// read through: they dangle as soon as the endpoint changes.
+    pub fn lines(&self) -> impl Iterator<Item = *const u8> {
+        self.hot.lines().chain(self.keys.lines())
+    }
+}
+
 /// A block of memory an endpoint reserved for one of its tables
 /// ([`Endpoint::peer_table_memory`]): where it starts and how many bytes it spans.
 #[derive(Debug, Clone, Copy)]
@@ -591,27 +608,26 @@ impl Endpoint {
     }
 
     /// Where the state lies that sending to `peer` reads and writes: the slot's hot fields
-    /// and the current keys' send half (two ranges; the receive half between them is not
-    /// needed). `None` for a slot number out of range. Reads nothing of the peer, not even
+    /// and the current keys' send half (the receive half between them is not needed). `None` for a slot number out of range. Reads nothing of the peer, not even
     /// whether the handle is stale: a hint for memory, never to be read through.
     ///
     /// A loop that sends one message to many peers (a publish, a hub's relay) asks for the
     /// next peer's state while it seals for the current one: with thousands of peers each
     /// is otherwise a run of cache misses on the critical path (`intentra::Node` does this in
     /// `publish`).
-    pub fn send_state(&self, peer: PeerId) -> Option<[HotState; 2]> {
+    pub fn send_state(&self, peer: PeerId) -> Option<SendState> {
         let entry = self.peers.get(peer.slot as usize)?;
         let start = std::ptr::from_ref(entry).cast::<u8>();
-        Some([
-            HotState {
+        Some(SendState {
+            hot: HotState {
                 start,
                 end: start.wrapping_add(HOT_FIELDS_END),
             },
-            HotState {
+            keys: HotState {
                 start: start.wrapping_add(SEND_KEYS.0),
                 end: start.wrapping_add(SEND_KEYS.1),
             },
-        ])
+        })
     }
 
     /// Where the peer slab lies: the `max_peers` slots reserved when the endpoint was made,

@@ -306,12 +306,8 @@ mod tests {
     #[test]
     fn the_send_state_covers_what_sealing_reads_and_not_the_receive_half() {
         let (pair, peer) = Pair::new(24, |_| {});
-        let [hot, keys] = pair.a.send_state(peer).expect("a slot");
-        let named: Vec<usize> = hot
-            .lines()
-            .chain(keys.lines())
-            .map(|line| line as usize)
-            .collect();
+        let state = pair.a.send_state(peer).expect("a slot");
+        let named: Vec<usize> = state.lines().map(|line| line as usize).collect();
         let in_hint = |address: usize| named.contains(&(address - address % 64));
         let entry = &pair.a.peers[peer.slot as usize];
         let peer_state = entry.peer.as_ref().expect("live");
