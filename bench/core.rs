@@ -399,10 +399,7 @@ fn receive(c: &mut Criterion) {
         (10_000, true, 10_000, Hint::NONE),
         (10_000, true, 10_000, Hint::two_stage(2, 1)),
     ] {
-        let Some((_, _, crowd)) = crowds
-            .iter_mut()
-            .find(|(count, huge, _)| *count == peers && *huge == huge_pages)
-        else {
+        let Some(crowd) = crowd_in(crowds.as_mut_slice(), peers, huge_pages) else {
             continue;
         };
         let mut pick = ChaCha20Rng::seed_from_u64(20);
@@ -444,6 +441,18 @@ fn receive(c: &mut Criterion) {
     group.finish();
 }
 
+/// The crowd of `peers` senders whose receiver's slab is (or is not) on huge pages.
+fn crowd_in(
+    crowds: &mut [(usize, bool, Crowd)],
+    peers: usize,
+    huge_pages: bool,
+) -> Option<&mut Crowd> {
+    crowds
+        .iter_mut()
+        .find(|(count, huge, _)| *count == peers && *huge == huge_pages)
+        .map(|(_, _, crowd)| crowd)
+}
+
 /// The sending side of a publish: one 128-byte Realtime message sealed for each established
 /// peer in turn, from the endpoint that holds them all (the crowds' receiver), as
 /// `Node::publish` walks them. One peer's state stays in cache; 10,000 peers' (slab on huge
@@ -456,10 +465,7 @@ fn fan_out(
     let payload = [0x42u8; PAYLOAD];
     let mut out = vec![0u8; MAX_DATAGRAM_LEN];
     for (peers, prefetch) in [(1, false), (10_000, false), (10_000, true)] {
-        let Some((_, _, crowd)) = crowds
-            .iter_mut()
-            .find(|(count, huge, _)| *count == peers && *huge == (peers > 1))
-        else {
+        let Some(crowd) = crowd_in(crowds, peers, peers > 1) else {
             continue;
         };
         let now = crowd.now;

@@ -789,7 +789,8 @@ fn publish_all(
 /// every peer in turn, with its send state ([`Endpoint::send_state`]) already on its way into
 /// the cache: asked for before sending to the current one, it arrives while that packet is
 /// sealed. With thousands of peers each is otherwise a run of cache misses (bench/core.rs,
-/// `fan_out`: 2.3x faster at 10,000 peers). Sending to one peer moves no other in the slab,
+/// `fan_out`: 1.5–2.2x faster at 10,000 peers, perf/README.md). Sending to one peer moves no
+/// other in the slab,
 /// so the answer is the same before the send as after it.
 fn next_recipient(endpoint: &Endpoint, after: Option<PeerId>) -> Option<PeerId> {
     let next = endpoint.next_established(after);
@@ -1995,8 +1996,9 @@ fn since(clock: &quanta::Clock, epoch: u64) -> Timestamp {
 /// already touched keep their size.
 ///
 /// With thousands of peers the slab spans more 4 KiB pages than the TLB holds, so each
-/// datagram's peer costs a page walk besides its cache misses; the receive bench shows huge
-/// pages taking a quarter or more off at 10,000 peers (perf/README.md). The cost: the slab
+/// datagram's peer costs a page walk besides its cache misses; in the receive bench at 10,000
+/// peers (two-stage hint) huge pages took 5–34% off in eight runs of twelve and were 5–10%
+/// slower in four, on a noisy host (perf/core-bench-2026-12-07f.txt). The cost: the slab
 /// becomes resident in 2 MiB steps as peers fill it. The machine's
 /// `/sys/kernel/mm/transparent_hugepage/enabled` set to `never` turns this off.
 pub fn advise_huge_pages(endpoint: &Endpoint) -> io::Result<usize> {

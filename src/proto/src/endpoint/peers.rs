@@ -305,9 +305,11 @@ fn transport_index(header: &[u8]) -> Option<SessionIndex> {
 }
 
 /// Bytes from the start of a slab slot to the end of the current keys' receive half: the
-/// part of a slot [`Endpoint::hot_state`] names. Assumes `Option<Peer>` and `Option<KeySet>`
-/// hold their value at offset 0 (both have niches);
-/// `the_hot_state_covers_what_a_received_packet_reads` checks it on a live peer.
+/// part of a slot [`Endpoint::hot_state`] names. This and the two offsets below assume
+/// `Option<Peer>` and `Option<KeySet>` hold their value at offset 0 (both have niches);
+/// `the_hot_state_covers_what_a_received_packet_reads` and
+/// `the_send_state_covers_what_sealing_reads_and_not_the_receive_half` check it on a live
+/// peer.
 const RECEIVE_EXTENT: usize = std::mem::offset_of!(PeerEntry, peer)
     + std::mem::offset_of!(Peer, current)
     + KeySet::RECEIVE_EXTENT;
