@@ -28,7 +28,8 @@
 //! included) must stay under 1,024: 100,000 messages/s up to about 10 ms.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -48,11 +49,12 @@ use crate::node::ShutdownHandle;
 pub struct HandleConfig {
     /// Commands (sends, publishes, connects, closes) queued between two loop turns.
     pub commands: usize,
-    /// Payload bytes those commands may hold in total.
+    /// Payload bytes those commands may hold in total (a connect takes 59), at most 4 GiB
+    /// (a larger value is taken as 4 GiB).
     pub command_bytes: usize,
     /// Events held for the [`Events`] reader.
     pub events: usize,
-    /// Message bytes those events may hold in total.
+    /// Message bytes those events may hold in total, at most 4 GiB (as `command_bytes`).
     pub event_bytes: usize,
     /// Reliable messages one peer may have waiting for room in its send window (from
     /// `Context::send_when_writable`, `Handle::send`, `Handle::send_timeout`).
@@ -152,6 +154,11 @@ impl<M> Batch<M> {
     pub(crate) fn payload(&self, at: usize, len: usize) -> &[u8] {
         self.bytes.get(at..at + len).unwrap_or(&[])
     }
+
+    /// A command's bytes.
+    pub(crate) fn span(&self, span: Span) -> &[u8] {
+        self.payload(span.at as usize, span.len as usize)
+    }
 }
 
 struct Shared<M> {
@@ -174,6 +181,8 @@ pub(crate) struct Mailbox<M> {
 impl<M> Mailbox<M> {
     pub(crate) fn new(max_items: usize, max_bytes: usize) -> Mailbox<M> {
         let max_items = max_items.max(1);
+        // Commands name their bytes by u32 offsets (`Span`).
+        let max_bytes = max_bytes.min(MAX_QUEUE_BYTES);
         Mailbox {
             state: Mutex::new(Shared {
                 batch: Batch::new(max_items, max_bytes),
@@ -323,41 +332,143 @@ impl<M> Mailbox<M> {
     }
 }
 
+/// The most bytes a mailbox holds (`HandleConfig::command_bytes` and `event_bytes` are
+/// capped here), so that a command names its bytes with u32 offsets.
+const MAX_QUEUE_BYTES: usize = u32::MAX as usize;
+
+/// Where a command's bytes lie in its batch (`Batch::span`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    /// The mailbox's bytes are capped at `MAX_QUEUE_BYTES`, so both always fit.
+    fn new(at: usize, len: usize) -> Span {
+        Span {
+            at: u32::try_from(at).unwrap_or(u32::MAX),
+            len: u32::try_from(len).unwrap_or(0),
+        }
+    }
+}
+
 /// What a [`Handle`] asks of the loop.
+///
+/// Small, because a flat-out producer writes one per message into memory the loop then
+/// reads from another core: every byte of it crosses between the two caches beside the
+/// payload's. The payloads, and a connect's address and key, lie in the batch's bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Command {
     Send {
         peer: PeerId,
         mode: Mode,
-        at: usize,
-        len: usize,
+        payload: Span,
         /// The `send_timeout` waiter slot to settle.
-        waiter: Option<usize>,
+        waiter: Option<WaiterSlot>,
     },
     Publish {
         mode: Mode,
-        at: usize,
-        len: usize,
+        payload: Span,
     },
+    /// The target, as [`ConnectTarget::encode`] wrote it.
     Connect {
-        addr: SocketAddr,
-        key: PublicKey,
+        target: Span,
     },
     Close {
         peer: PeerId,
     },
 }
 
+// A 64-byte message and its command take 88 bytes of the queue; with the connect's address
+// and key inline a command alone was 72.
+const _: () = assert!(std::mem::size_of::<Command>() <= 24);
+
 impl Command {
     /// The `Send` for a payload the mailbox placed at `at..at + len`.
-    fn send(peer: PeerId, mode: Mode, waiter: Option<usize>) -> impl Fn(usize, usize) -> Command {
+    fn send(
+        peer: PeerId,
+        mode: Mode,
+        waiter: Option<WaiterSlot>,
+    ) -> impl Fn(usize, usize) -> Command {
         move |at, len| Command::Send {
             peer,
             mode,
-            at,
-            len,
+            payload: Span::new(at, len),
             waiter,
         }
+    }
+}
+
+/// A connect's address and key, as a [`Command::Connect`] carries them in the queue's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectTarget {
+    pub(crate) addr: SocketAddr,
+    pub(crate) key: PublicKey,
+}
+
+impl ConnectTarget {
+    /// Key, then a family byte (4 or 6), the address's 16 bytes (an IPv4 one in the first
+    /// 4), port, flow info and scope id: every field a `SocketAddr` has.
+    const LEN: usize = 32 + 1 + 16 + 2 + 4 + 4;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..32].copy_from_slice(self.key.as_bytes());
+        let (family, ip, flowinfo, scope_id) = match self.addr {
+            SocketAddr::V4(v4) => {
+                let mut ip = [0u8; 16];
+                ip[..4].copy_from_slice(&v4.ip().octets());
+                (4, ip, 0, 0)
+            }
+            SocketAddr::V6(v6) => (6, v6.ip().octets(), v6.flowinfo(), v6.scope_id()),
+        };
+        out[32] = family;
+        out[33..49].copy_from_slice(&ip);
+        out[49..51].copy_from_slice(&self.addr.port().to_le_bytes());
+        out[51..55].copy_from_slice(&flowinfo.to_le_bytes());
+        out[55..59].copy_from_slice(&scope_id.to_le_bytes());
+        out
+    }
+
+    /// The target `encode` wrote into `bytes`; `None` for anything else.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<ConnectTarget> {
+        let bytes: &[u8; Self::LEN] = bytes.try_into().ok()?;
+        let key = PublicKey(bytes[..32].try_into().ok()?);
+        let ip: [u8; 16] = bytes[33..49].try_into().ok()?;
+        let port = u16::from_le_bytes(bytes[49..51].try_into().ok()?);
+        let flowinfo = u32::from_le_bytes(bytes[51..55].try_into().ok()?);
+        let scope_id = u32::from_le_bytes(bytes[55..59].try_into().ok()?);
+        let addr = match bytes[32] {
+            4 => {
+                let v4: [u8; 4] = ip[..4].try_into().ok()?;
+                SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(v4), port))
+            }
+            6 => SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                flowinfo,
+                scope_id,
+            )),
+            _ => return None,
+        };
+        Some(ConnectTarget { addr, key })
+    }
+}
+
+/// A `send_timeout` waiter slot as commands and the deferred queue carry it: its index plus
+/// one, so that `Option<WaiterSlot>` is no larger than the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WaiterSlot(NonZeroU32);
+
+impl WaiterSlot {
+    fn new(index: usize) -> Option<WaiterSlot> {
+        let one_based = u32::try_from(index).ok()?.checked_add(1)?;
+        NonZeroU32::new(one_based).map(WaiterSlot)
+    }
+
+    fn index(self) -> usize {
+        (self.0.get() - 1) as usize
     }
 }
 
@@ -388,17 +499,18 @@ impl Waiters {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn acquire(&self) -> Option<usize> {
+    fn acquire(&self) -> Option<WaiterSlot> {
         let mut slots = self.lock();
         let i = slots.iter().position(|s| *s == WaitSlot::Free)?;
+        let id = WaiterSlot::new(i)?;
         if let Some(slot) = slots.get_mut(i) {
             *slot = WaitSlot::Pending;
         }
-        Some(i)
+        Some(id)
     }
 
-    fn release(&self, i: usize) {
-        if let Some(slot) = self.lock().get_mut(i) {
+    fn release(&self, id: WaiterSlot) {
+        if let Some(slot) = self.lock().get_mut(id.index()) {
             *slot = WaitSlot::Free;
         }
     }
@@ -409,11 +521,11 @@ impl Waiters {
     /// attempt, so a caller is never told "timed out" about a message that went out.
     pub(crate) fn settle(
         &self,
-        i: usize,
+        id: WaiterSlot,
         attempt: impl FnOnce() -> Option<Result<(), SendError>>,
     ) -> Option<Option<Result<(), SendError>>> {
         let mut slots = self.lock();
-        let slot = slots.get_mut(i)?;
+        let slot = slots.get_mut(id.index())?;
         if *slot == WaitSlot::Abandoned {
             *slot = WaitSlot::Free;
             return None;
@@ -427,7 +539,8 @@ impl Waiters {
         Some(outcome)
     }
 
-    fn wait(&self, i: usize, timeout: Duration) -> Result<(), HandleError> {
+    fn wait(&self, id: WaiterSlot, timeout: Duration) -> Result<(), HandleError> {
+        let i = id.index();
         let deadline = Instant::now() + timeout;
         let mut slots = self.lock();
         loop {
@@ -687,7 +800,10 @@ impl Handle {
 
     /// Queues one message for every established peer (fan-out in the loop).
     pub fn publish(&self, mode: Mode, payload: &[u8]) -> Result<(), HandleError> {
-        self.queue(payload, |at, len| Command::Publish { mode, at, len })
+        self.queue(payload, |at, len| Command::Publish {
+            mode,
+            payload: Span::new(at, len),
+        })
     }
 
     /// [`publish`](Self::publish), waiting up to `timeout` for room in a full command queue
@@ -700,17 +816,19 @@ impl Handle {
     ) -> Result<(), HandleError> {
         self.queue_wait(payload, timeout, |at, len| Command::Publish {
             mode,
-            at,
-            len,
+            payload: Span::new(at, len),
         })
     }
 
     /// Queues a connect. The peer's id comes with [`NodeEvent::PeerUp`] (and the callback's
     /// `Event::PeerUp`); a refusal comes as [`NodeEvent::ConnectFailed`].
     pub fn connect(&self, addr: SocketAddr, public_key: PublicKey) -> Result<(), HandleError> {
-        self.queue(&[], |_, _| Command::Connect {
+        let target = ConnectTarget {
             addr,
             key: public_key,
+        };
+        self.queue(&target.encode(), |at, len| Command::Connect {
+            target: Span::new(at, len),
         })
     }
 
@@ -1019,3 +1137,54 @@ impl Events {
 #[cfg(test)]
 #[path = "handle_queue_bench.rs"]
 mod queue_bench;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connect_target_comes_back_from_its_bytes_with_every_field() {
+        let key = PublicKey([0xa5; 32]);
+        let targets = [
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+            SocketAddr::from(([255, 255, 255, 255], u16::MAX)),
+            SocketAddr::V6(SocketAddrV6::new(
+                "fe80::dead:beef".parse().unwrap(),
+                4433,
+                0x000f_ffff,
+                u32::MAX,
+            )),
+            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
+        ];
+        for addr in targets {
+            let target = ConnectTarget { addr, key };
+            assert_eq!(ConnectTarget::decode(&target.encode()), Some(target));
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_connect_target_decode_to_nothing() {
+        let bytes = ConnectTarget {
+            addr: SocketAddr::from(([10, 1, 2, 3], 80)),
+            key: PublicKey([1; 32]),
+        }
+        .encode();
+        assert_eq!(ConnectTarget::decode(&bytes[..ConnectTarget::LEN - 1]), None);
+        assert_eq!(ConnectTarget::decode(&[bytes.as_slice(), &[0]].concat()), None);
+        let mut bad_family = bytes;
+        bad_family[32] = 5;
+        assert_eq!(ConnectTarget::decode(&bad_family), None);
+    }
+
+    #[test]
+    fn a_waiter_slot_keeps_its_index_and_none_is_free() {
+        for index in [0, 1, 63, u32::MAX as usize - 1] {
+            assert_eq!(WaiterSlot::new(index).map(WaiterSlot::index), Some(index));
+        }
+        assert_eq!(WaiterSlot::new(u32::MAX as usize), None);
+        assert_eq!(
+            std::mem::size_of::<Option<WaiterSlot>>(),
+            std::mem::size_of::<u32>()
+        );
+    }
+}

@@ -19,8 +19,8 @@ use rand_core::OsRng;
 
 use crate::capture::Recorder;
 use crate::handle::{
-    event_queue, Batch, Command, EventDrops, EventSink, Events, Handle, HandleConfig, HandleShared,
-    HandleStats, NodeEvent,
+    event_queue, Batch, Command, ConnectTarget, EventDrops, EventSink, Events, Handle,
+    HandleConfig, HandleShared, HandleStats, NodeEvent, WaiterSlot,
 };
 use crate::metrics::{BucketCounts, MetricsHub, PeerSnapshot};
 use intentra_proto::wire::{MAX_DATAGRAM_LEN, MAX_RELIABLE_PAYLOAD};
@@ -262,7 +262,7 @@ struct DeferredMsg {
     slot: u32,
     len: u16,
     /// The `send_timeout` waiter to settle when it goes (or fails).
-    waiter: Option<u32>,
+    waiter: Option<WaiterSlot>,
     /// Queued by a `Handle` (counted in its stats) rather than a callback.
     from_handle: bool,
 }
@@ -312,7 +312,7 @@ impl Backlog {
         &mut self,
         peer: PeerId,
         payload: &[u8],
-        waiter: Option<u32>,
+        waiter: Option<WaiterSlot>,
         from_handle: bool,
     ) -> bool {
         if payload.len() > DEFERRED_SLOT {
@@ -385,7 +385,7 @@ fn send_or_defer(
     now: Timestamp,
     peer: PeerId,
     payload: &[u8],
-    waiter: Option<u32>,
+    waiter: Option<WaiterSlot>,
     from_handle: bool,
 ) -> Outcome {
     if backlog.has_queue(peer) {
@@ -837,7 +837,7 @@ fn bundle_run(
                 return 0;
             }
             let messages = items[..run].iter().filter_map(|c| match *c {
-                Command::Send { mode, at, len, .. } => Some((mode, inbox.payload(at, len))),
+                Command::Send { mode, payload, .. } => Some((mode, inbox.span(payload))),
                 _ => None,
             });
             send_bundled(
@@ -864,7 +864,7 @@ fn bundle_run(
             while let Some(peer) = next {
                 next = next_recipient(endpoint, Some(peer));
                 let messages = items[..run].iter().filter_map(|c| match *c {
-                    Command::Publish { mode, at, len } => Some((mode, inbox.payload(at, len))),
+                    Command::Publish { mode, payload } => Some((mode, inbox.span(payload))),
                     _ => None,
                 });
                 send_bundled(
@@ -1608,11 +1608,10 @@ impl Node {
                 Command::Send {
                     peer,
                     mode,
-                    at,
-                    len,
+                    payload,
                     waiter,
                 } => {
-                    let payload = inbox.payload(at, len);
+                    let payload = inbox.span(payload);
                     let mut attempt = |backlog: &mut Backlog| match mode {
                         Mode::Realtime => {
                             match send_one(endpoint, &mut sink, now, peer, mode, payload) {
@@ -1621,14 +1620,7 @@ impl Node {
                             }
                         }
                         Mode::Reliable => send_or_defer(
-                            endpoint,
-                            &mut sink,
-                            backlog,
-                            now,
-                            peer,
-                            payload,
-                            waiter.map(|w| w as u32),
-                            true,
+                            endpoint, &mut sink, backlog, now, peer, payload, waiter, true,
                         ),
                     };
                     let outcome = match waiter {
@@ -1658,8 +1650,8 @@ impl Node {
                         None => {}
                     }
                 }
-                Command::Publish { mode, at, len } => {
-                    let payload = inbox.payload(at, len);
+                Command::Publish { mode, payload } => {
+                    let payload = inbox.span(payload);
                     let mut next = next_recipient(endpoint, None);
                     while let Some(peer) = next {
                         next = next_recipient(endpoint, Some(peer));
@@ -1681,7 +1673,13 @@ impl Node {
                         }
                     }
                 }
-                Command::Connect { addr, key } => {
+                Command::Connect { target } => {
+                    // Only `Handle::connect` writes a connect, so the bytes always decode.
+                    let Some(ConnectTarget { addr, key }) =
+                        ConnectTarget::decode(inbox.span(target))
+                    else {
+                        continue;
+                    };
                     if let Err(error) = endpoint.connect(now, addr, key) {
                         stats.connect_failed += 1;
                         tracing::debug!(%addr, %error, "handle connect refused");
@@ -1737,7 +1735,7 @@ impl Node {
                     };
                 // None: blocked still; Some(None): abandoned; Some(Some(r)): done.
                 let step = match (head.waiter, handles.as_ref()) {
-                    (Some(w), Some(h)) => match h.shared.waiters.settle(w as usize, attempt) {
+                    (Some(w), Some(h)) => match h.shared.waiters.settle(w, attempt) {
                         None => Some(None),
                         Some(None) => None,
                         Some(Some(result)) => Some(Some(result)),

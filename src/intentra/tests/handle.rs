@@ -4,11 +4,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use intentra::proto::EndpointConfig;
 use intentra::proto::Keypair;
-use intentra::proto::{Mode, SendError};
+use intentra::proto::{ConnectError, Mode, SendError};
 use intentra::{HandleError, NodeEvent, RecvError};
 use intentra::{Node, NodeConfig};
 use rand_chacha::rand_core::SeedableRng;
@@ -325,6 +326,52 @@ fn a_full_command_queue_answers_at_once_and_commands_queue_before_the_node_runs(
     }
     assert!(up, "the queued connect ran");
     assert_eq!(a.handle_stats().commands, 4);
+}
+
+/// A connect carries its address and key through the command queue's bytes: a refused one
+/// comes back as `ConnectFailed` naming exactly what was asked, every field of an IPv6
+/// address included.
+#[test]
+fn a_refused_handle_connect_reports_the_address_and_key_it_was_given() {
+    let mut a = node(23);
+    let mut events = a.events();
+    let handle = a.handle();
+    let own_key = a.public_key();
+    let v6: SocketAddr = SocketAddr::V6(std::net::SocketAddrV6::new(
+        "fe80::1:2:3:4".parse().unwrap(),
+        40_001,
+        0x000a_bcde,
+        7,
+    ));
+    let v4: SocketAddr = "192.0.2.9:65535".parse().unwrap();
+    handle.connect(v6, own_key).unwrap();
+    handle.connect(v4, own_key).unwrap();
+    let mut buf = [0u8; 64];
+    let mut failed = Vec::new();
+    for _ in 0..1_000 {
+        a.turn(Duration::from_millis(1)).unwrap();
+        while let Ok(event) = events.try_recv(&mut buf) {
+            if let NodeEvent::ConnectFailed {
+                addr,
+                public_key,
+                error,
+            } = event
+            {
+                failed.push((addr, public_key, error));
+            }
+        }
+        if failed.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        failed,
+        [
+            (v6, own_key, ConnectError::SelfConnect),
+            (v4, own_key, ConnectError::SelfConnect)
+        ]
+    );
+    assert_eq!(a.handle_stats().connect_failed, 2);
 }
 
 /// `send_wait` turns a full command queue into a wait instead of an error: a producer
