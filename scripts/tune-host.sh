@@ -7,15 +7,18 @@
 # below the recommendation (it never lowers a value), for the running kernel only;
 # --persist also writes them to /etc/sysctl.d/90-intentra.conf. A setting that cannot
 # be read (containers, missing /sys files) is printed as "unavailable", never an error.
+# Busy polling is applied only with --busy-poll: it spins a core per waiting socket, which
+# on a host with few cores costs more than it saves (perf/README.md, "Machine").
 set -euo pipefail
 
-PERSIST_FILE=/etc/sysctl.d/90-intentra.conf
+# Overridable so tests can check what --persist writes without touching /etc.
+PERSIST_FILE=${INTENTRA_PERSIST_FILE:-/etc/sysctl.d/90-intentra.conf}
 # Overridable so tests can point it at an empty directory, like a locked-down container.
 SYSCTL_ROOT=${INTENTRA_SYSCTL_ROOT:-/proc/sys}
 
 usage() {
     cat <<'EOF'
-Usage: tune-host.sh [--apply [--persist]] [--help]
+Usage: tune-host.sh [--apply [--persist] [--busy-poll]] [--help]
 
 Prints, for every host setting that matters to intentra, its current value, the
 recommended value and why.
@@ -23,9 +26,13 @@ recommended value and why.
   --apply     set the sysctls below their recommendation to it (root only; never
               lowers a value; lasts until reboot)
   --persist   with --apply, also write them to /etc/sysctl.d/90-intentra.conf
+  --busy-poll with --apply, also set busy_poll/busy_read (left alone otherwise)
   --help      show this help
 
-busy_poll/busy_read trade CPU for latency; set them back to 0 if cores are scarce.
+busy_poll/busy_read trade CPU for latency: every socket waiting in poll or a blocking
+read spins for that long first. Worth it only with a core to spare for each busy I/O
+thread; on a 2-core host they made every received datagram cost 2-4x the CPU (even on
+loopback), so they are opt-in.
 
 Advisory only (never changed by --apply): net.ipv4.udp_mem, kernel.io_uring_disabled,
 memlock limit, CPU frequency governor, IRQ affinity.
@@ -34,10 +41,12 @@ EOF
 
 apply=0
 persist=0
+busy_poll=0
 while (($# > 0)); do
     case "$1" in
     --apply) apply=1 ;;
     --persist) persist=1 ;;
+    --busy-poll) busy_poll=1 ;;
     -h | --help)
         usage
         exit 0
@@ -54,7 +63,12 @@ if ((persist && !apply)); then
     echo "tune-host.sh: --persist needs --apply" >&2
     exit 2
 fi
-if ((apply)) && [[ $(id -u) -ne 0 ]]; then
+if ((busy_poll && !apply)); then
+    echo "tune-host.sh: --busy-poll needs --apply" >&2
+    exit 2
+fi
+# Root is needed for the real sysctl tree only (a test points SYSCTL_ROOT at a scratch one).
+if ((apply)) && [[ -z ${INTENTRA_SYSCTL_ROOT:-} ]] && [[ $(id -u) -ne 0 ]]; then
     echo "tune-host.sh: --apply needs root" >&2
     exit 1
 fi
@@ -71,6 +85,10 @@ read_sysctl() {
     fi
 }
 
+is_busy_poll() {
+    [[ $1 == net.core.busy_poll || $1 == net.core.busy_read ]]
+}
+
 row() {
     printf '%-28s %-22s %-22s %s\n' "$1" "$2" "$3" "$4"
 }
@@ -82,8 +100,8 @@ SYSCTLS=(
     "net.core.rmem_default|1048576|receive buffer of sockets that do not set SO_RCVBUF (intentra does; helps other tools on the path)"
     "net.core.wmem_default|1048576|send buffer of sockets that do not set SO_SNDBUF"
     "net.core.netdev_max_backlog|16384|per-CPU queue between the NIC and the stack; the 1000 default drops bursts before UDP sees them"
-    "net.core.busy_poll|50|microseconds poll/epoll spin on the NIC queue: lower latency for more CPU (0 disables)"
-    "net.core.busy_read|50|microseconds a blocking read spins on the NIC queue: lower latency for more CPU (0 disables)"
+    "net.core.busy_poll|50|microseconds poll/epoll spin on the NIC queue: lower latency for more CPU (0 disables); only with --busy-poll and cores to spare"
+    "net.core.busy_read|50|microseconds a blocking read spins on the NIC queue: lower latency for more CPU (0 disables); only with --busy-poll and cores to spare"
     "net.ipv4.udp_rmem_min|16384|receive buffer each UDP socket keeps even under memory pressure"
 )
 
@@ -95,7 +113,9 @@ for entry in "${SYSCTLS[@]}"; do
     current=$(read_sysctl "$name")
     row "$name" "$current" "$recommended" "$reason"
     if [[ $current =~ ^[0-9]+$ ]] && ((current < recommended)); then
-        apply_list+=("$name=$recommended")
+        if ! is_busy_poll "$name" || ((busy_poll)); then
+            apply_list+=("$name=$recommended")
+        fi
     fi
 done
 
@@ -166,6 +186,9 @@ if ((persist)); then
         for entry in "${SYSCTLS[@]}"; do
             IFS='|' read -r name recommended _ <<<"$entry"
             current=$(read_sysctl "$name")
+            if is_busy_poll "$name" && ((!busy_poll)); then
+                continue
+            fi
             if [[ $current =~ ^[0-9]+$ ]] && ((current > recommended)); then
                 recommended=$current
             fi
