@@ -45,6 +45,12 @@ const TIMERS_EVERY: Duration = Duration::from_millis(10);
 const MAX_BACKLOG: Duration = Duration::from_millis(50);
 /// Longest sleep between passes, so a run is never held back much.
 const MAX_IDLE: Duration = Duration::from_millis(1);
+/// After the window, the longest a Reliable generator waits for its last messages to be
+/// acknowledged (the receiver keeps receiving until the generator returns, and a little
+/// more).
+const SETTLE: Duration = Duration::from_secs(1);
+/// How often the settling generator reads ACKs and fires retransmissions.
+const SETTLE_POLL: Duration = Duration::from_micros(500);
 /// Keepalives per second each side may send at most, all peers together (see `liveness`).
 const KEEPALIVES_PER_S: u32 = 10_000;
 
@@ -253,6 +259,9 @@ pub fn run(config: LoadConfig, shared: Arc<Shared>) -> Result<LoadResult, LoadEr
         return Err(LoadError::NoPeersUp);
     }
     generator.load(order);
+    if let Some((_, Mode::Reliable)) = config.intentra {
+        generator.settle_reliable();
+    }
     generator.result.gso_used = generator.gso;
     if let Some((_, Mode::Reliable)) = config.intentra {
         generator.result.send_would_block = generator
@@ -485,6 +494,32 @@ impl Generator<'_> {
         }
         self.schedule(number);
         changed
+    }
+
+    /// After the window, goes on reading ACKs and firing retransmissions until every live
+    /// peer's Reliable messages are acknowledged (at most `SETTLE`), as an application's
+    /// sender would: stopping at the window's end would drop the last messages while they
+    /// were being repaired, and the receiver would count them lost.
+    fn settle_reliable(&mut self) {
+        let deadline = self
+            .shared
+            .now_ns()
+            .saturating_add(SETTLE.as_nanos() as u64);
+        loop {
+            let (now_ns, now) = self.now();
+            let settled = self.peers.iter().all(|p| {
+                p.state != PeerState::Up
+                    || p.endpoint
+                        .peer_info(p.id)
+                        .is_none_or(|info| info.reliable_queued_bytes == 0)
+            });
+            if settled || now_ns >= deadline {
+                return;
+            }
+            self.drain(now, 16);
+            self.timers(now);
+            std::thread::sleep(SETTLE_POLL);
+        }
     }
 
     /// Enters peer `number`'s next timer deadline in `deadlines` if it is earlier than the

@@ -9,7 +9,7 @@
 //! never send anywhere but the receiver on loopback.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -32,7 +32,8 @@ const MAX_IDLE: Duration = Duration::from_millis(1);
 const MAX_BACKLOG: Duration = Duration::from_millis(50);
 /// After the window, how long the node's loop gets to take what the producer queued.
 const DRAIN: Duration = Duration::from_millis(200);
-/// The node's loop runs at most this long past the window, whatever happens.
+/// The node's loop runs at most this long past the window, whatever happens (waiting for
+/// the last Reliable messages' acknowledgements included).
 const LOOP_SLACK: Duration = Duration::from_secs(5);
 /// Messages between two updates of the progress bar's count.
 const PROGRESS_EVERY: u64 = 4096;
@@ -78,15 +79,23 @@ pub fn run(config: ProducerConfig, shared: Arc<Shared>) -> Result<LoadResult, Lo
     shared.peers_up.store(1, Ordering::Relaxed);
 
     let handle = node.handle();
-    let stop = node.shutdown_handle();
     let bound = config.warmup + config.duration + LOOP_SLACK;
+    let finished = Arc::new(AtomicBool::new(false));
+    let producer_finished = Arc::clone(&finished);
+    // Once the producer is done, the loop goes on until every Reliable message it accepted
+    // is acknowledged, so that the run's last messages (a loss, a host pause near the end)
+    // are repaired as they would be in an application, not dropped with the node.
     let node_loop = thread::Builder::new()
         .name("bench-node".into())
-        .spawn(move || node.run_for(bound))
+        .spawn(move || {
+            node.run_until(bound, |n| {
+                finished.load(Ordering::Acquire) && nothing_unacknowledged(n, peer)
+            })
+        })
         .map_err(|_| LoadError::NodeThread)?;
     let produced = produce(&config, &shared, &handle, peer, &mut result);
     drain(&handle, produced.accepted);
-    stop.shutdown();
+    producer_finished.store(true, Ordering::Release);
     handle.wake();
     node_loop
         .join()
@@ -103,6 +112,15 @@ pub fn run(config: ProducerConfig, shared: Arc<Shared>) -> Result<LoadResult, Lo
     result.send_errors = failed.total().saturating_sub(failed.would_block);
     result.send_failed = failed_in_window;
     Ok(result)
+}
+
+/// Whether the node holds no Reliable message for `peer` that is not yet acknowledged: none
+/// waiting for room in its window, none sent and unacknowledged (always so for Realtime).
+fn nothing_unacknowledged(node: &Node, peer: PeerId) -> bool {
+    node.deferred() == 0
+        && node
+            .peer_info(peer)
+            .is_none_or(|info| info.reliable_queued_bytes == 0)
 }
 
 /// Wire bytes intentra adds to one message sent alone.
