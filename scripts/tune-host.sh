@@ -31,7 +31,7 @@ recommended value and why.
 
 busy_poll/busy_read trade CPU for latency: every socket waiting in poll or a blocking
 read spins for that long first. Worth it only with a core to spare for each busy I/O
-thread; on a 2-core host they made each received datagram cost 1.2-2.5x the CPU at
+thread; on a 2-core host they made each received datagram cost 1.2-2.7x the CPU at
 100k-1M/s (mmsg driver, loopback) and 4x at 10,000/s, so they are opt-in.
 
 Advisory only (never changed by --apply): net.ipv4.udp_mem, kernel.io_uring_disabled,
