@@ -102,10 +102,8 @@ struct ScratchSysctls(PathBuf);
 
 impl ScratchSysctls {
     fn new(tag: &str, values: &[(&str, &str)]) -> ScratchSysctls {
-        let root = std::env::temp_dir().join(format!(
-            "intentra-sysctl-{tag}-{}",
-            std::process::id()
-        ));
+        let root =
+            std::env::temp_dir().join(format!("intentra-sysctl-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for (name, value) in values {
             let path = root.join(name.replace('.', "/"));
@@ -187,8 +185,14 @@ fn persist_writes_busy_polling_only_when_asked() {
         std::fs::read_to_string(&file).unwrap()
     };
     let written = persist(&["--apply", "--persist"]);
-    assert!(written.contains("net.core.rmem_max = 16777216"), "{written}");
-    assert!(written.contains("net.core.wmem_max = 33554432"), "{written}");
+    assert!(
+        written.contains("net.core.rmem_max = 16777216"),
+        "{written}"
+    );
+    assert!(
+        written.contains("net.core.wmem_max = 33554432"),
+        "{written}"
+    );
     assert!(!written.contains("busy_poll"), "{written}");
     let written = persist(&["--apply", "--persist", "--busy-poll"]);
     assert!(written.contains("net.core.busy_poll = 50"), "{written}");

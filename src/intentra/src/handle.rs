@@ -1169,8 +1169,14 @@ mod tests {
             key: PublicKey([1; 32]),
         }
         .encode();
-        assert_eq!(ConnectTarget::decode(&bytes[..ConnectTarget::LEN - 1]), None);
-        assert_eq!(ConnectTarget::decode(&[bytes.as_slice(), &[0]].concat()), None);
+        assert_eq!(
+            ConnectTarget::decode(&bytes[..ConnectTarget::LEN - 1]),
+            None
+        );
+        assert_eq!(
+            ConnectTarget::decode(&[bytes.as_slice(), &[0]].concat()),
+            None
+        );
         let mut bad_family = bytes;
         bad_family[32] = 5;
         assert_eq!(ConnectTarget::decode(&bad_family), None);

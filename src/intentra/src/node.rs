@@ -789,7 +789,7 @@ fn publish_all(
 /// every peer in turn, with its send state ([`Endpoint::send_state`]) already on its way into
 /// the cache: asked for before sending to the current one, it arrives while that packet is
 /// sealed. With thousands of peers each is otherwise a run of cache misses (bench/core.rs,
-/// `fan_out`: 1.5–2.2x faster at 10,000 peers, perf/README.md). Sending to one peer moves no
+/// `fan_out`: 1.4–2.6x faster at 10,000 peers, perf/README.md). Sending to one peer moves no
 /// other in the slab,
 /// so the answer is the same before the send as after it.
 fn next_recipient(endpoint: &Endpoint, after: Option<PeerId>) -> Option<PeerId> {

@@ -2,9 +2,9 @@
 //! backpressure is visible: `Writable` after `WouldBlock`, `send_timeout` gives up when no
 //! room comes. Every loop here is bounded in count and time; nothing asserts on timing.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use intentra::proto::EndpointConfig;

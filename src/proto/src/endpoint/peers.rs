@@ -100,7 +100,7 @@ impl HotState {
 /// niche (every other value) is larger than any other in `Peer`, so `Option<Peer>` in the
 /// slab keeps its tag here, in the slot's first line, which every packet reads anyway.
 /// Without it the compiler picked the last of many equal one-byte niches, at the far end of
-/// the slot: one more cache miss for every packet of a cold peer (perf/README.md).
+/// the slot: one more cache miss for every packet of a cold peer (perf/investigations.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub(super) enum Live {
