@@ -18,13 +18,8 @@ fn run(args: &[&str], sysctl_root: Option<&std::path::Path>) -> Output {
     cmd.output().expect("run bash")
 }
 
-#[test]
-fn script_parses() {
-    let output = Command::new("bash")
-        .arg("-n")
-        .arg(script())
-        .output()
-        .expect("run bash -n");
+/// Fails with the script's stderr unless it exited 0.
+fn assert_succeeded(output: &Output) {
     assert!(
         output.status.success(),
         "{}",
@@ -33,13 +28,19 @@ fn script_parses() {
 }
 
 #[test]
+fn script_parses() {
+    let output = Command::new("bash")
+        .arg("-n")
+        .arg(script())
+        .output()
+        .expect("run bash -n");
+    assert_succeeded(&output);
+}
+
+#[test]
 fn report_mentions_every_setting_and_changes_nothing() {
     let output = run(&[], None);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let report = String::from_utf8_lossy(&output.stdout);
     for setting in [
         "net.core.rmem_max",
@@ -146,11 +147,7 @@ fn apply_raises_buffers_and_leaves_busy_polling_unless_asked() {
     let tree = ScratchSysctls::new("apply", &UNTUNED);
     let root = tree.0.as_path();
     let output = run(&["--apply"], Some(root));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     assert_eq!(tree.get("net.core.rmem_max"), "16777216");
     assert_eq!(tree.get("net.core.wmem_max"), "33554432");
     assert_eq!(tree.get("net.core.netdev_max_backlog"), "16384");
@@ -177,11 +174,7 @@ fn persist_writes_busy_polling_only_when_asked() {
             .env("INTENTRA_PERSIST_FILE", &file)
             .output()
             .expect("run bash");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_succeeded(&output);
         std::fs::read_to_string(&file).unwrap()
     };
     let written = persist(&["--apply", "--persist"]);
