@@ -96,6 +96,11 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
             public_key, addr, ..
         } => {
             tracing::info!(peer = %public_key.short(), %addr, "handshake complete");
+            // A session replaced by a newer one with the same peer (a handshake one side
+            // sent again, PROTOCOL.md 11.3) is reported down, then up: the peer is not gone.
+            if let Ok(mut slot) = down_reason.lock() {
+                *slot = None;
+            }
         }
         _ => {}
     });

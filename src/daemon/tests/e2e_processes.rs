@@ -432,12 +432,16 @@ fn a_capture_of_a_served_session_replays_to_the_expected_verdicts() {
     let report: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
     let counts = &report["counts"];
     // Captured as received by the server: everything the clients sent, nothing malformed.
-    assert_eq!(counts["realtime"], 100, "{report}");
-    assert_eq!(counts["reliable"], 100, "{report}");
-    assert_eq!(counts["handshake_init"], 2, "{report}");
-    assert_eq!(counts["handshake_response"], 2, "{report}");
-    assert_eq!(counts["handshake_finish"], 2, "{report}");
-    assert_eq!(counts["close"], 2, "{report}");
+    // On a loaded machine an ACK or a handshake response can come late enough for the client
+    // to send a Reliable segment or its handshake again, so those are at least, not exactly,
+    // what one pass would send; Realtime is never resent.
+    let count = |kind: &str| counts[kind].as_u64().unwrap_or(0);
+    assert_eq!(count("realtime"), 100, "{report}");
+    assert!(count("reliable") >= 100, "{report}");
+    assert!(count("handshake_init") >= 2, "{report}");
+    assert!(count("handshake_response") >= 2, "{report}");
+    assert!(count("handshake_finish") >= 2, "{report}");
+    assert_eq!(count("close"), 2, "{report}");
     assert!(counts["ack"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(counts["malformed"], 0, "{report}");
 }
@@ -599,13 +603,18 @@ fn several_workers_share_one_port_and_sum_their_metrics() {
             connect_command(&server)
                 .args(["--rate", "500", "--count", "100"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    for mut client in clients {
-        assert!(client.wait().unwrap().success());
+    for client in clients {
+        let out = client.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     wait_for(Duration::from_secs(5), || {
         metric(&server, "intentra_messages_delivered_total") >= 600.0
