@@ -259,11 +259,9 @@ pub fn run(config: LoadConfig, shared: Arc<Shared>) -> Result<LoadResult, LoadEr
         return Err(LoadError::NoPeersUp);
     }
     generator.load(order);
-    if let Some((_, Mode::Reliable)) = config.intentra {
-        generator.settle_reliable();
-    }
     generator.result.gso_used = generator.gso;
     if let Some((_, Mode::Reliable)) = config.intentra {
+        generator.settle_reliable();
         generator.result.send_would_block = generator
             .peers
             .iter()
