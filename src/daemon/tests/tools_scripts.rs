@@ -156,7 +156,7 @@ fn apply_raises_buffers_and_leaves_busy_polling_unless_asked() {
     assert_eq!(tree.get("net.core.busy_read"), "0");
 
     let output = run(&["--apply", "--busy-poll"], Some(root));
-    assert!(output.status.success());
+    assert_succeeded(&output);
     assert_eq!(tree.get("net.core.busy_poll"), "50");
     assert_eq!(tree.get("net.core.busy_read"), "50");
     assert_eq!(run(&["--busy-poll"], Some(root)).status.code(), Some(2));

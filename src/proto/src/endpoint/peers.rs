@@ -610,8 +610,9 @@ impl Endpoint {
     }
 
     /// Where the state lies that sending to `peer` reads and writes: the slot's hot fields
-    /// and the current keys' send half (the receive half between them is not needed). `None` for a slot number out of range. Reads nothing of the peer, not even
-    /// whether the handle is stale: a hint for memory, never to be read through.
+    /// and the current keys' send half (the receive half between them is not needed).
+    /// `None` for a slot number out of range. Reads nothing of the peer, not even whether
+    /// the handle is stale: a hint for memory, never to be read through.
     ///
     /// A loop that sends one message to many peers (a publish, a hub's relay) asks for the
     /// next peer's state while it seals for the current one: with thousands of peers each
