@@ -103,6 +103,9 @@ pub struct LoadResult {
     pub sender_io: Option<String>,
     /// `--producer-thread`: sends the Handle refused with a full queue (then retried).
     pub queue_full: u64,
+    /// `--producer-thread`: CPU the sending node's loop thread used over the window (as
+    /// `cpu` is the producer's), measured at the first loop turn past each of its edges.
+    pub loop_cpu: Option<Duration>,
 }
 
 /// Why a sender could not run.

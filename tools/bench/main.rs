@@ -751,6 +751,7 @@ fn make_report(
         receiver_utilization: report::div(receiver_cpu_s, duration_s),
         generator_utilization: report::div(loaded.cpu.as_secs_f64(), duration_s),
         receiver_capacity_pps: report::div(received as f64, receiver_cpu_s),
+        sender_loop_cpu_s: loaded.loop_cpu.unwrap_or_default().as_secs_f64(),
         handshake_s: loaded.handshake.as_secs_f64(),
         keepalive_s: plan.keepalive.as_secs_f64(),
         producer_queue_full: loaded.queue_full,

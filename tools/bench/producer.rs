@@ -82,25 +82,28 @@ pub fn run(config: ProducerConfig, shared: Arc<Shared>) -> Result<LoadResult, Lo
     let bound = config.warmup + config.duration + LOOP_SLACK;
     let finished = Arc::new(AtomicBool::new(false));
     let producer_finished = Arc::clone(&finished);
+    let loop_shared = Arc::clone(&shared);
     // Once the producer is done, the loop goes on until every Reliable message it accepted
     // is acknowledged, so that the run's last messages (a loss, a host pause near the end)
     // are repaired as they would be in an application, not dropped with the node.
     let node_loop = thread::Builder::new()
         .name("bench-node".into())
         .spawn(move || {
-            node.run_until(bound, |n| {
+            let mut cpu = WindowCpu::default();
+            let outcome = node.run_until(bound, |n| {
+                cpu.observe(&loop_shared);
                 finished.load(Ordering::Acquire) && nothing_unacknowledged(n, peer)
-            })
+            });
+            (outcome, cpu.used())
         })
         .map_err(|_| LoadError::NodeThread)?;
     let produced = produce(&config, &shared, &handle, peer, &mut result);
     drain(&handle, produced.accepted);
     producer_finished.store(true, Ordering::Release);
     handle.wake();
-    node_loop
-        .join()
-        .map_err(|_| LoadError::NodeThread)?
-        .map_err(LoadError::Node)?;
+    let (outcome, loop_cpu) = node_loop.join().map_err(|_| LoadError::NodeThread)?;
+    outcome.map_err(LoadError::Node)?;
+    result.loop_cpu = Some(loop_cpu);
     let failed = handle.stats().failed;
     // Sends the loop refused after the handle took them (a Reliable window and its deferred
     // queue full, above all) never left: the window's are taken off `sent`, as the peers'
@@ -112,6 +115,44 @@ pub fn run(config: ProducerConfig, shared: Arc<Shared>) -> Result<LoadResult, Lo
     result.send_errors = failed.total().saturating_sub(failed.would_block);
     result.send_failed = failed_in_window;
     Ok(result)
+}
+
+/// The CPU time a thread used over the measurement window, read by that thread itself
+/// (`RUSAGE_THREAD`) whenever it calls `observe`: the node's loop does so once a turn, so
+/// each edge is as fine as one turn (a batch under load, at most the loop's 20 ms wait
+/// when idle).
+#[derive(Debug, Default)]
+struct WindowCpu {
+    start: Option<Duration>,
+    end: Option<Duration>,
+}
+
+impl WindowCpu {
+    fn observe(&mut self, shared: &Shared) {
+        if self.end.is_some() {
+            return;
+        }
+        let now = shared.now_ns();
+        // Both edges stay at u64::MAX until the producer sets them.
+        if self.start.is_none() && now >= shared.window_start.load(Ordering::Acquire) {
+            self.start = Some(sys::thread_cpu_time());
+        }
+        if self.start.is_some() && now >= shared.window_end.load(Ordering::Acquire) {
+            self.end = Some(sys::thread_cpu_time());
+        }
+    }
+
+    /// The window's CPU time; up to now where the window's end was not observed (the loop
+    /// stopped first), nothing where its start was not.
+    fn used(&self) -> Duration {
+        match self.start {
+            Some(start) => self
+                .end
+                .unwrap_or_else(sys::thread_cpu_time)
+                .saturating_sub(start),
+            None => Duration::ZERO,
+        }
+    }
 }
 
 /// Whether the node holds no Reliable message for `peer` that is not yet acknowledged: none

@@ -121,6 +121,20 @@ pub struct Report {
     pub generator_utilization: f64,
     /// received / receiver_cpu_s: packets per second one receiver core would handle at this cost.
     pub receiver_capacity_pps: f64,
+    /// `--producer-thread`: CPU the sending node's loop thread used over the window (its
+    /// producer's is `generator_cpu_s`); 0 for the peers' generator, which has no loop.
+    #[serde(default)]
+    pub sender_loop_cpu_s: f64,
+    /// sender_loop_cpu_s / duration_s: near 1.0 means the sending node's loop was the limit.
+    #[serde(default)]
+    pub sender_loop_utilization: f64,
+    /// Sender CPU per delivered message, nanoseconds: the generator's (or, with
+    /// `--producer-thread`, the producer thread's), and the sending node's loop's. With the
+    /// receiver's `receiver_cpu_ns_per_msg` they are what each thread of the path costs.
+    #[serde(default)]
+    pub generator_cpu_ns_per_msg: f64,
+    #[serde(default)]
+    pub sender_loop_cpu_ns_per_msg: f64,
     /// Wall time of the handshake phase.
     pub handshake_s: f64,
     /// Keepalive interval of both sides (raised above 10,000 peers, see `--help`).
@@ -168,6 +182,9 @@ impl Report {
         self.msgs_per_datagram = div(self.received as f64, self.received_datagrams as f64);
         self.receiver_cpu_ns_per_msg = div(cpu_ns, self.received as f64);
         self.receiver_cpu_ns_per_datagram = div(cpu_ns, self.received_datagrams as f64);
+        self.sender_loop_utilization = div(self.sender_loop_cpu_s, self.duration_s);
+        self.generator_cpu_ns_per_msg = div(self.generator_cpu_s * 1e9, self.received as f64);
+        self.sender_loop_cpu_ns_per_msg = div(self.sender_loop_cpu_s * 1e9, self.received as f64);
     }
 
     /// The label of the table's first column: the mode, or the bundling of a producer run
@@ -297,6 +314,20 @@ pub fn table(reports: &[&Report]) -> String {
             r.receiver_cpu_ns_per_datagram,
             r.handshake_s,
             r.drops_text()
+        );
+    }
+    // A producer run has three busy threads: what each costs says which one sets the limit.
+    for r in reports.iter().filter(|r| r.sender_loop_cpu_s > 0.0) {
+        let _ = writeln!(
+            out,
+            "{}: CPU per delivered message: producer {:.0} ns (busy {:.2}), node loop {:.0} ns (busy {:.2}), receiver {:.0} ns (busy {:.2})",
+            r.label(),
+            r.generator_cpu_ns_per_msg,
+            r.generator_utilization,
+            r.sender_loop_cpu_ns_per_msg,
+            r.sender_loop_utilization,
+            r.receiver_cpu_ns_per_msg,
+            r.receiver_utilization,
         );
     }
     out
@@ -468,6 +499,18 @@ mod tests {
         assert_eq!(report.msgs_per_datagram, 4.0);
         assert!((report.receiver_cpu_ns_per_msg - 1_000.0).abs() < 1e-6);
         assert!((report.receiver_cpu_ns_per_datagram - 4_000.0).abs() < 1e-6);
+        // No sending loop (the peers' generator): no loop figures, not a division by zero.
+        assert_eq!(report.sender_loop_utilization, 0.0);
+        assert_eq!(report.sender_loop_cpu_ns_per_msg, 0.0);
+        let mut producer = Report {
+            generator_cpu_s: 0.0005,
+            sender_loop_cpu_s: 0.0008,
+            ..report.clone()
+        };
+        producer.derive_rates();
+        assert!((producer.generator_cpu_ns_per_msg - 500.0).abs() < 1e-6);
+        assert!((producer.sender_loop_cpu_ns_per_msg - 800.0).abs() < 1e-6);
+        assert!((producer.sender_loop_utilization - 0.0008).abs() < 1e-12);
         // Nothing received: zeros, never NaN or infinity.
         let mut empty = Report::default();
         empty.derive_rates();
@@ -493,6 +536,10 @@ mod tests {
             "keepalive_s",
             "producer_queue_full",
             "max_rss_kib",
+            "sender_loop_cpu_s",
+            "sender_loop_utilization",
+            "generator_cpu_ns_per_msg",
+            "sender_loop_cpu_ns_per_msg",
         ] {
             assert!(map.remove(key).is_some(), "{key} is a key of the report");
         }

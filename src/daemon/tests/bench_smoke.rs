@@ -145,6 +145,15 @@ fn producer_thread_runs_bundling_off_and_on() {
         let latency = &report["latency_us"];
         assert!(num(latency, "p50") <= num(latency, "p99"));
         check_messages_and_datagrams(report);
+        // The three threads' costs: the producer's, the node loop's and the receiver's.
+        for key in [
+            "sender_loop_cpu_s",
+            "sender_loop_utilization",
+            "sender_loop_cpu_ns_per_msg",
+            "generator_cpu_ns_per_msg",
+        ] {
+            assert!(num(report, key) > 0.0, "{key} in {report}");
+        }
     }
     // Without bundling every datagram is one message.
     assert_eq!(
@@ -171,6 +180,9 @@ fn raw_and_intentra_runs_report_every_key_and_plot() {
 
     let intentra = run_bench(&[]);
     check_report(&intentra, "intentra");
+    // The peers' generator has no node loop to account for.
+    assert_eq!(num(&intentra, "sender_loop_cpu_s"), 0.0);
+    assert!(num(&intentra, "generator_cpu_ns_per_msg") > 0.0);
     assert_eq!(num(&intentra, "peers_up"), 4.0, "every peer handshakes");
     let drops = intentra["drops"].as_object().expect("drops object");
     for label in [
