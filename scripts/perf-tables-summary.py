@@ -100,6 +100,43 @@ def producer_rows(points):
     return rows
 
 
+def thread_rows(points):
+    """Per-thread CPU of each producer point (runs of builds before these keys: '-')."""
+    rows = []
+    for (t, point), runs in points.items():
+        if t != "producer":
+            continue
+        off = [r["result"]["off"] for r in runs]
+        on = [r["result"]["on"] for r in runs]
+
+        def each(reports, key, fmt="{:,.0f}"):
+            return spread([o.get(key) for o in reports], fmt)
+
+        def total(o):
+            keys = ["generator_cpu_ns_per_msg", "sender_loop_cpu_ns_per_msg", "receiver_cpu_ns_per_msg"]
+            if any(o.get(k) is None for k in keys) or not o.get("sender_loop_cpu_s"):
+                return None
+            return sum(o[k] for k in keys)
+
+        rows.append(
+            "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |".format(
+                point,
+                len(runs),
+                each(off, "generator_cpu_ns_per_msg"),
+                each(on, "generator_cpu_ns_per_msg"),
+                each(off, "sender_loop_cpu_ns_per_msg"),
+                each(on, "sender_loop_cpu_ns_per_msg"),
+                each(off, "receiver_cpu_ns_per_msg"),
+                each(on, "receiver_cpu_ns_per_msg"),
+                each(off, "sender_loop_utilization", "{:.2f}"),
+                each(on, "sender_loop_utilization", "{:.2f}"),
+                spread([total(o) for o in off]),
+                spread([total(o) for o in on]),
+            )
+        )
+    return rows
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -122,6 +159,12 @@ def main():
             "p50 µs off / on | p50 on ÷ off | p99 µs off / on |\n|" + "---|" * 9
         )
         print("\n".join(rows) + "\n")
+        print(
+            "### producer: CPU per delivered message by thread\n\n| point | runs | "
+            "producer ns off / on | node loop ns off / on | receiver ns off / on | "
+            "node loop busy off / on | all three ns off / on |\n|" + "---|" * 7
+        )
+        print("\n".join(thread_rows(points)) + "\n")
 
 
 if __name__ == "__main__":
