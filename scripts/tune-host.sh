@@ -8,7 +8,7 @@
 # --persist also writes them to /etc/sysctl.d/90-intentra.conf. A setting that cannot
 # be read (containers, missing /sys files) is printed as "unavailable", never an error.
 # Busy polling is applied only with --busy-poll: it spins a core per waiting socket, which
-# on a host with few cores costs more than it saves (perf/README.md, "Machine").
+# on a host with few cores costs more than it saves (perf/host-epyc-2026-12-07g.md, "Machine").
 set -euo pipefail
 
 # Overridable so tests can check what --persist writes without touching /etc.

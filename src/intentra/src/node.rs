@@ -789,9 +789,9 @@ fn publish_all(
 /// every peer in turn, with its send state ([`Endpoint::send_state`]) already on its way into
 /// the cache: asked for before sending to the current one, it arrives while that packet is
 /// sealed. With thousands of peers each is otherwise a run of cache misses (bench/core.rs,
-/// `fan_out`: 1.4–2.6x faster at 10,000 peers, perf/README.md). Sending to one peer moves no
-/// other in the slab,
-/// so the answer is the same before the send as after it.
+/// `fan_out`: 1.4–2.6x faster at 10,000 peers on the host of perf/host-epyc-2026-12-07g.md;
+/// on the one of perf/README.md the walk costs about the same either way). Sending to one
+/// peer moves no other in the slab, so the answer is the same before the send as after it.
 fn next_recipient(endpoint: &Endpoint, after: Option<PeerId>) -> Option<PeerId> {
     let next = endpoint.next_established(after);
     if let Some(state) = next.and_then(|next| endpoint.send_state(next)) {
