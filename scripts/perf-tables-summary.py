@@ -71,13 +71,16 @@ def compare_rows(points, table):
     return rows
 
 
+def producer_points(points):
+    """Each producer point with its runs' bundling-off and bundling-on reports."""
+    for (t, point), runs in points.items():
+        if t == "producer":
+            yield point, runs, [r["result"]["off"] for r in runs], [r["result"]["on"] for r in runs]
+
+
 def producer_rows(points):
     rows = []
-    for (t, point), runs in points.items():
-        if t != "producer":
-            continue
-        off = [r["result"]["off"] for r in runs]
-        on = [r["result"]["on"] for r in runs]
+    for point, runs, off, on in producer_points(points):
         ratio = [r["result"]["ratio"] for r in runs]
         rows.append(
             "| {} | {} | {} / {} | **{}** | {} / {} | {} / {} | {} / {} | **{}** | {} / {} |".format(
@@ -103,11 +106,7 @@ def producer_rows(points):
 def thread_rows(points):
     """Per-thread CPU of each producer point (runs of builds before these keys: '-')."""
     rows = []
-    for (t, point), runs in points.items():
-        if t != "producer":
-            continue
-        off = [r["result"]["off"] for r in runs]
-        on = [r["result"]["on"] for r in runs]
+    for point, runs, off, on in producer_points(points):
 
         def each(reports, key, fmt="{:,.0f}"):
             return spread([o.get(key) for o in reports], fmt)

@@ -133,6 +133,7 @@ pub struct Report {
     /// receiver's `receiver_cpu_ns_per_msg` they are what each thread of the path costs.
     #[serde(default)]
     pub generator_cpu_ns_per_msg: f64,
+    /// The sending node's loop's CPU per delivered message (0 without `--producer-thread`).
     #[serde(default)]
     pub sender_loop_cpu_ns_per_msg: f64,
     /// Wall time of the handshake phase.
