@@ -2,7 +2,8 @@
 //! Reliable retransmissions and delayed ACKs, the expiry of replaced keys, and cookie-secret rotation.
 //!
 //! Each peer keeps its deadlines in a `TimerTable` indexed by `Timer`; its next wake-up is the
-//! table's minimum, never a value kept by hand. The endpoint keeps one min-heap of wake-ups
+//! table's minimum, which the table keeps up to date itself on every change, never a value
+//! kept by hand. The endpoint keeps one min-heap of wake-ups
 //! (peers and responder handshakes), so `handle_timeout` touches only what is due. Entries
 //! are invalidated lazily: a peer's entry counts only while it equals the earliest wake-up
 //! the peer has in the heap (`Peer::scheduled`); anything else is discarded when popped.
@@ -52,24 +53,34 @@ impl Timer {
 /// A peer's deadlines, one slot per `Timer`; `None` is a stopped timer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct TimerTable {
+    /// The minimum of `at`, updated with it: every received packet asks for it (`schedule`),
+    /// and one field sits in the slot's line that packet reads anyway, where the nine slots
+    /// span three.
+    earliest: Option<Timestamp>,
     at: [Option<Timestamp>; Timer::COUNT],
 }
 
 impl TimerTable {
     pub(super) fn set(&mut self, timer: Timer, at: Timestamp) {
         self.at[timer as usize] = Some(at);
+        // A later deadline may replace the earliest one: only a scan knows the new minimum
+        // (timer visits, not the per-packet path, set deadlines).
+        self.earliest = self.at.iter().flatten().min().copied();
     }
 
     /// Makes the timer fire no later than `at`: state changed so that the concern must be
     /// looked at by then (the next visit recomputes every deadline from the peer's state).
     pub(super) fn arm(&mut self, timer: Timer, at: Timestamp) {
         let slot = &mut self.at[timer as usize];
-        *slot = Some(slot.map_or(at, |t| t.min(at)));
+        let armed = slot.map_or(at, |t| t.min(at));
+        *slot = Some(armed);
+        // Only this slot moved, and never later: the minimum is the old one or this.
+        self.earliest = Some(self.earliest.map_or(armed, |e| e.min(armed)));
     }
 
     /// The earliest running deadline: when the peer next needs `handle_timeout`.
     pub(super) fn next(&self) -> Option<Timestamp> {
-        self.at.iter().flatten().min().copied()
+        self.earliest
     }
 }
 
@@ -410,6 +421,46 @@ mod tests {
         );
         table.arm(Timer::Retransmit, Timestamp::from_millis(5));
         assert_eq!(table.next(), Some(Timestamp::from_millis(5)));
+        // A later deadline set over the earliest one: the next is found again among the rest.
+        table.set(Timer::Retransmit, Timestamp::from_millis(50));
+        assert_eq!(table.next(), Some(Timestamp::from_millis(20)));
+    }
+
+    /// The kept minimum never drifts from the table it summarises, whatever the mix of
+    /// `set` (any direction) and `arm` (never later) over every timer.
+    #[test]
+    fn the_next_deadline_is_always_the_minimum_of_the_running_timers() {
+        use rand_chacha::rand_core::RngCore;
+        const TIMERS: [Timer; Timer::COUNT] = [
+            Timer::HandshakeRetry,
+            Timer::HandshakeExpiry,
+            Timer::Idle,
+            Timer::KeyExpiry,
+            Timer::Rekey,
+            Timer::PreviousKeys,
+            Timer::Keepalive,
+            Timer::Retransmit,
+            Timer::Ack,
+        ];
+        let mut rng = ChaCha20Rng::seed_from_u64(29);
+        for _ in 0..200 {
+            let mut table = TimerTable::default();
+            let mut model: [Option<Timestamp>; Timer::COUNT] = [None; Timer::COUNT];
+            for _ in 0..40 {
+                let timer = TIMERS[rng.next_u32() as usize % TIMERS.len()];
+                let at = Timestamp::from_millis(u64::from(rng.next_u32() % 1_000));
+                let slot = &mut model[timer as usize];
+                if rng.next_u32() % 2 == 0 {
+                    table.set(timer, at);
+                    *slot = Some(at);
+                } else {
+                    table.arm(timer, at);
+                    *slot = Some(slot.map_or(at, |t| t.min(at)));
+                }
+                assert_eq!(table.next(), model.iter().flatten().min().copied());
+                assert_eq!(table.at, model);
+            }
+        }
     }
 
     #[test]
