@@ -2,8 +2,8 @@
 //! Reliable retransmissions and delayed ACKs, the expiry of replaced keys, and cookie-secret rotation.
 //!
 //! Each peer keeps its deadlines in a `TimerTable` indexed by `Timer`; its next wake-up is the
-//! table's minimum, which the table keeps up to date itself on every change, never a value
-//! kept by hand. The endpoint keeps one min-heap of wake-ups
+//! table's minimum, which the table updates with every change to its deadlines and nothing
+//! else writes. The endpoint keeps one min-heap of wake-ups
 //! (peers and responder handshakes), so `handle_timeout` touches only what is due. Entries
 //! are invalidated lazily: a peer's entry counts only while it equals the earliest wake-up
 //! the peer has in the heap (`Peer::scheduled`); anything else is discarded when popped.
