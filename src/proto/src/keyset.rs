@@ -99,27 +99,36 @@ pub struct Opened {
 
 /// Keys, counters and replay state of one session (one completed handshake).
 ///
-/// `repr(C)`, in the order a received packet reads them (index, replay window, receive key),
+/// `repr(C)`, in the order a received packet reads them (index, receive key, the replay
+/// window's highest counter), then the window's bitmap, of which a packet reads one word,
 /// then what sending reads: a receive touches one run of adjacent cache lines, which the
-/// hardware prefetcher follows, instead of lines scattered over the set.
+/// hardware prefetcher follows, and one more, instead of lines scattered over the set.
 #[repr(C)]
 pub struct KeySet {
     pub local_index: SessionIndex,
     /// Set once any packet opened under these keys: the peer has them too.
     pub received_any: bool,
-    replay: ReplayWindow,
     recv: PacketKey,
+    replay: ReplayWindow,
     pub remote_index: SessionIndex,
     next_counter: u64,
-    send: PacketKey,
+    /// Before the send key, in what would otherwise be its alignment padding.
     pub created: Timestamp,
+    send: PacketKey,
 }
 
 impl KeySet {
-    /// Bytes from the start of a key set to the end of what opening a packet reads (index,
-    /// replay window, receive key); the send half after it is not needed to receive.
-    pub const RECEIVE_EXTENT: usize =
-        core::mem::offset_of!(KeySet, recv) + core::mem::size_of::<PacketKey>();
+    /// Bytes from the start of a key set to the end of the run that opening any packet reads
+    /// (index, receive key, the replay window's highest counter). Besides it a packet reads
+    /// one word of the window's bitmap ([`Self::replay_word_offset`]); the send half after
+    /// the window is not needed to receive.
+    pub const RECEIVE_EXTENT: usize = core::mem::offset_of!(KeySet, replay) + ReplayWindow::HEAD;
+
+    /// Where, from the start of a key set, the replay bitmap word lies that opening a packet
+    /// with `counter` reads and marks.
+    pub fn replay_word_offset(counter: Counter) -> usize {
+        core::mem::offset_of!(KeySet, replay) + ReplayWindow::word_offset(counter)
+    }
 
     /// Bytes from the start of a key set to where what sealing a packet reads begins (the
     /// peer's index, the send counter and key); it runs to the end of the set.
@@ -214,6 +223,14 @@ impl KeySet {
             core::ptr::from_ref(&self.recv) as usize + core::mem::size_of::<PacketKey>();
         let send = core::ptr::from_ref(&self.send) as usize;
         (start, receive_end, send)
+    }
+
+    /// Test hook: the addresses of the replay window's highest counter and of the bitmap
+    /// word that opening `counter` reads.
+    #[cfg(test)]
+    pub fn replay_layout(&self, counter: Counter) -> (usize, usize) {
+        let window = core::ptr::from_ref(&self.replay) as usize;
+        (window, window + ReplayWindow::word_offset(counter))
     }
 
     /// Test hook: the addresses of what sealing reads (remote index, send counter, the send

@@ -98,6 +98,17 @@ impl ReplayWindow {
         Ok(())
     }
 
+    /// Bytes from the start of a window to the end of what every check reads (`highest`);
+    /// the bitmap follows, of which a check reads one word ([`Self::word_offset`]).
+    pub const HEAD: usize = core::mem::offset_of!(ReplayWindow, bitmap);
+
+    /// Where, from the start of a window, the bitmap word lies that checking and marking
+    /// `counter` read: for a cache hint, which then need not name the whole bitmap.
+    pub fn word_offset(counter: Counter) -> usize {
+        let (block, _) = locate(counter.0);
+        Self::HEAD + block * core::mem::size_of::<u64>()
+    }
+
     /// The largest counter marked so far.
     pub fn highest(&self) -> Option<Counter> {
         self.highest.map(Counter)

@@ -104,9 +104,10 @@ pub struct Datagram<'a> {
     pub later_header: Option<NextHeader>,
 }
 
-/// How many leading bytes of the next datagram [`Datagram::next_header`] carries: enough for
-/// an intentra transport header's type and receiver index.
-pub const NEXT_HEADER_LEN: usize = 8;
+/// How many leading bytes of the next datagram [`Datagram::next_header`] carries: a whole
+/// intentra transport header, whose receiver index names the peer's state and whose counter
+/// names the one word of its replay window that the packet reads.
+pub const NEXT_HEADER_LEN: usize = 16;
 
 /// The leading bytes of a datagram, see [`Datagram::next_header`].
 pub type NextHeader = [u8; NEXT_HEADER_LEN];
@@ -128,11 +129,20 @@ pub fn header_of(data: &[u8]) -> NextHeader {
 /// only when the kernel coalesced several into it (GRO, `gro_segment` bytes each). For a
 /// driver's look-ahead ([`Datagram::next_header`], [`Datagram::later_header`]).
 pub(crate) fn leading_headers(data: &[u8], gro_segment: Option<usize>) -> [Option<NextHeader>; 2] {
-    let second = match gro_segment {
-        Some(segment) if segment > 0 && segment < data.len() => data.get(segment..).map(header_of),
-        _ => None,
-    };
-    [Some(header_of(data)), second]
+    match gro_segment {
+        Some(segment) if segment > 0 && segment < data.len() => [
+            Some(segment_header(data, segment)),
+            data.get(segment..)
+                .map(|rest| segment_header(rest, segment)),
+        ],
+        _ => [Some(header_of(data)), None],
+    }
+}
+
+/// The header of the first datagram in `data`, a run of coalesced `segment`-byte datagrams:
+/// never bytes of the one after it, even when a datagram is shorter than a header.
+fn segment_header(data: &[u8], segment: usize) -> NextHeader {
+    header_of(data.get(..segment).unwrap_or(data))
 }
 
 /// The look-ahead past one received buffer, from the leading headers of the next buffer
@@ -463,8 +473,11 @@ pub(crate) fn deliver(
         // The segments after this one first, then what follows the buffer.
         let (next_header, later_header) = match tail.get(segment..) {
             _ if tail.is_empty() => (after[0], after[1]),
-            Some(later) if !later.is_empty() => (Some(header_of(tail)), Some(header_of(later))),
-            _ => (Some(header_of(tail)), after[0]),
+            Some(later) if !later.is_empty() => (
+                Some(segment_header(tail, segment)),
+                Some(segment_header(later, segment)),
+            ),
+            _ => (Some(segment_header(tail, segment)), after[0]),
         };
         stats.datagrams += 1;
         let flow = on_datagram(Datagram {
@@ -613,9 +626,12 @@ mod tests {
     #[test]
     fn a_header_is_the_leading_bytes_zero_padded() {
         let long: Vec<u8> = (1..=20).collect();
-        assert_eq!(header_of(&long), [1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(header_of(&long[..8]), [1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(header_of(&long[..3]), [1, 2, 3, 0, 0, 0, 0, 0]);
+        let whole: NextHeader = std::array::from_fn(|i| i as u8 + 1);
+        assert_eq!(header_of(&long), whole);
+        assert_eq!(header_of(&long[..NEXT_HEADER_LEN]), whole);
+        let mut short = [0; NEXT_HEADER_LEN];
+        short[..3].copy_from_slice(&[1, 2, 3]);
+        assert_eq!(header_of(&long[..3]), short);
         assert_eq!(header_of(&[]), [0; NEXT_HEADER_LEN]);
     }
 
@@ -629,9 +645,17 @@ mod tests {
         // A segment size as long as the buffer or zero: one datagram.
         assert_eq!(leading_headers(&single, Some(20))[1], None);
         assert_eq!(leading_headers(&single, Some(0))[1], None);
+        // Coalesced 8-byte datagrams: each header stops at its datagram's end.
         assert_eq!(
             leading_headers(&single, Some(8)),
-            [Some(header_of(&single)), Some(header_of(&single[8..]))]
+            [
+                Some(header_of(&single[..8])),
+                Some(header_of(&single[8..16]))
+            ]
+        );
+        assert_eq!(
+            leading_headers(&single, Some(16)),
+            [Some(header_of(&single)), Some(header_of(&single[16..]))]
         );
         let (a, b) = ([1; NEXT_HEADER_LEN], [2; NEXT_HEADER_LEN]);
         let unused = || panic!("asked for a datagram that is not next but one");

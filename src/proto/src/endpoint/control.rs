@@ -64,7 +64,7 @@ impl Endpoint {
                 let Some(InitiatorHandshake {
                     phase: Phase::AwaitResponse(initiator),
                     ..
-                }) = peer.handshake.as_mut()
+                }) = peer.handshake.as_deref_mut()
                 else {
                     return None;
                 };
@@ -76,7 +76,7 @@ impl Endpoint {
                 let Some(InitiatorHandshake {
                     phase: Phase::AwaitConfirm { finish },
                     ..
-                }) = peer.handshake.as_ref()
+                }) = peer.handshake.as_deref()
                 else {
                     return None;
                 };

@@ -532,7 +532,7 @@ impl Endpoint {
         let Some(InitiatorHandshake {
             phase: Phase::AwaitResponse(initiator),
             ..
-        }) = peer.handshake.as_ref()
+        }) = peer.handshake.as_deref()
         else {
             return Err(DropReason::UnknownSession);
         };
@@ -558,14 +558,14 @@ impl Endpoint {
             self.free_index(local_index);
             return false;
         };
-        let stale = peer.handshake.replace(InitiatorHandshake {
+        let stale = peer.handshake.replace(Box::new(InitiatorHandshake {
             phase: Phase::AwaitResponse(Box::new(initiator)),
             local_index,
             started: now,
             next_retry: now + retry,
             retry_interval: retry,
             finish_resends: 0,
-        });
+        }));
         if let Some(stale) = stale {
             // A handshake still waiting for its response owns its index; one waiting for
             // confirmation shares it with a key set, which its own replacement retires.

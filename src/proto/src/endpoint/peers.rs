@@ -15,7 +15,7 @@ use crate::reliable::{ReliableReceiver, ReliableSender, MAX_QUEUE_BYTES};
 use crate::stats::CloseReason;
 use crate::strikes::Strikes;
 use crate::time::Timestamp;
-use crate::wire::{read_u32, PacketType, SessionIndex, COOKIE_LEN, VERSION};
+use crate::wire::{read_u32, read_u64, Counter, PacketType, SessionIndex, COOKIE_LEN, VERSION};
 
 /// Stray-counter packets opened per second and in a burst, per peer (PROTOCOL.md 8).
 pub(super) const STRAY_RATE: u32 = 100;
@@ -42,13 +42,15 @@ pub(super) enum KeyRole {
 }
 
 /// Where the state lies that [`Endpoint::handle_datagram`] reads for one transport packet:
-/// the slot of its peer, hot fields and current keys first ([`Endpoint::hot_state`]), or the
-/// index-table entries that lead to it ([`Endpoint::index_hint`]). Only addresses, for a
-/// cache hint.
+/// the slot of its peer, hot fields and current keys first, and one word of the replay
+/// window away from them ([`Endpoint::hot_state`]), or the index-table entries that lead to
+/// it ([`Endpoint::index_hint`]). Only addresses, for a cache hint.
 #[derive(Debug, Clone, Copy)]
 pub struct HotState {
     start: *const u8,
     end: *const u8,
+    /// A lone word outside `start..end`, if the state has one.
+    word: Option<*const u8>,
 }
 
 /// Where the state lies that sending to one peer reads and writes
@@ -82,6 +84,15 @@ pub struct TableMemory {
 const CACHE_LINE: usize = 64;
 
 impl HotState {
+    /// The bytes `start..end` and nothing else.
+    fn range(start: *const u8, end: *const u8) -> HotState {
+        HotState {
+            start,
+            end,
+            word: None,
+        }
+    }
+
     /// One address in every cache line of the state. They are for a prefetch hint, never
     /// to be read through: they dangle as soon as the endpoint changes.
     pub fn lines(&self) -> impl Iterator<Item = *const u8> {
@@ -92,7 +103,15 @@ impl HotState {
         let len = (self.end as usize)
             .saturating_sub(self.start as usize)
             .saturating_add(offset);
-        (0..len.div_ceil(CACHE_LINE)).map(move |line| start.wrapping_add(line * CACHE_LINE))
+        let lines = len.div_ceil(CACHE_LINE);
+        let range_end = start as usize + lines * CACHE_LINE;
+        // The word's line, unless the range names it already.
+        let word = self
+            .word
+            .filter(|&word| !(start as usize..range_end).contains(&(word as usize)));
+        (0..lines)
+            .map(move |line| start.wrapping_add(line * CACHE_LINE))
+            .chain(word)
     }
 }
 
@@ -132,9 +151,6 @@ pub(super) struct Peer {
     pub(super) keepalive_queued: bool,
     pub(super) retransmit_queued: bool,
     pub(super) bucket: TokenBucket,
-    /// The budget of packets with stray counters (far ahead of anything accepted), so that
-    /// junk with made-up counters cannot spend `bucket`, which the genuine packets need.
-    pub(super) stray: TokenBucket,
     pub(super) last_received: Timestamp,
     pub(super) last_sent: Timestamp,
     pub(super) packets_received: u64,
@@ -145,9 +161,14 @@ pub(super) struct Peer {
     pub(super) addr: SocketAddr,
     /// Deadlines by concern; the peer's next wake-up is their minimum.
     pub(super) timers: TimerTable,
-    /// Small, and whether it is set is asked of every packet under the current keys.
-    pub(super) handshake: Option<InitiatorHandshake>,
+    /// Whether it is set is asked of every packet under the current keys, so the pointer is
+    /// here; the handshake itself, held only while one is in flight, is not.
+    pub(super) handshake: Option<Box<InitiatorHandshake>>,
     pub(super) current: Option<KeySet>,
+    /// The budget of packets with stray counters (far ahead of anything accepted), so that
+    /// junk with made-up counters cannot spend `bucket`, which the genuine packets need.
+    /// Past the current keys: a genuine packet never touches it.
+    pub(super) stray: TokenBucket,
     /// The previous and next key sets, held only around a rekey.
     pub(super) spare: Option<Box<SpareKeys>>,
     /// The Reliable stream we send, from our first Reliable message on.
@@ -314,6 +335,12 @@ const RECEIVE_EXTENT: usize = std::mem::offset_of!(PeerEntry, peer)
     + std::mem::offset_of!(Peer, current)
     + KeySet::RECEIVE_EXTENT;
 
+/// Where, from the start of a slab slot, the current keys' replay bitmap word for `counter`
+/// lies: outside the run above, so named on its own.
+fn replay_word_offset(counter: Counter) -> usize {
+    HOT_FIELDS_END + KeySet::replay_word_offset(counter)
+}
+
 /// Bytes from the start of a slab slot to the end of the peer's hot fields, where the current
 /// key set begins: the first part of what [`Endpoint::send_state`] names.
 const HOT_FIELDS_END: usize =
@@ -328,8 +355,9 @@ const SEND_KEYS: (usize, usize) = (
 /// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
 /// The peer is inline, not boxed: a packet's slot number is then enough to know where its
 /// state lies, without loading a pointer first (`Endpoint::hot_state`). `repr(C)`: the
-/// generation, checked for every packet, leads, in the peer's first line.
-#[repr(C)]
+/// generation, checked for every packet, leads, in the peer's first line. Aligned to a
+/// cache line, so that every slot's hot run spans the fewest lines, whatever its number.
+#[repr(C, align(64))]
 pub(super) struct PeerEntry {
     pub(super) generation: u32,
     pub(super) peer: Option<Peer>,
@@ -584,8 +612,10 @@ impl Endpoint {
     }
 
     /// Where the state lies that `handle_datagram` will read for a transport packet whose
-    /// first bytes are `header` (8 are enough); `None` for anything else (handshake packets,
-    /// junk, an index we did not issue). Reads the header and the index table, changes
+    /// first bytes are `header`; `None` for anything else (handshake packets, junk, an index
+    /// we did not issue). 8 bytes are enough to name the peer's hot run; with the whole
+    /// 16-byte header the counter also names the replay window's word the packet reads
+    /// (without it that word is not named). Reads the header and the index table, changes
     /// nothing, never fails on any input.
     ///
     /// A receive loop that knows the next datagram of its batch asks for it while handling
@@ -603,9 +633,13 @@ impl Endpoint {
         // those it waits for.
         let entry = self.peers.get(id.slot as usize)?;
         let start = std::ptr::from_ref(entry).cast::<u8>();
+        let word = header
+            .get(8..16)
+            .map(|counter| start.wrapping_add(replay_word_offset(Counter(read_u64(counter, 0)))));
         Some(HotState {
             start,
             end: start.wrapping_add(RECEIVE_EXTENT),
+            word,
         })
     }
 
@@ -622,14 +656,11 @@ impl Endpoint {
         let entry = self.peers.get(peer.slot as usize)?;
         let start = std::ptr::from_ref(entry).cast::<u8>();
         Some(SendState {
-            hot: HotState {
-                start,
-                end: start.wrapping_add(HOT_FIELDS_END),
-            },
-            keys: HotState {
-                start: start.wrapping_add(SEND_KEYS.0),
-                end: start.wrapping_add(SEND_KEYS.1),
-            },
+            hot: HotState::range(start, start.wrapping_add(HOT_FIELDS_END)),
+            keys: HotState::range(
+                start.wrapping_add(SEND_KEYS.0),
+                start.wrapping_add(SEND_KEYS.1),
+            ),
         })
     }
 
@@ -668,7 +699,7 @@ impl Endpoint {
         // The entries straddle cache lines; starting at the line boundary lets `lines` name
         // every line they touch.
         let start = entry.wrapping_sub(entry as usize % CACHE_LINE);
-        Some(HotState { start, end })
+        Some(HotState::range(start, end))
     }
 
     pub(super) fn lookup(&self, index: SessionIndex) -> Option<SlotTarget> {
@@ -703,14 +734,38 @@ mod tests {
         let aligned = base.wrapping_add(CACHE_LINE - (base as usize) % CACHE_LINE);
         // 70 bytes from 60 bytes into a line span that line and the next two.
         let start = aligned.wrapping_add(60);
-        let hint = HotState {
-            start,
-            end: start.wrapping_add(70),
-        };
+        let hint = HotState::range(start, start.wrapping_add(70));
         let lines: Vec<usize> = hint.lines().map(|line| line as usize).collect();
         let first = aligned as usize;
         assert_eq!(lines, [first, first + CACHE_LINE, first + 2 * CACHE_LINE]);
-        let empty = HotState { start, end: start };
+        let empty = HotState::range(start, start);
         assert_eq!(empty.lines().count(), 1, "the line holding `start`");
+    }
+
+    #[test]
+    fn a_lone_word_adds_its_line_once() {
+        let bytes = [0u8; 6 * CACHE_LINE];
+        let base = bytes.as_ptr();
+        let aligned = base.wrapping_add(CACHE_LINE - (base as usize) % CACHE_LINE);
+        let first = aligned as usize;
+        let with_word = |word: usize| {
+            HotState {
+                start: aligned,
+                end: aligned.wrapping_add(CACHE_LINE + 8),
+                word: Some(aligned.wrapping_add(word)),
+            }
+            .lines()
+            .map(|line| line as usize)
+            .collect::<Vec<_>>()
+        };
+        // Beyond the range: its own line, the one that holds it.
+        let far = with_word(4 * CACHE_LINE + 40);
+        assert_eq!(
+            far,
+            [first, first + CACHE_LINE, first + 4 * CACHE_LINE + 40]
+        );
+        assert_eq!(far[2] / CACHE_LINE, (first + 4 * CACHE_LINE) / CACHE_LINE);
+        // Within a line the range names already (even past `end`): not again.
+        assert_eq!(with_word(CACHE_LINE + 32), [first, first + CACHE_LINE]);
     }
 }

@@ -156,7 +156,7 @@ mod tests {
     use crate::keyset::KeySet;
     use crate::reliable::{ReliableReceiver, ReliableSender};
     use crate::time::Timestamp;
-    use crate::wire::MAX_DATAGRAM_LEN;
+    use crate::wire::{Counter, MAX_DATAGRAM_LEN};
 
     const ADDR_A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
     const ADDR_B: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 2);
@@ -274,33 +274,53 @@ mod tests {
             .send(pair.now, toward_a, Mode::Realtime, b"hint", &mut pair.buf)
             .expect("send");
         assert!(matches!(sent, Sent::Now(_)));
+        // A counter far into the window, so its bitmap word lies away from the run.
+        let counter = 1_000u64;
+        pair.buf[8..16].copy_from_slice(&counter.to_le_bytes());
         let hint = pair
             .a
-            .hot_state(&pair.buf[..8])
+            .hot_state(&pair.buf[..16])
             .expect("a transport packet");
-        let lines: Vec<usize> = hint.lines().map(|line| line as usize).collect();
-        let (first, last) = (lines[0], lines[lines.len() - 1] + 63);
+        let lines: Vec<usize> = hint.lines().map(|line| line as usize / 64).collect();
         let entry = &pair.a.peers[peer.slot as usize];
         let peer_state = entry.peer.as_ref().expect("live");
-        let (keys, receive_end, send) = peer_state.current.as_ref().expect("keys").layout();
-        // The slot's generation, the peer's hot fields and the keys' receive half are named
-        // (the last line holds the receive key's last byte) ...
+        let keys = peer_state.current.as_ref().expect("keys");
+        let (start, receive_end, send) = keys.layout();
+        let (highest, word) = keys.replay_layout(Counter(counter));
+        // The slot's generation, the peer's hot fields, the receive key, the window's highest
+        // counter and the counter's bitmap word are named ...
         for address in [
             std::ptr::from_ref(&entry.generation) as usize,
             std::ptr::from_ref(peer_state) as usize,
             std::ptr::from_ref(&peer_state.timers) as usize,
-            keys,
+            std::ptr::from_ref(&peer_state.handshake) as usize,
+            start,
             receive_end - 1,
+            highest,
+            word,
         ] {
             assert!(
-                (first..=last).contains(&address),
-                "{address:#x} not in the hint {first:#x}..={last:#x} (entry {:#x}, keys {keys:#x}, receive end {receive_end:#x}, send {send:#x})",
+                lines.contains(&(address / 64)),
+                "{address:#x} not in the hint {lines:x?} (entry {:#x}, keys {start:#x}, receive end {receive_end:#x}, send {send:#x})",
                 std::ptr::from_ref(entry) as usize
             );
         }
-        // ... and not the send key, which receiving never reads.
-        assert!(send + 64 > last, "the hint runs on into the send key");
+        // ... and not the send key, which receiving never reads, nor the rest of the bitmap:
+        // the run and one more line, about half the slot's.
+        assert!(
+            !lines.contains(&((send + 64) / 64)),
+            "the hint runs into the send key"
+        );
         assert!(lines.len() < size_of::<super::super::peers::PeerEntry>() / 64);
+        // With ring's key (544 bytes): 13 lines of run and the word's.
+        #[cfg(not(feature = "rustcrypto"))]
+        assert!(lines.len() <= 14, "{} lines", lines.len());
+        // With only the first 8 bytes, the run alone.
+        let short = pair
+            .a
+            .hot_state(&pair.buf[..8])
+            .expect("a transport packet");
+        assert_eq!(short.lines().count(), lines.len() - 1);
     }
 
     #[test]
