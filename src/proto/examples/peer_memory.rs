@@ -13,13 +13,14 @@
 //!
 //! Linux only (it reads /proc). Prints one line per measurement.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use intentra_proto::wire::MAX_DATAGRAM_LEN;
-use intentra_proto::{Endpoint, EndpointConfig, Keypair, Timestamp};
+use intentra_proto::{Endpoint, Timestamp};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+
+mod support;
 
 const PAGE: u64 = 4096;
 
@@ -34,12 +35,6 @@ fn resident_bytes() -> u64 {
     pages * PAGE
 }
 
-/// A distinct source address per client, so no per-source budget is shared.
-fn client_addr(i: usize) -> SocketAddr {
-    let [_, b, c, d] = (i as u32).to_be_bytes();
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b, c, d)), 40_000)
-}
-
 fn main() {
     let peers: usize = std::env::args()
         .nth(1)
@@ -48,17 +43,9 @@ fn main() {
     let huge_pages = std::env::args().nth(2).as_deref() == Some("--huge-pages");
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let start = Timestamp::from_millis(1_000);
-    let hub_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 5000);
 
     let before_hub = resident_bytes();
-    let mut config = EndpointConfig::new(Keypair::generate(&mut rng));
-    config.max_peers = peers;
-    // Every handshake is admitted: the measurement is of sessions, not of the defences.
-    config.handshake_rate = u32::MAX / 2;
-    config.handshake_burst = u32::MAX / 2;
-    config.handshake_rate_per_source = u32::MAX / 2;
-    config.handshake_burst_per_source = u32::MAX / 2;
-    let hub_key = config.keypair.public;
+    let config = support::hub_config(&mut rng, peers);
     let mut hub = Endpoint::new(config, start, ChaCha20Rng::seed_from_u64(8));
     let advised = if huge_pages {
         let table = hub.peer_table_memory();
@@ -74,34 +61,8 @@ fn main() {
     for i in 0..peers {
         // A microsecond per handshake: the hub's timers never come due during the run.
         now += Duration::from_micros(1);
-        let mut client_config = EndpointConfig::new(Keypair::generate(&mut rng));
-        client_config.max_peers = 1;
-        client_config.handshakes_in_flight = 1;
-        let mut client = Endpoint::new(
-            client_config,
-            now,
-            ChaCha20Rng::seed_from_u64(1_000 + i as u64),
-        );
-        let addr = client_addr(i);
-        client
-            .connect(now, hub_addr, hub_key)
-            .expect("the client connects");
-        loop {
-            let mut moved = false;
-            while let Some(t) = client.poll_transmit(now, &mut buf) {
-                hub.handle_datagram(now, addr, &mut buf[..t.len]);
-                moved = true;
-            }
-            while let Some(t) = hub.poll_transmit(now, &mut buf) {
-                client.handle_datagram(now, hub_addr, &mut buf[..t.len]);
-                moved = true;
-            }
-            while hub.poll_event().is_some() {}
-            while client.poll_event().is_some() {}
-            if !moved {
-                break;
-            }
-        }
+        // Dropped at once: what stays resident is the hub's.
+        support::connect_client(&mut hub, &mut rng, i, now, &mut buf);
     }
     let established = hub.established_peers().count();
     assert_eq!(established, peers, "every session is established");

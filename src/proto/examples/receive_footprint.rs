@@ -14,19 +14,15 @@
 //!
 //! Prints the packets opened and messages delivered, which must equal M.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use intentra_proto::wire::MAX_DATAGRAM_LEN;
-use intentra_proto::{Endpoint, EndpointConfig, Keypair, Mode, Timestamp};
+use intentra_proto::{Endpoint, Mode, Timestamp};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-/// A distinct source address per client, so no per-source budget is shared.
-fn client_addr(i: usize) -> SocketAddr {
-    let [_, b, c, d] = (i as u32).to_be_bytes();
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, b, c, d)), 40_000)
-}
+mod support;
 
 /// Opens every packet at the hub; returns the messages delivered. Not inlined, so that a
 /// profiler can collect this function alone.
@@ -51,16 +47,7 @@ fn main() {
         .unwrap_or(20_000);
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let start = Timestamp::from_millis(1_000);
-    let hub_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 5000);
-
-    let mut config = EndpointConfig::new(Keypair::generate(&mut rng));
-    config.max_peers = peers;
-    // Every handshake is admitted: the measurement is of sessions, not of the defences.
-    config.handshake_rate = u32::MAX / 2;
-    config.handshake_burst = u32::MAX / 2;
-    config.handshake_rate_per_source = u32::MAX / 2;
-    config.handshake_burst_per_source = u32::MAX / 2;
-    let hub_key = config.keypair.public;
+    let config = support::hub_config(&mut rng, peers);
     let mut hub = Endpoint::new(config, start, ChaCha20Rng::seed_from_u64(8));
     let mut buf = vec![0u8; MAX_DATAGRAM_LEN];
 
@@ -69,37 +56,14 @@ fn main() {
     for i in 0..peers {
         // A microsecond per handshake: no timer comes due during the run.
         now += Duration::from_micros(1);
-        let mut client_config = EndpointConfig::new(Keypair::generate(&mut rng));
-        client_config.max_peers = 1;
-        client_config.handshakes_in_flight = 1;
-        let mut client = Endpoint::new(
-            client_config,
-            now,
-            ChaCha20Rng::seed_from_u64(1_000 + i as u64),
-        );
-        let addr = client_addr(i);
-        client
-            .connect(now, hub_addr, hub_key)
-            .expect("the client connects");
-        loop {
-            let mut moved = false;
-            while let Some(t) = client.poll_transmit(now, &mut buf) {
-                hub.handle_datagram(now, addr, &mut buf[..t.len]).count();
-                moved = true;
-            }
-            while let Some(t) = hub.poll_transmit(now, &mut buf) {
-                client.handle_datagram(now, hub_addr, &mut buf[..t.len]).count();
-                moved = true;
-            }
-            while hub.poll_event().is_some() {}
-            while client.poll_event().is_some() {}
-            if !moved {
-                break;
-            }
-        }
-        clients.push((addr, client));
+        let client = support::connect_client(&mut hub, &mut rng, i, now, &mut buf);
+        clients.push((support::client_addr(i), client));
     }
-    assert_eq!(hub.established_peers().count(), peers, "every session is up");
+    assert_eq!(
+        hub.established_peers().count(),
+        peers,
+        "every session is up"
+    );
 
     // Each packet from a client drawn at random: consecutive packets seldom share a peer.
     let payload = [0x5Au8; 128];
