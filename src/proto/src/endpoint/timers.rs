@@ -432,6 +432,13 @@ mod tests {
         // A later deadline set over the earliest one: the next is found again among the rest.
         table.set(Timer::Retransmit, Timestamp::from_millis(50));
         assert_eq!(table.next(), Some(Timestamp::from_millis(20)));
+        // A deadline at the end of time is a stopped timer: with every one stopped, no wake-up.
+        for timer in [Timer::Keepalive, Timer::Idle, Timer::Retransmit] {
+            table.set(timer, Timestamp::NEVER);
+        }
+        assert_eq!(table.next(), None);
+        table.arm(Timer::Ack, Timestamp::from_millis(7));
+        assert_eq!(table.next(), Some(Timestamp::from_millis(7)));
     }
 
     /// The kept minimum never drifts from the table it summarises, whatever the mix of
