@@ -99,16 +99,18 @@ pub struct Opened {
 
 /// Keys, counters and replay state of one session (one completed handshake).
 ///
-/// `repr(C)`, in the order a received packet reads them (index, receive key, the replay
+/// `repr(C)`: first what a received packet reads (the receive key, the index, the replay
 /// window's highest counter), then the window's bitmap, of which a packet reads one word,
 /// then what sending reads: a receive touches one run of adjacent cache lines, which the
-/// hardware prefetcher follows, and one more, instead of lines scattered over the set.
+/// hardware prefetcher follows, and one more, instead of lines scattered over the set. The
+/// 16-byte-aligned key leads so that the small fields after it fill no alignment padding
+/// inside the run (`Endpoint::hot_state` names it; PeerEntry's layout test counts its lines).
 #[repr(C)]
 pub struct KeySet {
+    recv: PacketKey,
     pub local_index: SessionIndex,
     /// Set once any packet opened under these keys: the peer has them too.
     pub received_any: bool,
-    recv: PacketKey,
     replay: ReplayWindow,
     pub remote_index: SessionIndex,
     next_counter: u64,
@@ -119,7 +121,7 @@ pub struct KeySet {
 
 impl KeySet {
     /// Bytes from the start of a key set to the end of the run that opening any packet reads
-    /// (index, receive key, the replay window's highest counter). Besides it a packet reads
+    /// (receive key, index, the replay window's highest counter). Besides it a packet reads
     /// one word of the window's bitmap ([`Self::replay_word_offset`]); the send half after
     /// the window is not needed to receive.
     pub const RECEIVE_EXTENT: usize = core::mem::offset_of!(KeySet, replay) + ReplayWindow::HEAD;
@@ -189,7 +191,7 @@ impl KeySet {
     /// Whether `counter` is more than `STRAY_AHEAD` above every counter accepted so far
     /// (or, before any, not below `STRAY_AHEAD`).
     pub fn is_stray(&self, counter: Counter) -> bool {
-        let highest = self.replay.highest().map_or(0, |c| c.0);
+        let highest = self.replay.highest_or_zero().0;
         counter.0 > highest.saturating_add(STRAY_AHEAD)
     }
 

@@ -40,10 +40,16 @@ pub enum ReplayError {
 
 /// The set of counters seen recently, per direction of one session.
 /// `repr(C)`: `highest`, read for every packet, leads, beside the key set's index.
+///
+/// `highest` is a bare `u64`, 0 while nothing is marked: a fresh window then answers as
+/// one holding only an unmarked counter 0 would, which is the same rule (every counter
+/// acceptable, 0 included), so no case needs the difference but [`Self::highest`], which
+/// tells it from the bit of counter 0. Eight bytes, not an `Option`'s sixteen: the key set
+/// is laid out to the byte so that what a packet reads fits in as few cache lines as it can.
 #[derive(Debug, Clone)]
 #[repr(C)]
 pub struct ReplayWindow {
-    highest: Option<u64>,
+    highest: u64,
     /// Bit `c % 64` of block `(c / 64) % BLOCKS` says whether counter `c` was marked,
     /// for every `c` within the window below `highest`.
     bitmap: [u64; BLOCKS as usize],
@@ -54,16 +60,14 @@ impl ReplayWindow {
     pub fn new() -> Self {
         ReplayWindow {
             bitmap: [0; BLOCKS as usize],
-            highest: None,
+            highest: 0,
         }
     }
 
     /// Step 1, before the AEAD open: would `counter` be accepted? Mutates nothing.
     pub fn check(&self, counter: Counter) -> Result<(), ReplayError> {
         let c = counter.0;
-        let Some(highest) = self.highest else {
-            return Ok(());
-        };
+        let highest = self.highest;
         if c > highest {
             return Ok(());
         }
@@ -85,13 +89,10 @@ impl ReplayWindow {
     pub fn mark(&mut self, counter: Counter) -> Result<(), ReplayError> {
         self.check(counter)?;
         let c = counter.0;
-        match self.highest {
-            Some(highest) if c <= highest => {}
-            Some(highest) => {
-                self.slide(highest, c);
-                self.highest = Some(c);
-            }
-            None => self.highest = Some(c),
+        if c > self.highest {
+            // From a fresh window (0, nothing marked) this clears blocks that are clear.
+            self.slide(self.highest, c);
+            self.highest = c;
         }
         let (block, bit) = locate(c);
         self.bitmap[block] |= bit;
@@ -109,9 +110,19 @@ impl ReplayWindow {
         Self::HEAD + block * core::mem::size_of::<u64>()
     }
 
-    /// The largest counter marked so far.
+    /// The largest counter marked so far. The bit of counter 0 tells a fresh window from one
+    /// that marked only 0: the highest counter's own bit is always set, since marking sets
+    /// it and sliding clears only blocks above the old highest's.
     pub fn highest(&self) -> Option<Counter> {
-        self.highest.map(Counter)
+        let (block, bit) = locate(0);
+        let nothing_marked = self.highest == 0 && self.bitmap[block] & bit == 0;
+        (!nothing_marked).then_some(Counter(self.highest))
+    }
+
+    /// The largest counter marked so far, 0 while none is: what a bound above it needs,
+    /// without reading the bitmap.
+    pub fn highest_or_zero(&self) -> Counter {
+        Counter(self.highest)
     }
 
     /// Zeroes the blocks that enter the ring when the highest block moves from
@@ -173,6 +184,41 @@ mod tests {
         assert_eq!(w.mark(Counter(0)), Ok(()));
         assert_eq!(w.highest(), Some(Counter(0)));
         assert_eq!(w.check(Counter(0)), Err(ReplayError::Duplicate));
+    }
+
+    /// The head is a bare `u64` (0 when nothing is marked): a fresh window and one that marked
+    /// only 0 differ in `highest` and in whether 0 is a replay, and in nothing else; the
+    /// first counter above 0 after either is the new highest.
+    #[test]
+    fn a_fresh_window_and_one_that_marked_only_zero_differ_only_in_zero() {
+        let fresh = ReplayWindow::new();
+        let zero = marked(&[0]);
+        assert_eq!(fresh.highest(), None);
+        assert_eq!(zero.highest(), Some(Counter(0)));
+        assert_eq!(fresh.highest_or_zero(), zero.highest_or_zero());
+        assert_eq!(fresh.check(Counter(0)), Ok(()));
+        assert_eq!(zero.check(Counter(0)), Err(ReplayError::Duplicate));
+        for c in [1, 63, 64, 2047, 2048, 2049, 1 << 40, u64::MAX] {
+            assert_eq!(fresh.check(Counter(c)), Ok(()), "{c}");
+            assert_eq!(zero.check(Counter(c)), Ok(()), "{c}");
+            let (mut a, mut b) = (fresh.clone(), zero.clone());
+            a.mark(Counter(c)).unwrap();
+            b.mark(Counter(c)).unwrap();
+            assert_eq!(a.highest(), Some(Counter(c)));
+            assert_eq!(b.highest(), Some(Counter(c)));
+            // Zero is still acceptable after the fresh window's first mark, while in range.
+            let zero_fresh = if c < REPLAY_WINDOW {
+                Ok(())
+            } else {
+                Err(ReplayError::TooOld)
+            };
+            assert_eq!(a.check(Counter(0)), zero_fresh, "{c}");
+        }
+        // Sliding far never loses the highest's own bit, which `highest` relies on.
+        let mut w = marked(&[0, 5_000, 1 << 32]);
+        assert_eq!(w.highest(), Some(Counter(1 << 32)));
+        w.mark(Counter((1 << 32) - 1)).unwrap();
+        assert_eq!(w.highest(), Some(Counter(1 << 32)));
     }
 
     #[test]

@@ -133,10 +133,9 @@ pub(super) enum Live {
 /// Reliable costs little more than this struct (`an_idle_peer_holds_no_cold_parts`).
 ///
 /// `repr(C)`, hot first: what every received datagram reads or writes (closing, bucket,
-/// counters, address, timers, whether a handshake is under way) sits in the first lines,
-/// followed by the current key set
-/// (itself ordered for the receive path); what only handshakes, rekeys and Reliable touch
-/// comes last. With thousands of peers each datagram finds a cold peer, and adjacent lines
+/// receive counters, address, timers, whether a handshake is under way) sits in the first
+/// lines, followed by the current key set (itself ordered for the receive path) and what
+/// sending writes besides it; what only handshakes, rekeys and Reliable touch comes last. With thousands of peers each datagram finds a cold peer, and adjacent lines
 /// cost far less than scattered ones.
 #[repr(C)]
 pub(super) struct Peer {
@@ -152,10 +151,7 @@ pub(super) struct Peer {
     pub(super) retransmit_queued: bool,
     pub(super) bucket: TokenBucket,
     pub(super) last_received: Timestamp,
-    pub(super) last_sent: Timestamp,
     pub(super) packets_received: u64,
-    pub(super) packets_sent: u64,
-    pub(super) drops: u64,
     /// The earliest wake-up of this peer in the endpoint's heap (`NEVER` if none).
     pub(super) scheduled: Timestamp,
     pub(super) addr: SocketAddr,
@@ -165,6 +161,13 @@ pub(super) struct Peer {
     /// here; the handshake itself, held only while one is in flight, is not.
     pub(super) handshake: Option<Box<InitiatorHandshake>>,
     pub(super) current: Option<KeySet>,
+    /// What sending writes besides the keys, right after them: in the send state's run
+    /// (`Endpoint::send_state`), out of the receive run, which then ends a line earlier.
+    pub(super) last_sent: Timestamp,
+    pub(super) packets_sent: u64,
+    /// Authenticated packets dropped (replays, stray counters, bad frames): the receive path
+    /// writes it only for such a packet, so it stays out of the lines every packet reads.
+    pub(super) drops: u64,
     /// The budget of packets with stray counters (far ahead of anything accepted), so that
     /// junk with made-up counters cannot spend `bucket`, which the genuine packets need.
     /// Past the current keys: a genuine packet never touches it.
@@ -346,10 +349,11 @@ fn replay_word_offset(counter: Counter) -> usize {
 const HOT_FIELDS_END: usize =
     std::mem::offset_of!(PeerEntry, peer) + std::mem::offset_of!(Peer, current);
 
-/// Where, from the start of a slab slot, the current keys' send half lies: the second part.
+/// Where, from the start of a slab slot, the current keys' send half and the send counters
+/// after it lie: the second part.
 const SEND_KEYS: (usize, usize) = (
     HOT_FIELDS_END + KeySet::SEND_START,
-    HOT_FIELDS_END + std::mem::size_of::<KeySet>(),
+    std::mem::offset_of!(PeerEntry, peer) + std::mem::offset_of!(Peer, drops),
 );
 
 /// A slot of the peer slab; the generation changes on removal, so stale `PeerId`s miss.
