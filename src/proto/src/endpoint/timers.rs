@@ -51,11 +51,15 @@ impl Timer {
 }
 
 /// A peer's deadlines, one slot per `Timer`; `Timestamp::NEVER` is a stopped timer (no
-/// deadline can be later, so a minimum needs no case for it). Every received packet reads
-/// this table: 8 bytes a slot, not the 16 of an `Option`, keep it in two lines of the slot.
+/// deadline can be later, so a minimum needs no case for it). 8 bytes a slot, not the 16 of
+/// an `Option`: 80 bytes in all. Timer visits read it, and a packet only when it arms a
+/// timer (a Realtime message never does), so it lies outside the lines every packet reads.
+///
+/// Whoever changes a table calls `Endpoint::schedule` before returning: that is what lets a
+/// packet that armed nothing skip it, since the table is then as the last schedule saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TimerTable {
-    /// The minimum of `at`, updated with it: every received packet asks for it (`schedule`).
+    /// The minimum of `at`, updated with it: what `schedule` asks for.
     earliest: Timestamp,
     at: [Timestamp; Timer::COUNT],
 }

@@ -270,7 +270,8 @@ impl Endpoint {
             SealError::BufferTooSmall => SendError::BufferTooSmall,
             SealError::CounterExhausted => SendError::KeysExhausted,
         })?;
-        if keys.messages_sent() >= REKEY_AFTER_MESSAGES {
+        let rekey_due = keys.messages_sent() >= REKEY_AFTER_MESSAGES;
+        if rekey_due {
             peer.timers.arm(Timer::Rekey, now);
         }
         peer.last_sent = now;
@@ -279,7 +280,11 @@ impl Endpoint {
         self.stats.aead_seals += 1;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;
-        self.schedule(peer_id);
+        // Only an armed timer can need an earlier wake-up (`schedule`); otherwise the table
+        // is as the last schedule left it, and a send reads none of it.
+        if rekey_due {
+            self.schedule(peer_id);
+        }
         Ok(Transmit { dst, len })
     }
 
@@ -355,6 +360,9 @@ impl Endpoint {
             peer.addr = src;
         }
         let mut retired = None;
+        // Whether this packet armed a timer: only then can the peer need an earlier wake-up.
+        // A Realtime packet arms none, so it reads nothing of the timer table.
+        let mut armed = false;
         match role {
             KeyRole::Next => {
                 // The responder confirmed our rekey: switch to the new keys and keep the old
@@ -370,6 +378,7 @@ impl Endpoint {
                 peer.handshake = None;
                 self.stats.rekeys += 1;
                 peer.timers.arm(Timer::PreviousKeys, peer.previous_expires);
+                armed = true;
             }
             KeyRole::Current => {
                 if matches!(
@@ -468,6 +477,7 @@ impl Endpoint {
                     Some(Ok(())) => {
                         if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
                             peer.timers.arm(Timer::Retransmit, at);
+                            armed = true;
                         }
                     }
                     // Authenticated, yet it acknowledges what we never sent: a broken or
@@ -491,7 +501,10 @@ impl Endpoint {
             // rest of the driver's batch) shares it. If it may wait, a timer sends it; if it
             // may not, it is queued now.
             match peer.receiver.as_deref().and_then(|r| r.ack_deadline()) {
-                Some(due) if due > now => peer.timers.arm(Timer::Ack, due),
+                Some(due) if due > now => {
+                    peer.timers.arm(Timer::Ack, due);
+                    armed = true;
+                }
                 Some(due) if !peer.ack_queued => {
                     if self.pending_tx.len() < self.config.control_queue {
                         peer.ack_queued = true;
@@ -499,12 +512,15 @@ impl Endpoint {
                     } else {
                         // No room: the next timer visit retries.
                         peer.timers.arm(Timer::Ack, due);
+                        armed = true;
                     }
                 }
                 Some(_) | None => {}
             }
         }
-        self.schedule(id);
+        if armed {
+            self.schedule(id);
+        }
         if let Some(index) = retired {
             self.free_index(index);
         }
