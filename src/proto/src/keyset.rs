@@ -104,7 +104,8 @@ pub struct Opened {
 /// then what sending reads: a receive touches one run of adjacent cache lines, which the
 /// hardware prefetcher follows, and one more, instead of lines scattered over the set. The
 /// 16-byte-aligned key leads so that the small fields after it fill no alignment padding
-/// inside the run (`Endpoint::hot_state` names it; PeerEntry's layout test counts its lines).
+/// inside the run (`Endpoint::hot_state` names it; the endpoint's
+/// `the_hot_state_covers_what_a_received_packet_reads` counts its lines).
 #[repr(C)]
 pub struct KeySet {
     recv: PacketKey,
@@ -216,8 +217,8 @@ impl KeySet {
         self.next_counter
     }
 
-    /// Test hook: where the receive half (`[self, end of the receive key)`) and the send key
-    /// lie, as addresses.
+    /// Test hook: where the key set and its receive key start (the key leads), where the
+    /// receive key ends, and where the send key lies, as addresses.
     #[cfg(test)]
     pub fn layout(&self) -> (usize, usize, usize) {
         let start = core::ptr::from_ref(self) as usize;

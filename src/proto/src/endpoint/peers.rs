@@ -133,10 +133,11 @@ pub(super) enum Live {
 /// Reliable costs little more than this struct (`an_idle_peer_holds_no_cold_parts`).
 ///
 /// `repr(C)`, hot first: what every received datagram reads or writes (closing, bucket,
-/// receive counters, address, whether a handshake is under way) sits in the first
-/// lines, followed by the current key set (itself ordered for the receive path) and what
-/// sending writes besides it; what only handshakes, rekeys and Reliable touch comes last. With thousands of peers each datagram finds a cold peer, and adjacent lines
-/// cost far less than scattered ones.
+/// receive counters, address, whether a handshake is under way) sits in the first lines,
+/// followed by the current key set (itself ordered for the receive path) and what sending
+/// writes besides it; what only timers, handshakes, rekeys and Reliable touch comes last.
+/// With thousands of peers each datagram finds a cold peer, and adjacent lines cost far less
+/// than scattered ones.
 #[repr(C)]
 pub(super) struct Peer {
     pub(super) live: Live,
@@ -166,9 +167,9 @@ pub(super) struct Peer {
     /// Authenticated packets dropped (replays, stray counters, bad frames): the receive path
     /// writes it only for such a packet, so it stays out of the lines every packet reads.
     pub(super) drops: u64,
-    /// Deadlines by concern; the peer's next wake-up is their minimum. Out of the lines a
-    /// packet reads: only arming a timer (a Reliable segment, an Ack, a rekey) needs the
-    /// table, and the peer's heap entry (`scheduled`) then, and timer visits.
+    /// Deadlines by concern; the peer's next wake-up is their minimum. Out of the lines every
+    /// packet reads: a packet needs the table only when it arms a timer (a Reliable segment,
+    /// an Ack, a rekey); timer visits read it whole.
     pub(super) timers: TimerTable,
     /// The budget of packets with stray counters (far ahead of anything accepted), so that
     /// junk with made-up counters cannot spend `bucket`, which the genuine packets need.
