@@ -367,6 +367,40 @@ mod tests {
         }
     }
 
+    /// The sending side of the same rule: a Reliable message arms its retransmission timer,
+    /// so the endpoint must ask to be woken by that deadline, which is long before the next
+    /// keepalive; a Realtime message arms nothing and leaves the wake-up alone.
+    #[test]
+    fn a_reliable_send_moves_the_wake_up_to_its_retransmission_deadline() {
+        let (mut pair, peer) = Pair::new(26, |config| {
+            config.keepalive_interval = Duration::from_secs(10);
+            config.idle_timeout = Duration::from_secs(60);
+        });
+        // Long enough for the first timer visit, after which the next wake-up is seconds away.
+        pair.run_for(Duration::from_millis(500));
+        let idle_wake = pair.a.poll_timeout().expect("a keepalive is due some time");
+        assert!(idle_wake > pair.now + Duration::from_secs(1));
+        for (mode, moves) in [(Mode::Realtime, false), (Mode::Reliable, true)] {
+            let sent = pair
+                .a
+                .send(pair.now, peer, mode, b"timer", &mut pair.buf)
+                .expect("send");
+            assert!(matches!(sent, Sent::Now(_)), "{mode:?} not sent at once");
+            let wake = pair.a.poll_timeout().expect("still some wake-up");
+            assert_eq!(
+                wake < idle_wake,
+                moves,
+                "{mode:?}: {wake:?} against {idle_wake:?}"
+            );
+        }
+        // The wake-up it moved to is the retransmission's: with the segment lost (never
+        // delivered), that wake-up sends it again.
+        let wake = pair.a.poll_timeout().expect("a wake-up");
+        pair.a.handle_timeout(wake);
+        assert!(pair.a.poll_transmit(wake, &mut pair.buf).is_some());
+        assert_eq!(pair.a.stats().reliable_retransmits, 1);
+    }
+
     #[test]
     fn the_send_state_covers_what_sealing_reads_and_not_the_receive_half() {
         let (pair, peer) = Pair::new(24, |_| {});

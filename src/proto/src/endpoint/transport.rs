@@ -129,15 +129,14 @@ impl Bundle<'_, '_> {
         let peer = peer_in(&mut endpoint.peers, self.peer).ok_or(SendError::UnknownPeer)?;
         match peer.sender_mut(&mut endpoint.pools).push(self.now, payload) {
             Ok(Pushed { seq, send_now }) => {
+                // The retransmission deadline may be earlier than any wake-up the peer has:
+                // the heap hears of it here, since sealing the datagram arms nothing itself
+                // and so does not ask.
                 if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
                     peer.timers.arm(Timer::Retransmit, at);
-                }
-                if send_now {
-                    Ok(Some(seq))
-                } else {
                     endpoint.schedule(self.peer);
-                    Ok(None)
                 }
+                Ok(send_now.then_some(seq))
             }
             Err(PushError::WouldBlock) => {
                 endpoint.stats.send_would_block += 1;
