@@ -135,7 +135,7 @@ impl Endpoint {
                 else {
                     peer.retransmit_queued = false;
                     if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
-                        peer.timers.arm(Timer::Retransmit, at);
+                        peer.arm_timer(Timer::Retransmit, at);
                     }
                     self.schedule(id);
                     return None;

@@ -150,6 +150,10 @@ pub(super) struct Peer {
     pub(super) ack_queued: bool,
     pub(super) keepalive_queued: bool,
     pub(super) retransmit_queued: bool,
+    /// A timer was armed since the peer's wake-up was last asked for (`arm_timer`): in the
+    /// first line, so that a path that armed none (every Realtime packet) learns it without
+    /// reading the timer table.
+    pub(super) timers_armed: bool,
     pub(super) bucket: TokenBucket,
     pub(super) last_received: Timestamp,
     pub(super) packets_received: u64,
@@ -191,6 +195,13 @@ pub(super) struct Peer {
 }
 
 impl Peer {
+    /// Makes `timer` fire no later than `at`, and notes that the peer's wake-up must be asked
+    /// for again (`Endpoint::schedule_if_armed`, or `schedule`).
+    pub(super) fn arm_timer(&mut self, timer: Timer, at: Timestamp) {
+        self.timers.arm(timer, at);
+        self.timers_armed = true;
+    }
+
     pub(super) fn keys_for(&mut self, index: SessionIndex) -> Option<(&mut KeySet, KeyRole)> {
         if let Some(keys) = self.current.as_mut().filter(|k| k.local_index == index) {
             return Some((keys, KeyRole::Current));
@@ -432,6 +443,7 @@ impl Endpoint {
             ack_queued: false,
             keepalive_queued: false,
             retransmit_queued: false,
+            timers_armed: false,
             closing: None,
             peer_reason: None,
             packets_received: 0,

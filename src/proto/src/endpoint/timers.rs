@@ -55,8 +55,9 @@ impl Timer {
 /// an `Option`: 80 bytes in all. Timer visits read it, and a packet only when it arms a
 /// timer (a Realtime message never does), so it lies outside the lines every packet reads.
 ///
-/// Whoever changes a table calls `Endpoint::schedule` before returning: that is what lets a
-/// packet that armed nothing skip it, since the table is then as the last schedule saw it.
+/// Arming goes through `Peer::arm_timer`, which notes it in the peer's hot fields, and
+/// `Endpoint::schedule_if_armed` asks for the wake-up only then: the table is otherwise as
+/// the last `schedule` saw it. A visit rebuilds the table and calls `schedule` itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TimerTable {
     /// The minimum of `at`, updated with it: what `schedule` asks for.
@@ -212,9 +213,18 @@ impl Endpoint {
     /// Arms one of a peer's timers and makes sure the heap wakes the peer in time.
     pub(super) fn arm(&mut self, id: PeerId, timer: Timer, at: Timestamp) {
         if let Some(peer) = peer_in(&mut self.peers, id) {
-            peer.timers.arm(timer, at);
+            peer.arm_timer(timer, at);
         }
         self.schedule(id);
+    }
+
+    /// `schedule`, if a timer was armed since it last ran for this peer: only an armed timer
+    /// can need an earlier wake-up. Reads one flag in the peer's first line, so a packet that
+    /// armed nothing (every Realtime one) reads nothing of the timer table.
+    pub(super) fn schedule_if_armed(&mut self, id: PeerId) {
+        if peer_in(&mut self.peers, id).is_some_and(|peer| peer.timers_armed) {
+            self.schedule(id);
+        }
     }
 
     /// Pushes the peer's next deadline if it is earlier than any wake-up it already has;
@@ -224,6 +234,7 @@ impl Endpoint {
         let Some(peer) = peer_in(&mut self.peers, id) else {
             return;
         };
+        peer.timers_armed = false;
         let Some(at) = peer.timers.next().map(|at| at.max(floor)) else {
             return;
         };

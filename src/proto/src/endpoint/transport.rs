@@ -129,13 +129,12 @@ impl Bundle<'_, '_> {
         let peer = peer_in(&mut endpoint.peers, self.peer).ok_or(SendError::UnknownPeer)?;
         match peer.sender_mut(&mut endpoint.pools).push(self.now, payload) {
             Ok(Pushed { seq, send_now }) => {
-                // The retransmission deadline may be earlier than any wake-up the peer has:
-                // the heap hears of it here, since sealing the datagram arms nothing itself
-                // and so does not ask.
                 if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
-                    peer.timers.arm(Timer::Retransmit, at);
-                    endpoint.schedule(self.peer);
+                    peer.arm_timer(Timer::Retransmit, at);
                 }
+                // Asked now, not left to the datagram's seal: a message held beyond the
+                // window has no seal, and a bundle may be dropped unfinished.
+                endpoint.schedule_if_armed(self.peer);
                 Ok(send_now.then_some(seq))
             }
             Err(PushError::WouldBlock) => {
@@ -269,9 +268,8 @@ impl Endpoint {
             SealError::BufferTooSmall => SendError::BufferTooSmall,
             SealError::CounterExhausted => SendError::KeysExhausted,
         })?;
-        let rekey_due = keys.messages_sent() >= REKEY_AFTER_MESSAGES;
-        if rekey_due {
-            peer.timers.arm(Timer::Rekey, now);
+        if keys.messages_sent() >= REKEY_AFTER_MESSAGES {
+            peer.arm_timer(Timer::Rekey, now);
         }
         peer.last_sent = now;
         peer.packets_sent += 1;
@@ -279,11 +277,7 @@ impl Endpoint {
         self.stats.aead_seals += 1;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;
-        // Only an armed timer can need an earlier wake-up (`schedule`); otherwise the table
-        // is as the last schedule left it, and a send reads none of it.
-        if rekey_due {
-            self.schedule(peer_id);
-        }
+        self.schedule_if_armed(peer_id);
         Ok(Transmit { dst, len })
     }
 
@@ -359,9 +353,6 @@ impl Endpoint {
             peer.addr = src;
         }
         let mut retired = None;
-        // Whether this packet armed a timer: only then can the peer need an earlier wake-up.
-        // A Realtime packet arms none, so it reads nothing of the timer table.
-        let mut armed = false;
         match role {
             KeyRole::Next => {
                 // The responder confirmed our rekey: switch to the new keys and keep the old
@@ -376,8 +367,7 @@ impl Endpoint {
                 peer.previous_expires = now + self.config.previous_keys_linger;
                 peer.handshake = None;
                 self.stats.rekeys += 1;
-                peer.timers.arm(Timer::PreviousKeys, peer.previous_expires);
-                armed = true;
+                peer.arm_timer(Timer::PreviousKeys, peer.previous_expires);
             }
             KeyRole::Current => {
                 if matches!(
@@ -475,8 +465,7 @@ impl Endpoint {
                 match outcome {
                     Some(Ok(())) => {
                         if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
-                            peer.timers.arm(Timer::Retransmit, at);
-                            armed = true;
+                            peer.arm_timer(Timer::Retransmit, at);
                         }
                     }
                     // Authenticated, yet it acknowledges what we never sent: a broken or
@@ -500,26 +489,21 @@ impl Endpoint {
             // rest of the driver's batch) shares it. If it may wait, a timer sends it; if it
             // may not, it is queued now.
             match peer.receiver.as_deref().and_then(|r| r.ack_deadline()) {
-                Some(due) if due > now => {
-                    peer.timers.arm(Timer::Ack, due);
-                    armed = true;
-                }
+                Some(due) if due > now => peer.arm_timer(Timer::Ack, due),
                 Some(due) if !peer.ack_queued => {
                     if self.pending_tx.len() < self.config.control_queue {
                         peer.ack_queued = true;
                         self.pending_tx.push_back(PendingTx::Ack(id));
                     } else {
                         // No room: the next timer visit retries.
-                        peer.timers.arm(Timer::Ack, due);
-                        armed = true;
+                        peer.arm_timer(Timer::Ack, due);
                     }
                 }
                 Some(_) | None => {}
             }
         }
-        if armed {
-            self.schedule(id);
-        }
+        // A Realtime packet arms no timer, so this reads one flag and not the timer table.
+        self.schedule_if_armed(id);
         if let Some(index) = retired {
             self.free_index(index);
         }
