@@ -192,8 +192,10 @@ impl KeySet {
     /// Whether `counter` is more than `STRAY_AHEAD` above every counter accepted so far
     /// (or, before any, not below `STRAY_AHEAD`).
     pub fn is_stray(&self, counter: Counter) -> bool {
-        let highest = self.replay.highest_or_zero().0;
-        counter.0 > highest.saturating_add(STRAY_AHEAD)
+        match self.replay.highest() {
+            Some(highest) => counter.0 > highest.0.saturating_add(STRAY_AHEAD),
+            None => counter.0 >= STRAY_AHEAD,
+        }
     }
 
     /// Checks the counter and the replay window, opens `packet` in place, then marks the
@@ -292,6 +294,26 @@ mod tests {
             wire::Header::Transport { counter, .. } => counter,
             other => panic!("not transport: {other:?}"),
         }
+    }
+
+    /// PROTOCOL.md's rule to the counter: more than 2^16 above the highest accepted is stray,
+    /// and before any is accepted, 2^16 or more (nothing accepted counts as below 0).
+    #[test]
+    fn stray_is_measured_from_the_highest_accepted_or_from_below_zero() {
+        let (mut a, mut b) = pair();
+        assert!(!b.is_stray(Counter(0)));
+        assert!(!b.is_stray(Counter(STRAY_AHEAD - 1)));
+        assert!(b.is_stray(Counter(STRAY_AHEAD)));
+        // After counter 0: the bound is 0 + 2^16, inclusive.
+        let mut first = seal(&mut a, b"first");
+        b.open(counter_of(&first), &mut first).unwrap();
+        assert!(!b.is_stray(Counter(STRAY_AHEAD)));
+        assert!(b.is_stray(Counter(STRAY_AHEAD + 1)));
+        a.set_next_counter(1_000);
+        let mut later = seal(&mut a, b"later");
+        b.open(counter_of(&later), &mut later).unwrap();
+        assert!(!b.is_stray(Counter(1_000 + STRAY_AHEAD)));
+        assert!(b.is_stray(Counter(1_000 + STRAY_AHEAD + 1)));
     }
 
     #[test]

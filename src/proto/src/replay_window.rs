@@ -119,12 +119,6 @@ impl ReplayWindow {
         (!nothing_marked).then_some(Counter(self.highest))
     }
 
-    /// The largest counter marked so far, 0 while none is: what a bound above it needs,
-    /// without reading the bitmap.
-    pub fn highest_or_zero(&self) -> Counter {
-        Counter(self.highest)
-    }
-
     /// Zeroes the blocks that enter the ring when the highest block moves from
     /// `old`'s to `new`'s. A jump of a whole ring or more clears everything, so the
     /// cost is bounded by `BLOCKS` whatever the jump.
@@ -195,7 +189,6 @@ mod tests {
         let zero = marked(&[0]);
         assert_eq!(fresh.highest(), None);
         assert_eq!(zero.highest(), Some(Counter(0)));
-        assert_eq!(fresh.highest_or_zero(), zero.highest_or_zero());
         assert_eq!(fresh.check(Counter(0)), Ok(()));
         assert_eq!(zero.check(Counter(0)), Err(ReplayError::Duplicate));
         for c in [1, 63, 64, 2047, 2048, 2049, 1 << 40, u64::MAX] {
