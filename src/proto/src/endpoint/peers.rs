@@ -196,7 +196,7 @@ pub(super) struct Peer {
 
 impl Peer {
     /// Makes `timer` fire no later than `at`, and notes that the peer's wake-up must be asked
-    /// for again (`Endpoint::schedule_if_armed`, or `schedule`).
+    /// for again (`Endpoint::schedule`, which clears the note).
     pub(super) fn arm_timer(&mut self, timer: Timer, at: Timestamp) {
         self.timers.arm(timer, at);
         self.timers_armed = true;

@@ -55,9 +55,10 @@ impl Timer {
 /// an `Option`: 80 bytes in all. Timer visits read it, and a packet only when it arms a
 /// timer (a Realtime message never does), so it lies outside the lines every packet reads.
 ///
-/// Arming goes through `Peer::arm_timer`, which notes it in the peer's hot fields, and
-/// `Endpoint::schedule_if_armed` asks for the wake-up only then: the table is otherwise as
-/// the last `schedule` saw it. A visit rebuilds the table and calls `schedule` itself.
+/// Arming goes through `Peer::arm_timer`, which notes it in the peer's hot fields
+/// (`timers_armed`, cleared by `Endpoint::schedule`); a path that may have armed a timer asks
+/// for the wake-up only when the note is set: the table is otherwise as the last `schedule`
+/// saw it. A visit rebuilds the table and calls `schedule` itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TimerTable {
     /// The minimum of `at`, updated with it: what `schedule` asks for.
@@ -216,15 +217,6 @@ impl Endpoint {
             peer.arm_timer(timer, at);
         }
         self.schedule(id);
-    }
-
-    /// `schedule`, if a timer was armed since it last ran for this peer: only an armed timer
-    /// can need an earlier wake-up. Reads one flag in the peer's first line, so a packet that
-    /// armed nothing (every Realtime one) reads nothing of the timer table.
-    pub(super) fn schedule_if_armed(&mut self, id: PeerId) {
-        if peer_in(&mut self.peers, id).is_some_and(|peer| peer.timers_armed) {
-            self.schedule(id);
-        }
     }
 
     /// Pushes the peer's next deadline if it is earlier than any wake-up it already has;

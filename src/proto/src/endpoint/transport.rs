@@ -129,12 +129,12 @@ impl Bundle<'_, '_> {
         let peer = peer_in(&mut endpoint.peers, self.peer).ok_or(SendError::UnknownPeer)?;
         match peer.sender_mut(&mut endpoint.pools).push(self.now, payload) {
             Ok(Pushed { seq, send_now }) => {
+                // The wake-up is asked for now, not left to the datagram's seal: a message
+                // held beyond the window has no seal, and a bundle may be dropped unfinished.
                 if let Some(at) = peer.sender.as_deref().and_then(|s| s.next_timeout()) {
                     peer.arm_timer(Timer::Retransmit, at);
+                    endpoint.schedule(self.peer);
                 }
-                // Asked now, not left to the datagram's seal: a message held beyond the
-                // window has no seal, and a bundle may be dropped unfinished.
-                endpoint.schedule_if_armed(self.peer);
                 Ok(send_now.then_some(seq))
             }
             Err(PushError::WouldBlock) => {
@@ -274,10 +274,13 @@ impl Endpoint {
         peer.last_sent = now;
         peer.packets_sent += 1;
         let dst = peer.addr;
+        let armed = peer.timers_armed;
         self.stats.aead_seals += 1;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;
-        self.schedule_if_armed(peer_id);
+        if armed {
+            self.schedule(peer_id);
+        }
         Ok(Transmit { dst, len })
     }
 
@@ -503,7 +506,9 @@ impl Endpoint {
             }
         }
         // A Realtime packet arms no timer, so this reads one flag and not the timer table.
-        self.schedule_if_armed(id);
+        if peer.timers_armed {
+            self.schedule(id);
+        }
         if let Some(index) = retired {
             self.free_index(index);
         }
