@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -60,6 +61,47 @@ impl From<ConfigError> for DaemonError {
 
 pub(crate) fn runtime_error(err: impl fmt::Display) -> DaemonError {
     DaemonError::Runtime(err.to_string())
+}
+
+/// Where each of `workers` workers writes its capture: FILE itself for a lone worker, else
+/// FILE.worker0, FILE.worker1, ... (the worker that dials `node.peers` included): each is an
+/// independent endpoint with key sets of its own, so each gets a capture and key log of its own.
+fn capture_paths(capture: Option<&Path>, workers: usize) -> Vec<PathBuf> {
+    let Some(capture) = capture else {
+        return Vec::new();
+    };
+    if workers <= 1 {
+        return vec![capture.to_path_buf()];
+    }
+    (0..workers)
+        .map(|worker| {
+            let mut name = capture.as_os_str().to_owned();
+            name.push(format!(".worker{worker}"));
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// A capture never overwrites a file, so a path taken (by a file, a directory or a symlink)
+/// is a configuration error found before any worker starts: nothing is created, and the
+/// daemon does not leave half of its captures behind when the second one is refused.
+fn refuse_existing_captures(captures: &[PathBuf]) -> Result<(), DaemonError> {
+    let taken = captures
+        .iter()
+        .flat_map(|capture| [capture.clone(), intentra::capture::keylog_path(capture)])
+        .find(|path| path.symlink_metadata().is_ok());
+    match taken {
+        // No config file prefix: the path may have come from `--capture`.
+        Some(path) => Err(DaemonError::Config(ConfigError::Invalid {
+            path: None,
+            key: "node.capture",
+            message: format!(
+                "{} exists (a capture never overwrites a file: move it away or choose another name)",
+                path.display()
+            ),
+        })),
+        None => Ok(()),
+    }
 }
 
 /// The protocol core's configuration from the daemon's.
@@ -517,6 +559,11 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let publish_every = Duration::from_millis(config.metrics.publish_interval_ms.max(10));
+    let captures = capture_paths(
+        config.node.capture.as_deref(),
+        binds.len() + usize::from(outbound),
+    );
+    refuse_existing_captures(&captures)?;
     let mut nodes = Vec::with_capacity(binds.len());
     let inbound = InboundSessions::new(identity.keypair.public, &config);
     for (worker, &bind) in binds.iter().enumerate() {
@@ -527,14 +574,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         );
         let mut cfg = node_config(&config, bind, endpoint);
         crate::hub::adjust_node_config(&config, &mut cfg);
-        if binds.len() > 1 {
-            // One capture (and key log) per worker: they are independent endpoints.
-            cfg.capture = cfg.capture.map(|path| {
-                let mut name = path.into_os_string();
-                name.push(format!(".worker{worker}"));
-                name.into()
-            });
-        }
+        cfg.capture = captures.get(worker).cloned();
         let mut node = tracing::info_span!("worker", worker)
             .in_scope(|| Node::bind(cfg))
             .map_err(runtime_error)?;
@@ -572,6 +612,7 @@ pub fn serve(config: Config) -> Result<(), DaemonError> {
         );
         let mut cfg = node_config(&config, bind, endpoint);
         cfg.socket.reuse_port = false;
+        cfg.capture = captures.get(worker).cloned();
         let mut node = tracing::info_span!("worker", worker)
             .in_scope(|| Node::bind(cfg))
             .map_err(runtime_error)?;

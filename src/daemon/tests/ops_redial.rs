@@ -221,3 +221,59 @@ fn two_daemons_that_list_each_other_hold_one_session_and_heal_when_it_is_lost() 
     drop(a);
     drop(b);
 }
+
+/// The worker that dials `[[node.peers]]` is a node of its own: with `--capture` it writes a
+/// capture and key log of its own beside the listening worker's, instead of colliding with
+/// them (which once stopped a one-worker daemon with peers from starting at all). A second
+/// start onto the same files is refused before anything is created, as a configuration error.
+#[test]
+fn a_daemon_that_dials_its_peers_captures_each_worker_to_files_of_its_own() {
+    let dir = scratch("ops_redial_capture");
+    keygen(&dir, "a.key");
+    let b_key = keygen(&dir, "b.key");
+    let (a_udp, b_udp) = (free_udp(), free_udp());
+    let (a_metrics, b_metrics) = (free_tcp(), free_tcp());
+    let _b = Daemon::start(
+        &dir,
+        "b",
+        &config(b_udp, "b.key", "", b_metrics, ""),
+        b_metrics,
+    );
+    let node = format!(
+        "capture = \"cap.pcap\"\npeers = [{{ address = \"{b_udp}\", public_key = \"{b_key}\" }}]"
+    );
+    let a_config = config(a_udp, "a.key", &node, a_metrics, "");
+    let a = Daemon::start(&dir, "a", &a_config, a_metrics);
+    wait_until(Duration::from_secs(15), "A to reach B", || {
+        a.metric("intentra_configured_peer_up", &[("peer", &b_key)]) == 1.0
+    });
+    a.stop();
+    for name in [
+        "cap.pcap.worker0",
+        "cap.pcap.worker0.keylog",
+        "cap.pcap.worker1",
+        "cap.pcap.worker1.keylog",
+    ] {
+        assert!(dir.join(name).is_file(), "{name} missing");
+    }
+    assert!(!dir.join("cap.pcap").exists());
+    // The dialling worker's session is in its own key log.
+    let keylog = std::fs::read_to_string(dir.join("cap.pcap.worker1.keylog")).unwrap();
+    assert!(
+        keylog.lines().any(|l| l.starts_with("SESSION ")),
+        "{keylog}"
+    );
+
+    // Restarted onto the same files: exit 2, one line naming the file, nothing touched.
+    let before = std::fs::read(dir.join("cap.pcap.worker1")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.join("a.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("node.capture") && stderr.contains("cap.pcap.worker0"));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(std::fs::read(dir.join("cap.pcap.worker1")).unwrap(), before);
+}

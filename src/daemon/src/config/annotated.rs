@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use super::Config;
 
 /// One option: `[section] key`, what it does, and for an optional key the
-/// commented-out line printed when it is unset.
+/// commented-out lines printed when it is unset.
 pub(crate) struct OptionDoc {
     pub section: &'static str,
     pub key: &'static str,
@@ -43,7 +43,7 @@ const fn unset(
     }
 }
 
-pub(crate) const SECTIONS: [&str; 6] = ["node", "io", "limits", "timers", "metrics", "log"];
+pub(crate) const SECTIONS: [&str; 7] = ["node", "io", "limits", "timers", "metrics", "log", "hub"];
 
 pub(crate) const OPTIONS: &[OptionDoc] = &[
     opt("node", "bind", "UDP addresses to listen on; one socket per address and worker."),
@@ -56,8 +56,12 @@ pub(crate) const OPTIONS: &[OptionDoc] = &[
     opt("node", "bundling", "Smart batching: messages queued together for one peer, and a hub's relays to one peer from one receive batch, go out in as few datagrams as fit (PROTOCOL.md 7.5); a lone message is never delayed. Bundles are received either way."),
     unset("node", "capture", "Write every datagram sent and received to this pcap file (one per worker if several).",
           "capture = \"intentra.pcap\"   # unset: no capture"),
+    unset("node", "capture_max_bytes", "Rotate the capture to FILE.1, FILE.2, ... once it would grow past this many bytes.",
+          "capture_max_bytes = 1073741824   # unset: one capture file, no size limit"),
+    unset("node", "capture_keep", "Rotated capture files kept (FILE.1 newest); older ones are deleted.",
+          "capture_keep = 4   # unset: 4"),
     unset("node", "peers", "Peers to keep connected, as [[node.peers]] tables with address and public_key; redialled after every loss.",
-          "[[node.peers]] address = \"192.0.2.10:7700\", public_key = \"<64 hex>\"   # unset: no outbound peers"),
+          "[[node.peers]]\naddress = \"192.0.2.10:7700\"\npublic_key = \"<64 hex characters>\"   # unset: no outbound peers"),
     opt("io", "driver", "Datagram I/O: auto (io_uring, else mmsg), uring, mmsg, basic."),
     opt("io", "idle", "What an idle worker does: block, backoff, spin (one core at 100%)."),
     opt("io", "batch_size", "Datagrams per receive or send call, 1 to 1024."),
@@ -101,14 +105,30 @@ pub(crate) const OPTIONS: &[OptionDoc] = &[
     opt("metrics", "publish_interval_ms", "How often workers publish their counters to the endpoint."),
     opt("log", "level", "A level (error, warn, info, debug, trace, off) or target=level directives, comma-separated."),
     opt("log", "format", "text (no colours unless stderr is a terminal) or json (one object per line)."),
+    opt("hub", "enabled", "Run as a publish/subscribe hub (PUBSUB.md): one worker on one bind address."),
+    unset("hub", "links", "Public keys (hex) of the hubs this hub links with; dial them with [[node.peers]] on one side or both.",
+          "links = [\"<64 hex characters>\"]   # unset: no linked hubs"),
+    opt("hub", "last_value_cache", "Send each new subscriber the topic's last relayed publish."),
+    opt("hub", "detection_time_ms", "A member or link not heard from for this long is reported down (silent)."),
+    opt("hub", "backlog_per_peer", "Reliable messages held per peer while the transport is full; one more closes the session."),
+    opt("hub", "tick_ms", "How often queued Reliable messages are retried and hub timers run."),
+    opt("hub", "max_topics", "Most topics the hub tracks."),
+    opt("hub", "max_memberships_per_member", "Most subscriptions plus advertisements per member."),
+    opt("hub", "per_topic_metrics", "Export per-topic series (members, publishes accepted and relayed) for intentra status."),
+    unset("hub", "rules", "Who may publish and subscribe on what, as [[hub.rules]] tables with key (hex or \"*\"), topic (a name or a prefix ending in *) and allow; default deny.",
+          "[[hub.rules]]\nkey = \"*\"\ntopic = \"sensors/*\"\nallow = [\"publish\", \"subscribe\"]   # unset: nobody may publish or subscribe"),
 ];
 
 /// Renders the configuration; see `Config::to_annotated_toml`.
 pub(crate) fn render(config: &Config) -> String {
-    let value = match toml::Value::try_from(config) {
+    let mut value = match toml::Value::try_from(config) {
         Ok(toml::Value::Table(table)) => table,
         Ok(_) | Err(_) => return config.to_toml_string(),
     };
+    // `[hub]` is left out of the file form while it is all defaults; printed here in full.
+    if let Ok(hub) = toml::Value::try_from(&config.hub) {
+        value.insert("hub".to_owned(), hub);
+    }
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -120,59 +140,54 @@ pub(crate) fn render(config: &Config) -> String {
         let _ = writeln!(out, "\n[{section}]");
         for doc in OPTIONS
             .iter()
-            .filter(|d| d.section == section && d.key != "peers")
+            .filter(|d| d.section == section && !is_table_array(d))
         {
             let _ = writeln!(out, "# {}", doc.doc);
             match table.and_then(|t| t.get(doc.key)) {
                 Some(v) => {
                     let _ = writeln!(out, "{} = {v}", doc.key);
                 }
-                None => {
-                    let _ = writeln!(out, "# {}", doc.unset.unwrap_or(doc.key));
-                }
+                None => commented(&mut out, doc.unset.unwrap_or(doc.key)),
             }
         }
-        if section == "node" {
-            render_peers(&mut out, table);
-        }
-    }
-    // `[hub]` is serialized only when it differs from the default; printed as the serializer
-    // writes it (its rules are tables of their own), or the output would lose it.
-    if let Some(hub) = value.get("hub") {
-        let mut section = toml::Table::new();
-        section.insert("hub".to_owned(), hub.clone());
-        if let Ok(text) = toml::to_string(&section) {
-            let _ = write!(out, "\n# Publish/subscribe hub mode (PUBSUB.md).\n{text}");
+        // Arrays of tables close their section, so they come after its plain keys.
+        for doc in OPTIONS
+            .iter()
+            .filter(|d| d.section == section && is_table_array(d))
+        {
+            render_table_array(&mut out, doc, table);
         }
     }
     out
 }
 
-fn render_peers(out: &mut String, node: Option<&toml::Table>) {
-    let Some(doc) = OPTIONS.iter().find(|d| d.key == "peers") else {
-        return;
-    };
-    let peers = node
-        .and_then(|t| t.get("peers"))
+/// `[[node.peers]]` and `[[hub.rules]]`: printed as tables of their own.
+fn is_table_array(doc: &OptionDoc) -> bool {
+    matches!((doc.section, doc.key), ("node", "peers") | ("hub", "rules"))
+}
+
+fn render_table_array(out: &mut String, doc: &OptionDoc, section: Option<&toml::Table>) {
+    let entries = section
+        .and_then(|t| t.get(doc.key))
         .and_then(toml::Value::as_array);
     let _ = writeln!(out, "# {}", doc.doc);
-    match peers {
-        Some(peers) if !peers.is_empty() => {
-            for peer in peers.iter().filter_map(toml::Value::as_table) {
-                let _ = writeln!(out, "[[node.peers]]");
-                for (key, value) in peer {
+    match entries {
+        Some(entries) if !entries.is_empty() => {
+            for entry in entries.iter().filter_map(toml::Value::as_table) {
+                let _ = writeln!(out, "[[{}.{}]]", doc.section, doc.key);
+                for (key, value) in entry {
                     let _ = writeln!(out, "{key} = {value}");
                 }
             }
         }
-        _ => {
-            let _ = writeln!(out, "# [[node.peers]]");
-            let _ = writeln!(out, "# address = \"192.0.2.10:7700\"");
-            let _ = writeln!(
-                out,
-                "# public_key = \"<64 hex characters>\"   # unset: no outbound peers"
-            );
-        }
+        _ => commented(out, doc.unset.unwrap_or(doc.key)),
+    }
+}
+
+/// An unset option's example, each line commented out.
+fn commented(out: &mut String, example: &str) {
+    for line in example.lines() {
+        let _ = writeln!(out, "# {line}");
     }
 }
 
@@ -187,6 +202,8 @@ mod tests {
         config.node.key_file = Some("k".into());
         config.node.allow_list = Some("a".into());
         config.node.capture = Some("c".into());
+        config.node.capture_max_bytes = Some(1 << 20);
+        config.node.capture_keep = Some(2);
         config.node.peers.push(super::super::PeerConfig {
             address: "127.0.0.1:1".parse().unwrap(),
             public_key: "11".repeat(32).parse().unwrap(),
@@ -195,6 +212,12 @@ mod tests {
         config.io.send_buffer_bytes = Some(1 << 20);
         config.io.busy_poll_us = Some(5);
         config.io.pin_cores = Some(vec![0]);
+        config.hub.links = vec!["a".to_owned()];
+        config.hub.rules.push(super::super::HubRule {
+            key: "*".to_owned(),
+            topic: "sensors/*".to_owned(),
+            allow: vec!["publish".to_owned()],
+        });
         let Ok(toml::Value::Table(table)) = toml::Value::try_from(&config) else {
             panic!("config serializes to a table");
         };
@@ -230,18 +253,14 @@ mod tests {
         // Found by the config fuzz target: a set [hub] section was left out.
         let mut with_hub = config.clone();
         with_hub.hub.enabled = true;
-        with_hub.hub.links = vec!["a".to_owned()];
-        with_hub.hub.rules.push(super::super::HubRule {
-            key: "*".to_owned(),
-            topic: "sensors/*".to_owned(),
-            allow: vec!["publish".to_owned()],
-        });
         let printed = render(&with_hub);
         assert_eq!(
             Config::from_toml_str(&printed).unwrap(),
             with_hub,
             "{printed}"
         );
+        // Every option is printed, set or not: unset ones commented out, each line of an
+        // example table commented, and [hub] in full even at its defaults.
         let defaults = render(&Config::default());
         assert_eq!(Config::from_toml_str(&defaults).unwrap(), Config::default());
         for doc in OPTIONS {
@@ -251,6 +270,16 @@ mod tests {
                 doc.key
             );
         }
-        assert!(defaults.contains("# key_file = "), "{defaults}");
+        for line in [
+            "# key_file = ",
+            "# capture_max_bytes = ",
+            "# capture_keep = ",
+            "# [[node.peers]]\n# address = ",
+            "[hub]\n",
+            "detection_time_ms = 3000\n",
+            "# [[hub.rules]]\n# key = ",
+        ] {
+            assert!(defaults.contains(line), "{line:?} missing:\n{defaults}");
+        }
     }
 }
