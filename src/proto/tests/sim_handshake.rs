@@ -420,6 +420,121 @@ fn a_forged_handshake_finish_costs_a_restart_not_the_session() {
     );
 }
 
+/// The HandshakeInits `node` has put on the wire so far.
+fn inits_sent(net: &Network, node: usize) -> usize {
+    let addr = net.nodes[node].addr;
+    net.capture
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|(src, _, p)| *src == addr && p[1] == PacketType::HandshakeInit as u8)
+        .count()
+}
+
+/// Anyone who saw a HandshakeInit can forge a CookieReply for it (the cookie key comes from
+/// the responder's public key, the associated data is the Init's mac1) or replay the real
+/// one. Neither may turn us into a reflector: a reply is taken only from the address the
+/// Init went to, and only one per retransmission interval resends the Init at once.
+#[test]
+fn cookie_replies_resend_the_init_once_per_retry_interval_and_only_from_the_responder() {
+    let mut net = Network::new(16);
+    let keys = net.keypair();
+    let mut config = EndpointConfig::new(keys);
+    config.always_cookie = true;
+    let b = net.add(config);
+    let a = net.add_default();
+    net.capture = Some(Vec::new());
+    // Inits are lost from now on: the handshake stays waiting for its response.
+    net.blackhole = Some(|p| p[1] == PacketType::HandshakeInit as u8);
+    net.connect(a, b);
+    assert_eq!(inits_sent(&net, a), 1);
+    // b's CookieReply to that Init, as an attacker on the path saw it.
+    let init_packet = net.capture.as_ref().unwrap()[0].2.clone();
+    let b_addr = net.nodes[b].addr;
+    net.blackhole = None;
+    net.inject(b, net.nodes[a].addr, &init_packet);
+    net.blackhole = Some(|p| p[1] == PacketType::HandshakeInit as u8);
+    let reply = net
+        .capture
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|(_, _, p)| p[1] == PacketType::CookieReply as u8)
+        .map(|(_, _, p)| p.clone())
+        .unwrap();
+    let unknown = |net: &Network| {
+        net.nodes[a]
+            .endpoint
+            .stats()
+            .dropped(DropReason::UnknownSession)
+    };
+
+    // From any other address: no Init, counted.
+    for i in 0..50 {
+        net.inject(a, spoofed(i), &reply);
+    }
+    assert_eq!(inits_sent(&net, a), 1);
+    assert_eq!(unknown(&net), 50);
+
+    // From the responder's address, 50 times: one immediate resend, carrying the cookie.
+    for _ in 0..50 {
+        net.inject(a, b_addr, &reply);
+    }
+    assert_eq!(inits_sent(&net, a), 2);
+    let resent = net
+        .capture
+        .as_ref()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(src, _, p)| *src == net.nodes[a].addr && p[1] == PacketType::HandshakeInit as u8);
+    let resent = &resent.unwrap().2;
+    assert_eq!(resent[..init::MAC2], init_packet[..init::MAC2]);
+    assert_ne!(resent[init::MAC2..], [0u8; 16]);
+
+    // The scheduled retransmission opens the next interval: one more immediate resend.
+    net.run_for(Duration::from_millis(1_100), 1_000);
+    let after_retry = inits_sent(&net, a);
+    assert!(after_retry > 2, "no scheduled retransmission");
+    for _ in 0..50 {
+        net.inject(a, b_addr, &reply);
+    }
+    assert_eq!(inits_sent(&net, a), after_retry + 1);
+}
+
+/// A responder that answers every HandshakeInit but never confirms (it swallows each
+/// Finish, or a forger keeps consuming its state) makes the initiator start over; those
+/// restarts still end at `handshake_timeout` after the first Init, never run forever.
+#[test]
+fn handshake_restarts_end_at_the_handshake_timeout_of_the_first_init() {
+    let mut net = Network::new(17);
+    let (a, b) = (net.add_default(), net.add_default());
+    net.blackhole = Some(|p| p[1] == PacketType::HandshakeFinish as u8);
+    let started = net.now;
+    net.connect(a, b);
+    net.run_until(100_000, |n| {
+        n.nodes[a].downs().contains(&CloseReason::HandshakeTimeout)
+            || n.now > started + Duration::from_secs(60)
+    });
+    let timeout = EndpointConfig::new(net.keypair()).handshake_timeout;
+    assert!(
+        net.now <= started + timeout + Duration::from_millis(1),
+        "gave up at {:?}, {:?} after the first Init",
+        net.now,
+        net.now.saturating_since(started)
+    );
+    assert_eq!(
+        net.nodes[a].downs().last(),
+        Some(&CloseReason::HandshakeTimeout)
+    );
+    // It did restart meanwhile (the rule the timeout bounds).
+    assert!(
+        net.nodes[a].downs().len() >= 2,
+        "{:?}",
+        net.nodes[a].downs()
+    );
+}
+
 #[test]
 fn a_new_allow_list_closes_removed_peers_and_keeps_the_others() {
     let mut net = Network::new(15);

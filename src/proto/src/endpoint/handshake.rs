@@ -53,6 +53,10 @@ pub(super) struct InitiatorHandshake {
     pub(super) retry_interval: Duration,
     /// HandshakeFinish retransmissions without a confirmation.
     pub(super) finish_resends: u32,
+    /// A CookieReply already had its HandshakeInit resent at once in this retransmission
+    /// interval: further ones only store their cookie for the next scheduled send, so
+    /// forged replies cannot make us send Inits faster than the retry timer does.
+    pub(super) cookie_resent: bool,
 }
 
 /// After this many unanswered HandshakeFinish retransmissions the responder has most likely
@@ -516,10 +520,15 @@ impl Endpoint {
         (peer.handshake.is_some() && !confirmed).then(|| self.config.keypair.public.0 < theirs.0)
     }
 
+    /// PROTOCOL.md 5.6. Only the address the HandshakeInit went to can answer it: a reply
+    /// from anywhere else answers no Init we sent there (`unknown_session`), so an off-path
+    /// forger cannot make us send Inits to it. One reply per retransmission interval resends
+    /// the Init at once; later ones in the same interval only refresh the cookie.
     #[inline(never)]
     pub(super) fn on_cookie_reply(
         &mut self,
         now: Timestamp,
+        src: SocketAddr,
         receiver: SessionIndex,
         datagram: &[u8],
     ) -> Result<(), DropReason> {
@@ -529,10 +538,14 @@ impl Endpoint {
         let Some(peer) = self.peer_mut(id) else {
             return Err(DropReason::UnknownSession);
         };
+        if peer.addr != src {
+            return Err(DropReason::UnknownSession);
+        }
         let Some(InitiatorHandshake {
             phase: Phase::AwaitResponse(initiator),
+            cookie_resent,
             ..
-        }) = peer.handshake.as_deref()
+        }) = peer.handshake.as_deref_mut()
         else {
             return Err(DropReason::UnknownSession);
         };
@@ -540,8 +553,11 @@ impl Endpoint {
         let cookie = key
             .open_cookie_reply(datagram, &initiator.mac1())
             .ok_or(DropReason::Crypto)?;
+        let resend = !std::mem::replace(cookie_resent, true);
         peer.cookie = Some((cookie, now + COOKIE_USE_FOR));
-        self.queue(PendingTx::Init(id));
+        if resend {
+            self.queue(PendingTx::Init(id));
+        }
         Ok(())
     }
 
@@ -565,6 +581,7 @@ impl Endpoint {
             next_retry: now + retry,
             retry_interval: retry,
             finish_resends: 0,
+            cookie_resent: false,
         }));
         if let Some(stale) = stale {
             // A handshake still waiting for its response owns its index; one waiting for
@@ -580,14 +597,27 @@ impl Endpoint {
     }
 
     /// Starts over after HandshakeFinish went unconfirmed: unconfirmed rekey keys are dropped,
-    /// unconfirmed first-session keys stay until the new handshake replaces them.
+    /// unconfirmed first-session keys stay until the new handshake replaces them. The new
+    /// attempt keeps the first one's start, so `handshake_timeout` bounds the whole exchange
+    /// (PROTOCOL.md 11.1): a responder that swallows every Finish cannot keep us restarting.
     pub(super) fn restart_handshake(&mut self, now: Timestamp, id: PeerId) {
         let pools = &mut self.pools;
-        let retired = peer_in(&mut self.peers, id).and_then(|p| p.retire_next(pools));
+        let (retired, first_started) = match peer_in(&mut self.peers, id) {
+            Some(peer) => (
+                peer.retire_next(pools),
+                peer.handshake.as_ref().map(|h| h.started),
+            ),
+            None => (None, None),
+        };
         if let Some(index) = retired {
             self.free_index(index);
         }
         self.stats.handshake_retransmits += 1;
-        self.start_handshake(now, id);
+        if self.start_handshake(now, id) {
+            let handshake = self.peer_mut(id).and_then(|p| p.handshake.as_mut());
+            if let (Some(handshake), Some(started)) = (handshake, first_started) {
+                handshake.started = started;
+            }
+        }
     }
 }

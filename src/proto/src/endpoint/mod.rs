@@ -329,7 +329,7 @@ impl Endpoint {
                 .on_finish(now, src, receiver, datagram)
                 .map(|()| Deliveries::none()),
             Header::CookieReply { receiver } => self
-                .on_cookie_reply(now, receiver, datagram)
+                .on_cookie_reply(now, src, receiver, datagram)
                 .map(|()| Deliveries::none()),
         }
     }

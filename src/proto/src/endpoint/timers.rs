@@ -298,7 +298,10 @@ impl Endpoint {
                 }
             } else if handshake.next_retry <= now {
                 to_queue[0] = Some(match handshake.phase {
-                    Phase::AwaitResponse(_) => PendingTx::Init(id),
+                    Phase::AwaitResponse(_) => {
+                        handshake.cookie_resent = false;
+                        PendingTx::Init(id)
+                    }
                     Phase::AwaitConfirm { .. } => {
                         handshake.finish_resends += 1;
                         if handshake.finish_resends > FINISH_RESENDS_BEFORE_RESTART {
