@@ -214,6 +214,8 @@ pub struct CookieReplyKey {
 }
 
 impl CookieReplyKey {
+    /// The key that seals CookieReplies from `responder` (derived from its public key alone,
+    /// so an initiator and anyone else can open them).
     pub fn new(responder: &PublicKey) -> Self {
         let key = cookie_reply_key_bytes(responder);
         CookieReplyKey {

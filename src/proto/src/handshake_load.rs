@@ -55,7 +55,7 @@ pub enum Admission {
 
 /// A source address reduced to what the budgets count: an IPv4 address (also when written as
 /// an IPv4-mapped IPv6 address) or the /64 of an IPv6 address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourcePrefix(u128);
 
 impl SourcePrefix {

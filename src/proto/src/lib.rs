@@ -145,7 +145,9 @@ pub mod internals {
     #[cfg(feature = "rustcrypto")]
     pub use crate::aead::RustCryptoCipher;
     pub use crate::aead::{PacketCipher, PacketKey};
-    pub use crate::cookie::{init_mac1, mac1_key, verify_init_mac1, write_init_macs};
+    pub use crate::cookie::{
+        init_mac1, mac1_key, verify_init_mac1, write_init_macs, CookieReplyKey,
+    };
     /// Fuzz bodies: the wire parser, a fresh responder, and an established pair, each driven
     /// by bytes (the cargo-fuzz targets in `fuzz/` call them; `cargo test` runs their seeds).
     #[cfg(feature = "sim")]

@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use intentra_proto::internals::{Initiator, PacketCipher, PacketKey};
+use intentra_proto::internals::{CookieReplyKey, Initiator, PacketCipher, PacketKey};
 use intentra_proto::sim::{Network, Record};
 use intentra_proto::wire::{self, Ack, Counter, PacketType, SessionIndex, TransportKind};
-use intentra_proto::{CloseReason, DropReason, Mode, PeerId, SessionSecrets};
+use intentra_proto::{CloseReason, DropReason, EndpointConfig, Mode, PeerId, SessionSecrets};
 
 fn up(net: &Network, a: usize, b: usize) -> bool {
     net.nodes[a]
@@ -222,6 +222,123 @@ fn a_slash_64_or_a_few_dozen_hosts_cannot_hold_the_global_handshake_budget() {
         "the old session rekeyed"
     );
     assert_eq!(established(&net, b), 1 + newcomers.len() as u64);
+}
+
+/// Re-sending a HandshakeInit with a new ephemeral key replaces the handshake in flight but
+/// keeps its deadline: a source cannot hold a place in the budget past `handshake_timeout`
+/// by re-sending.
+#[test]
+fn a_replaced_handshake_keeps_the_deadline_of_the_one_it_replaces() {
+    let mut net = Network::new(106);
+    let b = net.add_default();
+    let src = SocketAddr::from((Ipv4Addr::new(127, 89, 0, 1), 9000));
+    let in_flight = |net: &Network| net.nodes[b].endpoint.stats().handshakes_in_flight;
+    let first = init_packet(&mut net, b, 4_242, 1);
+    net.inject(b, src, &first);
+    assert_eq!(in_flight(&net), 1);
+    for (second, seed) in [(3, 2), (6, 3), (9, 4)] {
+        net.run_for(Duration::from_secs(3), 1_000);
+        let again = init_packet(&mut net, b, 4_242, seed);
+        net.inject(b, src, &again);
+        assert_eq!(in_flight(&net), 1, "replaced at {second} s");
+    }
+    net.run_for(Duration::from_millis(1_100), 1_000);
+    assert_eq!(in_flight(&net), 0, "gone 10 s after the first init");
+}
+
+/// Sources that receive at their addresses can prove them with cookies. Twenty such hosts,
+/// each keeping its own per-source budget full of proven handshakes (re-sent with new
+/// ephemeral keys every 3 s), once held the whole in-flight budget: a proven handshake never
+/// displaced another proven one, so a newcomer's proven init was refused and rekeys failed
+/// until sessions expired. Now a proven init takes the place of the oldest handshake of the
+/// prefix holding the most (at least two more than its own), and a re-sent init keeps the
+/// deadline of the one it replaces.
+#[test]
+fn hosts_that_prove_their_addresses_share_the_handshake_budget_and_cannot_hold_it() {
+    let mut net = Network::new(105);
+    let keys = net.keypair();
+    // Short-lived keys: the established session must rekey during the attack to survive it.
+    let short_lived = |mut config: EndpointConfig| {
+        config.rekey_after = Duration::from_secs(6);
+        config.reject_after = Duration::from_secs(12);
+        config
+    };
+    let mut config = short_lived(EndpointConfig::new(keys));
+    config.always_cookie = true;
+    let b = net.add(config);
+    let keys = net.keypair();
+    let old = net.add(short_lived(EndpointConfig::new(keys)));
+    net.connect(old, b);
+    net.run_until(10_000, |n| up(n, old, b));
+    net.capture = Some(Vec::new());
+    let reply_key = CookieReplyKey::new(&net.public_key(b));
+    let squatter =
+        |host: u32, slot: u16| SocketAddr::from((Ipv4Addr::from(0x7f58_0000 + host), 9000 + slot));
+    // Each squatter's cookie, fetched once by a cookie round trip, as a host that receives does.
+    let mut cookies = std::collections::HashMap::new();
+    let mut seed = 0u64;
+    let mut newcomer = None;
+    for round in 0..12u32 {
+        for host in 1..=20u32 {
+            for slot in 0..5u16 {
+                seed += 1;
+                let src = squatter(host, slot);
+                let sender = SessionIndex::new(host * 100 + u32::from(slot)).unwrap();
+                let attacker = net.keypair();
+                let mut ephemeral = [0u8; 32];
+                ephemeral[..8].copy_from_slice(&seed.to_le_bytes());
+                let mut initiator =
+                    Initiator::start(&attacker, &net.public_key(b), sender, ephemeral).unwrap();
+                let cookie = match cookies.get(&src) {
+                    Some(cookie) => *cookie,
+                    None => {
+                        net.inject(b, src, initiator.init_packet(None));
+                        let (_, _, reply) = of_type(&net, PacketType::CookieReply)
+                            .into_iter()
+                            .rfind(|(_, dst, _)| *dst == src)
+                            .expect("a cookie demanded");
+                        let cookie = reply_key
+                            .open_cookie_reply(&reply, &initiator.mac1())
+                            .expect("the reply opens");
+                        cookies.insert(src, cookie);
+                        cookie
+                    }
+                };
+                let packet = initiator.init_packet(Some(&cookie)).to_vec();
+                net.inject(b, src, &packet);
+            }
+        }
+        if round == 0 {
+            let stats = net.nodes[b].endpoint.stats();
+            assert_eq!(stats.handshakes_in_flight, 100, "the squatters hold it all");
+        }
+        if round == 2 {
+            let keys = net.keypair();
+            let peer = net.add(short_lived(EndpointConfig::new(keys)));
+            net.connect(peer, b);
+            newcomer = Some(peer);
+        }
+        net.run_for(Duration::from_secs(3), 200_000);
+    }
+    let newcomer = newcomer.unwrap();
+    assert!(
+        up(&net, newcomer, b),
+        "the newcomer got in: {:?} / {:?} / {:?}",
+        net.nodes[b].endpoint.stats(),
+        net.nodes[newcomer].endpoint.stats(),
+        net.nodes[newcomer].downs()
+    );
+    assert!(
+        net.nodes[old].downs().is_empty(),
+        "{:?}",
+        net.nodes[old].downs()
+    );
+    assert!(net.nodes[newcomer].downs().is_empty());
+    assert!(
+        net.nodes[b].endpoint.stats().rekeys >= 4,
+        "both sessions rekeyed"
+    );
+    assert_eq!(established(&net, b), 2);
 }
 
 // ----- item 3: unauthenticated packets never close a session or move it ------------------

@@ -31,6 +31,10 @@ pub(super) struct PendingResponder {
     pub(super) ephemeral: [u8; 32],
     pub(super) local_index: SessionIndex,
     pub(super) created: Timestamp,
+    /// When it is forgotten without its HandshakeFinish: `handshake_timeout` after the first
+    /// init from this source and index. A replacement inherits it, so re-sending inits with
+    /// new ephemeral keys cannot hold a place in the budget for longer.
+    pub(super) expires: Timestamp,
     /// Its init carried a valid cookie: the source address is real.
     pub(super) proven: bool,
 }
@@ -135,8 +139,12 @@ impl Endpoint {
                 Err(()) => return Err(DropReason::HandshakeBudget),
             },
         };
+        let mut expires = now + self.config.handshake_timeout;
         if let Some(stale) = self.responders[position].take() {
             self.free_index(stale.local_index);
+            if replacing.is_some() {
+                expires = expires.min(stale.expires);
+            }
         }
         let Some(local_index) = self.alloc_index(SlotTarget::Responder(position)) else {
             return Err(DropReason::HandshakeBudget);
@@ -159,13 +167,14 @@ impl Endpoint {
                     ephemeral,
                     local_index,
                     created: now,
+                    expires,
                     proven,
                 });
                 self.queue(PendingTx::Response {
                     responder: position,
                     local_index,
                 });
-                self.schedule_responder(position, local_index, now + self.config.handshake_timeout);
+                self.schedule_responder(position, local_index, expires);
                 Ok(())
             }
             Err(_) => {
@@ -209,8 +218,9 @@ impl Endpoint {
     /// A responder position for a new handshake from `src` within the in-flight budgets
     /// (in total, and per source prefix). When a budget is spent, a proven init takes the
     /// place of the oldest unproven one that holds it (from its own prefix when that budget is
-    /// the one spent); an unproven init, or a proven one with nothing unproven to displace,
-    /// gets `Err`.
+    /// the one spent); with nothing unproven to displace and only the total spent, it takes
+    /// the place of a proven one from a prefix holding at least two more than its own
+    /// (`fair_share_victim`). An unproven init, or a proven one with neither, gets `Err`.
     fn free_responder(&mut self, src: SocketAddr, proven: bool) -> Result<usize, ()> {
         let prefix = SourcePrefix::of(src.ip());
         let same_prefix = |r: &PendingResponder| SourcePrefix::of(r.src.ip()) == prefix;
@@ -235,10 +245,43 @@ impl Endpoint {
             .filter_map(|(at, r)| r.as_ref().map(|r| (at, r)))
             .filter(|(_, r)| !r.proven && (!prefix_full || same_prefix(r)))
             .min_by_key(|(_, r)| r.created)
-            .map(|(at, _)| at)
-            .ok_or(())?;
+            .map(|(at, _)| at);
+        let victim = match victim {
+            Some(at) => at,
+            None if !prefix_full => self.fair_share_victim(from_prefix).ok_or(())?,
+            None => return Err(()),
+        };
         self.stats.handshakes_displaced += 1;
         Ok(victim)
+    }
+
+    /// The oldest handshake of the source prefix holding the most in flight (the oldest such
+    /// prefix on a tie), if it holds at least `own + 2`: then after the displacement it still
+    /// holds at least as many as the newcomer's prefix. So sources that proved their address
+    /// share the total budget: a few dozen that keep their own budgets full cannot lock out
+    /// a source that holds none, and two sources never take a place back and forth.
+    fn fair_share_victim(&mut self, own: usize) -> Option<usize> {
+        let mut held = std::mem::take(&mut self.prefix_scratch);
+        held.clear();
+        held.extend(self.responders.iter().enumerate().filter_map(|(at, r)| {
+            r.as_ref()
+                .map(|r| (SourcePrefix::of(r.src.ip()), r.created, at))
+        }));
+        // By prefix, then age: each prefix's run starts with its oldest handshake.
+        held.sort_unstable();
+        let mut most: Option<(usize, Timestamp, usize)> = None;
+        for run in held.chunk_by(|a, b| a.0 == b.0) {
+            let (_, oldest, at) = run[0];
+            let wins = most.is_none_or(|(count, age, _)| {
+                run.len() > count || (run.len() == count && oldest < age)
+            });
+            if wins {
+                most = Some((run.len(), oldest, at));
+            }
+        }
+        self.prefix_scratch = held;
+        most.filter(|&(count, _, _)| count >= own + 2)
+            .map(|(_, _, at)| at)
     }
 
     #[inline(never)]

@@ -89,6 +89,8 @@ pub struct Endpoint {
     pools: ColdPools,
     by_key: HashMap<PublicKey, PeerId>,
     responders: Vec<Option<PendingResponder>>,
+    /// Reused by `fair_share_victim` (grown once, to the handshakes in flight).
+    prefix_scratch: Vec<(crate::handshake_load::SourcePrefix, Timestamp, usize)>,
     pending_tx: VecDeque<PendingTx>,
     events: VecDeque<QueuedEvent>,
     /// Peers whose reorder buffer holds in-order messages not yet handed out.
@@ -169,6 +171,7 @@ impl Endpoint {
             pools: ColdPools::new(config.reliable, config.max_peers),
             by_key: HashMap::new(),
             responders: (0..config.handshakes_in_flight).map(|_| None).collect(),
+            prefix_scratch: Vec::new(),
             pending_tx: VecDeque::with_capacity(config.control_queue),
             // Preallocated so that a delivery or a peer event never grows them mid-stream.
             events: VecDeque::with_capacity(64),
