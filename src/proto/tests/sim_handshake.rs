@@ -4,7 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use intentra_proto::sim::{Network, Record};
-use intentra_proto::wire::{self, init, PacketType};
+use intentra_proto::internals::{FinishIntent, Initiator};
+use intentra_proto::wire::{self, init, PacketType, SessionIndex};
 use intentra_proto::EndpointConfig;
 use intentra_proto::Mode;
 use intentra_proto::{CloseReason, DropReason};
@@ -533,6 +534,45 @@ fn handshake_restarts_end_at_the_handshake_timeout_of_the_first_init() {
         "{:?}",
         net.nodes[a].downs()
     );
+}
+
+/// An endpoint that dials a key (its handshake in flight, nothing established) and meets a
+/// Rekey HandshakeFinish from that key: there is no session to renew (PROTOCOL.md 4.6), so
+/// it is refused. Taking it once left the dial neither up nor timed out, and never redialled.
+#[test]
+fn a_rekey_from_a_key_we_only_dial_is_refused_and_the_dial_still_times_out() {
+    let mut net = Network::new(18);
+    let b_keys = net.keypair();
+    let a = net.add_default();
+    let b = net.add(EndpointConfig::new(b_keys.clone()));
+    net.capture = Some(Vec::new());
+    // a's HandshakeInits never arrive.
+    net.blackhole = Some(|p| p[1] == PacketType::HandshakeInit as u8);
+    net.connect(a, b);
+    // b's key, driven by hand: a handshake to a whose Finish claims a Rekey.
+    let index = SessionIndex::new(0x0bad_cafe).unwrap();
+    let mut initiator = Initiator::start(&b_keys, &net.public_key(a), index, [7; 32]).unwrap();
+    let b_addr = net.nodes[b].addr;
+    let init_packet = initiator.init_packet(None).to_vec();
+    net.inject(a, b_addr, &init_packet);
+    let response = net
+        .capture
+        .as_ref()
+        .unwrap()
+        .iter()
+        .rfind(|(_, _, p)| p[1] == PacketType::HandshakeResponse as u8)
+        .map(|(_, _, p)| p.clone())
+        .expect("a answered");
+    let responder = SessionIndex::new(wire::read_u32(&response, wire::response::SENDER)).unwrap();
+    let (finish, _, _) = initiator
+        .finish(&response, responder, FinishIntent::Rekey, 0)
+        .unwrap();
+    net.inject(a, b_addr, &finish);
+    let stats = net.nodes[a].endpoint.stats();
+    assert_eq!(stats.dropped(DropReason::HandshakeFailed), 1);
+    assert_eq!(stats.rekeys, 0);
+    net.run_for(Duration::from_secs(11), 100_000);
+    assert_eq!(net.nodes[a].downs(), [CloseReason::HandshakeTimeout]);
 }
 
 #[test]

@@ -482,6 +482,16 @@ impl Endpoint {
             .get(&public_key)
             .copied()
             .filter(|&id| self.peer(id).is_some_and(|p| p.closing.is_none()));
+        // A Rekey renews a session: an entry that only dials the key (no session yet) has
+        // none to renew, and taking it there would leave the dial neither up nor timed out.
+        let has_session = |id: PeerId| {
+            self.peer(id)
+                .is_some_and(|p| p.established && p.current.is_some())
+        };
+        let existing = match intent {
+            FinishIntent::Rekey => existing.filter(|&id| has_session(id)),
+            FinishIntent::NewSession => existing,
+        };
         let id = match (existing, intent) {
             (Some(id), FinishIntent::Rekey) => {
                 let linger = now + self.config.previous_keys_linger;
@@ -537,7 +547,8 @@ impl Endpoint {
                 id
             }
             (None, FinishIntent::Rekey) => {
-                // A rekey of a session we do not have: the initiator will time out and start over.
+                // A rekey of a session we do not have (or only dial): the initiator will time
+                // out and start over.
                 self.free_index(receiver);
                 return Err(DropReason::HandshakeFailed);
             }
