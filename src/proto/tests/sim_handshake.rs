@@ -3,8 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use intentra_proto::sim::{Network, Record};
 use intentra_proto::internals::{FinishIntent, Initiator};
+use intentra_proto::sim::{Network, Record};
 use intentra_proto::wire::{self, init, PacketType, SessionIndex};
 use intentra_proto::EndpointConfig;
 use intentra_proto::Mode;
@@ -573,6 +573,90 @@ fn a_rekey_from_a_key_we_only_dial_is_refused_and_the_dial_still_times_out() {
     assert_eq!(stats.rekeys, 0);
     net.run_for(Duration::from_secs(11), 100_000);
     assert_eq!(net.nodes[a].downs(), [CloseReason::HandshakeTimeout]);
+}
+
+/// The packets of type `ty` from `node` so far.
+fn sent_of_type(net: &Network, node: usize, ty: PacketType) -> Vec<Vec<u8>> {
+    let addr = net.nodes[node].addr;
+    net.capture
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|(src, _, p)| *src == addr && p[1] == ty as u8)
+        .map(|(_, _, p)| p.clone())
+        .collect()
+}
+
+/// `genuine` with every byte after the indexes changed: what someone who learned the index
+/// (it travels in clear) can send without any key.
+fn junk_like(genuine: &[u8], from: usize, seed: u8) -> Vec<u8> {
+    let mut junk = genuine.to_vec();
+    for (i, byte) in junk.iter_mut().enumerate().skip(from) {
+        *byte = byte.wrapping_add(seed).wrapping_add(i as u8) | 1;
+    }
+    junk
+}
+
+/// While the responder's new keys are unconfirmed, a repeat of the very HandshakeFinish that
+/// made them gets another confirming Keepalive; junk of the same type at the same index
+/// (from anywhere, the peer's own address included) gets nothing and is counted. It once got
+/// a Keepalive each, uncounted.
+#[test]
+fn only_the_genuine_finish_repeated_is_answered_while_the_keys_are_unconfirmed() {
+    let mut net = Network::new(19);
+    let (a, b) = (net.add_default(), net.add_default());
+    net.capture = Some(Vec::new());
+    net.connect(a, b);
+    net.run_until(100, |n| n.nodes[b].endpoint.stats().sessions_active == 1);
+    let finish = sent_of_type(&net, a, PacketType::HandshakeFinish)[0].clone();
+    let a_addr = net.nodes[a].addr;
+    let keepalives = |net: &Network| sent_of_type(net, b, PacketType::Keepalive).len();
+    let before = keepalives(&net);
+    for seed in 0..20u8 {
+        let src = if seed % 2 == 0 {
+            a_addr
+        } else {
+            spoofed(u32::from(seed))
+        };
+        net.inject(b, src, &junk_like(&finish, wire::finish::NOISE, seed));
+    }
+    assert_eq!(keepalives(&net), before, "junk answered");
+    let stats = net.nodes[b].endpoint.stats();
+    assert_eq!(stats.dropped(DropReason::HandshakeFailed), 20);
+    net.inject(b, a_addr, &finish);
+    assert_eq!(keepalives(&net), before + 1, "the genuine repeat answered");
+}
+
+/// The initiator's side of the same rule: while its HandshakeFinish is unconfirmed, the
+/// responder's HandshakeResponse arriving again (it answered a retransmitted Init, byte for
+/// byte the same) makes it resend the Finish; junk of that type at its index does not.
+#[test]
+fn only_the_genuine_response_repeated_makes_the_initiator_resend_its_finish() {
+    let mut net = Network::new(20);
+    let (a, b) = (net.add_default(), net.add_default());
+    net.capture = Some(Vec::new());
+    // The Finish never arrives: a stays waiting for its confirmation.
+    net.blackhole = Some(|p| p[1] == PacketType::HandshakeFinish as u8);
+    net.connect(a, b);
+    net.run_until(100, |n| {
+        !sent_of_type(n, a, PacketType::HandshakeFinish).is_empty()
+    });
+    let response = sent_of_type(&net, b, PacketType::HandshakeResponse)[0].clone();
+    let b_addr = net.nodes[b].addr;
+    let finishes = |net: &Network| sent_of_type(net, a, PacketType::HandshakeFinish).len();
+    let before = finishes(&net);
+    for seed in 0..20u8 {
+        net.inject(
+            a,
+            b_addr,
+            &junk_like(&response, wire::response::NOISE, seed),
+        );
+    }
+    assert_eq!(finishes(&net), before, "junk answered");
+    let stats = net.nodes[a].endpoint.stats();
+    assert_eq!(stats.dropped(DropReason::HandshakeFailed), 20);
+    net.inject(a, b_addr, &response);
+    assert_eq!(finishes(&net), before + 1, "the genuine repeat answered");
 }
 
 #[test]

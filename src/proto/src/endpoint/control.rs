@@ -74,7 +74,7 @@ impl Endpoint {
             PendingTx::Finish(id) => {
                 let peer = self.peer(id)?;
                 let Some(InitiatorHandshake {
-                    phase: Phase::AwaitConfirm { finish },
+                    phase: Phase::AwaitConfirm { finish, .. },
                     ..
                 }) = peer.handshake.as_deref()
                 else {

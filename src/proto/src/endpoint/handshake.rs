@@ -16,7 +16,7 @@ use crate::keyset::{KeySet, SessionSecrets};
 use crate::noise::{FinishIntent, Initiator, Responder};
 use crate::stats::DropReason;
 use crate::time::Timestamp;
-use crate::wire::{finish, init, SessionIndex, MAC_LEN};
+use crate::wire::{finish, init, SessionIndex, MAC_LEN, TAG_LEN};
 
 /// A cookie is used for a little less than the secret behind it lives.
 pub(super) const COOKIE_USE_FOR: Duration =
@@ -45,6 +45,9 @@ pub(super) enum Phase {
     /// Keys are derived; HandshakeFinish is resent until the responder's first packet confirms it.
     AwaitConfirm {
         finish: [u8; finish::LEN],
+        /// The tag of the HandshakeResponse these keys came from: a responder repeats that
+        /// response byte for byte (11.2), so only it is a reason to resend the Finish.
+        response_tag: [u8; TAG_LEN],
     },
 }
 
@@ -61,6 +64,20 @@ pub(super) struct InitiatorHandshake {
     /// interval: further ones only store their cookie for the next scheduled send, so
     /// forged replies cannot make us send Inits faster than the retry timer does.
     pub(super) cookie_resent: bool,
+}
+
+/// The last `TAG_LEN` bytes of a handshake packet: its Noise tag, which tells one handshake
+/// message from every other (the parser has checked the packet's length).
+fn last_tag(datagram: &[u8]) -> [u8; TAG_LEN] {
+    let mut tag = [0u8; TAG_LEN];
+    if let Some(last) = datagram
+        .len()
+        .checked_sub(TAG_LEN)
+        .and_then(|at| datagram.get(at..))
+    {
+        tag.copy_from_slice(last);
+    }
+    tag
 }
 
 /// After this many unanswered HandshakeFinish retransmissions the responder has most likely
@@ -297,16 +314,22 @@ impl Endpoint {
             Some(SlotTarget::Initiator(id)) => id,
             Some(SlotTarget::Keys(id)) => {
                 // Our HandshakeFinish was lost and the responder answered our retransmitted
-                // HandshakeInit again: resend the finish.
-                let awaiting = self.peer(id).is_some_and(|p| {
-                    matches!(
-                        p.handshake.as_ref(),
-                        Some(h) if h.local_index == receiver
-                            && matches!(h.phase, Phase::AwaitConfirm { .. })
-                    )
+                // HandshakeInit again, with the same response: resend the finish. Anything
+                // else at that index proves nothing and is answered with nothing.
+                let awaiting = self.peer(id).and_then(|p| match p.handshake.as_deref() {
+                    Some(InitiatorHandshake {
+                        local_index,
+                        phase: Phase::AwaitConfirm { response_tag, .. },
+                        ..
+                    }) if *local_index == receiver => Some(*response_tag),
+                    _ => None,
                 });
-                if !awaiting {
-                    return Err(DropReason::Replay);
+                match awaiting {
+                    None => return Err(DropReason::Replay),
+                    Some(tag) if tag != last_tag(datagram) => {
+                        return Err(DropReason::HandshakeFailed)
+                    }
+                    Some(_) => {}
                 }
                 self.queue(PendingTx::Finish(id));
                 return Ok(());
@@ -354,6 +377,7 @@ impl Endpoint {
             };
         handshake.phase = Phase::AwaitConfirm {
             finish: finish_packet,
+            response_tag: last_tag(datagram),
         };
         let took = now.saturating_since(handshake.started);
         handshake.next_retry = now + retry;
@@ -439,12 +463,19 @@ impl Endpoint {
             Some(SlotTarget::Keys(id)) => {
                 // A repeated HandshakeFinish: our confirmation was lost. Confirm again, to the
                 // peer's authenticated address (never to `src`), while the initiator has not
-                // yet used the keys.
-                let unconfirmed = self
-                    .peer_mut(id)
-                    .and_then(|p| p.keys_for(receiver).map(|(k, _)| !k.received_any));
-                if unconfirmed != Some(true) {
-                    return Err(DropReason::Replay);
+                // yet used the keys, and only for the very Finish that made them: junk at the
+                // index is no repeat, and must not make us send.
+                let unconfirmed = self.peer_mut(id).and_then(|p| {
+                    let finish_tag = p.finish_tag;
+                    p.keys_for(receiver)
+                        .map(|(k, _)| (!k.received_any).then_some(finish_tag))
+                });
+                match unconfirmed.flatten() {
+                    None => return Err(DropReason::Replay),
+                    Some(tag) if tag != last_tag(datagram) => {
+                        return Err(DropReason::HandshakeFailed)
+                    }
+                    Some(_) => {}
                 }
                 self.queue_keepalive(id);
                 return Ok(());
@@ -555,6 +586,7 @@ impl Endpoint {
         };
         if let Some(peer) = self.peer_mut(id) {
             peer.set_peer_window(peer_window);
+            peer.finish_tag = last_tag(datagram);
         }
         self.indexes.retarget(receiver, SlotTarget::Keys(id));
         self.export_keys(|| exported);

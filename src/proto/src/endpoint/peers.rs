@@ -15,7 +15,9 @@ use crate::reliable::{ReliableReceiver, ReliableSender, MAX_QUEUE_BYTES};
 use crate::stats::CloseReason;
 use crate::strikes::Strikes;
 use crate::time::Timestamp;
-use crate::wire::{read_u32, read_u64, Counter, PacketType, SessionIndex, COOKIE_LEN, VERSION};
+use crate::wire::{
+    read_u32, read_u64, Counter, PacketType, SessionIndex, COOKIE_LEN, TAG_LEN, VERSION,
+};
 
 /// Stray-counter packets opened per second and in a burst, per peer (PROTOCOL.md 8).
 pub(super) const STRAY_RATE: u32 = 100;
@@ -192,6 +194,9 @@ pub(super) struct Peer {
     pub(super) public_key: PublicKey,
     pub(super) previous_expires: Timestamp,
     pub(super) cookie: Option<([u8; COOKIE_LEN], Timestamp)>,
+    /// The tag of the HandshakeFinish that made our newest responder-side keys: only that
+    /// Finish, repeated, is answered with another confirming Keepalive (PROTOCOL.md 11.2).
+    pub(super) finish_tag: [u8; TAG_LEN],
 }
 
 impl Peer {
@@ -430,6 +435,7 @@ impl Endpoint {
             previous_expires: now,
             handshake: None,
             cookie: None,
+            finish_tag: [0; TAG_LEN],
             bucket: TokenBucket::new(self.config.rate_pps, self.config.rate_burst, now),
             stray: TokenBucket::new(STRAY_RATE, STRAY_BURST, now),
             strikes: Strikes::new(),
