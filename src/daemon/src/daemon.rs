@@ -763,7 +763,7 @@ impl EventWatch {
             ),
             (
                 DropReason::HandshakeBudget,
-                "handshakes refused: handshake budget exhausted",
+                "handshakes refused: handshake budget spent, or the peer table full (limits.max_peers)",
             ),
             (
                 DropReason::BadCookie,

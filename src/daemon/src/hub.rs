@@ -96,13 +96,20 @@ const HUB_KEEPALIVE_MAX: Duration = Duration::from_secs(3);
 /// timeout three times it, so a member is reported silent before its session is
 /// closed), and the node may defer more sends per receive batch (one relay per
 /// subscriber).
+/// The keepalive interval and idle timeout of a hub's sessions, from its detection time: a
+/// third of it (at most 3 s) and three times it (PROTOCOL.md 19.8.3).
+pub(crate) fn session_timers(detection_time_ms: u64) -> (Duration, Duration) {
+    let detection = Duration::from_millis(detection_time_ms);
+    ((detection / 3).min(HUB_KEEPALIVE_MAX), detection * 3)
+}
+
 pub fn adjust_node_config(config: &Config, node: &mut NodeConfig) {
     if !config.hub.enabled {
         return;
     }
-    let detection = Duration::from_millis(config.hub.detection_time_ms);
-    node.endpoint.keepalive_interval = (detection / 3).min(HUB_KEEPALIVE_MAX);
-    node.endpoint.idle_timeout = detection * 3;
+    let (keepalive, idle_timeout) = session_timers(config.hub.detection_time_ms);
+    node.endpoint.keepalive_interval = keepalive;
+    node.endpoint.idle_timeout = idle_timeout;
     node.send_queue = node.send_queue.max(HUB_SEND_QUEUE);
     // Sessions come from members and links; nothing here is a SO_REUSEPORT group.
     node.socket.reuse_port = false;

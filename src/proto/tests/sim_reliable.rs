@@ -370,3 +370,31 @@ fn the_default_window_carries_100k_messages_a_second_over_a_lossy_2ms_round_trip
     assert_eq!(next_delivered, COUNT);
     assert!(net.lost > 500, "the link lost {} datagrams", net.lost);
 }
+
+/// Messages held back by the peer's window leave later through the sender's retransmission
+/// path, but they are first transmissions: on a clean link the retransmission count stays 0.
+/// It once counted every one of them.
+#[test]
+fn messages_held_for_the_window_are_not_counted_as_retransmissions() {
+    let mut net = Network::new(27);
+    let sender_config = EndpointConfig::new(net.keypair());
+    let mut receiver_config = EndpointConfig::new(net.keypair());
+    receiver_config.reliable.max_queued_bytes = 200;
+    let (a, b) = (net.add(sender_config), net.add(receiver_config));
+    let pa = net.connect(a, b);
+    net.run_until(10_000, |n| n.nodes[a].ups() == 1 && n.nodes[b].ups() == 1);
+    for n in 0..50u8 {
+        net.send(a, pa, Mode::Reliable, &[n; 60]).unwrap();
+    }
+    net.run_for(Duration::from_secs(2), 100_000);
+    assert_eq!(net.nodes[b].messages(Mode::Reliable).count(), 50);
+    let stats = net.nodes[a].endpoint.stats();
+    assert_eq!(stats.reliable_retransmits, 0, "{stats:?}");
+    // A loss still counts: the one lost segment is sent again once.
+    net.link.loss_ppm = 1_000_000;
+    net.send(a, pa, Mode::Reliable, b"lost once").unwrap();
+    net.link.loss_ppm = 0;
+    net.run_for(Duration::from_secs(2), 100_000);
+    assert_eq!(net.nodes[b].messages(Mode::Reliable).count(), 51);
+    assert_eq!(net.nodes[a].endpoint.stats().reliable_retransmits, 1);
+}

@@ -105,7 +105,7 @@ pub(crate) const OPTIONS: &[OptionDoc] = &[
     opt("metrics", "publish_interval_ms", "How often workers publish their counters to the endpoint."),
     opt("log", "level", "A level (error, warn, info, debug, trace, off) or target=level directives, comma-separated."),
     opt("log", "format", "text (no colours unless stderr is a terminal) or json (one object per line)."),
-    opt("hub", "enabled", "Run as a publish/subscribe hub (PUBSUB.md): one worker on one bind address."),
+    opt("hub", "enabled", "Run as a publish/subscribe hub (PROTOCOL.md section 19): one worker on one bind address."),
     unset("hub", "links", "Public keys (hex) of the hubs this hub links with; dial them with [[node.peers]] on one side or both.",
           "links = [\"<64 hex characters>\"]   # unset: no linked hubs"),
     opt("hub", "last_value_cache", "Send each new subscriber the topic's last relayed publish."),
@@ -143,6 +143,9 @@ pub(crate) fn render(config: &Config) -> String {
             .filter(|d| d.section == section && !is_table_array(d))
         {
             let _ = writeln!(out, "# {}", doc.doc);
+            if let Some(note) = overridden(config, doc) {
+                let _ = writeln!(out, "# {note}");
+            }
             match table.and_then(|t| t.get(doc.key)) {
                 Some(v) => {
                     let _ = writeln!(out, "{} = {v}", doc.key);
@@ -159,6 +162,25 @@ pub(crate) fn render(config: &Config) -> String {
         }
     }
     out
+}
+
+/// What the daemon runs with instead of the option's value, when something else decides
+/// it: a hub derives its sessions' timers from `hub.detection_time_ms`.
+fn overridden(config: &Config, doc: &OptionDoc) -> Option<String> {
+    if !config.hub.enabled || doc.section != "timers" {
+        return None;
+    }
+    let (keepalive, idle_timeout) = crate::hub::session_timers(config.hub.detection_time_ms);
+    let effective = match doc.key {
+        "keepalive_ms" => keepalive,
+        "idle_timeout_ms" => idle_timeout,
+        _ => return None,
+    };
+    Some(format!(
+        "[hub] is enabled: the hub runs with {} ms, from hub.detection_time_ms ({} ms), whatever is set here.",
+        effective.as_millis(),
+        config.hub.detection_time_ms
+    ))
 }
 
 /// `[[node.peers]]` and `[[hub.rules]]`: printed as tables of their own.
@@ -270,6 +292,13 @@ mod tests {
                 doc.key
             );
         }
+        // A hub's session timers come from its detection time: the output says so.
+        let hub_printed = render(&with_hub);
+        assert!(
+            hub_printed.contains("# [hub] is enabled: the hub runs with 9000 ms"),
+            "{hub_printed}"
+        );
+        assert!(!defaults.contains("[hub] is enabled"));
         for line in [
             "# key_file = ",
             "# capture_max_bytes = ",

@@ -145,7 +145,11 @@ impl Endpoint {
                 let out = buf.get_mut(TRANSPORT_HEADER_LEN..body_at + segment.payload.len())?;
                 out[..RELIABLE_SEQ_LEN].copy_from_slice(&segment.seq.to_le_bytes());
                 out[RELIABLE_SEQ_LEN..].copy_from_slice(segment.payload);
-                self.stats.reliable_retransmits += 1;
+                // The same path sends a queued message's first transmission once the peer's
+                // window admits it: that is no retransmission.
+                if segment.retransmission {
+                    self.stats.reliable_retransmits += 1;
+                }
                 // Come back for the next due segment after other control traffic had its turn.
                 self.queue(PendingTx::Retransmit(id));
                 self.seal_control(now, id, TransportKind::Reliable, buf, plaintext_len)
