@@ -166,8 +166,9 @@ pub struct ConnectArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Messages to exchange.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    /// Messages to exchange, in each mode, each way (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub messages: u64,
     /// Print the result as JSON.
     #[arg(long)]
@@ -219,7 +220,9 @@ pub struct ConfigOverrides {
     /// Log format (log.format).
     #[arg(long = "log-format", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Write every datagram this node sends and receives to FILE as pcap (node.capture).
+    /// Write every datagram this node sends and receives to FILE as pcap, with the session
+    /// keys in FILE.keylog (node.capture); with several workers (or [[node.peers]], dialled
+    /// from a worker of their own) one per worker: FILE.worker0, FILE.worker1, ...
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
     /// Rotate the capture to FILE.1, FILE.2, ... once it would pass BYTES (node.capture_max_bytes).
@@ -326,6 +329,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes a command's output to stdout. When its reader is gone (a pipe whose other end
+/// closed, as `| head` does once it has its lines) there is nobody left to tell anything:
+/// the command ends at once with exit 0, as the pubsub tools do. Any other error writing
+/// stdout is one line on stderr and exit 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(err) = std::io::stdout().lock().write_fmt(args) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(EXIT_OK));
+        }
+        eprintln!("intentra: error: stdout: {err}");
+        std::process::exit(i32::from(EXIT_RUNTIME));
+    }
+}
+
 /// Runs one parsed command; prints any error as one line on stderr.
 pub fn run_cli(cli: Cli) -> ExitCode {
     match run(cli) {
@@ -346,7 +364,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keygen(args) => keygen(&args),
         Command::Pubkey(args) => {
             let pair = config::read_key_file(&args.key)?;
-            println!("{}", pair.public);
+            outln!("{}", pair.public);
             Ok(())
         }
         Command::CheckConfig(args) => check_config(&args),
@@ -407,7 +425,7 @@ fn init_logging(config: &Config) -> Result<(), CliError> {
 fn keygen(args: &KeygenArgs) -> Result<(), CliError> {
     let pair = Keypair::generate(&mut rand_core::OsRng);
     config::write_key_file(&args.out, &pair.secret, args.force)?;
-    println!("{}", pair.public);
+    outln!("{}", pair.public);
     Ok(())
 }
 
@@ -418,7 +436,7 @@ fn check_config(args: &CheckConfigArgs) -> Result<(), CliError> {
         config::read_key_file(key)?;
     }
     config.load_allow_list()?;
-    print!("{}", config.to_annotated_toml());
+    out!("{}", config.to_annotated_toml());
     Ok(())
 }
 
@@ -438,9 +456,9 @@ fn status(args: &StatusArgs) -> Result<(), CliError> {
     } else {
         (first, None)
     };
-    print!("{}", summary.render_with(args.metrics, rates.as_ref()));
+    out!("{}", summary.render_with(args.metrics, rates.as_ref()));
     if args.peers {
-        print!("{}", summary.render_peers(unix_now()));
+        out!("{}", summary.render_peers(unix_now()));
     }
     Ok(())
 }

@@ -117,7 +117,7 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
     if !confirmed {
         if shutdown.is_shutdown() {
             node.close_all(CloseReason::Local);
-            println!("interrupted before the peer answered");
+            outln!("interrupted before the peer answered");
             return Ok(());
         }
         let why = match gone(&down) {
@@ -146,7 +146,7 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
     };
     let Traffic { sent, blocked } = outcome;
     if let Some(reason) = gone(&down) {
-        println!("peer closed: {} sent={sent}", reason.label());
+        outln!("peer closed: {} sent={sent}", reason.label());
         return Ok(());
     }
     if !shutdown.is_shutdown() {
@@ -168,7 +168,7 @@ pub fn connect(config: Config, args: &ConnectArgs) -> Result<(), DaemonError> {
         received = received.load(Ordering::Relaxed),
         "session closed"
     );
-    println!(
+    outln!(
         "sent={sent} would_block={blocked} received={}",
         received.load(Ordering::Relaxed)
     );

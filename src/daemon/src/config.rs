@@ -542,7 +542,15 @@ impl Config {
         let Some(path) = self.node.allow_list.as_deref() else {
             return Ok(None);
         };
-        let keys = read_allow_list(path)?;
+        let keys = read_allow_list(path).map_err(|err| match err {
+            // The file is named, but not which option asked for it.
+            ConfigError::Io { path, source } => ConfigError::Invalid {
+                path: Some(path),
+                key: "node.allow_list",
+                message: format!("cannot be read: {source}"),
+            },
+            other => other,
+        })?;
         if keys.is_empty() && !self.node.allow_list_empty_ok {
             return Err(ConfigError::Invalid {
                 path: Some(path.to_path_buf()),

@@ -3,6 +3,18 @@
 //! crate instead; this one adds what running a node as a service needs.
 #![forbid(unsafe_code)]
 
+/// `print!` for what a command prints on stdout: a reader that went away (`| head`) ends
+/// the command quietly with exit 0, where `print!` would panic (`cli::write_stdout`).
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` for what a command prints on stdout, as `out!`.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => { out!("{}\n", format_args!($($arg)*)) };
+}
+
 pub mod cli;
 pub mod client;
 pub mod config;

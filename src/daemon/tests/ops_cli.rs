@@ -289,3 +289,30 @@ fn bad_flags_exit_2() {
         Some(2)
     );
 }
+
+/// `intentra demo | head -1` and `intentra check-config FILE | head -1`: the reader closes
+/// the pipe after its line, and the command ends quietly with exit 0 (it panicked on the
+/// failed print, with a backtrace on the user's terminal).
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    for args in [&["demo"][..], &["check-config", "/dev/null"][..]] {
+        let mut child = bin()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{args:?}");
+        // The reader is dropped here: every later write finds the pipe closed.
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

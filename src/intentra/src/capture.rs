@@ -12,7 +12,7 @@
 //!
 //! Also owns the capture's files: they are created new and private (`create_private`:
 //! O_EXCL, O_NOFOLLOW, mode 0600), the capture rotates at a size limit (`CaptureLimits`),
-//! and the key log beside it (`FILE.keylog`, PROTOCOL.md section 19) gets one line per key
+//! and the key log beside it (`FILE.keylog`, PROTOCOL.md section 20) gets one line per key
 //! set the endpoint installed, in the spirit of SSLKEYLOGFILE: transport keys only.
 //!
 //! `CaptureWriter` never allocates per record (headers are built in a fixed array) and never

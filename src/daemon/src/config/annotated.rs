@@ -54,7 +54,7 @@ pub(crate) const OPTIONS: &[OptionDoc] = &[
           "allow_list = \"allow-list\"   # unset: any peer key is accepted"),
     opt("node", "allow_list_empty_ok", "Accept an allow-list with no keys (refuses every peer); otherwise such a list is an error."),
     opt("node", "bundling", "Smart batching: messages queued together for one peer, and a hub's relays to one peer from one receive batch, go out in as few datagrams as fit (PROTOCOL.md 7.5); a lone message is never delayed. Bundles are received either way."),
-    unset("node", "capture", "Write every datagram sent and received to this pcap file (one per worker if several).",
+    unset("node", "capture", "Write every datagram sent and received to this pcap file, keys to FILE.keylog; with several workers (node.peers counts as one) FILE.worker0, FILE.worker1, ...",
           "capture = \"intentra.pcap\"   # unset: no capture"),
     unset("node", "capture_max_bytes", "Rotate the capture to FILE.1, FILE.2, ... once it would grow past this many bytes.",
           "capture_max_bytes = 1073741824   # unset: one capture file, no size limit"),
