@@ -435,7 +435,7 @@ mod text {
         },
         CounterFamily {
             name: "intentra_handshakes_completed",
-            help: "Handshakes completed, as initiator or responder.",
+            help: "Handshakes completed: as responder on reading HandshakeFinish, as initiator on reading HandshakeResponse (before the responder confirms).",
             value: |s| s.handshakes_completed,
         },
         CounterFamily {

@@ -171,7 +171,10 @@ pub struct Stats {
     closes: [u64; CloseReason::COUNT],
     /// Handshakes this side started (first sessions and rekeys).
     pub handshakes_initiated: u64,
-    /// Handshakes completed, either side.
+    /// Handshakes completed, either side: a responder counts one when it reads the
+    /// HandshakeFinish, an initiator when it reads the HandshakeResponse (its keys are then
+    /// derived; the responder's confirmation comes after, and an attempt restarted for
+    /// want of it (PROTOCOL.md 11.1 step 5) counts again).
     pub handshakes_completed: u64,
     /// HandshakeInit and HandshakeFinish retransmissions.
     pub handshake_retransmits: u64,
