@@ -197,7 +197,8 @@ fn main() -> ExitCode {
 
     let report = Report {
         file: name,
-        format: format.label(),
+        // A pcap variant is worth naming: its records were read by another layout.
+        format: reader::pcap_variant(&bytes).map_or(format.label(), |v| v.label()),
         records: tally.records,
         parsed: tally.parsed,
         counts: counts(&tally),

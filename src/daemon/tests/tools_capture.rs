@@ -672,3 +672,181 @@ fn the_parse_rate_is_shown_only_when_verbose() {
     let verbose = replay(&built.file.0, &["--verbose"]);
     assert!(String::from_utf8_lossy(&verbose.stdout).contains("parse rate"));
 }
+
+// ----- what the reader skips, and the capture formats it reads ----------------------------
+
+/// Runs the replay on `bytes` written to a temporary file: exit code, report, stderr lines.
+fn replay_bytes(name: &str, bytes: &[u8], extra: &[&str]) -> (Option<i32>, Value, Vec<String>) {
+    let file = TempFile(temp_path(name));
+    std::fs::write(&file.0, bytes).unwrap();
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let output = replay(&file.0, &args);
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|l| l.replace(&file.0.display().to_string(), "FILE"))
+        .collect();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report, stderr)
+}
+
+#[test]
+fn unknown_pcapng_blocks_warn_once_per_type_and_metadata_blocks_do_not() {
+    let datagrams = [transport(TransportKind::Realtime, 40)];
+    let mut bytes = pcapng_capture(&[], &datagrams);
+    // Name resolution, interface statistics, journal, decryption secrets, custom blocks:
+    // standard, and never a packet.
+    for block_type in [4, 5, 9, 0x0A, 0x0BAD, 0x4000_0BAD] {
+        ng_block(&mut bytes, block_type, &[0; 8]);
+    }
+    let unknown = bytes.len();
+    ng_block(&mut bytes, 0x0BAD_F00D, b"unknown block");
+    let local_use = bytes.len();
+    ng_block(&mut bytes, 0x8000_0001, b"local use");
+    ng_block(&mut bytes, 0x0BAD_F00D, b"unknown again");
+    // A second section after them: its packets are read too.
+    bytes.extend(pcapng_capture(&[], &datagrams));
+    let (code, report, stderr) = replay_bytes("blocks.pcapng", &bytes, &[]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert_eq!(
+        stderr,
+        [
+            format!(
+                "warning: FILE: block at offset {unknown}: unknown block type 0x0badf00d \
+                 skipped (2 blocks of this type, the first here)"
+            ),
+            format!(
+                "warning: FILE: block at offset {local_use}: unknown block type 0x80000001 \
+                 skipped"
+            ),
+        ]
+    );
+    assert_counts(&report, "counts", &[("realtime", 2)]);
+}
+
+#[test]
+fn a_pcapng_section_of_another_major_version_is_read_with_a_warning() {
+    let mut bytes = pcapng_capture(&[], &[transport(TransportKind::Keepalive, 0)]);
+    // Major version, after block type, length and byte-order magic.
+    bytes[12..14].copy_from_slice(&2u16.to_le_bytes());
+    let (code, report, stderr) = replay_bytes("v2.pcapng", &bytes, &[]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(
+        stderr[0].starts_with(
+            "warning: FILE: section header block at offset 0: pcapng major version 2"
+        ),
+        "{stderr:?}"
+    );
+    assert_counts(&report, "counts", &[("keepalive", 1)]);
+}
+
+/// `pcap` (as CaptureWriter writes it, with nanosecond time stamps) with `extra` bytes after
+/// each record's header and `magic` at the start, as Kuznetsov's patched libpcap and its kin
+/// write (with microseconds).
+fn with_longer_record_headers(pcap: &[u8], magic: u32, extra: &[u8]) -> Vec<u8> {
+    assert_eq!(pcap[..4], 0xA1B2_3C4Du32.to_le_bytes());
+    let mut out = pcap[..24].to_vec();
+    out[..4].copy_from_slice(&magic.to_le_bytes());
+    let mut at = 24;
+    while at < pcap.len() {
+        let field = |i: usize| u32::from_le_bytes(pcap[at + i..at + i + 4].try_into().unwrap());
+        let incl = field(8) as usize;
+        out.extend_from_slice(&pcap[at..at + 4]);
+        out.extend_from_slice(&(field(4) / 1000).to_le_bytes());
+        out.extend_from_slice(&pcap[at + 8..at + 16]);
+        out.extend_from_slice(extra);
+        out.extend_from_slice(&pcap[at + 16..at + 16 + incl]);
+        at += 16 + incl;
+    }
+    out
+}
+
+#[test]
+fn modified_pcap_variants_are_read() {
+    let built = build_capture("modified-src.pcap");
+    let pcap = std::fs::read(&built.file.0).unwrap();
+    let expected = replay_json(&built.file.0, &[]);
+    // ifindex 1, protocol 0x0800, pkt_type 0 (PACKET_HOST), pad: editcap -F modpcap.
+    let ss991029 = [1, 0, 0, 0, 0x00, 0x08, 0, 0];
+    let ss990915 = [1, 0, 0, 0, 0x00, 0x08, 0, 0, 0, 0, 0, 0];
+    for (magic, extra, label) in [
+        (0xA1B2_CD34, &ss991029[..], "pcap (modified, ss991029)"),
+        (0xA1B2_CD34, &ss990915[..], "pcap (modified, ss990915: SuSE 6.3)"),
+        (0xA1B2_C3D4, &ss991029[..], "pcap (modified, ss990417: Red Hat 6.1)"),
+    ] {
+        let bytes = with_longer_record_headers(&pcap, magic, extra);
+        let (code, report, stderr) = replay_bytes("modified.pcap", &bytes, &[]);
+        assert_eq!(code, Some(0), "{label}: {stderr:?}");
+        assert_eq!(report["format"], label);
+        assert_eq!(report["counts"], expected["counts"], "{label}");
+    }
+    // Nokia's layout without Nokia's values (as editcap writes it): refused by name.
+    let bytes = with_longer_record_headers(&pcap, 0xA1B2_C3D4, &[0; 4]);
+    let (code, _, stderr) = replay_bytes("nokia.pcap", &bytes, &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.len() == 1 && stderr[0].starts_with("FILE: corrupt record at offset 24: ")
+            && stderr[0].contains("Nokia"),
+        "{stderr:?}"
+    );
+}
+
+/// Ethernet frames around the datagrams (IPv4, UDP, PORT) as CaptureWriter builds them.
+fn ethernet_frames(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    datagrams
+        .iter()
+        .map(|payload| {
+            let mut writer = CaptureWriter::from_writer(Vec::new()).unwrap();
+            let src: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+            let dst: SocketAddr = format!("10.0.0.2:{PORT}").parse().unwrap();
+            writer.record(0, src, dst, payload).unwrap();
+            let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+            frame.extend_from_slice(&writer.into_inner().unwrap()[24 + 16..]);
+            frame
+        })
+        .collect()
+}
+
+/// A little-endian classic pcap with the given link-type field.
+fn pcap_with_link_field(link_field: u32, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = 0xA1B2_C3D4u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&link_field.to_le_bytes());
+    for frame in frames {
+        v.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        v.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        v.extend_from_slice(frame);
+    }
+    v
+}
+
+#[test]
+fn a_pcap_link_type_field_with_an_fcs_length_is_read_and_the_fcs_stripped() {
+    let datagrams = vec![
+        transport(TransportKind::Realtime, 40),
+        transport(TransportKind::Reliable, 20),
+    ];
+    let mut frames = ethernet_frames(&datagrams);
+    for frame in &mut frames {
+        frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    }
+    // LINKTYPE_ETHERNET, FCS length present (bit 26), 2 16-bit words (bits 28-31): libpcap's
+    // LT_FCS_DATALINK_EXT(2).
+    let bytes = pcap_with_link_field(0x2400_0001, &frames);
+    let (code, report, stderr) = replay_bytes("fcs.pcap", &bytes, &[]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert_counts(
+        &report,
+        "counts",
+        &[
+            ("realtime", 1),
+            ("reliable", 1),
+            ("unsupported_link", 0),
+            ("bad_frame", 0),
+            ("malformed", 0),
+        ],
+    );
+}
