@@ -148,6 +148,10 @@ pub struct Udp<'a> {
     /// False when the payload is cut short, by the snapshot length or because this is
     /// the first fragment of a fragmented datagram; `payload` is then only a prefix.
     pub complete: bool,
+    /// The IPv4 header gave no length (total length 0, as a sending host's TSO/GSO frames are
+    /// captured), so the datagram was taken to run to the end of the captured frame: if the
+    /// capture cut the frame short, so is the datagram, whatever `complete` says.
+    pub sized_by_capture: bool,
 }
 
 /// What a frame turned out to be.
@@ -254,6 +258,14 @@ fn ipv4(packet: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         .get(..header_len)
         .ok_or(DecodeError::Truncated(Layer::Ipv4))?;
     let total_len = usize::from(be16(header, 2).ok_or(DecodeError::Truncated(Layer::Ipv4))?);
+    // Zero is what a host captures of its own TSO/GSO frames before the NIC segments them:
+    // the packet is the rest of the frame, as Wireshark reads it.
+    let sized_by_capture = total_len == 0;
+    let total_len = if sized_by_capture {
+        packet.len()
+    } else {
+        total_len
+    };
     if total_len < header_len {
         return Err(DecodeError::BadIpLength);
     }
@@ -269,14 +281,21 @@ fn ipv4(packet: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let dst = ipv4_addr(header, 16).ok_or(DecodeError::Truncated(Layer::Ipv4))?;
     // Beyond the total length is link-layer padding (Ethernet pads to 60 bytes).
     let (body, cut) = clamp(packet, header_len, total_len);
-    udp(
+    let decoded = udp(
         src.into(),
         dst.into(),
         body,
         total_len - header_len,
         cut,
         more_fragments,
-    )
+    )?;
+    Ok(match decoded {
+        Decoded::Udp(udp) => Decoded::Udp(Udp {
+            sized_by_capture,
+            ..udp
+        }),
+        other => other,
+    })
 }
 
 fn ipv6(packet: &[u8]) -> Result<Decoded<'_>, DecodeError> {
@@ -370,6 +389,7 @@ fn udp(
         dst: SocketAddr::new(dst, dst_port),
         payload,
         complete: !(cut || short || first_fragment),
+        sized_by_capture: false,
     }))
 }
 
@@ -605,6 +625,12 @@ mod tests {
             decode(LinkType::Ipv4, &long_ihl),
             Err(DecodeError::Truncated(Layer::Ipv4))
         );
+        // Total length 0: a TSO/GSO frame, the rest of the captured frame.
+        let mut tso = ip.clone();
+        tso[2..4].fill(0);
+        let udp = expect_udp(decode(LinkType::Raw, &tso));
+        assert_eq!(udp.payload, PAYLOAD);
+        assert!(udp.complete && udp.sized_by_capture);
         let mut short_total = ip.clone();
         short_total[2..4].copy_from_slice(&10u16.to_be_bytes());
         assert_eq!(

@@ -249,7 +249,7 @@ fn classify<'a>(
         Ok(Decoded::Udp(udp)) => {
             if port.is_some_and(|p| udp.src.port() != p && udp.dst.port() != p) {
                 tally.not_intentra += 1;
-            } else if !udp.complete {
+            } else if !whole(&udp, &frame) {
                 // Only part of the datagram was captured; its length (and so its
                 // verdict) is unknown.
                 tally.incomplete += 1;
@@ -258,6 +258,13 @@ fn classify<'a>(
             }
         }
     }
+}
+
+/// Whether `udp`, found in `frame`, was captured whole: neither cut by the snapshot length
+/// nor only a first fragment. A datagram sized by the capture (IPv4 total length 0) is whole
+/// only if the frame is.
+fn whole(udp: &decode::Udp<'_>, frame: &reader::Frame<'_>) -> bool {
+    udp.complete && !(udp.sized_by_capture && frame.wire_len > frame.data.len())
 }
 
 /// Runs the parser over every payload; only this loop is timed.

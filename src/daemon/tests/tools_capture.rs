@@ -850,3 +850,39 @@ fn a_pcap_link_type_field_with_an_fcs_length_is_read_and_the_fcs_stripped() {
         ],
     );
 }
+
+#[test]
+fn an_ipv4_total_length_of_zero_is_the_rest_of_the_frame() {
+    // As a host captures its own TSO/GSO frames: total length 0. Ethernet pads short
+    // frames, but the UDP length bounds the datagram.
+    let datagrams = vec![
+        transport(TransportKind::Keepalive, 0),
+        transport(TransportKind::Realtime, 100),
+    ];
+    let mut frames = ethernet_frames(&datagrams);
+    for frame in &mut frames {
+        frame[14 + 2..14 + 4].fill(0);
+        frame.resize(frame.len().max(60), 0);
+    }
+    // The same, with an FCS the link-type field declares: it is not part of the datagram.
+    let mut with_fcs = frames.clone();
+    for frame in &mut with_fcs {
+        frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    }
+    for (link_field, frames) in [(1, &frames), (0x2400_0001, &with_fcs)] {
+        let bytes = pcap_with_link_field(link_field, frames);
+        let (code, report, stderr) = replay_bytes("tso.pcap", &bytes, &[]);
+        assert_eq!(code, Some(0), "{stderr:?}");
+        assert_counts(
+            &report,
+            "counts",
+            &[("keepalive", 1), ("realtime", 1), ("bad_frame", 0)],
+        );
+    }
+    // Cut by the snapshot length, such a frame is not whole: its length is unknown.
+    let mut bytes = pcap_with_link_field(1, &frames[1..]);
+    let wire = u32::from_le_bytes(bytes[24 + 12..24 + 16].try_into().unwrap());
+    bytes[24 + 12..24 + 16].copy_from_slice(&(wire + 100).to_le_bytes());
+    let (_, report, _) = replay_bytes("tso-cut.pcap", &bytes, &[]);
+    assert_counts(&report, "counts", &[("realtime", 0), ("bad_frame", 0)]);
+}
