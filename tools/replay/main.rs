@@ -124,7 +124,8 @@ struct Tally {
     malformed: [u64; MALFORMED.len()],
     not_udp: u64,
     not_intentra: u64,
-    incomplete: u64,
+    /// Datagrams cut short, by the snapshot length or as a first fragment.
+    truncated: u64,
     bad_frame: [u64; DecodeError::ALL.len()],
     unsupported_link: BTreeMap<u32, u64>,
     parsed: u64,
@@ -252,7 +253,7 @@ fn classify<'a>(
             } else if !whole(&udp, &frame) {
                 // Only part of the datagram was captured; its length (and so its
                 // verdict) is unknown.
-                tally.incomplete += 1;
+                tally.truncated += 1;
             } else {
                 payloads.push(udp.payload);
             }
@@ -296,7 +297,7 @@ fn counts(tally: &Tally) -> BTreeMap<&'static str, u64> {
     counts.insert("malformed", tally.malformed.iter().sum());
     counts.insert("not_udp", tally.not_udp);
     counts.insert("not_intentra", tally.not_intentra);
-    counts.insert("incomplete", tally.incomplete);
+    counts.insert("truncated", tally.truncated);
     counts.insert("bad_frame", tally.bad_frame.iter().sum());
     counts.insert(
         "unsupported_link",
@@ -318,7 +319,7 @@ fn print_table(report: &Report<'_>, verbose: bool) {
     for (label, n) in &report.malformed {
         show(format!("malformed.{label}"), *n);
     }
-    for key in ["not_udp", "not_intentra", "incomplete"] {
+    for key in ["not_udp", "not_intentra", "truncated"] {
         show(key.to_string(), count(key));
     }
     for (label, n) in report.bad_frame.iter().filter(|(_, n)| **n > 0) {

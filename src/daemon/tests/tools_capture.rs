@@ -216,7 +216,7 @@ fn replay_counts_every_verdict_exactly() {
             ("malformed", 12),
             ("not_udp", 0),
             ("not_intentra", 0),
-            ("incomplete", 0),
+            ("truncated", 0),
             ("bad_frame", 0),
         ],
     );
@@ -885,4 +885,220 @@ fn an_ipv4_total_length_of_zero_is_the_rest_of_the_frame() {
     bytes[24 + 12..24 + 16].copy_from_slice(&(wire + 100).to_le_bytes());
     let (_, report, _) = replay_bytes("tso-cut.pcap", &bytes, &[]);
     assert_counts(&report, "counts", &[("realtime", 0), ("bad_frame", 0)]);
+}
+
+// ----- session replays of hand-built captures ----------------------------------------------
+
+use intentra::proto::{Endpoint, EndpointConfig, Keypair, Mode, Sent, Timestamp};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+/// One datagram as it crossed the wire: capture time (ns), source, destination, bytes.
+type Wire = (u64, SocketAddr, SocketAddr, Vec<u8>);
+
+/// A real session between two in-process endpoints, a to b: a handshake, then `messages`
+/// Realtime messages of `size` bytes. b's private key is written to `dir/b.key`; the
+/// datagrams are returned in order, and b's key log lines.
+fn real_session(dir: &Path, messages: usize, size: usize) -> (Vec<Wire>, String, PathBuf) {
+    let a_addr: SocketAddr = "10.1.0.1:40000".parse().unwrap();
+    let b_addr: SocketAddr = "10.1.0.2:7700".parse().unwrap();
+    let b_pair = || Keypair::generate(&mut ChaCha20Rng::seed_from_u64(2));
+    let key = dir.join("b.key");
+    intentra_daemon::config::write_key_file(&key, &b_pair().secret, false).unwrap();
+    let zero = Timestamp::from_nanos(0);
+    let a_keys = Keypair::generate(&mut ChaCha20Rng::seed_from_u64(1));
+    let b_public = b_pair().public;
+    let mut a = Endpoint::new(
+        EndpointConfig::new(a_keys),
+        zero,
+        ChaCha20Rng::seed_from_u64(3),
+    );
+    let mut b_config = EndpointConfig::new(b_pair());
+    b_config.export_session_keys = true;
+    let mut b = Endpoint::new(b_config, zero, ChaCha20Rng::seed_from_u64(4));
+    let mut wire: Vec<Wire> = Vec::new();
+    let mut clock = 0u64;
+    let mut out = vec![0u8; 1452];
+    let to_b = a.connect(zero, b_addr, b_public).unwrap();
+    // Carries everything queued on either side until both are quiet.
+    let settle = |a: &mut Endpoint, b: &mut Endpoint, clock: &mut u64, wire: &mut Vec<Wire>| {
+        let mut out = vec![0u8; 1452];
+        loop {
+            let mut moved = false;
+            *clock += 1_000_000;
+            let now = Timestamp::from_nanos(*clock);
+            while let Some(tx) = a.poll_transmit(now, &mut out) {
+                let mut datagram = out[..tx.len].to_vec();
+                wire.push((*clock, a_addr, b_addr, datagram.clone()));
+                let _ = b.handle_datagram(now, a_addr, &mut datagram);
+                moved = true;
+            }
+            while let Some(tx) = b.poll_transmit(now, &mut out) {
+                let mut datagram = out[..tx.len].to_vec();
+                wire.push((*clock, b_addr, a_addr, datagram.clone()));
+                let _ = a.handle_datagram(now, b_addr, &mut datagram);
+                moved = true;
+            }
+            while b.poll_event().is_some() {}
+            while a.poll_event().is_some() {}
+            if !moved {
+                break;
+            }
+        }
+    };
+    settle(&mut a, &mut b, &mut clock, &mut wire);
+    for i in 0..messages {
+        clock += 1_000_000;
+        let now = Timestamp::from_nanos(clock);
+        let payload = vec![i as u8; size];
+        let sent = a.send(now, to_b, Mode::Realtime, &payload, &mut out);
+        let Ok(Sent::Now(tx)) = sent else {
+            panic!("{sent:?}")
+        };
+        wire.push((clock, a_addr, b_addr, out[..tx.len].to_vec()));
+    }
+    settle(&mut a, &mut b, &mut clock, &mut wire);
+    let mut keylog = String::from("# intentra key log v1\n");
+    while let Some(secrets) = b.poll_session_keys() {
+        keylog.push_str(&intentra::capture::keylog_line(&secrets));
+    }
+    (wire, keylog, key)
+}
+
+/// The IPv4 (or IPv6) packet CaptureWriter would record for a datagram.
+fn ip_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut writer = CaptureWriter::from_writer(Vec::new()).unwrap();
+    writer.record(0, src, dst, payload).unwrap();
+    writer.into_inner().unwrap()[24 + 16..].to_vec()
+}
+
+/// A microsecond pcap of raw IP (101): (time in ns, captured bytes, length on the wire).
+fn raw_ip_pcap(records: &[(u64, Vec<u8>, usize)]) -> Vec<u8> {
+    let mut v = 0xA1B2_C3D4u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&101u32.to_le_bytes());
+    for (ts, frame, wire) in records {
+        v.extend_from_slice(&((ts / 1_000_000_000) as u32).to_le_bytes());
+        v.extend_from_slice(&((ts % 1_000_000_000 / 1_000) as u32).to_le_bytes());
+        v.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(*wire as u32).to_le_bytes());
+        v.extend_from_slice(frame);
+    }
+    v
+}
+
+/// Session replay of `pcap` (written to `dir`, with `keylog` beside it) as b at 10.1.0.2:7700.
+fn session_replay(dir: &Path, pcap: &[u8], keylog: &str, key: &Path) -> (Option<i32>, Value, String) {
+    let file = dir.join("cap.pcap");
+    std::fs::write(&file, pcap).unwrap();
+    std::fs::write(keylog_path(&file), keylog).unwrap();
+    let output = replay(
+        &file,
+        &["--key", key.to_str().unwrap(), "--local", "10.1.0.2:7700", "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(&file.display().to_string(), "FILE");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report, stderr)
+}
+
+#[test]
+fn a_whole_session_capture_replays_and_the_helpers_are_sound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 5, 100);
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip, len)
+        })
+        .collect();
+    let (code, report, stderr) = session_replay(dir.path(), &raw_ip_pcap(&records), &keylog, &key);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["sessions_up"], 1, "{report}");
+    assert_eq!(report["delivered_realtime"], 5, "{report}");
+    assert_eq!(report["truncated"], 0, "{report}");
+}
+
+#[test]
+fn snaplen_cut_datagrams_are_counted_as_truncated_and_the_hint_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 5, 100);
+    // Snap length 90: every datagram of the session is cut short.
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip[..len.min(90)].to_vec(), len)
+        })
+        .collect();
+    let cut = |w: &&Wire| ip_packet(w.1, w.2, &w.3).len() > 90;
+    let to_b = wire.iter().filter(|w| w.2.port() == 7700).filter(cut).count();
+    assert_eq!(to_b, wire.iter().filter(|w| w.2.port() == 7700).count());
+    let (code, report, stderr) = session_replay(dir.path(), &raw_ip_pcap(&records), &keylog, &key);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(report["truncated"], to_b as u64, "{report}");
+    assert_eq!(report["datagrams_to_local"], 0, "{report}");
+    assert!(
+        stderr.contains(&format!("none of the {to_b} datagrams to --local 10.1.0.2:7700 was captured whole"))
+            && stderr.contains("snap length")
+            && !stderr.contains("destinations in the capture"),
+        "{stderr}"
+    );
+    // Plain mode counts them as truncated too.
+    let file = dir.path().join("cap.pcap");
+    let report = replay_json(&file, &[]);
+    let all_cut = wire.iter().filter(cut).count() as u64;
+    assert_eq!(report["counts"]["truncated"], all_cut, "{report}");
+}
+
+#[test]
+fn a_session_replay_on_an_unsupported_link_type_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 2, 50);
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip, len)
+        })
+        .collect();
+    let mut pcap = raw_ip_pcap(&records);
+    // LINKTYPE_USER0.
+    pcap[20..24].copy_from_slice(&147u32.to_le_bytes());
+    let (code, report, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("link types this tool does not read: 147 ({} frames)", wire.len())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("holds no UDP datagram"), "{stderr}");
+    assert_eq!(report["unsupported_link_types"]["147"], wire.len() as u64);
+}
+
+#[test]
+fn a_missing_key_log_is_named_as_missing_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, _, key) = real_session(dir.path(), 1, 10);
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip, len)
+        })
+        .collect();
+    let file = dir.path().join("cap.pcap");
+    std::fs::write(&file, raw_ip_pcap(&records)).unwrap();
+    let output = replay(&file, &["--key", key.to_str().unwrap(), "--local", "10.1.0.2:7700"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cap.pcap.keylog: key log not found"), "{stderr}");
+    assert!(stderr.contains("--keylog"), "{stderr}");
+    assert!(stderr.contains("FILE.workerN.keylog"), "{stderr}");
+    assert!(!stderr.contains("RNG seed"), "{stderr}");
 }
