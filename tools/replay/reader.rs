@@ -1149,12 +1149,13 @@ mod tests {
         assert_eq!(split_link_field(0x0001_0001), (0x0001_0001, 0));
         let file = pcap_le(0x2400_0001, &[b"frame+FCS!", b"xy"]);
         let mut frames = Vec::new();
-        read_frames(&file, |f| frames.push((f.link_type, f.data.to_vec(), f.wire_len)), |_| {})
-            .unwrap();
-        assert_eq!(
-            frames,
-            vec![(1, b"frame+".to_vec(), 6), (1, Vec::new(), 0)]
-        );
+        read_frames(
+            &file,
+            |f| frames.push((f.link_type, f.data.to_vec(), f.wire_len)),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(frames, vec![(1, b"frame+".to_vec(), 6), (1, Vec::new(), 0)]);
     }
 
     #[test]
@@ -1173,7 +1174,10 @@ mod tests {
         assert_eq!(Tick::Decimal(9).nanos(5), Some(5));
         assert_eq!(Tick::Decimal(3).nanos(5), Some(5_000_000));
         assert_eq!(Tick::Binary(1).nanos(3), Some(1_500_000_000));
-        assert_eq!(interface_tick(&[9, 0, 1, 0, 9, 0, 0, 0], Endianness::Little), Tick::Decimal(9));
+        assert_eq!(
+            interface_tick(&[9, 0, 1, 0, 9, 0, 0, 0], Endianness::Little),
+            Tick::Decimal(9)
+        );
     }
 
     #[test]

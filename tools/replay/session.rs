@@ -21,7 +21,7 @@ use intentra::proto::CloseReason;
 use intentra_daemon::config::read_key_file;
 use serde::Serialize;
 
-use crate::decode::{decode, Decoded, LinkType};
+use crate::decode::{decode, Decoded, LinkType, Reassembler};
 use crate::reader;
 
 #[derive(Serialize, Default)]
@@ -32,6 +32,11 @@ pub struct SessionReport {
     pub truncated: u64,
     /// Frames on link types the decoder does not walk, by LINKTYPE_ value.
     pub unsupported_link_types: BTreeMap<u32, u64>,
+    /// IP fragments in the capture (any destination), and the datagrams they made or not.
+    pub ip_fragments: u64,
+    pub reassembled: u64,
+    pub fragments_incomplete: u64,
+    pub fragments_conflicting: u64,
     pub sessions_in_key_log: u64,
     /// HandshakeInits to the node, and how many of them carry a mac1 for its key.
     pub handshake_inits: u64,
@@ -109,6 +114,7 @@ pub fn replay(
     let mac1 = mac1_key(&keypair.public);
 
     let mut datagrams: Vec<Vec<u8>> = Vec::new();
+    let mut reassembler = Reassembler::default();
     reader::read_frames(
         &bytes,
         |frame| {
@@ -119,19 +125,40 @@ pub fn replay(
                     .or_default() += 1;
                 return;
             };
-            if let Ok(Decoded::Udp(udp)) = decode(link, frame.data) {
-                if udp.dst != local {
-                    *report.other_destinations.entry(udp.dst).or_default() += 1;
-                } else if !crate::whole(&udp, &frame) {
-                    report.truncated += 1;
-                } else {
-                    datagrams.push(udp.payload.to_vec());
+            match decode(link, frame.data) {
+                Ok(Decoded::Udp(udp)) => {
+                    if udp.dst != local {
+                        *report.other_destinations.entry(udp.dst).or_default() += 1;
+                    } else if !crate::whole(&udp, &frame) {
+                        report.truncated += 1;
+                    } else {
+                        datagrams.push(udp.payload.to_vec());
+                    }
                 }
+                // Reassembled datagrams take the normal path, in the order they completed.
+                Ok(Decoded::Fragment(fragment)) => {
+                    let Some(datagram) = reassembler.push(fragment, frame.timestamp) else {
+                        return;
+                    };
+                    if let Ok(Decoded::Udp(udp)) = datagram.decode() {
+                        if udp.dst != local {
+                            *report.other_destinations.entry(udp.dst).or_default() += 1;
+                        } else if udp.complete {
+                            datagrams.push(udp.payload.to_vec());
+                        }
+                    }
+                }
+                _ => {}
             }
         },
         &mut warn,
     )
     .map_err(|e| format!("{name}: {e}"))?;
+    reassembler.finish();
+    report.ip_fragments = reassembler.stats.fragments;
+    report.reassembled = reassembler.stats.reassembled;
+    report.fragments_incomplete = reassembler.stats.incomplete;
+    report.fragments_conflicting = reassembler.stats.conflicting;
     report.datagrams_to_local = datagrams.len() as u64;
 
     let count_drop = |report: &mut SessionReport, reason: &'static str| {
@@ -251,9 +278,9 @@ fn keylog_error(error: &std::io::Error, keylog: &Path) -> String {
             keylog.display()
         ),
         // A key log of old is one line of hex: the first line is "not a key log line".
-        std::io::ErrorKind::InvalidData => format!(
-            "{error} (key logs of intentra before v1 held an RNG seed and cannot be read)"
-        ),
+        std::io::ErrorKind::InvalidData => {
+            format!("{error} (key logs of intentra before v1 held an RNG seed and cannot be read)")
+        }
         _ => error.to_string(),
     }
 }
@@ -294,6 +321,20 @@ pub fn failure(
     key: &Path,
     local: SocketAddr,
 ) -> Option<String> {
+    if report.datagrams_to_local == 0
+        && report.other_destinations.is_empty()
+        && report.fragments_incomplete + report.fragments_conflicting > 0
+    {
+        return Some(format!(
+            "{}: no datagram to --local {local} was whole: the capture holds {} IP fragments, \
+             and {} fragmented datagrams never completed ({} more dropped for conflicting \
+             overlaps). Was the capture started late or filtered to some fragments only?",
+            file.display(),
+            report.ip_fragments,
+            report.fragments_incomplete,
+            report.fragments_conflicting
+        ));
+    }
     if report.datagrams_to_local == 0 && report.truncated > 0 {
         return Some(format!(
             "{}: none of the {} datagrams to --local {local} was captured whole: the capture \
@@ -378,6 +419,15 @@ pub fn print(report: &SessionReport, json: bool) {
         "session replay: {} datagrams to the node, {} sessions in the key log",
         report.datagrams_to_local, report.sessions_in_key_log
     );
+    if report.ip_fragments > 0 {
+        println!(
+            "  ip fragments          {} ({} datagrams reassembled, {} incomplete, {} conflicting)",
+            report.ip_fragments,
+            report.reassembled,
+            report.fragments_incomplete,
+            report.fragments_conflicting
+        );
+    }
     if report.truncated > 0 {
         println!(
             "  truncated (snaplen)   {} (datagrams to the node cut short, not replayed)",

@@ -733,9 +733,8 @@ fn a_pcapng_section_of_another_major_version_is_read_with_a_warning() {
     assert_eq!(code, Some(0), "{stderr:?}");
     assert_eq!(stderr.len(), 1, "{stderr:?}");
     assert!(
-        stderr[0].starts_with(
-            "warning: FILE: section header block at offset 0: pcapng major version 2"
-        ),
+        stderr[0]
+            .starts_with("warning: FILE: section header block at offset 0: pcapng major version 2"),
         "{stderr:?}"
     );
     assert_counts(&report, "counts", &[("keepalive", 1)]);
@@ -772,8 +771,16 @@ fn modified_pcap_variants_are_read() {
     let ss990915 = [1, 0, 0, 0, 0x00, 0x08, 0, 0, 0, 0, 0, 0];
     for (magic, extra, label) in [
         (0xA1B2_CD34, &ss991029[..], "pcap (modified, ss991029)"),
-        (0xA1B2_CD34, &ss990915[..], "pcap (modified, ss990915: SuSE 6.3)"),
-        (0xA1B2_C3D4, &ss991029[..], "pcap (modified, ss990417: Red Hat 6.1)"),
+        (
+            0xA1B2_CD34,
+            &ss990915[..],
+            "pcap (modified, ss990915: SuSE 6.3)",
+        ),
+        (
+            0xA1B2_C3D4,
+            &ss991029[..],
+            "pcap (modified, ss990417: Red Hat 6.1)",
+        ),
     ] {
         let bytes = with_longer_record_headers(&pcap, magic, extra);
         let (code, report, stderr) = replay_bytes("modified.pcap", &bytes, &[]);
@@ -786,7 +793,8 @@ fn modified_pcap_variants_are_read() {
     let (code, _, stderr) = replay_bytes("nokia.pcap", &bytes, &[]);
     assert_eq!(code, Some(2));
     assert!(
-        stderr.len() == 1 && stderr[0].starts_with("FILE: corrupt record at offset 24: ")
+        stderr.len() == 1
+            && stderr[0].starts_with("FILE: corrupt record at offset 24: ")
             && stderr[0].contains("Nokia"),
         "{stderr:?}"
     );
@@ -989,15 +997,27 @@ fn raw_ip_pcap(records: &[(u64, Vec<u8>, usize)]) -> Vec<u8> {
 }
 
 /// Session replay of `pcap` (written to `dir`, with `keylog` beside it) as b at 10.1.0.2:7700.
-fn session_replay(dir: &Path, pcap: &[u8], keylog: &str, key: &Path) -> (Option<i32>, Value, String) {
+fn session_replay(
+    dir: &Path,
+    pcap: &[u8],
+    keylog: &str,
+    key: &Path,
+) -> (Option<i32>, Value, String) {
     let file = dir.join("cap.pcap");
     std::fs::write(&file, pcap).unwrap();
     std::fs::write(keylog_path(&file), keylog).unwrap();
     let output = replay(
         &file,
-        &["--key", key.to_str().unwrap(), "--local", "10.1.0.2:7700", "--json"],
+        &[
+            "--key",
+            key.to_str().unwrap(),
+            "--local",
+            "10.1.0.2:7700",
+            "--json",
+        ],
     );
-    let stderr = String::from_utf8_lossy(&output.stderr).replace(&file.display().to_string(), "FILE");
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(&file.display().to_string(), "FILE");
     let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     (output.status.code(), report, stderr)
 }
@@ -1035,15 +1055,20 @@ fn snaplen_cut_datagrams_are_counted_as_truncated_and_the_hint_says_so() {
         })
         .collect();
     let cut = |w: &&Wire| ip_packet(w.1, w.2, &w.3).len() > 90;
-    let to_b = wire.iter().filter(|w| w.2.port() == 7700).filter(cut).count();
+    let to_b = wire
+        .iter()
+        .filter(|w| w.2.port() == 7700)
+        .filter(cut)
+        .count();
     assert_eq!(to_b, wire.iter().filter(|w| w.2.port() == 7700).count());
     let (code, report, stderr) = session_replay(dir.path(), &raw_ip_pcap(&records), &keylog, &key);
     assert_eq!(code, Some(3), "{stderr}");
     assert_eq!(report["truncated"], to_b as u64, "{report}");
     assert_eq!(report["datagrams_to_local"], 0, "{report}");
     assert!(
-        stderr.contains(&format!("none of the {to_b} datagrams to --local 10.1.0.2:7700 was captured whole"))
-            && stderr.contains("snap length")
+        stderr.contains(&format!(
+            "none of the {to_b} datagrams to --local 10.1.0.2:7700 was captured whole"
+        )) && stderr.contains("snap length")
             && !stderr.contains("destinations in the capture"),
         "{stderr}"
     );
@@ -1072,7 +1097,10 @@ fn a_session_replay_on_an_unsupported_link_type_names_it() {
     let (code, report, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
-        stderr.contains(&format!("link types this tool does not read: 147 ({} frames)", wire.len())),
+        stderr.contains(&format!(
+            "link types this tool does not read: 147 ({} frames)",
+            wire.len()
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("holds no UDP datagram"), "{stderr}");
@@ -1093,12 +1121,149 @@ fn a_missing_key_log_is_named_as_missing_with_what_to_do() {
         .collect();
     let file = dir.path().join("cap.pcap");
     std::fs::write(&file, raw_ip_pcap(&records)).unwrap();
-    let output = replay(&file, &["--key", key.to_str().unwrap(), "--local", "10.1.0.2:7700"]);
+    let output = replay(
+        &file,
+        &["--key", key.to_str().unwrap(), "--local", "10.1.0.2:7700"],
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cap.pcap.keylog: key log not found"), "{stderr}");
+    assert!(
+        stderr.contains("cap.pcap.keylog: key log not found"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--keylog"), "{stderr}");
     assert!(stderr.contains("FILE.workerN.keylog"), "{stderr}");
     assert!(!stderr.contains("RNG seed"), "{stderr}");
+}
+
+/// `ip` (an IPv4 packet without options) as the fragments a path of `mtu` bytes makes of it,
+/// with identification `id`; whole if it fits.
+fn ipv4_fragments(ip: &[u8], mtu: usize, id: u16) -> Vec<Vec<u8>> {
+    if ip.len() <= mtu {
+        return vec![ip.to_vec()];
+    }
+    let (header, payload) = ip.split_at(20);
+    let step = (mtu - 20) / 8 * 8;
+    let pieces: Vec<&[u8]> = payload.chunks(step).collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut p = header.to_vec();
+            p[2..4].copy_from_slice(&((20 + piece.len()) as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&id.to_be_bytes());
+            let more = if i + 1 < pieces.len() { 0x2000 } else { 0 };
+            p[6..8].copy_from_slice(&(more | (i * step / 8) as u16).to_be_bytes());
+            p.extend_from_slice(piece);
+            p
+        })
+        .collect()
+}
+
+/// The session's datagrams as a path with a 576-byte MTU delivers them, each datagram's
+/// fragments passed through `shuffle` (which may reorder or drop them).
+fn fragmented_capture(
+    wire: &[Wire],
+    shuffle: impl Fn(usize, Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (n, (ts, src, dst, datagram)) in wire.iter().enumerate() {
+        let fragments = ipv4_fragments(&ip_packet(*src, *dst, datagram), 576, n as u16);
+        for (i, f) in shuffle(n, fragments).into_iter().enumerate() {
+            let len = f.len();
+            records.push((ts + i as u64 * 1_000, f, len));
+        }
+    }
+    raw_ip_pcap(&records)
+}
+
+#[test]
+fn a_fragmented_session_is_reassembled_and_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1000-byte messages: sealed datagrams of about 1030 bytes, two fragments each at 576.
+    let (wire, keylog, key) = real_session(dir.path(), 6, 1000);
+    let big = wire.iter().filter(|w| w.3.len() > 576 - 28).count();
+    assert_eq!(big, 6);
+    for (name, shuffle) in [
+        (
+            "in order",
+            (|_, f| f) as fn(usize, Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+        ),
+        ("last fragment first", |_, mut f: Vec<Vec<u8>>| {
+            f.reverse();
+            f
+        }),
+    ] {
+        let pcap = fragmented_capture(&wire, shuffle);
+        let (code, report, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert_eq!(report["delivered_realtime"], 6, "{name}: {report}");
+        assert_eq!(report["reassembled"], 6, "{name}: {report}");
+        assert_eq!(report["ip_fragments"], 12, "{name}: {report}");
+        assert_eq!(report["fragments_incomplete"], 0, "{name}: {report}");
+        assert_eq!(
+            report["transport_packets"], report["opened"],
+            "{name}: {report}"
+        );
+        // Plain mode counts the reassembled datagrams by type.
+        let report = replay_json(&dir.path().join("cap.pcap"), &[]);
+        assert_counts(
+            &report,
+            "counts",
+            &[
+                ("realtime", 6),
+                ("ip_fragments", 12),
+                ("reassembled", 6),
+                ("truncated", 0),
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_fragmented_datagram_missing_a_fragment_is_counted_and_mentioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 4, 1000);
+    // The second fragment of the first message is lost; the rest arrive.
+    let first_big = wire.iter().position(|w| w.3.len() > 576).unwrap();
+    let pcap = fragmented_capture(&wire, |n, mut f| {
+        if n == first_big {
+            f.truncate(1);
+        }
+        f
+    });
+    let (code, report, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["delivered_realtime"], 3, "{report}");
+    assert_eq!(report["fragments_incomplete"], 1, "{report}");
+    assert!(
+        stderr.contains("1 fragmented datagrams never completed"),
+        "{stderr}"
+    );
+    let output = replay(&dir.path().join("cap.pcap"), &["--json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 fragmented datagrams never completed"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_counts(
+        &report,
+        "counts",
+        &[("realtime", 3), ("fragments_incomplete", 1)],
+    );
+
+    // Nothing but fragments that never complete: exit 3, and the hint says why.
+    let only_first: Vec<Wire> = wire.iter().filter(|w| w.3.len() > 576).cloned().collect();
+    let pcap = fragmented_capture(&only_first, |_, mut f| {
+        f.truncate(1);
+        f
+    });
+    let (code, _, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("fragmented datagrams never completed"),
+        "{stderr}"
+    );
 }
