@@ -10,8 +10,9 @@
 //! Exit codes: 0 success; 1 a mode this build cannot run; 2 an unreadable, truncated
 //! or corrupt capture (and command-line errors, as clap reports them); 3 a session replay
 //! that matched nothing (no datagram to `--local`, no HandshakeInit for `--key`, or no
-//! transport packet opened with the key log), with a hint on stderr. Blocks skipped or
-//! ignored in a readable capture are a `warning:` line each on stderr.
+//! transport packet opened with the key log), with a hint on stderr. In a readable capture,
+//! an unusable block or option is a `warning:` line on stderr, blocks of an unknown type one
+//! line per type, and fragmented datagrams never completed one line in all.
 
 mod decode;
 // In the library, where its fuzz body runs the same code.

@@ -677,7 +677,7 @@ impl Tick {
             Tick::Decimal(n) if n <= 9 => ticks.checked_mul(10u64.pow(9 - u32::from(n))),
             Tick::Decimal(n) => Some(ticks / 10u64.checked_pow(u32::from(n) - 9)?),
             Tick::Binary(n) => {
-                let nanos = u128::from(ticks) * 1_000_000_000 >> n.min(127);
+                let nanos = (u128::from(ticks) * 1_000_000_000) >> n.min(127);
                 u64::try_from(nanos).ok()
             }
         }
@@ -787,7 +787,7 @@ fn packet_block(
         interface,
         data,
         wire_len: original.max(captured),
-        time: Some(u64::from(high) << 32 | u64::from(low)),
+        time: Some((u64::from(high) << 32) | u64::from(low)),
     })
 }
 
