@@ -10,13 +10,15 @@
 //! Exit codes: 0 success; 1 a mode this build cannot run; 2 an unreadable, truncated
 //! or corrupt capture (and command-line errors, as clap reports them); 3 a session replay
 //! that matched nothing (no datagram to `--local`, no HandshakeInit for `--key`, or no
-//! transport packet opened with the key log), with a hint on stderr. Blocks skipped or
-//! ignored in a readable capture are a `warning:` line each on stderr.
+//! transport packet opened with the key log), with a hint on stderr. In a readable capture,
+//! an unusable block or option is a `warning:` line on stderr, blocks of an unknown type one
+//! line per type, and fragmented datagrams never completed one line in all.
 
 mod decode;
 // In the library, where its fuzz body runs the same code.
 use intentra_daemon::replay_reader as reader;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use decode::{decode, DecodeError, Decoded, LinkType};
+use decode::{decode, DecodeError, Decoded, LinkType, Reassembler};
 use intentra::proto::wire::{parse_header, Malformed, PacketType};
 use serde::Serialize;
 
@@ -116,15 +118,20 @@ fn malformed_index(m: Malformed) -> usize {
     }
 }
 
-/// Everything counted; every record lands in exactly one bucket.
+/// Everything counted. Every record lands in exactly one bucket, an IP fragment in
+/// `ip_fragments`; a datagram reassembled from fragments is then counted once more, by what
+/// it turned out to be (so the packet counts are per datagram).
 #[derive(Default)]
 struct Tally {
     records: u64,
+    ip_fragments: u64,
+    reassembly: decode::ReassemblyStats,
     packets: [u64; PACKET_TYPES.len()],
     malformed: [u64; MALFORMED.len()],
     not_udp: u64,
     not_intentra: u64,
-    incomplete: u64,
+    /// Datagrams cut short, by the snapshot length or as a first fragment.
+    truncated: u64,
     bad_frame: [u64; DecodeError::ALL.len()],
     unsupported_link: BTreeMap<u32, u64>,
     parsed: u64,
@@ -159,6 +166,11 @@ fn main() -> ExitCode {
         return match session::replay(&args.file, key, local, args.keylog.as_deref(), warn) {
             Ok(report) => {
                 session::print(&report, args.json);
+                let note =
+                    fragments_note(report.fragments_incomplete, report.fragments_conflicting);
+                if let Some(note) = note {
+                    eprintln!("warning: {name}: {note}");
+                }
                 match session::failure(&report, &args.file, key, local) {
                     Some(hint) => {
                         eprintln!("{hint}");
@@ -181,10 +193,19 @@ fn main() -> ExitCode {
         }
     };
     let mut tally = Tally::default();
-    let mut payloads: Vec<&[u8]> = Vec::new();
+    let mut payloads: Vec<Cow<'_, [u8]>> = Vec::new();
+    let mut reassembler = Reassembler::default();
     let format = match reader::read_frames(
         &bytes,
-        |frame| classify(&mut tally, &mut payloads, args.port, frame),
+        |frame| {
+            classify(
+                &mut tally,
+                &mut payloads,
+                &mut reassembler,
+                args.port,
+                frame,
+            )
+        },
         warn,
     ) {
         Ok(format) => format,
@@ -193,11 +214,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    reassembler.finish();
+    tally.reassembly = reassembler.stats;
+    if let Some(note) = fragments_note(tally.reassembly.incomplete, tally.reassembly.conflicting) {
+        eprintln!("warning: {name}: {note}");
+    }
     parse_all(&mut tally, &payloads);
 
     let report = Report {
         file: name,
-        format: format.label(),
+        // A pcap variant is worth naming: its records were read by another layout.
+        format: reader::pcap_variant(&bytes).map_or(format.label(), |v| v.label()),
         records: tally.records,
         parsed: tally.parsed,
         counts: counts(&tally),
@@ -228,10 +255,25 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Says what became of fragmented datagrams that were not reassembled, if any.
+fn fragments_note(incomplete: u64, conflicting: u64) -> Option<String> {
+    if incomplete == 0 && conflicting == 0 {
+        return None;
+    }
+    Some(format!(
+        "{} fragmented datagrams never completed (fragments missing from the capture or cut by \
+         its snap length, or older than the reassembly timeout) and {} dropped for \
+         overlapping fragments that disagree; counted as fragments_incomplete and \
+         fragments_conflicting",
+        incomplete, conflicting
+    ))
+}
+
 /// Sorts one frame into a bucket, or keeps its payload for the timed parse.
 fn classify<'a>(
     tally: &mut Tally,
-    payloads: &mut Vec<&'a [u8]>,
+    payloads: &mut Vec<Cow<'a, [u8]>>,
+    reassembler: &mut Reassembler,
     port: Option<u16>,
     frame: reader::Frame<'a>,
 ) {
@@ -243,29 +285,52 @@ fn classify<'a>(
     match decode(link, frame.data) {
         Err(e) => tally.bad_frame[e.index()] += 1,
         Ok(Decoded::NotUdp) => tally.not_udp += 1,
-        // Intentra datagrams fit the MTU; a later fragment of something is not ours.
-        Ok(Decoded::Fragment) => tally.not_intentra += 1,
+        Ok(Decoded::Fragment(fragment)) => {
+            tally.ip_fragments += 1;
+            let Some(datagram) = reassembler.push(fragment, frame.timestamp) else {
+                return;
+            };
+            match datagram.decode() {
+                Err(e) => tally.bad_frame[e.index()] += 1,
+                Ok(Decoded::Udp(udp)) if udp.complete => {
+                    if port.is_some_and(|p| udp.src.port() != p && udp.dst.port() != p) {
+                        tally.not_intentra += 1;
+                    } else {
+                        payloads.push(Cow::Owned(udp.payload.to_vec()));
+                    }
+                }
+                Ok(Decoded::Udp(_)) => tally.truncated += 1,
+                Ok(_) => tally.not_udp += 1,
+            }
+        }
         Ok(Decoded::Udp(udp)) => {
             if port.is_some_and(|p| udp.src.port() != p && udp.dst.port() != p) {
                 tally.not_intentra += 1;
-            } else if !udp.complete {
+            } else if !whole(&udp, &frame) {
                 // Only part of the datagram was captured; its length (and so its
                 // verdict) is unknown.
-                tally.incomplete += 1;
+                tally.truncated += 1;
             } else {
-                payloads.push(udp.payload);
+                payloads.push(Cow::Borrowed(udp.payload));
             }
         }
     }
 }
 
+/// Whether `udp`, found in `frame`, was captured whole: neither cut by the snapshot length
+/// nor only a first fragment. A datagram sized by the capture (IPv4 total length 0) is whole
+/// only if the frame is.
+fn whole(udp: &decode::Udp<'_>, frame: &reader::Frame<'_>) -> bool {
+    udp.complete && !(udp.sized_by_capture && frame.wire_len > frame.data.len())
+}
+
 /// Runs the parser over every payload; only this loop is timed.
-fn parse_all(tally: &mut Tally, payloads: &[&[u8]]) {
+fn parse_all(tally: &mut Tally, payloads: &[Cow<'_, [u8]>]) {
     let mut packets = [0u64; PACKET_TYPES.len()];
     let mut malformed = [0u64; MALFORMED.len()];
     let start = Instant::now();
     for payload in payloads {
-        match parse_header(std::hint::black_box(payload)) {
+        match parse_header(std::hint::black_box(payload.as_ref())) {
             Ok(header) => packets[packet_type_index(header.packet_type())] += 1,
             Err(m) => malformed[malformed_index(m)] += 1,
         }
@@ -288,7 +353,11 @@ fn counts(tally: &Tally) -> BTreeMap<&'static str, u64> {
     counts.insert("malformed", tally.malformed.iter().sum());
     counts.insert("not_udp", tally.not_udp);
     counts.insert("not_intentra", tally.not_intentra);
-    counts.insert("incomplete", tally.incomplete);
+    counts.insert("truncated", tally.truncated);
+    counts.insert("ip_fragments", tally.ip_fragments);
+    counts.insert("reassembled", tally.reassembly.reassembled);
+    counts.insert("fragments_incomplete", tally.reassembly.incomplete);
+    counts.insert("fragments_conflicting", tally.reassembly.conflicting);
     counts.insert("bad_frame", tally.bad_frame.iter().sum());
     counts.insert(
         "unsupported_link",
@@ -310,7 +379,15 @@ fn print_table(report: &Report<'_>, verbose: bool) {
     for (label, n) in &report.malformed {
         show(format!("malformed.{label}"), *n);
     }
-    for key in ["not_udp", "not_intentra", "incomplete"] {
+    for key in [
+        "not_udp",
+        "not_intentra",
+        "truncated",
+        "ip_fragments",
+        "reassembled",
+        "fragments_incomplete",
+        "fragments_conflicting",
+    ] {
         show(key.to_string(), count(key));
     }
     for (label, n) in report.bad_frame.iter().filter(|(_, n)| **n > 0) {

@@ -21,12 +21,22 @@ use intentra::proto::CloseReason;
 use intentra_daemon::config::read_key_file;
 use serde::Serialize;
 
-use crate::decode::{decode, Decoded, LinkType};
+use crate::decode::{decode, Decoded, LinkType, Reassembler};
 use crate::reader;
 
 #[derive(Serialize, Default)]
 pub struct SessionReport {
     pub datagrams_to_local: u64,
+    /// Datagrams to the node the capture cut short at its snapshot length: not replayed, as
+    /// nothing can be made of part of a sealed packet.
+    pub truncated: u64,
+    /// Frames on link types the decoder does not walk, by LINKTYPE_ value.
+    pub unsupported_link_types: BTreeMap<u32, u64>,
+    /// IP fragments in the capture (any destination), and the datagrams they made or not.
+    pub ip_fragments: u64,
+    pub reassembled: u64,
+    pub fragments_incomplete: u64,
+    pub fragments_conflicting: u64,
     pub sessions_in_key_log: u64,
     /// HandshakeInits to the node, and how many of them carry a mac1 for its key.
     pub handshake_inits: u64,
@@ -92,9 +102,7 @@ pub fn replay(
     let bytes = std::fs::read(file).map_err(|e| format!("{name}: {e}"))?;
     let keypair = read_key_file(key).map_err(|e| e.to_string())?;
     let keylog = keylog.map_or_else(|| default_keylog(file), Path::to_path_buf);
-    let logged = read_keylog(&keylog).map_err(|e| {
-        format!("{e} (key logs of intentra before v1 held an RNG seed and cannot be read)")
-    })?;
+    let logged = read_keylog(&keylog).map_err(|e| keylog_error(&e, &keylog))?;
 
     let mut report = SessionReport {
         sessions_in_key_log: logged.len() as u64,
@@ -106,23 +114,51 @@ pub fn replay(
     let mac1 = mac1_key(&keypair.public);
 
     let mut datagrams: Vec<Vec<u8>> = Vec::new();
+    let mut reassembler = Reassembler::default();
     reader::read_frames(
         &bytes,
         |frame| {
             let Some(link) = LinkType::from_linktype(frame.link_type) else {
+                *report
+                    .unsupported_link_types
+                    .entry(frame.link_type)
+                    .or_default() += 1;
                 return;
             };
-            if let Ok(Decoded::Udp(udp)) = decode(link, frame.data) {
-                if udp.dst == local && udp.complete {
-                    datagrams.push(udp.payload.to_vec());
-                } else {
-                    *report.other_destinations.entry(udp.dst).or_default() += 1;
+            match decode(link, frame.data) {
+                Ok(Decoded::Udp(udp)) => {
+                    if udp.dst != local {
+                        *report.other_destinations.entry(udp.dst).or_default() += 1;
+                    } else if !crate::whole(&udp, &frame) {
+                        report.truncated += 1;
+                    } else {
+                        datagrams.push(udp.payload.to_vec());
+                    }
                 }
+                // Reassembled datagrams take the normal path, in the order they completed.
+                Ok(Decoded::Fragment(fragment)) => {
+                    let Some(datagram) = reassembler.push(fragment, frame.timestamp) else {
+                        return;
+                    };
+                    if let Ok(Decoded::Udp(udp)) = datagram.decode() {
+                        if udp.dst != local {
+                            *report.other_destinations.entry(udp.dst).or_default() += 1;
+                        } else if udp.complete {
+                            datagrams.push(udp.payload.to_vec());
+                        }
+                    }
+                }
+                _ => {}
             }
         },
         &mut warn,
     )
     .map_err(|e| format!("{name}: {e}"))?;
+    reassembler.finish();
+    report.ip_fragments = reassembler.stats.fragments;
+    report.reassembled = reassembler.stats.reassembled;
+    report.fragments_incomplete = reassembler.stats.incomplete;
+    report.fragments_conflicting = reassembler.stats.conflicting;
     report.datagrams_to_local = datagrams.len() as u64;
 
     let count_drop = |report: &mut SessionReport, reason: &'static str| {
@@ -232,6 +268,23 @@ pub fn replay(
     Ok(report)
 }
 
+/// Why the key log could not be read, in one line: a missing one is not the old format.
+fn keylog_error(error: &std::io::Error, keylog: &Path) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "{}: key log not found; name it with --keylog (`intentra serve --capture FILE` \
+             writes FILE.keylog, and with several workers FILE.workerN and \
+             FILE.workerN.keylog: replay each FILE.workerN)",
+            keylog.display()
+        ),
+        // A key log of old is one line of hex: the first line is "not a key log line".
+        std::io::ErrorKind::InvalidData => {
+            format!("{error} (key logs of intentra before v1 held an RNG seed and cannot be read)")
+        }
+        _ => error.to_string(),
+    }
+}
+
 /// The receive keys of every logged key set by the node's index, and the number of session
 /// chains (a new session and the rekeys that follow it for the same peer).
 fn key_table(logged: &[LoggedSession]) -> (HashMap<u32, KeyState>, usize) {
@@ -268,6 +321,45 @@ pub fn failure(
     key: &Path,
     local: SocketAddr,
 ) -> Option<String> {
+    if report.datagrams_to_local == 0
+        && report.other_destinations.is_empty()
+        && report.fragments_incomplete + report.fragments_conflicting > 0
+    {
+        return Some(format!(
+            "{}: no datagram to --local {local} was whole: the capture holds {} IP fragments, \
+             and {} fragmented datagrams never completed ({} more dropped for conflicting \
+             overlaps). Was the capture started late or filtered to some fragments only?",
+            file.display(),
+            report.ip_fragments,
+            report.fragments_incomplete,
+            report.fragments_conflicting
+        ));
+    }
+    if report.datagrams_to_local == 0 && report.truncated > 0 {
+        return Some(format!(
+            "{}: none of the {} datagrams to --local {local} was captured whole: the capture \
+             cut them short at its snap length (captured < wire length). Capture again with \
+             a snap length that holds a whole datagram (tcpdump/dumpcap -s 0).",
+            file.display(),
+            report.truncated
+        ));
+    }
+    if report.datagrams_to_local == 0
+        && report.other_destinations.is_empty()
+        && !report.unsupported_link_types.is_empty()
+    {
+        let links: Vec<String> = report
+            .unsupported_link_types
+            .iter()
+            .map(|(link, n)| format!("{link} ({n} frames)"))
+            .collect();
+        return Some(format!(
+            "{}: no datagram to --local {local}: the capture's frames are on link types this \
+             tool does not read: {}",
+            file.display(),
+            links.join(", ")
+        ));
+    }
     if report.datagrams_to_local == 0 {
         let mut seen: Vec<_> = report.other_destinations.iter().collect();
         seen.sort_by(|a, b| b.1.cmp(a.1));
@@ -327,6 +419,24 @@ pub fn print(report: &SessionReport, json: bool) {
         "session replay: {} datagrams to the node, {} sessions in the key log",
         report.datagrams_to_local, report.sessions_in_key_log
     );
+    if report.ip_fragments > 0 {
+        println!(
+            "  ip fragments          {} ({} datagrams reassembled, {} incomplete, {} conflicting)",
+            report.ip_fragments,
+            report.reassembled,
+            report.fragments_incomplete,
+            report.fragments_conflicting
+        );
+    }
+    if report.truncated > 0 {
+        println!(
+            "  truncated (snaplen)   {} (datagrams to the node cut short, not replayed)",
+            report.truncated
+        );
+    }
+    for (link, n) in &report.unsupported_link_types {
+        println!("  unsupported link {link:<5}{n} frames");
+    }
     println!(
         "  handshake inits       {} ({} for this key)",
         report.handshake_inits, report.handshake_inits_for_key

@@ -118,6 +118,12 @@ f.frame_kind = ProtoField.uint8("intentra.bundle.frame.kind", "Frame kind", base
 f.frame_len = ProtoField.uint16("intentra.bundle.frame.length", "Frame length", base.DEC)
 f.bundle_malformed = ProtoField.string("intentra.bundle.malformed", "Malformed bundle")
 
+-- A packet the capture cut short (snap length): its layout comes from the length on the wire,
+-- and only the captured fields are shown; nothing is decrypted from part of a ciphertext.
+local ef_truncated = ProtoExpert.new("intentra.truncated", "Packet cut short by the capture",
+    expert.group.MALFORMED, expert.severity.WARN)
+intentra.experts = { ef_truncated }
+
 intentra.prefs.port = Pref.uint("UDP port", 7700, "The UDP port intentra is dissected on")
 intentra.prefs.heuristic = Pref.bool("Heuristic dissection", true,
     "Also recognise intentra on any UDP port, by the parsing rules of PROTOCOL.md 3.3")
@@ -431,9 +437,12 @@ end
 
 -- ----- the parsing rules of section 3.3 ---------------------------------------------------
 
+-- The lengths are the datagram's on the wire (tvb:reported_len()), which a capture cut at
+-- its snap length holds only part of; the fixed fields checked below must be captured.
 local function well_formed(tvb)
-    local len = tvb:len()
-    if len < 4 or len > MAX_DATAGRAM_LEN then
+    local len = tvb:reported_len()
+    local captured = tvb:len()
+    if len < 4 or len > MAX_DATAGRAM_LEN or captured < 8 then
         return false
     end
     local ptype = tvb:range(1, 1):uint()
@@ -441,6 +450,9 @@ local function well_formed(tvb)
         return false
     end
     if tvb:range(2, 2):uint() ~= 0 then
+        return false
+    end
+    if ptype == 2 and captured < 12 then
         return false
     end
     local exact = EXACT_LEN[ptype]
@@ -556,65 +568,103 @@ local function plaintext_tree(tree, ptype, plaintext)
 end
 
 local function dissect(tvb, pinfo, tree)
-    local len = tvb:len()
+    local len = tvb:reported_len()
+    local captured = tvb:len()
+    local truncated = captured < len
     local ptype = tvb:range(1, 1):uint()
     local name = TYPE_NAMES[ptype] or "Unknown"
     pinfo.cols.protocol = "intentra"
-    local root = tree:add(intentra, tvb:range(0, len), "intentra " .. name)
+    local root = tree:add(intentra, tvb:range(0, captured), "intentra " .. name)
+    -- Adds the field at [at, at + n) if the capture holds it; a cut packet shows what it has.
+    local function add(parent, field, at, n, little_endian)
+        if at + n > captured then
+            return nil
+        end
+        if little_endian then
+            return parent:add_le(field, tvb:range(at, n))
+        end
+        return parent:add(field, tvb:range(at, n))
+    end
     root:add(f.version, tvb:range(0, 1))
     root:add(f.type, tvb:range(1, 1))
     root:add_le(f.reserved, tvb:range(2, 2))
     local info = name
     if ptype == 1 and len == 120 then
-        root:add_le(f.sender, tvb:range(4, 4))
-        local noise = root:add(f.noise, tvb:range(8, 32))
-        noise:add(f.ephemeral, tvb:range(8, 32))
-        root:add(f.padding, tvb:range(40, 48))
-        root:add(f.mac1, tvb:range(88, 16))
-        root:add(f.mac2, tvb:range(104, 16))
+        add(root, f.sender, 4, 4, true)
+        local noise = add(root, f.noise, 8, 32)
+        if noise then
+            noise:add(f.ephemeral, tvb:range(8, 32))
+        end
+        add(root, f.padding, 40, 48)
+        add(root, f.mac1, 88, 16)
+        add(root, f.mac2, 104, 16)
         info = string.format("%s sender=0x%08x", name, tvb:range(4, 4):le_uint())
     elseif ptype == 2 and len == 112 then
-        root:add_le(f.sender, tvb:range(4, 4))
-        root:add_le(f.receiver, tvb:range(8, 4))
-        local noise = root:add(f.noise, tvb:range(12, 100))
-        noise:add(f.ephemeral, tvb:range(12, 32))
-        noise:add(f.encrypted_static, tvb:range(44, 48))
-        noise:add(f.encrypted_payload, tvb:range(92, 20))
+        add(root, f.sender, 4, 4, true)
+        add(root, f.receiver, 8, 4, true)
+        local noise = add(root, f.noise, 12, 100)
+        if noise then
+            noise:add(f.ephemeral, tvb:range(12, 32))
+            noise:add(f.encrypted_static, tvb:range(44, 48))
+            noise:add(f.encrypted_payload, tvb:range(92, 20))
+        end
         info = string.format("%s sender=0x%08x receiver=0x%08x", name,
             tvb:range(4, 4):le_uint(), tvb:range(8, 4):le_uint())
     elseif ptype == 3 and len == 77 then
-        root:add_le(f.receiver, tvb:range(4, 4))
-        local noise = root:add(f.noise, tvb:range(8, 69))
-        noise:add(f.encrypted_static, tvb:range(8, 48))
-        noise:add(f.encrypted_intent, tvb:range(56, 21))
+        add(root, f.receiver, 4, 4, true)
+        local noise = add(root, f.noise, 8, 69)
+        if noise then
+            noise:add(f.encrypted_static, tvb:range(8, 48))
+            noise:add(f.encrypted_intent, tvb:range(56, 21))
+        end
         info = string.format("%s receiver=0x%08x", name, tvb:range(4, 4):le_uint())
     elseif ptype == 4 and len == 52 then
-        root:add_le(f.receiver, tvb:range(4, 4))
-        root:add(f.cookie_nonce, tvb:range(8, 12))
-        root:add(f.cookie, tvb:range(20, 16))
-        root:add(f.cookie_tag, tvb:range(36, 16))
+        add(root, f.receiver, 4, 4, true)
+        add(root, f.cookie_nonce, 8, 12)
+        add(root, f.cookie, 20, 16)
+        add(root, f.cookie_tag, 36, 16)
         info = string.format("%s receiver=0x%08x", name, tvb:range(4, 4):le_uint())
     elseif ptype >= 5 and ptype <= 10 and len >= OVERHEAD then
         local receiver = tvb:range(4, 4):le_uint()
         root:add_le(f.receiver, tvb:range(4, 4))
-        root:add_le(f.counter, tvb:range(8, 8))
-        if len > OVERHEAD then
-            root:add(f.ciphertext, tvb:range(HEADER_LEN, len - OVERHEAD))
+        local counter = add(root, f.counter, 8, 8, true)
+        -- The ciphertext ends where the tag starts on the wire; a cut packet shows the part
+        -- it holds, labelled as such.
+        local sealed_end = len - TAG_LEN
+        if len > OVERHEAD and captured > HEADER_LEN then
+            local shown = math.min(sealed_end, captured) - HEADER_LEN
+            local item = root:add(f.ciphertext, tvb:range(HEADER_LEN, shown))
+            if shown < len - OVERHEAD then
+                item:append_text(string.format(" [%d of %d bytes captured]", shown,
+                    len - OVERHEAD))
+            end
         end
         root:add(f.sealed_length, len - OVERHEAD)
-        root:add(f.tag, tvb:range(len - TAG_LEN, TAG_LEN))
-        local plaintext, why = open(tvb, receiver)
+        add(root, f.tag, sealed_end, TAG_LEN)
+        local plaintext, why
+        if truncated then
+            why = string.format("not decrypted: the capture holds %d of the packet's %d bytes",
+                captured, len)
+        else
+            plaintext, why = open(tvb, receiver)
+        end
         local note = root:add(f.decrypted, why)
         note:set_generated()
         local suffix = nil
         if plaintext ~= nil then
             suffix = plaintext_tree(root, ptype, plaintext)
         end
+        local counter_text = counter and tostring(tvb:range(8, 8):le_uint64()) or "?"
         info = string.format("%s receiver=0x%08x counter=%s len=%d%s", name, receiver,
-            tostring(tvb:range(8, 8):le_uint64()), len - OVERHEAD, suffix or "")
+            counter_text, len - OVERHEAD, suffix or "")
+    end
+    if truncated then
+        root:add_proto_expert_info(ef_truncated, string.format(
+            "Packet cut short by the capture: %d of %d bytes captured", captured, len))
+        info = info .. " [truncated]"
     end
     pinfo.cols.info = info
-    return len
+    return captured
 end
 
 function intentra.dissector(tvb, pinfo, tree)

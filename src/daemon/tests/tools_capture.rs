@@ -216,7 +216,7 @@ fn replay_counts_every_verdict_exactly() {
             ("malformed", 12),
             ("not_udp", 0),
             ("not_intentra", 0),
-            ("incomplete", 0),
+            ("truncated", 0),
             ("bad_frame", 0),
         ],
     );
@@ -671,4 +671,599 @@ fn the_parse_rate_is_shown_only_when_verbose() {
     assert!(!String::from_utf8_lossy(&quiet.stdout).contains("parse rate"));
     let verbose = replay(&built.file.0, &["--verbose"]);
     assert!(String::from_utf8_lossy(&verbose.stdout).contains("parse rate"));
+}
+
+// ----- what the reader skips, and the capture formats it reads ----------------------------
+
+/// Runs the replay on `bytes` written to a temporary file: exit code, report, stderr lines.
+fn replay_bytes(name: &str, bytes: &[u8], extra: &[&str]) -> (Option<i32>, Value, Vec<String>) {
+    let file = TempFile(temp_path(name));
+    std::fs::write(&file.0, bytes).unwrap();
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let output = replay(&file.0, &args);
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|l| l.replace(&file.0.display().to_string(), "FILE"))
+        .collect();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report, stderr)
+}
+
+#[test]
+fn unknown_pcapng_blocks_warn_once_per_type_and_metadata_blocks_do_not() {
+    let datagrams = [transport(TransportKind::Realtime, 40)];
+    let mut bytes = pcapng_capture(&[], &datagrams);
+    // Name resolution, interface statistics, journal, decryption secrets, custom blocks:
+    // standard, and never a packet.
+    for block_type in [4, 5, 9, 0x0A, 0x0BAD, 0x4000_0BAD] {
+        ng_block(&mut bytes, block_type, &[0; 8]);
+    }
+    let unknown = bytes.len();
+    ng_block(&mut bytes, 0x0BAD_F00D, b"unknown block");
+    let local_use = bytes.len();
+    ng_block(&mut bytes, 0x8000_0001, b"local use");
+    ng_block(&mut bytes, 0x0BAD_F00D, b"unknown again");
+    // A second section after them: its packets are read too.
+    bytes.extend(pcapng_capture(&[], &datagrams));
+    let (code, report, stderr) = replay_bytes("blocks.pcapng", &bytes, &[]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert_eq!(
+        stderr,
+        [
+            format!(
+                "warning: FILE: block at offset {unknown}: unknown block type 0x0badf00d \
+                 skipped (2 blocks of this type, the first here)"
+            ),
+            format!(
+                "warning: FILE: block at offset {local_use}: unknown block type 0x80000001 \
+                 skipped"
+            ),
+        ]
+    );
+    assert_counts(&report, "counts", &[("realtime", 2)]);
+}
+
+#[test]
+fn a_pcapng_section_of_another_major_version_is_read_with_a_warning() {
+    let mut bytes = pcapng_capture(&[], &[transport(TransportKind::Keepalive, 0)]);
+    // Major version, after block type, length and byte-order magic.
+    bytes[12..14].copy_from_slice(&2u16.to_le_bytes());
+    let (code, report, stderr) = replay_bytes("v2.pcapng", &bytes, &[]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(
+        stderr[0]
+            .starts_with("warning: FILE: section header block at offset 0: pcapng major version 2"),
+        "{stderr:?}"
+    );
+    assert_counts(&report, "counts", &[("keepalive", 1)]);
+}
+
+/// `pcap` (as CaptureWriter writes it, with nanosecond time stamps) with `extra` bytes after
+/// each record's header and `magic` at the start, as Kuznetsov's patched libpcap and its kin
+/// write (with microseconds).
+fn with_longer_record_headers(pcap: &[u8], magic: u32, extra: &[u8]) -> Vec<u8> {
+    assert_eq!(pcap[..4], 0xA1B2_3C4Du32.to_le_bytes());
+    let mut out = pcap[..24].to_vec();
+    out[..4].copy_from_slice(&magic.to_le_bytes());
+    let mut at = 24;
+    while at < pcap.len() {
+        let field = |i: usize| u32::from_le_bytes(pcap[at + i..at + i + 4].try_into().unwrap());
+        let incl = field(8) as usize;
+        out.extend_from_slice(&pcap[at..at + 4]);
+        out.extend_from_slice(&(field(4) / 1000).to_le_bytes());
+        out.extend_from_slice(&pcap[at + 8..at + 16]);
+        out.extend_from_slice(extra);
+        out.extend_from_slice(&pcap[at + 16..at + 16 + incl]);
+        at += 16 + incl;
+    }
+    out
+}
+
+#[test]
+fn modified_pcap_variants_are_read() {
+    let built = build_capture("modified-src.pcap");
+    let pcap = std::fs::read(&built.file.0).unwrap();
+    let expected = replay_json(&built.file.0, &[]);
+    // ifindex 1, protocol 0x0800, pkt_type 0 (PACKET_HOST), pad: editcap -F modpcap.
+    let ss991029 = [1, 0, 0, 0, 0x00, 0x08, 0, 0];
+    let ss990915 = [1, 0, 0, 0, 0x00, 0x08, 0, 0, 0, 0, 0, 0];
+    for (magic, extra, label) in [
+        (0xA1B2_CD34, &ss991029[..], "pcap (modified, ss991029)"),
+        (
+            0xA1B2_CD34,
+            &ss990915[..],
+            "pcap (modified, ss990915: SuSE 6.3)",
+        ),
+        (
+            0xA1B2_C3D4,
+            &ss991029[..],
+            "pcap (modified, ss990417: Red Hat 6.1)",
+        ),
+    ] {
+        let bytes = with_longer_record_headers(&pcap, magic, extra);
+        let (code, report, stderr) = replay_bytes("modified.pcap", &bytes, &[]);
+        assert_eq!(code, Some(0), "{label}: {stderr:?}");
+        assert_eq!(report["format"], label);
+        assert_eq!(report["counts"], expected["counts"], "{label}");
+    }
+    // Nokia's layout without Nokia's values (as editcap writes it): refused by name.
+    let bytes = with_longer_record_headers(&pcap, 0xA1B2_C3D4, &[0; 4]);
+    let (code, _, stderr) = replay_bytes("nokia.pcap", &bytes, &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.len() == 1
+            && stderr[0].starts_with("FILE: corrupt record at offset 24: ")
+            && stderr[0].contains("Nokia"),
+        "{stderr:?}"
+    );
+}
+
+/// Ethernet frames around the datagrams (IPv4, UDP, PORT) as CaptureWriter builds them.
+fn ethernet_frames(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    datagrams
+        .iter()
+        .map(|payload| {
+            let mut writer = CaptureWriter::from_writer(Vec::new()).unwrap();
+            let src: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+            let dst: SocketAddr = format!("10.0.0.2:{PORT}").parse().unwrap();
+            writer.record(0, src, dst, payload).unwrap();
+            let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+            frame.extend_from_slice(&writer.into_inner().unwrap()[24 + 16..]);
+            frame
+        })
+        .collect()
+}
+
+/// A little-endian classic pcap with the given link-type field.
+fn pcap_with_link_field(link_field: u32, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = 0xA1B2_C3D4u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&link_field.to_le_bytes());
+    for frame in frames {
+        v.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        v.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        v.extend_from_slice(frame);
+    }
+    v
+}
+
+#[test]
+fn a_pcap_link_type_field_with_an_fcs_length_is_read_and_the_fcs_stripped() {
+    let datagrams = vec![
+        transport(TransportKind::Realtime, 40),
+        transport(TransportKind::Reliable, 20),
+    ];
+    let mut frames = ethernet_frames(&datagrams);
+    for frame in &mut frames {
+        frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    }
+    // LINKTYPE_ETHERNET, FCS length present (bit 26), 2 16-bit words (bits 28-31): libpcap's
+    // LT_FCS_DATALINK_EXT(2).
+    let bytes = pcap_with_link_field(0x2400_0001, &frames);
+    let (code, report, stderr) = replay_bytes("fcs.pcap", &bytes, &[]);
+    assert_eq!(code, Some(0), "{stderr:?}");
+    assert_counts(
+        &report,
+        "counts",
+        &[
+            ("realtime", 1),
+            ("reliable", 1),
+            ("unsupported_link", 0),
+            ("bad_frame", 0),
+            ("malformed", 0),
+        ],
+    );
+}
+
+#[test]
+fn an_ipv4_total_length_of_zero_is_the_rest_of_the_frame() {
+    // As a host captures its own TSO/GSO frames: total length 0. Ethernet pads short
+    // frames, but the UDP length bounds the datagram.
+    let datagrams = vec![
+        transport(TransportKind::Keepalive, 0),
+        transport(TransportKind::Realtime, 100),
+    ];
+    let mut frames = ethernet_frames(&datagrams);
+    for frame in &mut frames {
+        frame[14 + 2..14 + 4].fill(0);
+        frame.resize(frame.len().max(60), 0);
+    }
+    // The same, with an FCS the link-type field declares: it is not part of the datagram.
+    let mut with_fcs = frames.clone();
+    for frame in &mut with_fcs {
+        frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    }
+    for (link_field, frames) in [(1, &frames), (0x2400_0001, &with_fcs)] {
+        let bytes = pcap_with_link_field(link_field, frames);
+        let (code, report, stderr) = replay_bytes("tso.pcap", &bytes, &[]);
+        assert_eq!(code, Some(0), "{stderr:?}");
+        assert_counts(
+            &report,
+            "counts",
+            &[("keepalive", 1), ("realtime", 1), ("bad_frame", 0)],
+        );
+    }
+    // Cut by the snapshot length, such a frame is not whole: its length is unknown.
+    let mut bytes = pcap_with_link_field(1, &frames[1..]);
+    let wire = u32::from_le_bytes(bytes[24 + 12..24 + 16].try_into().unwrap());
+    bytes[24 + 12..24 + 16].copy_from_slice(&(wire + 100).to_le_bytes());
+    let (_, report, _) = replay_bytes("tso-cut.pcap", &bytes, &[]);
+    assert_counts(&report, "counts", &[("realtime", 0), ("bad_frame", 0)]);
+}
+
+// ----- session replays of hand-built captures ----------------------------------------------
+
+use intentra::proto::{Endpoint, EndpointConfig, Keypair, Mode, Sent, Timestamp};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+/// One datagram as it crossed the wire: capture time (ns), source, destination, bytes.
+type Wire = (u64, SocketAddr, SocketAddr, Vec<u8>);
+
+/// A real session between two in-process endpoints, a to b: a handshake, then `messages`
+/// Realtime messages of `size` bytes. b's private key is written to `dir/b.key`; the
+/// datagrams are returned in order, and b's key log lines.
+fn real_session(dir: &Path, messages: usize, size: usize) -> (Vec<Wire>, String, PathBuf) {
+    let a_addr: SocketAddr = "10.1.0.1:40000".parse().unwrap();
+    let b_addr: SocketAddr = "10.1.0.2:7700".parse().unwrap();
+    let b_pair = || Keypair::generate(&mut ChaCha20Rng::seed_from_u64(2));
+    let key = dir.join("b.key");
+    intentra_daemon::config::write_key_file(&key, &b_pair().secret, false).unwrap();
+    let zero = Timestamp::from_nanos(0);
+    let a_keys = Keypair::generate(&mut ChaCha20Rng::seed_from_u64(1));
+    let b_public = b_pair().public;
+    let mut a = Endpoint::new(
+        EndpointConfig::new(a_keys),
+        zero,
+        ChaCha20Rng::seed_from_u64(3),
+    );
+    let mut b_config = EndpointConfig::new(b_pair());
+    b_config.export_session_keys = true;
+    let mut b = Endpoint::new(b_config, zero, ChaCha20Rng::seed_from_u64(4));
+    let mut wire: Vec<Wire> = Vec::new();
+    let mut clock = 0u64;
+    let mut out = vec![0u8; 1452];
+    let to_b = a.connect(zero, b_addr, b_public).unwrap();
+    // Carries everything queued on either side until both are quiet.
+    let settle = |a: &mut Endpoint, b: &mut Endpoint, clock: &mut u64, wire: &mut Vec<Wire>| {
+        let mut out = vec![0u8; 1452];
+        loop {
+            let mut moved = false;
+            *clock += 1_000_000;
+            let now = Timestamp::from_nanos(*clock);
+            while let Some(tx) = a.poll_transmit(now, &mut out) {
+                let mut datagram = out[..tx.len].to_vec();
+                wire.push((*clock, a_addr, b_addr, datagram.clone()));
+                let _ = b.handle_datagram(now, a_addr, &mut datagram);
+                moved = true;
+            }
+            while let Some(tx) = b.poll_transmit(now, &mut out) {
+                let mut datagram = out[..tx.len].to_vec();
+                wire.push((*clock, b_addr, a_addr, datagram.clone()));
+                let _ = a.handle_datagram(now, b_addr, &mut datagram);
+                moved = true;
+            }
+            while b.poll_event().is_some() {}
+            while a.poll_event().is_some() {}
+            if !moved {
+                break;
+            }
+        }
+    };
+    settle(&mut a, &mut b, &mut clock, &mut wire);
+    for i in 0..messages {
+        clock += 1_000_000;
+        let now = Timestamp::from_nanos(clock);
+        let payload = vec![i as u8; size];
+        let sent = a.send(now, to_b, Mode::Realtime, &payload, &mut out);
+        let Ok(Sent::Now(tx)) = sent else {
+            panic!("{sent:?}")
+        };
+        wire.push((clock, a_addr, b_addr, out[..tx.len].to_vec()));
+    }
+    settle(&mut a, &mut b, &mut clock, &mut wire);
+    let mut keylog = String::from("# intentra key log v1\n");
+    while let Some(secrets) = b.poll_session_keys() {
+        keylog.push_str(&intentra::capture::keylog_line(&secrets));
+    }
+    (wire, keylog, key)
+}
+
+/// The IPv4 (or IPv6) packet CaptureWriter would record for a datagram.
+fn ip_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut writer = CaptureWriter::from_writer(Vec::new()).unwrap();
+    writer.record(0, src, dst, payload).unwrap();
+    writer.into_inner().unwrap()[24 + 16..].to_vec()
+}
+
+/// A microsecond pcap of raw IP (101): (time in ns, captured bytes, length on the wire).
+fn raw_ip_pcap(records: &[(u64, Vec<u8>, usize)]) -> Vec<u8> {
+    let mut v = 0xA1B2_C3D4u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&101u32.to_le_bytes());
+    for (ts, frame, wire) in records {
+        v.extend_from_slice(&((ts / 1_000_000_000) as u32).to_le_bytes());
+        v.extend_from_slice(&((ts % 1_000_000_000 / 1_000) as u32).to_le_bytes());
+        v.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(*wire as u32).to_le_bytes());
+        v.extend_from_slice(frame);
+    }
+    v
+}
+
+/// Session replay of `pcap` (written to `dir`, with `keylog` beside it) as b at 10.1.0.2:7700.
+fn session_replay(
+    dir: &Path,
+    pcap: &[u8],
+    keylog: &str,
+    key: &Path,
+) -> (Option<i32>, Value, String) {
+    let file = dir.join("cap.pcap");
+    std::fs::write(&file, pcap).unwrap();
+    std::fs::write(keylog_path(&file), keylog).unwrap();
+    let output = replay(
+        &file,
+        &[
+            "--key",
+            key.to_str().unwrap(),
+            "--local",
+            "10.1.0.2:7700",
+            "--json",
+        ],
+    );
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(&file.display().to_string(), "FILE");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report, stderr)
+}
+
+#[test]
+fn a_whole_session_capture_replays_and_the_helpers_are_sound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 5, 100);
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip, len)
+        })
+        .collect();
+    let (code, report, stderr) = session_replay(dir.path(), &raw_ip_pcap(&records), &keylog, &key);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["sessions_up"], 1, "{report}");
+    assert_eq!(report["delivered_realtime"], 5, "{report}");
+    assert_eq!(report["truncated"], 0, "{report}");
+}
+
+#[test]
+fn snaplen_cut_datagrams_are_counted_as_truncated_and_the_hint_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 5, 100);
+    // Snap length 90: every datagram of the session is cut short.
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip[..len.min(90)].to_vec(), len)
+        })
+        .collect();
+    let cut = |w: &&Wire| ip_packet(w.1, w.2, &w.3).len() > 90;
+    let to_b = wire
+        .iter()
+        .filter(|w| w.2.port() == 7700)
+        .filter(cut)
+        .count();
+    assert_eq!(to_b, wire.iter().filter(|w| w.2.port() == 7700).count());
+    let (code, report, stderr) = session_replay(dir.path(), &raw_ip_pcap(&records), &keylog, &key);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(report["truncated"], to_b as u64, "{report}");
+    assert_eq!(report["datagrams_to_local"], 0, "{report}");
+    assert!(
+        stderr.contains(&format!(
+            "none of the {to_b} datagrams to --local 10.1.0.2:7700 was captured whole"
+        )) && stderr.contains("snap length")
+            && !stderr.contains("destinations in the capture"),
+        "{stderr}"
+    );
+    // Plain mode counts them as truncated too.
+    let file = dir.path().join("cap.pcap");
+    let report = replay_json(&file, &[]);
+    let all_cut = wire.iter().filter(cut).count() as u64;
+    assert_eq!(report["counts"]["truncated"], all_cut, "{report}");
+}
+
+#[test]
+fn a_session_replay_on_an_unsupported_link_type_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 2, 50);
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip, len)
+        })
+        .collect();
+    let mut pcap = raw_ip_pcap(&records);
+    // LINKTYPE_USER0.
+    pcap[20..24].copy_from_slice(&147u32.to_le_bytes());
+    let (code, report, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "link types this tool does not read: 147 ({} frames)",
+            wire.len()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("holds no UDP datagram"), "{stderr}");
+    assert_eq!(report["unsupported_link_types"]["147"], wire.len() as u64);
+}
+
+#[test]
+fn a_missing_key_log_is_named_as_missing_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, _, key) = real_session(dir.path(), 1, 10);
+    let records: Vec<_> = wire
+        .iter()
+        .map(|(ts, src, dst, d)| {
+            let ip = ip_packet(*src, *dst, d);
+            let len = ip.len();
+            (*ts, ip, len)
+        })
+        .collect();
+    let file = dir.path().join("cap.pcap");
+    std::fs::write(&file, raw_ip_pcap(&records)).unwrap();
+    let output = replay(
+        &file,
+        &["--key", key.to_str().unwrap(), "--local", "10.1.0.2:7700"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cap.pcap.keylog: key log not found"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--keylog"), "{stderr}");
+    assert!(stderr.contains("FILE.workerN.keylog"), "{stderr}");
+    assert!(!stderr.contains("RNG seed"), "{stderr}");
+}
+
+/// `ip` (an IPv4 packet without options) as the fragments a path of `mtu` bytes makes of it,
+/// with identification `id`; whole if it fits.
+fn ipv4_fragments(ip: &[u8], mtu: usize, id: u16) -> Vec<Vec<u8>> {
+    if ip.len() <= mtu {
+        return vec![ip.to_vec()];
+    }
+    let (header, payload) = ip.split_at(20);
+    let step = (mtu - 20) / 8 * 8;
+    let pieces: Vec<&[u8]> = payload.chunks(step).collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut p = header.to_vec();
+            p[2..4].copy_from_slice(&((20 + piece.len()) as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&id.to_be_bytes());
+            let more = if i + 1 < pieces.len() { 0x2000 } else { 0 };
+            p[6..8].copy_from_slice(&(more | (i * step / 8) as u16).to_be_bytes());
+            p.extend_from_slice(piece);
+            p
+        })
+        .collect()
+}
+
+/// The session's datagrams as a path with a 576-byte MTU delivers them, each datagram's
+/// fragments passed through `shuffle` (which may reorder or drop them).
+fn fragmented_capture(
+    wire: &[Wire],
+    shuffle: impl Fn(usize, Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (n, (ts, src, dst, datagram)) in wire.iter().enumerate() {
+        let fragments = ipv4_fragments(&ip_packet(*src, *dst, datagram), 576, n as u16);
+        for (i, f) in shuffle(n, fragments).into_iter().enumerate() {
+            let len = f.len();
+            records.push((ts + i as u64 * 1_000, f, len));
+        }
+    }
+    raw_ip_pcap(&records)
+}
+
+#[test]
+fn a_fragmented_session_is_reassembled_and_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1000-byte messages: sealed datagrams of about 1030 bytes, two fragments each at 576.
+    let (wire, keylog, key) = real_session(dir.path(), 6, 1000);
+    let big = wire.iter().filter(|w| w.3.len() > 576 - 28).count();
+    assert_eq!(big, 6);
+    for (name, shuffle) in [
+        (
+            "in order",
+            (|_, f| f) as fn(usize, Vec<Vec<u8>>) -> Vec<Vec<u8>>,
+        ),
+        ("last fragment first", |_, mut f: Vec<Vec<u8>>| {
+            f.reverse();
+            f
+        }),
+    ] {
+        let pcap = fragmented_capture(&wire, shuffle);
+        let (code, report, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert_eq!(report["delivered_realtime"], 6, "{name}: {report}");
+        assert_eq!(report["reassembled"], 6, "{name}: {report}");
+        assert_eq!(report["ip_fragments"], 12, "{name}: {report}");
+        assert_eq!(report["fragments_incomplete"], 0, "{name}: {report}");
+        assert_eq!(
+            report["transport_packets"], report["opened"],
+            "{name}: {report}"
+        );
+        // Plain mode counts the reassembled datagrams by type.
+        let report = replay_json(&dir.path().join("cap.pcap"), &[]);
+        assert_counts(
+            &report,
+            "counts",
+            &[
+                ("realtime", 6),
+                ("ip_fragments", 12),
+                ("reassembled", 6),
+                ("truncated", 0),
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_fragmented_datagram_missing_a_fragment_is_counted_and_mentioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 4, 1000);
+    // The second fragment of the first message is lost; the rest arrive.
+    let first_big = wire.iter().position(|w| w.3.len() > 576).unwrap();
+    let pcap = fragmented_capture(&wire, |n, mut f| {
+        if n == first_big {
+            f.truncate(1);
+        }
+        f
+    });
+    let (code, report, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["delivered_realtime"], 3, "{report}");
+    assert_eq!(report["fragments_incomplete"], 1, "{report}");
+    assert!(
+        stderr.contains("1 fragmented datagrams never completed"),
+        "{stderr}"
+    );
+    let output = replay(&dir.path().join("cap.pcap"), &["--json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 fragmented datagrams never completed"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_counts(
+        &report,
+        "counts",
+        &[("realtime", 3), ("fragments_incomplete", 1)],
+    );
+
+    // Nothing but fragments that never complete: exit 3, and the hint says why.
+    let only_first: Vec<Wire> = wire.iter().filter(|w| w.3.len() > 576).cloned().collect();
+    let pcap = fragmented_capture(&only_first, |_, mut f| {
+        f.truncate(1);
+        f
+    });
+    let (code, _, stderr) = session_replay(dir.path(), &pcap, &keylog, &key);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("fragmented datagrams never completed"),
+        "{stderr}"
+    );
 }

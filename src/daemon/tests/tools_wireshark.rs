@@ -578,3 +578,135 @@ fn tshark_dissects_bundles_frame_by_frame() {
     let report: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(report["counts"]["bundle"], 4, "{report}");
 }
+
+/// A microsecond raw-IP pcap whose records keep only `snaplen` bytes of each packet.
+fn snapped_pcap(packets: &[Vec<u8>], snaplen: usize) -> Vec<u8> {
+    let mut v = 0xA1B2_C3D4u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&(snaplen as u32).to_le_bytes());
+    v.extend_from_slice(&101u32.to_le_bytes());
+    for (i, packet) in packets.iter().enumerate() {
+        let kept = &packet[..packet.len().min(snaplen)];
+        v.extend_from_slice(&1_800_000_000u32.to_le_bytes());
+        v.extend_from_slice(&(i as u32).to_le_bytes());
+        v.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+        v.extend_from_slice(kept);
+    }
+    v
+}
+
+/// A packet cut at the capture's snap length is laid out by its length on the wire: tshark
+/// shows the sealed length the packet has, marks it truncated (expert info), does not try to
+/// decrypt part of a ciphertext, and still recognises it heuristically on any port. The same
+/// packet captured whole decrypts with the same key log.
+#[test]
+fn tshark_lays_out_snaplen_cut_packets_by_their_wire_length() {
+    if !tshark_available() {
+        eprintln!(
+            "SKIPPED tshark_lays_out_snaplen_cut_packets_by_their_wire_length: tshark is not \
+             installed (apt-get install tshark)"
+        );
+        return;
+    }
+    use intentra::proto::wire::SessionIndex;
+    use intentra::proto::SessionSecrets;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = SessionSecrets {
+        local_index: SessionIndex::new(0x1111_2222).unwrap(),
+        remote_index: SessionIndex::new(0x3333_4444).unwrap(),
+        send: [0x5a; 32],
+        recv: [0xa5; 32],
+        peer: PublicKey([7; 32]),
+        initiator: true,
+        rekey: false,
+        created: Timestamp::ZERO,
+    };
+    let keylog = dir.path().join("cut.keylog");
+    std::fs::write(
+        &keylog,
+        format!("# intentra key log v1\n{}", keylog_line(&secrets)),
+    )
+    .unwrap();
+    // A 202-byte Realtime (170 bytes sealed), sealed with the logged send key.
+    let counter = Counter(3);
+    let mut realtime = vec![0u8; 202];
+    let header: &mut [u8; wire::TRANSPORT_HEADER_LEN] = (&mut realtime[..16]).try_into().unwrap();
+    wire::write_transport_header(
+        header,
+        TransportKind::Realtime,
+        secrets.remote_index,
+        counter,
+    );
+    realtime[16..186].fill(b'r');
+    PacketKey::new(&secrets.send)
+        .seal_in_place(counter, &mut realtime)
+        .unwrap();
+    let mut init = vec![0x5au8; wire::init::LEN];
+    wire::write_prefix(&mut init, wire::PacketType::HandshakeInit);
+    init[4..8].copy_from_slice(&0x0102_0304u32.to_le_bytes());
+    // On a port nobody configured: the heuristic must find them.
+    let src: SocketAddr = "127.0.0.1:41001".parse().unwrap();
+    let dst: SocketAddr = "127.0.0.1:41002".parse().unwrap();
+    let ip = |payload: &[u8]| {
+        let mut writer = CaptureWriter::from_writer(Vec::new()).unwrap();
+        writer.record(0, src, dst, payload).unwrap();
+        writer.into_inner().unwrap()[24 + 16..].to_vec()
+    };
+    let whole = dir.path().join("whole.pcap");
+    std::fs::write(&whole, snapped_pcap(&[ip(&realtime)], 65535)).unwrap();
+    let cut = dir.path().join("cut.pcap");
+    // Snap length 90: 62 bytes of each datagram after the IPv4 and UDP headers.
+    std::fs::write(&cut, snapped_pcap(&[ip(&realtime), ip(&init)], 90)).unwrap();
+    let keylog_pref = format!("intentra.keylog:{}", keylog.display());
+    let common = [
+        "-o",
+        "intentra.port:0",
+        "-o",
+        "udp.try_heuristic_first:TRUE",
+        "-o",
+        &keylog_pref,
+    ];
+
+    let mut args = common.to_vec();
+    args.extend(["-r", whole.to_str().unwrap(), "-V"]);
+    let verbose = tshark(&args);
+    assert!(
+        verbose.contains("[Decryption: decrypted with the key log"),
+        "{verbose}"
+    );
+    assert!(verbose.contains("Sealed length: 170"), "{verbose}");
+
+    let mut args = common.to_vec();
+    args.extend(["-r", cut.to_str().unwrap(), "-V"]);
+    let verbose = tshark(&args);
+    for expected in [
+        "Type: Realtime (5)",
+        "Sealed length: 170",
+        "Counter: 3",
+        "[46 of 170 bytes captured]",
+        "not decrypted: the capture holds 62 of the packet's 202 bytes",
+        "Packet cut short by the capture: 62 of 202 bytes captured",
+        "Type: HandshakeInit (1)",
+        "Sender index: 0x01020304",
+        "Packet cut short by the capture: 62 of 120 bytes captured",
+    ] {
+        assert!(verbose.contains(expected), "no {expected:?} in:\n{verbose}");
+    }
+    assert!(!verbose.contains("decryption failed"), "{verbose}");
+    assert!(
+        !verbose.contains("Tag: "),
+        "the tag was not captured:\n{verbose}"
+    );
+    let mut args = common.to_vec();
+    args.extend(["-r", cut.to_str().unwrap()]);
+    let summary = tshark(&args);
+    assert!(
+        summary.contains("Realtime receiver=0x33334444 counter=3 len=170 [truncated]"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("HandshakeInit sender=0x01020304 [truncated]"),
+        "{summary}"
+    );
+}
