@@ -1022,18 +1022,22 @@ fn session_replay(
     (output.status.code(), report, stderr)
 }
 
-#[test]
-fn a_whole_session_capture_replays_and_the_helpers_are_sound() {
-    let dir = tempfile::tempdir().unwrap();
-    let (wire, keylog, key) = real_session(dir.path(), 5, 100);
-    let records: Vec<_> = wire
-        .iter()
+/// Each datagram of `wire` as a raw-IP record captured whole.
+fn whole_records(wire: &[Wire]) -> Vec<(u64, Vec<u8>, usize)> {
+    wire.iter()
         .map(|(ts, src, dst, d)| {
             let ip = ip_packet(*src, *dst, d);
             let len = ip.len();
             (*ts, ip, len)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_whole_session_capture_replays_and_the_helpers_are_sound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wire, keylog, key) = real_session(dir.path(), 5, 100);
+    let records = whole_records(&wire);
     let (code, report, stderr) = session_replay(dir.path(), &raw_ip_pcap(&records), &keylog, &key);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(report["sessions_up"], 1, "{report}");
@@ -1083,14 +1087,7 @@ fn snaplen_cut_datagrams_are_counted_as_truncated_and_the_hint_says_so() {
 fn a_session_replay_on_an_unsupported_link_type_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let (wire, keylog, key) = real_session(dir.path(), 2, 50);
-    let records: Vec<_> = wire
-        .iter()
-        .map(|(ts, src, dst, d)| {
-            let ip = ip_packet(*src, *dst, d);
-            let len = ip.len();
-            (*ts, ip, len)
-        })
-        .collect();
+    let records = whole_records(&wire);
     let mut pcap = raw_ip_pcap(&records);
     // LINKTYPE_USER0.
     pcap[20..24].copy_from_slice(&147u32.to_le_bytes());
@@ -1111,14 +1108,7 @@ fn a_session_replay_on_an_unsupported_link_type_names_it() {
 fn a_missing_key_log_is_named_as_missing_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let (wire, _, key) = real_session(dir.path(), 1, 10);
-    let records: Vec<_> = wire
-        .iter()
-        .map(|(ts, src, dst, d)| {
-            let ip = ip_packet(*src, *dst, d);
-            let len = ip.len();
-            (*ts, ip, len)
-        })
-        .collect();
+    let records = whole_records(&wire);
     let file = dir.path().join("cap.pcap");
     std::fs::write(&file, raw_ip_pcap(&records)).unwrap();
     let output = replay(

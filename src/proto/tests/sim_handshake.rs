@@ -423,13 +423,7 @@ fn a_forged_handshake_finish_costs_a_restart_not_the_session() {
 
 /// The HandshakeInits `node` has put on the wire so far.
 fn inits_sent(net: &Network, node: usize) -> usize {
-    let addr = net.nodes[node].addr;
-    net.capture
-        .as_ref()
-        .unwrap()
-        .iter()
-        .filter(|(src, _, p)| *src == addr && p[1] == PacketType::HandshakeInit as u8)
-        .count()
+    sent_of_type(net, node, PacketType::HandshakeInit).len()
 }
 
 /// Anyone who saw a HandshakeInit can forge a CookieReply for it (the cookie key comes from
