@@ -621,7 +621,7 @@ impl Reassembler {
         }
         let grow = end.saturating_sub(pending.bytes.len());
         while self.held + grow > MAX_HELD_BYTES && self.pending.len() > 1 {
-            if !self.give_up_oldest_except(fragment.key) {
+            if !self.give_up_oldest_except(Some(fragment.key)) {
                 break;
             }
         }
@@ -675,40 +675,33 @@ impl Reassembler {
             .map(|(key, _)| *key)
             .collect();
         for key in old {
-            if let Some(p) = self.pending.remove(&key) {
-                self.held -= p.bytes.len();
-                self.stats.incomplete += u64::from(!p.dead);
-            }
+            self.give_up(key);
         }
     }
 
     fn give_up_oldest(&mut self) {
-        let oldest = self
-            .pending
-            .iter()
-            .min_by_key(|(_, p)| p.seq)
-            .map(|(k, _)| *k);
-        if let Some(key) = oldest {
-            if let Some(p) = self.pending.remove(&key) {
-                self.held -= p.bytes.len();
-                self.stats.incomplete += u64::from(!p.dead);
-            }
-        }
+        self.give_up_oldest_except(None);
     }
 
     /// Gives up the oldest datagram other than `keep`; false if there is none.
-    fn give_up_oldest_except(&mut self, keep: FragmentKey) -> bool {
+    fn give_up_oldest_except(&mut self, keep: Option<FragmentKey>) -> bool {
         let oldest = self
             .pending
             .iter()
-            .filter(|(k, _)| **k != keep)
+            .filter(|(k, _)| Some(**k) != keep)
             .min_by_key(|(_, p)| p.seq)
             .map(|(k, _)| *k);
-        let Some(key) = oldest else { return false };
-        if let Some(p) = self.pending.remove(&key) {
-            self.held -= p.bytes.len();
-            self.stats.incomplete += u64::from(!p.dead);
-        }
+        oldest.is_some_and(|key| self.give_up(key))
+    }
+
+    /// Forgets a datagram in progress, counting it as incomplete unless it was dropped
+    /// (and counted) already; false if there was none.
+    fn give_up(&mut self, key: FragmentKey) -> bool {
+        let Some(p) = self.pending.remove(&key) else {
+            return false;
+        };
+        self.held -= p.bytes.len();
+        self.stats.incomplete += u64::from(!p.dead);
         true
     }
 
